@@ -1,0 +1,171 @@
+"""Training settings as one typed object: defaults, then a --cfg YAML file, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ImgclsError
+
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = ""
+    split: str = "0.7,0.15,0.15"      # train,val[,test] fractions, or a saved split.csv to reuse
+    imgsz: int | None = None          # pixels; default: the model's pretrained input size
+    augment: str = "light"            # none | light | strong
+    balance: bool = False             # class-weighted loss for imbalanced data
+    # model
+    model: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights: str | None = None        # starting weights file (state_dict or checkpoint)
+    freeze: bool | None = None        # train only the head; default: on when pretrained
+    unfreeze_at: int | None = None    # epoch (1-based) from which the whole network trains
+    backbone_lr_mult: float = 0.1     # backbone lr = lr * this, once unfrozen
+    se: bool = False                  # squeeze-and-excitation blocks in simple_cnn
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32
+    optim: str = "AdamW"
+    lr: float | None = None           # default: 1e-2 (Adam/AdamW) or 0.1 (SGD) for a frozen backbone, 10x less otherwise
+    lrf: float = 0.01                 # final lr = lr * lrf (cosine)
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    patience: int = 10                # epochs without val improvement before stopping; 0 = never
+    clip_grad: float | None = None    # max gradient norm
+    seed: int = 0
+    # hardware
+    device: str = "auto"
+    workers: int | None = None        # DataLoader workers; default: cores - 1
+    amp: bool = False                 # mixed precision on CUDA
+    # output
+    project: str = "runs"
+    name: str = "train"
+    exist_ok: bool = False
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(key, message):
+            raise ImgclsError(f"--{key.replace('_', '-')} {getattr(self, key)!r}: {message}")
+
+        if self.optim not in OPTIMIZERS:
+            matches = [o for o in OPTIMIZERS if o.lower() == str(self.optim).lower()]
+            if matches:
+                self.optim = matches[0]
+            else:
+                bad("optim", f"choose one of {', '.join(OPTIMIZERS)}")
+        if self.augment not in ("none", "light", "strong"):
+            bad("augment", "choose none, light or strong")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+        if self.epochs < 1:
+            bad("epochs", "must be at least 1")
+        if self.batch_size < 1:
+            bad("batch_size", "must be at least 1")
+        if self.lr is not None and self.lr <= 0:
+            bad("lr", "must be positive")
+        if not 0 < self.lrf <= 1:
+            bad("lrf", "must be in (0, 1]")
+        if self.imgsz is not None and self.imgsz < 8:
+            bad("imgsz", "must be at least 8 pixels")
+        if not 0 <= self.label_smoothing < 1:
+            bad("label_smoothing", "must be in [0, 1)")
+        if self.unfreeze_at is not None and self.unfreeze_at < 1:
+            bad("unfreeze_at", "is an epoch number, 1 or more")
+        if self.workers is not None and self.workers < 0:
+            bad("workers", "must be 0 or more")
+
+    @property
+    def frozen_backbone(self) -> bool:
+        return self.pretrained if self.freeze is None else self.freeze
+
+    @property
+    def base_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        # A lone linear head on fixed features tolerates (and needs) a much higher lr than a full network.
+        base = 1e-2 if self.optim == "SGD" else 1e-3
+        return base * 10 if self.frozen_backbone else base
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value):
+    """Turn a YAML or CLI value into the field's type, with an error that names the key."""
+    hint = typing.get_type_hints(TrainConfig)[key]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    target = args[0] if args else hint
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return None
+        raise ImgclsError(f"config key {key!r}: needs a value")
+    try:
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if target is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if target is float:
+            return float(value)
+        if target is str:
+            return str(value) if not isinstance(value, (list, tuple)) else ",".join(str(v) for v in value)
+    except (TypeError, ValueError):
+        raise ImgclsError(f"config key {key!r}: {value!r} is not a valid {target.__name__}") from None
+    return value
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ImgclsError(f"--cfg {path}: file not found")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ImgclsError(f"--cfg {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(content, dict):
+        raise ImgclsError(f"--cfg {path}: expected key: value pairs at the top level")
+    return content
+
+
+def make_config(cfg_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
+    """Defaults, then the YAML file, then keyword overrides (None means 'not given')."""
+    values: dict = {}
+    sources = []
+    if cfg_file:
+        sources.append((f"--cfg {cfg_file}", load_yaml_config(cfg_file)))
+    sources.append(("arguments", {k: v for k, v in overrides.items() if v is not None}))
+    for origin, mapping in sources:
+        for key, value in mapping.items():
+            norm = key.replace("-", "_")
+            if norm not in FIELDS:
+                import difflib
+
+                close = difflib.get_close_matches(norm, FIELDS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ImgclsError(f"{origin}: unknown setting {key!r}{hint}")
+            values[norm] = _coerce(norm, value)
+    return TrainConfig(**values)

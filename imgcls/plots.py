@@ -1,0 +1,160 @@
+"""Plots drawn from what a run folder holds (results.csv, results.json, predictions files)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .runs import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_results_csv(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]} if rows else {}
+
+
+def plot_curves(results_csv: Path, out_dir: Path) -> list[Path]:
+    """loss.png, accuracy.png and lr.png from results.csv."""
+    plt = _pyplot()
+    table = read_results_csv(results_csv)
+    if not table:
+        return []
+    epochs = table["epoch"]
+    written = []
+    specs = [
+        ("loss.png", "Loss", [("train_loss", "train"), ("val_loss", "val")]),
+        ("accuracy.png", "Accuracy", [("train_acc", "train"), ("val_acc", "val"), ("val_macro_f1", "val macro-F1")]),
+        ("lr.png", "Learning rate", [("lr", "head lr")]),
+    ]
+    for filename, label, series in specs:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for key, name in series:
+            if key in table:
+                ax.plot(epochs, table[key], marker="o", markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label.lower())
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        if filename == "accuracy.png":
+            ax.set_ylim(0, 1.02)
+        if filename == "lr.png":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.legend()
+        _save(fig, out_dir / filename)
+        written.append(out_dir / filename)
+    return written
+
+
+def plot_confusion_matrix(cm, class_names: list[str], path: Path, title: str, normalize: bool = False) -> Path:
+    """Counts (or row-normalised rates) with class names on both axes."""
+    plt = _pyplot()
+    cm = np.asarray(cm, dtype=np.float64)
+    values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    n = len(class_names)
+    size = min(4.0 + 0.45 * n, 22)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(values.max(), 1))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if n <= 30:
+        threshold = values.max() / 2 if values.max() else 0.5
+        for i in range(n):
+            for j in range(n):
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8 if n > 12 else 10,
+                        color="white" if values[i, j] > threshold else "black")
+    _save(fig, path)
+    return path
+
+
+def plot_roc(y_true, probs, class_names: list[str], path: Path, title: str) -> Path:
+    """One-vs-rest ROC per class with its AUC, plus micro and macro averages."""
+    from .metrics import roc_curves
+
+    plt = _pyplot()
+    curves = roc_curves(y_true, probs, len(class_names))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    per_class = [k for k in curves if isinstance(k, (int, np.integer))]
+    for c in per_class[:20]:
+        fpr, tpr, area = curves[c]
+        ax.plot(fpr, tpr, lw=1.2, alpha=0.8, label=f"{class_names[c]} (AUC {area:.3f})")
+    for key, style in (("micro", ":"), ("macro", "--")):
+        if key in curves:
+            fpr, tpr, area = curves[key]
+            ax.plot(fpr, tpr, style, lw=2.2, color="black" if key == "micro" else "tab:red",
+                    label=f"{key}-average (AUC {area:.3f})")
+    if len(per_class) > 20:
+        ax.plot([], [], " ", label=f"... {len(per_class) - 20} more classes")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, alpha=0.5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (recall)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def read_predictions_csv(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, probabilities) from a predictions_*.csv written by train or val."""
+    index = {c: i for i, c in enumerate(class_names)}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    y_true = np.array([index[r["true"]] for r in rows], dtype=np.int64)
+    probs = np.array([[float(r[f"p_{c}"]) for c in class_names] for r in rows], dtype=np.float64)
+    return y_true, probs.reshape(len(rows), len(class_names))
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Redraw every training plot of a run from its files alone."""
+    import json
+
+    run_dir = Path(run_dir)
+    written = plot_curves(run_dir / "results.csv", run_dir)
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    class_names = results["dataset"]["class_names"]
+    best = results.get("best epoch")
+    if best:
+        epoch = results[f"epoch:{best}"]
+        for split, key in (("train", "train info"), ("val", "valid info")):
+            written.append(plot_confusion_matrix(
+                epoch[key]["confusion matrix"], class_names, run_dir / f"confusion_matrix_{split}.png",
+                f"Confusion matrix, {split} (best epoch {best})"))
+    if "test" in results:
+        written.append(plot_confusion_matrix(results["test"]["confusion matrix"], class_names,
+                                             run_dir / "confusion_matrix_test.png",
+                                             f"Confusion matrix, test (best epoch {best})"))
+    for split in ("val", "test"):
+        predictions = run_dir / f"predictions_{split}.csv"
+        if predictions.exists():
+            y_true, probs = read_predictions_csv(predictions, class_names)
+            if len(y_true):
+                written.append(plot_roc(y_true, probs, class_names, run_dir / f"roc_{split}.png",
+                                        f"ROC one-vs-rest, {split} (best epoch {best})"))
+    return written

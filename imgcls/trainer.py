@@ -1,0 +1,426 @@
+"""``imgcls.train``: from class folders to a run folder with weights, metrics, plots and a report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as data_mod
+from .config import TrainConfig, make_config
+from .engine import EpochOutput, evaluate, train_one_epoch
+from .errors import ImgclsError
+from .metrics import confusion_matrix, summary
+from .models import count_flops, count_parameters, create_model, head_and_backbone_params, set_backbone_trainable
+from .runs import (CHECKPOINT_FORMAT, atomic_write_text, load_checkpoint, new_run_dir, save_checkpoint,
+                   write_json, write_yaml)
+from .transforms import eval_transform, make_preprocess, train_transform
+
+log = logging.getLogger("imgcls")
+
+CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; every path is inside ``run_dir``."""
+
+    run_dir: Path
+    class_names: list[str]
+    best_epoch: int
+    epochs_run: int
+    best: dict = field(default_factory=dict)   # the best epoch's "valid info"
+    test: dict | None = None                   # "test" section of results.json, when a test split exists
+
+    @property
+    def best_weights(self) -> Path:
+        return self.run_dir / "weights" / "best.pt"
+
+    @property
+    def last_weights(self) -> Path:
+        return self.run_dir / "weights" / "last.pt"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logger = logging.getLogger("imgcls")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ImgclsError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ImgclsError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+
+
+def _log_data_findings(source, bad, small, min_side) -> None:
+    if bad:
+        lines = "\n".join(f"  {rel}: {reason}" for rel, reason in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        log.warning(f"WARNING: skipped {len(bad)} unusable file(s):\n{lines}{more}")
+    if small:
+        shown = ", ".join(f"{rel} ({w}x{h})" for rel, w, h in small[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        log.warning(
+            f"WARNING: {len(small)} image(s) are far smaller than the model input ({min_side * 4}px) and will be "
+            f"upscaled: {shown}{more}"
+        )
+    if bad or small:
+        log.warning("         `imgcls check --data DIR` reports duplicates, leakage and more.")
+
+
+def _dataset_table(source) -> dict:
+    counts = source.counts()
+    table = {"num_classes": len(source.class_names), "class_names": source.class_names, "root": str(source.root)}
+    for split, per_class in counts.items():
+        table[split] = dict(per_class, total=sum(per_class.values()))
+    if source.skipped:
+        table["skipped files"] = [{"path": rel, "reason": reason} for rel, reason in source.skipped]
+    return table
+
+
+def _write_predictions_csv(path: Path, source_paths: list[str], class_names: list[str], out: EpochOutput) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "true", "predicted", "confidence", *[f"p_{c}" for c in class_names]])
+    for index, true, probs in zip(out.indices, out.targets, out.probs):
+        pred = int(np.argmax(probs))
+        writer.writerow([source_paths[index], class_names[true], class_names[pred], f"{probs[pred]:.6f}",
+                         *[f"{p:.6f}" for p in probs]])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    head, backbone = head_and_backbone_params(model)
+    groups = [
+        {"params": head, "lr": cfg.base_lr, "initial_lr": cfg.base_lr},
+        {"params": backbone, "lr": cfg.base_lr * cfg.backbone_lr_mult,
+         "initial_lr": cfg.base_lr * cfg.backbone_lr_mult},
+    ]
+    if cfg.optim == "SGD":
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    if cfg.optim == "Adam":
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def _class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _is_better(val: dict, best: dict | None) -> bool:
+    if best is None:
+        return True
+    if val["accuracy"] != best["accuracy"]:
+        return val["accuracy"] > best["accuracy"]
+    return val["loss"] < best["loss"]
+
+
+def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume: str | os.PathLike | None = None,
+          progress: bool = True, **settings) -> TrainResult:
+    """Train a classifier exactly as ``imgcls train`` does and return the run's summary.
+
+    ``imgcls.train(data="photos/", model="resnet18", epochs=10)``; any TrainConfig key is accepted.
+    ``resume=RUN_DIR`` continues an interrupted run from its last.pt.
+    """
+    setup_logging()
+    state = None
+    if resume is not None:
+        run_dir = Path(resume)
+        last = run_dir / "weights" / "last.pt" if run_dir.is_dir() else run_dir
+        if not last.exists():
+            raise ImgclsError(f"--resume {resume}: no weights/last.pt there to resume from")
+        state = load_checkpoint(last)
+        if "optimizer" not in state:
+            raise ImgclsError(f"--resume {resume}: {last} holds no training state to resume from")
+        run_dir = last.parent.parent
+        cfg = TrainConfig(**state["args"])
+        if state["epoch"] >= cfg.epochs or state.get("finished"):
+            raise ImgclsError(f"--resume {resume}: this run already finished ({state['epoch']} epochs); start a new run")
+        log.info(f"Resuming {run_dir} from epoch {state['epoch'] + 1}/{cfg.epochs}")
+    elif cfg is None:
+        cfg = make_config(cfg_file, **settings)
+    elif settings or cfg_file:
+        raise TypeError("pass either a TrainConfig or keyword settings, not both")
+    if not cfg.data:
+        raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
+
+    seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    workers = data_mod.default_workers() if cfg.workers is None else cfg.workers
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    # Data: find, split, verify every image before the first epoch.
+    if state is not None:
+        source = data_mod.DataSource(
+            root=Path(state["data"]["root"]), class_names=state["class_names"],
+            items={k: [tuple(x) for x in v] for k, v in state["data"]["items"].items()},
+            split_made=state["data"]["split_made"],
+        )
+    else:
+        source = data_mod.discover(cfg.data, cfg.split, cfg.seed)
+    num_classes = len(source.class_names)
+
+    model, pretrained_cfg, weights_desc = create_model(
+        cfg.model, num_classes, pretrained=cfg.pretrained and state is None,
+        weights=cfg.weights if state is None else None, se=cfg.se,
+    )
+    preprocess = make_preprocess(pretrained_cfg, cfg.imgsz) if state is None else state["preprocess"]
+    input_side = min(preprocess["input_size"][1:])
+    if state is None:
+        t0 = time.time()
+        source, bad, small = data_mod.validate_images(source, min_side=max(1, input_side // 4), workers=max(2, workers))
+        _log_data_findings(source, bad, small, max(1, input_side // 4))
+        data_mod.check_trainable(source)
+        log.info(f"Checked {sum(len(v) for v in source.items.values())} images in {time.time() - t0:.1f}s")
+
+    if state is None:
+        run_dir = new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+    frozen = cfg.frozen_backbone
+    resolved = cfg.to_dict() | {
+        "data": str(Path(cfg.data).resolve()), "freeze": frozen, "lr": cfg.base_lr, "imgsz": input_side,
+        "workers": workers, "device": str(device),
+    }
+
+    counts = source.counts()
+    log.info(
+        f"Data: {num_classes} classes ({', '.join(source.class_names[:8])}{', ...' if num_classes > 8 else ''}); "
+        + ", ".join(f"{s} {sum(c.values())}" for s, c in counts.items())
+        + (" (split made with seed %d)" % cfg.seed if source.split_made and state is None else "")
+    )
+    log.info(f"Model: {cfg.model}, {weights_desc}; input {preprocess['input_size'][1]}x{preprocess['input_size'][2]}"
+             f"{'; backbone frozen, training the head' if frozen else '; training all layers'}"
+             + (f" until epoch {cfg.unfreeze_at}" if frozen and cfg.unfreeze_at else ""))
+
+    if state is None:
+        write_yaml(run_dir / "args.yaml", resolved)
+        write_json(run_dir / "class_indices.json", {str(i): c for i, c in enumerate(source.class_names)})
+        if source.split_made:
+            data_mod.write_split_csv(source, run_dir / "split.csv")
+
+    model.to(device)
+    set_backbone_trainable(model, not frozen)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    total_params, trainable_params = count_parameters(model)
+    flops = count_flops(model, preprocess["input_size"])
+
+    train_ds = data_mod.ImageDataset(source.paths("train"), source.labels("train"),
+                                     train_transform(preprocess, cfg.augment))
+    eval_tf = eval_transform(preprocess)
+    val_paths = [str(p) for p in source.paths("val")]
+    val_ds = data_mod.ImageDataset(val_paths, source.labels("val"), eval_tf)
+    eval_loader = data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers)
+
+    weight = _class_weights(source.labels("train"), num_classes).to(device) if cfg.balance else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    eval_criterion = nn.CrossEntropyLoss()
+    optimizer = _make_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    if cfg.amp and device.type != "cuda":
+        log.warning("WARNING: --amp only applies on CUDA; training in float32")
+
+    steps_per_epoch = max(1, -(-len(train_ds) // cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    history: list[dict] = []
+    start_epoch, step, best_val, best_epoch, stale = 1, 0, None, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history = list(state["history"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        best_epoch, stale = state["best_epoch"], state["stale"]
+        best_val = history[best_epoch - 1]["valid info"] if best_epoch else None
+        _set_rng_state(state["rng"])
+
+    results = {
+        "train parameters": resolved,
+        "dataset": _dataset_table(source),
+        "model": {
+            "name": cfg.model, "weights": weights_desc if state is None else state["weights_source"],
+            "total parameters": total_params, "trainable parameters": trainable_params,
+            "FLOPs per image": flops, "input size": preprocess["input_size"], "preprocess": preprocess,
+        },
+    }
+    log.info(f"Parameters: {total_params:,} ({trainable_params:,} trainable); {flops / 1e9:.2f} GFLOPs per image")
+
+    items_payload = {k: [list(x) for x in v] for k, v in source.items.items()}
+    best_val_out: EpochOutput | None = None
+    stopped_early = False
+    checkpoint_base = {
+        "format": CHECKPOINT_FORMAT, "version": 1, "model_name": cfg.model, "model_kwargs": {"se": cfg.se},
+        "class_names": source.class_names, "preprocess": preprocess, "args": cfg.to_dict(),
+        "weights_source": results["model"]["weights"],
+    }
+
+    t_start = time.time()
+    prior_seconds = state.get("train_seconds", 0.0) if state is not None else 0.0
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if frozen and cfg.unfreeze_at and epoch >= cfg.unfreeze_at:
+            if epoch == cfg.unfreeze_at or start_epoch == epoch:
+                log.info(f"Epoch {epoch}: unfreezing the backbone (lr x{cfg.backbone_lr_mult})")
+            frozen = False
+            set_backbone_trainable(model, True)
+        t0 = time.time()
+        train_loader = data_mod.make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, workers=workers,
+                                            seed=cfg.seed, epoch=epoch)
+        tr = train_one_epoch(
+            model, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
+            total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
+            scaler=scaler, amp=cfg.amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
+        )
+        step += tr.steps
+        va = evaluate(model, eval_loader, eval_criterion, device=device, amp=cfg.amp,
+                      desc=f"epoch {epoch}/{cfg.epochs} val", progress=progress)
+        seconds = time.time() - t0
+        cm_train = confusion_matrix(tr.targets, tr.predictions, num_classes)
+        cm_val = confusion_matrix(va.targets, va.predictions, num_classes)
+        train_info = summary(cm_train, source.class_names, tr.loss) | {"confusion matrix": cm_train.tolist()}
+        valid_info = summary(cm_val, source.class_names, va.loss) | {"confusion matrix": cm_val.tolist()}
+        lr_now = optimizer.param_groups[0]["lr"]
+        record = {"train info": train_info, "valid info": valid_info, "lr": lr_now, "seconds": round(seconds, 2)}
+        history.append(record)
+
+        improved = _is_better(valid_info, best_val)
+        if improved:
+            best_val, best_epoch, stale, best_val_out = valid_info, epoch, 0, va
+        else:
+            stale += 1
+        stopped_early = bool(cfg.patience and stale >= cfg.patience and epoch < cfg.epochs)
+
+        metrics = {"epoch": epoch, "val_accuracy": valid_info["accuracy"], "val_loss": valid_info["loss"],
+                   "val_macro_f1": valid_info["mean F1 score"]}
+        weights_only_ckpt = checkpoint_base | {"state_dict": _cpu_state(model), "epoch": epoch, "metrics": metrics}
+        if improved:
+            save_checkpoint(run_dir / "weights" / "best.pt", weights_only_ckpt)
+        save_checkpoint(run_dir / "weights" / "last.pt", weights_only_ckpt | {
+            "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "history": history,
+            "best_epoch": best_epoch, "stale": stale, "rng": _rng_state(),
+            "data": {"root": str(source.root), "items": items_payload, "split_made": source.split_made},
+            "train_seconds": prior_seconds + time.time() - t_start, "finished": stopped_early or epoch == cfg.epochs,
+        })
+        _write_results(run_dir, results, history, best_epoch)
+        log.info(
+            f"epoch {epoch}/{cfg.epochs}  lr {lr_now:.2e}  train loss {tr.loss:.4f} acc {train_info['accuracy']:.3f}"
+            f"  val loss {va.loss:.4f} acc {valid_info['accuracy']:.3f} F1 {valid_info['mean F1 score']:.3f}"
+            f"  {seconds:.1f}s{'  *best*' if improved else ''}"
+        )
+        if stopped_early:
+            log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
+            break
+
+    train_seconds = time.time() - t_start
+    # Final evaluation with the best weights: predictions, test split, plots.
+    best_ckpt = load_checkpoint(run_dir / "weights" / "best.pt")
+    model.load_state_dict(best_ckpt["state_dict"])
+    if best_val_out is None:
+        best_val_out = evaluate(model, eval_loader, eval_criterion, device=device, desc="val (best)", progress=progress)
+    _write_predictions_csv(run_dir / "predictions_val.csv", [_rel(p, source.root) for p in val_paths],
+                           source.class_names, best_val_out)
+    test_info = None
+    if source.items.get("test"):
+        test_paths = [str(p) for p in source.paths("test")]
+        test_ds = data_mod.ImageDataset(test_paths, source.labels("test"), eval_tf)
+        te = evaluate(model, data_mod.make_loader(test_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers),
+                      eval_criterion, device=device, desc="test", progress=progress)
+        cm_test = confusion_matrix(te.targets, te.predictions, num_classes)
+        test_info = summary(cm_test, source.class_names, te.loss) | {"confusion matrix": cm_test.tolist(),
+                                                                     "epoch": best_epoch}
+        _write_predictions_csv(run_dir / "predictions_test.csv", [_rel(p, source.root) for p in test_paths],
+                               source.class_names, te)
+        results["test"] = test_info
+    results["train seconds"] = round(train_seconds + prior_seconds, 1)
+    _write_results(run_dir, results, history, best_epoch)
+
+    from .plots import plot_run
+
+    plot_run(run_dir)
+
+    best_info = history[best_epoch - 1]["valid info"]
+    log.info(
+        f"Best epoch {best_epoch}/{len(history)}: val accuracy {best_info['accuracy']:.4f}, "
+        f"macro-F1 {best_info['mean F1 score']:.4f}, loss {best_info['loss']:.4f}"
+        + (f"; test accuracy {test_info['accuracy']:.4f}" if test_info else "")
+    )
+    log.info(f"Results saved to {run_dir}")
+    return TrainResult(run_dir=run_dir, class_names=source.class_names, best_epoch=best_epoch,
+                       epochs_run=len(history), best=best_info, test=test_info)
+
+
+def _rel(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _write_results(run_dir: Path, results: dict, history: list[dict], best_epoch: int) -> None:
+    """results.json (the full record) and results.csv (one row per epoch)."""
+    body = {k: v for k, v in results.items() if k not in ("test", "train seconds")}
+    for i, record in enumerate(history, start=1):
+        body[f"epoch:{i}"] = record
+    body["best epoch"] = best_epoch
+    for key in ("test", "train seconds"):
+        if key in results:
+            body[key] = results[key]
+    write_json(run_dir / "results.json", body)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for i, r in enumerate(history, start=1):
+        writer.writerow([i, f"{r['lr']:.6g}", f"{r['train info']['loss']:.6f}", f"{r['train info']['accuracy']:.6f}",
+                         f"{r['valid info']['loss']:.6f}", f"{r['valid info']['accuracy']:.6f}",
+                         f"{r['valid info']['mean F1 score']:.6f}", f"{r['seconds']:.2f}"])
+    atomic_write_text(run_dir / "results.csv", buffer.getvalue())
