@@ -348,3 +348,10 @@ def count_flops(model: nn.Module, input_size) -> int:
         model(torch.zeros(1, *input_size, device=device))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def model_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """Rebuild the trained network from an imgcls checkpoint (see runs.load_checkpoint), in eval mode."""
+    model = build_model(checkpoint["model_name"], len(checkpoint["class_names"]), **checkpoint.get("model_kwargs", {}))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -1,0 +1,73 @@
+"""Shared fixtures: generated data sets, a CLI runner, and one tiny trained run reused by many tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from imagegen import make_class_folders, make_split_folders  # noqa: E402
+
+# Tests never touch the network: hub downloads must fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("IMGCLS_OFFLINE", "1")
+
+TINY = ["--model", "simple_cnn", "--no-pretrained", "--imgsz", "32", "--batch-size", "8", "--workers", "0"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m imgcls ARGS`` in a fresh process, as a user would from a shell."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "imgcls", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process (fast); returns (exit code, stdout, stderr + log output)."""
+    from imgcls.cli import main
+
+    def invoke(*args):
+        logger = logging.getLogger("imgcls")
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
+
+
+@pytest.fixture
+def flat_data(tmp_path) -> Path:
+    """A single tree of 3 class folders, 12 images each."""
+    return make_class_folders(tmp_path / "shapes")
+
+
+@pytest.fixture
+def split_data(tmp_path) -> Path:
+    """train/val/test folders with 3 classes."""
+    return make_split_folders(tmp_path / "shapes_split")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny run (simple_cnn, 32px, 3 epochs, train/val/test), trained once per test session.
+
+    Tests that only read a run (val, predict, export, serve, report) use it instead of training again.
+    Do not modify it; copy it first.
+    """
+    from imgcls.trainer import train
+
+    base = tmp_path_factory.mktemp("trained")
+    data = make_split_folders(base / "data", counts=(12, 5, 5))
+    result = train(data=str(data), model="simple_cnn", pretrained=False, imgsz=32, batch_size=8, workers=0,
+                   epochs=3, project=str(base / "runs"), name="train", progress=False)
+    return result.run_dir
