@@ -17,6 +17,7 @@ from torch import nn
 
 from . import data as data_mod
 from .config import TrainConfig, make_config
+from .console import setup_logging
 from .engine import EpochOutput, evaluate, train_one_epoch
 from .errors import ImgclsError
 from .metrics import confusion_matrix, summary
@@ -48,16 +49,6 @@ class TrainResult:
     @property
     def last_weights(self) -> Path:
         return self.run_dir / "weights" / "last.pt"
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logger = logging.getLogger("imgcls")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
 
 
 def select_device(name: str) -> torch.device:
