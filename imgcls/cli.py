@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         run_demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs else {}))
         return 0
     if args.command == "val":
-        from .evaluate import evaluate
+        from .val import evaluate
 
         evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
                  batch_size=args.batch_size, workers=args.workers, device=args.device)

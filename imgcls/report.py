@@ -146,7 +146,7 @@ def _calibration_line(predictions) -> str:
 
 
 def _errors_section(run_dir: Path, best_info: dict, class_names: list[str], predictions) -> str:
-    from .evaluate import GALLERY_SIZE, most_confident_mistakes
+    from .val import GALLERY_SIZE, most_confident_mistakes
     from .metrics import most_confused_pairs
 
     parts = [_image(run_dir / "errors_val.png", "The most confident val mistakes; right: Grad-CAM of the "

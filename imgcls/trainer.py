@@ -398,7 +398,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
 
 def _write_error_analysis_and_report(run_dir: Path, model: nn.Module, device: torch.device) -> None:
     """errors_val.png (Grad-CAM on the best weights' worst val mistakes), then report.html."""
-    from .evaluate import analyze_training_run
+    from .val import analyze_training_run
     from .report import write_report
 
     try:
