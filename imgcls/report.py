@@ -7,7 +7,6 @@ opens offline and can be mailed as one file.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import logging
@@ -95,19 +94,6 @@ def _card(value, label: str) -> str:
     return f'<div class="card"><b>{_esc(value)}</b><span>{_esc(label)}</span></div>'
 
 
-def _read_predictions(path: Path, class_names: list[str]):
-    from .plots import read_predictions_csv
-
-    if not path.exists():
-        return None
-    y_true, probs = read_predictions_csv(path, class_names)
-    if not len(y_true):
-        return None
-    with open(path, newline="", encoding="utf-8") as f:
-        paths = [row["path"] for row in csv.DictReader(f)]
-    return y_true, probs, paths
-
-
 def _per_class_section(info: dict, class_names: list[str], predictions) -> str:
     """The per-class table of one split: precision/recall/specificity/F1 from results.json, support
     from its confusion matrix, ROC AUC and AP from the predictions file."""
@@ -192,6 +178,7 @@ def _evaluations_section(run_dir: Path) -> str:
 def build_report(run_dir: str | os.PathLike) -> str:
     """The report's HTML. Draws the PR and calibration plots it needs into the run folder first."""
     from .plots import plot_calibration, plot_pr
+    from .val import read_predictions
 
     run_dir = Path(run_dir)
     results_file = run_dir / "results.json"
@@ -209,7 +196,7 @@ def build_report(run_dir: str | os.PathLike) -> str:
         results.get("train parameters", {})
     epochs_run = sum(1 for k in results if k.startswith("epoch:"))
 
-    predictions = {s: _read_predictions(run_dir / f"predictions_{s}.csv", class_names) for s in ("val", "test")}
+    predictions = {s: read_predictions(run_dir / f"predictions_{s}.csv", class_names) for s in ("val", "test")}
     for split, found in predictions.items():
         if found is not None:
             plot_pr(found[0], found[1], class_names, run_dir / f"pr_{split}.png",

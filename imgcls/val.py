@@ -313,22 +313,30 @@ def _log_summary(result: EvalResult) -> None:
         log.info(f"Results saved to {result.out_dir}")
 
 
+def read_predictions(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """(true labels, probabilities, image paths) of a predictions CSV; None when it is missing or empty."""
+    from .plots import read_predictions_csv
+
+    if not path.exists():
+        return None
+    y_true, probs = read_predictions_csv(path, class_names)
+    with open(path, newline="", encoding="utf-8") as f:
+        paths = [row["path"] for row in csv.DictReader(f)]
+    return (y_true, probs, paths) if paths else None
+
+
 def analyze_training_run(run_dir: str | os.PathLike, model, device: torch.device, n: int = GALLERY_SIZE) -> Path | None:
     """errors_val.png for a finished run: the best weights' most confident val mistakes, with Grad-CAM.
 
     Drawn from predictions_val.csv and the images under args.yaml's data folder.
     """
-    from .plots import read_predictions_csv
-
     run_dir = Path(run_dir)
-    predictions = run_dir / "predictions_val.csv"
-    if not predictions.exists():
-        return None
     checkpoint = load_checkpoint(run_dir / "weights" / "best.pt")
     class_names = checkpoint["class_names"]
-    y_true, probs = read_predictions_csv(predictions, class_names)
-    with open(predictions, newline="", encoding="utf-8") as f:
-        rel_paths = [row["path"] for row in csv.DictReader(f)]
+    found = read_predictions(run_dir / "predictions_val.csv", class_names)
+    if found is None:
+        return None
+    y_true, probs, rel_paths = found
     path = run_dir / "errors_val.png"
     error_gallery(model, _run_data_root(run_dir), rel_paths, y_true, probs, class_names, checkpoint["preprocess"],
                   path, device=device, n=n, title=f"Most confident mistakes, val (best epoch {checkpoint['epoch']})")
