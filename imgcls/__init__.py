@@ -14,6 +14,8 @@ _LAZY = {
     "train": ("imgcls.trainer", "train"),
     "TrainResult": ("imgcls.trainer", "TrainResult"),
     "TrainConfig": ("imgcls.config", "TrainConfig"),
+    "evaluate": ("imgcls.val", "evaluate"),
+    "EvalResult": ("imgcls.val", "EvalResult"),
     "ImgclsError": ("imgcls.errors", "ImgclsError"),
     "load_checkpoint": ("imgcls.runs", "load_checkpoint"),
     "list_model_names": ("imgcls.models", "list_model_names"),

@@ -89,6 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-name", help="study name inside --storage (default imgcls)")
     _add_train_arguments(p, run_flags=False)
 
+    p = sub.add_parser("val", help="evaluate weights: metrics, plots, error gallery with Grad-CAM, calibration")
+    p.add_argument("--weights", required=True, help="an imgcls checkpoint, e.g. runs/train/weights/best.pt")
+    p.add_argument("--data", help="a folder with the model's class names (default: the run's own split)")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split (default val)")
+    p.add_argument("--tta", action="store_true", help="average the predictions of each image and its mirror image")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a temperature on the val split and store it in the checkpoint")
+    p.add_argument("--errors", type=int, default=16, metavar="N", help="mistakes shown in errors.png (default 16)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="data loading processes")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+
+    p = sub.add_parser("report", help="(re)write RUN/report.html, one self-contained page per run")
+    p.add_argument("run", help="a run folder, e.g. runs/train")
+
+    p = sub.add_parser("compare", help="one table of several runs (console, CSV and HTML)")
+    p.add_argument("runs", nargs="+", help="run folders, e.g. runs/train runs/train2 or runs/*")
+    p.add_argument("--sort", default="val_accuracy", help="column to sort by, best first (default val_accuracy)")
+    p.add_argument("--out", help="folder for compare.csv and compare.html (default: RUNS_PARENT/compare, compare2, ...)")
+
     p = sub.add_parser("models", help="list model names usable with --model")
     p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
     p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights in timm")
@@ -123,6 +143,22 @@ def _run(args: argparse.Namespace) -> int:
         tune(args.data, args.model or "efficientnet_lite0", trials=args.trials, timeout=args.timeout,
              space=args.space, storage=args.storage, study_name=args.study_name, project=args.project or "runs",
              name=args.name or "tune", seed=args.seed or 0, **fixed)
+        return 0
+    if args.command == "val":
+        from .val import evaluate
+
+        evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
+                 batch_size=args.batch_size, workers=args.workers, device=args.device)
+        return 0
+    if args.command == "report":
+        from .report import write_report
+
+        print(write_report(args.run))
+        return 0
+    if args.command == "compare":
+        from .compare import compare_runs
+
+        compare_runs(args.runs, sort=args.sort, out_dir=args.out)
         return 0
     if args.command == "models":
         from .models import list_model_names

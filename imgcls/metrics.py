@@ -106,3 +106,172 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def log_loss(y_true, probs, eps: float = 1e-15) -> float:
+    """Mean negative log-probability of the true class (scikit-learn's log_loss with every class as a label)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(y_true) == 0:
+        return 0.0
+    p_true = probs[np.arange(len(y_true)), y_true] / probs.sum(axis=1)
+    return float(-np.mean(np.log(np.clip(p_true, eps, 1.0))))
+
+
+def reliability_bins(y_true, probs, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Confidence (top probability) binned into ``n_bins`` equal-width bins on (0, 1].
+
+    Returns per bin its edges, the number of images, the mean confidence and the accuracy
+    (confidence and accuracy are 0 for empty bins).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    count = np.zeros(n_bins, dtype=np.int64)
+    confidence = np.zeros(n_bins)
+    acc = np.zeros(n_bins)
+    if len(y_true):
+        top = probs.max(axis=1)
+        correct = probs.argmax(axis=1) == y_true
+        # Bin b holds confidences in (b/n, (b+1)/n]; the top probability is never 0.
+        bins = np.clip(np.ceil(top * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+        count = np.bincount(bins, minlength=n_bins)
+        confidence = _safe_divide(np.bincount(bins, weights=top, minlength=n_bins), count)
+        acc = _safe_divide(np.bincount(bins, weights=correct.astype(np.float64), minlength=n_bins), count)
+    return {"edges": edges, "count": count, "confidence": confidence, "accuracy": acc}
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
+    """ECE: the image-weighted mean gap between confidence and accuracy over the confidence bins."""
+    bins = reliability_bins(y_true, probs, n_bins)
+    total = bins["count"].sum()
+    if total == 0:
+        return 0.0
+    return float(np.sum(bins["count"] * np.abs(bins["accuracy"] - bins["confidence"])) / total)
+
+
+def fit_temperature(logits, y_true, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature T that minimises the negative log-likelihood of softmax(logits / T).
+
+    One parameter and a convex-looking objective in log T, so a bounded 1-D search is exact enough
+    and needs no gradient plumbing.
+    """
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if len(y_true) == 0:
+        return 1.0
+    rows = np.arange(len(y_true))
+
+    def nll(log_t: float) -> float:
+        return float(-np.mean(log_softmax(logits, np.exp(log_t))[rows, y_true]))
+
+    found = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                            options={"xatol": 1e-5})
+    return float(np.exp(found.x))
+
+
+def one_vs_rest_scores(y_true, probs, num_classes: int) -> tuple[list[float | None], list[float | None]]:
+    """ROC AUC and average precision of every class against the rest; None where a class has no
+    positive (or no negative) image, since the score is then undefined."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    aucs, aps = [], []
+    for c in range(num_classes):
+        positive = y_true == c
+        if positive.all() or not positive.any():
+            aucs.append(None)
+            aps.append(None)
+            continue
+        aucs.append(float(roc_auc_score(positive, probs[:, c])))
+        aps.append(float(average_precision_score(positive, probs[:, c])))
+    return aucs, aps
+
+
+def pr_curves(y_true, probs, num_classes: int) -> dict:
+    """Precision-recall curve of every class present in y_true: {class: (recall, precision, AP)}."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    curves = {}
+    for c in range(num_classes):
+        positive = y_true == c
+        if not positive.any():
+            continue
+        precision, recall, _ = precision_recall_curve(positive, probs[:, c])
+        curves[c] = (recall, precision, float(average_precision_score(positive, probs[:, c])))
+    return curves
+
+
+def most_confused_pairs(cm: np.ndarray, class_names: list[str], top: int = 10) -> list[dict]:
+    """The off-diagonal cells with the most images: which true class is taken for which."""
+    cm = np.asarray(cm, dtype=np.int64)
+    row_totals = cm.sum(axis=1)
+    pairs = [
+        {"true": class_names[i], "predicted": class_names[j], "count": int(cm[i, j]),
+         "rate": round(float(cm[i, j] / row_totals[i]), 6)}
+        for i in range(len(class_names)) for j in range(len(class_names)) if i != j and cm[i, j] > 0
+    ]
+    pairs.sort(key=lambda p: (-p["count"], -p["rate"], p["true"], p["predicted"]))
+    return pairs[:top]
+
+
+def _mean(values: list[float | None], weights=None) -> float | None:
+    """Mean over the defined values (None skipped), optionally weighted."""
+    keep = [i for i, v in enumerate(values) if v is not None]
+    if not keep:
+        return None
+    v = np.array([values[i] for i in keep], dtype=np.float64)
+    if weights is None:
+        return float(v.mean())
+    w = np.asarray(weights, dtype=np.float64)[keep]
+    return float(np.sum(v * w) / w.sum()) if w.sum() > 0 else None
+
+
+def evaluation_report(y_true, probs, class_names: list[str], n_bins: int = 15) -> dict:
+    """Every number ``imgcls val`` reports, as plain JSON types (None where undefined).
+
+    accuracy, top-5 accuracy, log loss, ECE, the confusion matrix, and per class precision,
+    recall, specificity, F1, support, ROC AUC and average precision with macro and weighted means.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n = len(class_names)
+    predicted = probs.argmax(axis=1) if len(y_true) else np.zeros(0, dtype=np.int64)
+    cm = confusion_matrix(y_true, predicted, n)
+    per = per_class_metrics(cm)
+    aucs, aps = one_vs_rest_scores(y_true, probs, n)
+    columns = {"precision": list(per["precision"]), "recall": list(per["recall"]),
+               "specificity": list(per["specificity"]), "f1": list(per["f1"]), "roc_auc": aucs,
+               "average_precision": aps}
+    support = per["support"]
+
+    def r(x):
+        return None if x is None else round(float(x), 6)
+
+    per_class = {
+        name: {key: r(values[i]) for key, values in columns.items()} | {"support": int(support[i])}
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "images": int(len(y_true)),
+        "accuracy": r(accuracy(cm)),
+        "top5_accuracy": r(top_k_accuracy(y_true, probs, 5)),
+        "log_loss": r(log_loss(y_true, probs)),
+        "ece": r(expected_calibration_error(y_true, probs, n_bins)),
+        "per_class": per_class,
+        "macro_avg": {key: r(_mean(values)) for key, values in columns.items()},
+        "weighted_avg": {key: r(_mean(values, support)) for key, values in columns.items()},
+        "confusion_matrix": cm.tolist(),
+        "most_confused_pairs": most_confused_pairs(cm, class_names),
+    }

@@ -158,3 +158,106 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                 written.append(plot_roc(y_true, probs, class_names, run_dir / f"roc_{split}.png",
                                         f"ROC one-vs-rest, {split} (best epoch {best})"))
     return written
+
+
+def plot_pr(y_true, probs, class_names: list[str], path: Path, title: str) -> Path:
+    """Precision-recall curve of every class (one vs rest) with its average precision."""
+    from .metrics import pr_curves
+
+    plt = _pyplot()
+    curves = pr_curves(y_true, probs, len(class_names))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for c in list(curves)[:20]:
+        recall, precision, ap = curves[c]
+        ax.step(recall, precision, where="post", lw=1.4, alpha=0.85, label=f"{class_names[c]} (AP {ap:.3f})")
+    if len(curves) > 20:
+        ax.plot([], [], " ", label=f"... {len(curves) - 20} more classes")
+    if curves:
+        mean_ap = float(np.mean([v[2] for v in curves.values()]))
+        ax.plot([], [], " ", label=f"mean AP {mean_ap:.3f}")
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def plot_calibration(y_true, probs, path: Path, title: str, before=None, n_bins: int = 15) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, with the ECE; ``before`` (probabilities
+    before temperature scaling) adds the uncalibrated curve for comparison."""
+    from .metrics import expected_calibration_error, reliability_bins
+
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.0, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    bins = reliability_bins(y_true, probs, n_bins)
+    centers = (bins["edges"][:-1] + bins["edges"][1:]) / 2
+    width = 1.0 / n_bins
+    filled = bins["count"] > 0
+    ece = expected_calibration_error(y_true, probs, n_bins)
+    ax.bar(centers[filled], bins["accuracy"][filled], width=width * 0.95, color="tab:blue", alpha=0.75,
+           edgecolor="black", lw=0.5, label=f"accuracy per bin (ECE {ece:.3f})")
+    ax.bar(centers[filled], bins["confidence"][filled] - bins["accuracy"][filled], bottom=bins["accuracy"][filled],
+           width=width * 0.95, fill=False, hatch="///", edgecolor="tab:red", lw=0.8,
+           label="gap to the mean confidence")
+    if before is not None:
+        b = reliability_bins(y_true, before, n_bins)
+        keep = b["count"] > 0
+        ax.plot(b["confidence"][keep], b["accuracy"][keep], "o--", color="tab:orange", lw=1.5,
+                label=f"before calibration (ECE {expected_calibration_error(y_true, before, n_bins):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: bars fill any corner
+    ax.grid(alpha=0.3)
+    hist.bar(centers, bins["count"], width=width * 0.95, color="grey", edgecolor="black", lw=0.5)
+    hist.set_xlabel("confidence (top probability)")
+    hist.set_ylabel("images")
+    hist.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def plot_error_gallery(tiles: list[dict], path: Path, title: str, per_row: int = 4) -> Path:
+    """The most confident mistakes: each image next to its Grad-CAM overlay, with true and predicted class.
+
+    ``tiles``: dicts with image and heatmap (H x W x 3 floats in [0, 1]), true, predicted, confidence, name,
+    and cam_empty (True when no part of the image raised the predicted class's score).
+    """
+    plt = _pyplot()
+    if not tiles:
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No mistakes on this split.", ha="center", va="center", fontsize=12)
+        ax.set_title(title)
+        _save(fig, path)
+        return path
+    per_row = min(per_row, len(tiles))
+    rows = -(-len(tiles) // per_row)
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2 * per_row * 1.75, rows * 2.35), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, per_row)
+        left, right = axes[row, 2 * col], axes[row, 2 * col + 1]
+        left.imshow(tile["image"])
+        left.set_title(f"true: {_short(tile['true'])}\npred: {_short(tile['predicted'])} ({tile['confidence']:.2f})",
+                       fontsize=8, loc="left", color="darkred")
+        right.imshow(tile["heatmap"])
+        right.set_title("Grad-CAM: no region\nspeaks for it" if tile.get("cam_empty") else
+                        "Grad-CAM\n(predicted class)", fontsize=7, color="dimgray")
+        left.text(0, -0.04, _short(tile["name"], 28), transform=left.transAxes, fontsize=6, va="top", color="dimgray")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _short(text: str, limit: int = 18) -> str:
+    text = str(text)
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]

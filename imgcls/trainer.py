@@ -377,6 +377,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     from .plots import plot_run
 
     plot_run(run_dir)
+    _write_error_analysis_and_report(run_dir, model, device)
 
     best_info = history[best_epoch - 1]["valid info"]
     log.info(
@@ -387,6 +388,18 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     log.info(f"Results saved to {run_dir}")
     return TrainResult(run_dir=run_dir, class_names=source.class_names, best_epoch=best_epoch,
                        epochs_run=len(history), best=best_info, test=test_info)
+
+
+def _write_error_analysis_and_report(run_dir: Path, model: nn.Module, device: torch.device) -> None:
+    """errors_val.png (Grad-CAM on the best weights' worst val mistakes), then report.html."""
+    from .val import analyze_training_run
+    from .report import write_report
+
+    try:
+        analyze_training_run(run_dir, model, device)
+        write_report(run_dir)
+    except Exception as e:  # the weights and results are already saved; a drawing problem must not fail the run
+        log.warning(f"WARNING: report not written ({type(e).__name__}: {e}); `imgcls report {run_dir}` retries")
 
 
 def _rel(path: str, root: Path) -> str:

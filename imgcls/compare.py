@@ -1,0 +1,168 @@
+"""``imgcls compare``: one table of several runs, from their run folders, sorted by a chosen metric."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+from .errors import ImgclsError
+from .runs import atomic_write_text, new_run_dir
+
+log = logging.getLogger("imgcls")
+
+# (key, header, lower is better)
+COLUMNS = [
+    ("run", "run", False),
+    ("model", "model", False),
+    ("pretrained", "pretrained", False),
+    ("frozen", "frozen", False),
+    ("imgsz", "image size", False),
+    ("epochs", "epochs", False),
+    ("params", "parameters", True),
+    ("flops", "FLOPs", True),
+    ("val_accuracy", "best val acc", False),
+    ("val_macro_f1", "val macro-F1", False),
+    ("test_accuracy", "test acc", False),
+    ("train_seconds", "train s", True),
+    ("predict_images_per_s", "predict img/s", False),
+]
+LOWER_IS_BETTER = {key for key, _, lower in COLUMNS if lower}
+
+
+def run_summary(run_dir: Path) -> dict:
+    """One row of the table from RUN/results.json.
+
+    ``predict_images_per_s`` comes from results.json's "predict images/s" when a benchmark wrote it.
+    """
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    params = results.get("train parameters", {})
+    model = results.get("model", {})
+    best = results.get("best epoch") or 0
+    best_info = results.get(f"epoch:{best}", {}).get("valid info", {})
+    epochs_run = sum(1 for k in results if k.startswith("epoch:"))
+    test = results.get("test") or {}
+    return {
+        "run": str(run_dir),
+        "model": model.get("name", params.get("model")),
+        "pretrained": params.get("pretrained"),
+        "frozen": params.get("freeze"),
+        "imgsz": params.get("imgsz"),
+        "epochs": f"{epochs_run}/{params.get('epochs', epochs_run)}",
+        "params": model.get("total parameters"),
+        "flops": model.get("FLOPs per image"),
+        "val_accuracy": best_info.get("accuracy"),
+        "val_macro_f1": best_info.get("mean F1 score"),
+        "test_accuracy": test.get("accuracy"),
+        "train_seconds": results.get("train seconds"),
+        "predict_images_per_s": results.get("predict images/s"),
+    }
+
+
+def collect_runs(paths: list[str | os.PathLike]) -> list[dict]:
+    rows, skipped = [], []
+    for path in paths:
+        run_dir = Path(path)
+        if not (run_dir / "results.json").is_file():
+            skipped.append(str(run_dir))
+            continue
+        try:
+            rows.append(run_summary(run_dir))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning(f"WARNING: {run_dir}/results.json is damaged ({e}); left out")
+    if skipped:
+        log.warning(f"WARNING: not run folders (no results.json), left out: {', '.join(skipped)}")
+    if not rows:
+        raise ImgclsError(f"no run folder among {[str(p) for p in paths]}; pass folders such as runs/train runs/train2")
+    return rows
+
+
+def sort_rows(rows: list[dict], key: str) -> list[dict]:
+    """Best first: descending, or ascending for costs (parameters, FLOPs, time); missing values last."""
+    if key not in dict((k, h) for k, h, _ in COLUMNS):
+        raise ImgclsError(f"--sort {key!r}: choose one of {', '.join(k for k, _, _ in COLUMNS)}")
+    present = [r for r in rows if r[key] is not None]
+    absent = [r for r in rows if r[key] is None]
+    present.sort(key=lambda r: r[key], reverse=key not in LOWER_IS_BETTER)
+    return present + absent
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key in ("val_accuracy", "val_macro_f1", "test_accuracy"):
+        return f"{value:.4f}"
+    if key in ("params", "flops"):
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if value >= size:
+                return f"{value / size:.2f}{unit}"
+        return str(value)
+    if key == "train_seconds":
+        return f"{value:.1f}"
+    if key == "predict_images_per_s":
+        return f"{value:.1f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain fixed-width text for the console."""
+    header = [h for _, h, _ in COLUMNS]
+    body = [[_cell(k, r[k]) for k, _, _ in COLUMNS] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [header, *body]]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([k for k, _, _ in COLUMNS])
+    for r in rows:
+        writer.writerow(["" if r[k] is None else r[k] for k, _, _ in COLUMNS])
+    return buffer.getvalue()
+
+
+def to_html(rows: list[dict], sort: str) -> str:
+    head = "".join(f"<th{' class=sorted' if k == sort else ''}>{html.escape(h)}</th>" for k, h, _ in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(k, r[k]))}</td>" for k, _, _ in COLUMNS) + "</tr>" for r in rows
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>imgcls compare</title><style>"
+        "body{font-family:system-ui,sans-serif;margin:24px;color:#1d2330}"
+        "table{border-collapse:collapse}th,td{border:1px solid #d7dbe3;padding:4px 10px;text-align:right}"
+        "th{background:#eef0f4}th.sorted{background:#d6e4ff}td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}"
+        f"</style></head><body><h1>imgcls compare</h1><p>{len(rows)} run(s), best {html.escape(sort)} first.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
+    )
+
+
+def compare_runs(runs: list[str | os.PathLike], sort: str = "val_accuracy", out_dir: str | os.PathLike | None = None,
+                 echo: bool = True) -> tuple[list[dict], Path]:
+    """Table the runs, print it, and write compare.csv and compare.html.
+
+    ``out_dir`` defaults to a new folder next to the first run (runs/compare, runs/compare2, ...).
+    Returns the sorted rows and the folder written.
+    """
+    from .trainer import setup_logging
+
+    setup_logging()
+    rows = sort_rows(collect_runs(runs), sort)
+    if out_dir is None:
+        out = new_run_dir(Path(rows[0]["run"]).parent, "compare")
+    else:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.csv", to_csv(rows))
+    atomic_write_text(out / "compare.html", to_html(rows, sort))
+    if echo:
+        print(format_table(rows))
+        print(f"Saved {out / 'compare.csv'} and {out / 'compare.html'}")
+    return rows, out

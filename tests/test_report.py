@@ -1,0 +1,117 @@
+"""report.html: written by train, rebuilt by `imgcls report`, self-contained, and renders in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def _images(page: str) -> list[str]:
+    return re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", page)
+
+
+def test_train_writes_report_and_error_gallery(trained_run):
+    assert (trained_run / "report.html").is_file()
+    assert (trained_run / "errors_val.png").is_file()
+    page = (trained_run / "report.html").read_text(encoding="utf-8")
+    for text in ("Data set", "Model", "Run settings", "Training curves", "Validation, best epoch",
+                 "Error analysis", "Most confused pairs", "Test", "circle", "square", "triangle",
+                 "FLOPs per image", "trainable parameters", "ROC AUC", "specificity"):
+        assert text in page, text
+
+
+def test_report_is_self_contained(cli, run):
+    (run / "report.html").unlink()
+    code, out, err = cli("report", run)
+    assert code == 0, err
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert out.strip() == str(run / "report.html")
+    assert "http" not in page.lower()
+    assert not re.search(r"(src|href)=\"(?!data:)", page), "every src/href must be a data: URI"
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    sources = _images(page)
+    # curves (3), confusion train/val/test, ROC/PR/calibration val and test, error gallery
+    assert len(sources) >= 13
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("pr_val.png", "calibration_val.png", "pr_test.png", "calibration_test.png"):
+        assert (run / name).is_file()
+
+
+def test_report_redraws_an_old_run_from_its_folder_alone(cli, run, tmp_path):
+    # the data set is gone and so are the weights: the report needs neither
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    args["data"] = str(tmp_path / "deleted")
+    (run / "args.yaml").write_text(yaml.safe_dump(args))
+    shutil.rmtree(run / "weights")
+    (run / "report.html").unlink()
+    code, _, err = cli("report", run)
+    assert code == 0, err
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "Most confused pairs" in page and page.count("data:image/png") >= 13
+
+
+def test_report_lists_val_evaluations(cli, run):
+    assert cli("val", "--weights", run / "weights" / "best.pt", "--workers", "0", "--errors", "2")[0] == 0
+    assert cli("report", run)[0] == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "Evaluations (imgcls val)" in page and "<td>val</td>" in page
+
+
+def test_report_on_a_folder_that_is_not_a_run(cli, tmp_path):
+    code, _, err = cli("report", tmp_path)
+    assert code == 2 and "not a run folder" in err and err.strip().count("\n") == 0
+    code, _, err = cli("report", tmp_path / "missing")
+    assert code == 2 and "folder not found" in err
+
+
+def test_report_renders_in_headless_chromium(trained_run):
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian chromium and chromium-driver for the browser smoke test")
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,2400"):
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="imgcls-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get((trained_run / "report.html").as_uri())
+        assert driver.title.startswith("imgcls report")
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+        widths = driver.execute_script("return [...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) >= 13 and all(w > 100 for w in widths), widths
+        assert len(driver.find_elements(By.TAG_NAME, "table")) >= 5
+        artifacts = REPO / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(artifacts / "report.png"))
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
