@@ -207,16 +207,20 @@ class Predictor:
     def model_name(self) -> str:
         return self.model.model_name
 
-    def predict(self, items, *, topk: int | None = None) -> list[Prediction]:
+    def predict(self, items, *, topk: int | None = None, names: Iterable[str] | None = None) -> list[Prediction]:
         """Predict one item or a list of them: file paths, bytes, PIL images or RGB numpy arrays
-        (H x W, H x W x 3 or 4; uint8, or float in 0..1)."""
-        return list(self.predict_iter([items] if isinstance(items, _SINGLE_ITEM) else items, topk=topk))
+        (H x W, H x W x 3 or 4; uint8, or float in 0..1). ``names`` label the results instead of the paths."""
+        items = [items] if isinstance(items, _SINGLE_ITEM) else items
+        return list(self.predict_iter(items, topk=topk, names=names))
 
-    def predict_iter(self, items: Iterable, *, topk: int | None = None) -> Iterator[Prediction]:
+    def predict_iter(self, items: Iterable, *, topk: int | None = None,
+                     names: Iterable[str] | None = None) -> Iterator[Prediction]:
         """Like ``predict`` but lazy: one batch in memory at a time."""
+        names = iter(names) if names is not None else None
         batch: list[tuple[str, torch.Tensor | None, str | None]] = []
         for number, item in enumerate(items):
-            batch.append(self._prepare(number, item))
+            name, tensor, error = self._prepare(number, item)
+            batch.append((next(names, name) if names is not None else name, tensor, error))
             if len(batch) == self.batch_size:
                 yield from self._run_batch(batch, topk)
                 batch = []
