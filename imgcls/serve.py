@@ -23,13 +23,14 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _require_web_stack():
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart, which FastAPI needs for uploads)
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        raise ImgclsError(f"imgcls serve needs FastAPI, uvicorn and python-multipart ({e.name} is missing): "
-                          "pip install 'imgcls[serve]'") from None
+    from importlib.util import find_spec
+
+    # python-multipart installs as `python_multipart` (new) or `multipart` (old); FastAPI needs it for uploads
+    missing = [name for name, modules in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
+                                          ("python-multipart", ["python_multipart", "multipart"]))
+               if not any(find_spec(m) for m in modules)]
+    if missing:
+        raise ImgclsError(f"imgcls serve needs {', '.join(missing)}: pip install 'imgcls[serve]'")
 
 
 def status_for(reason: str) -> int:
