@@ -533,7 +533,7 @@ def _log_summary(result: PredictResult, failures: list[Prediction]) -> None:
     lines = [f"  {'class':<{width}}  images  share"]
     for name, n in sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {name:<{width}}  {n:>6}  {n / max(1, predicted):>5.1%}")
-    log.info(f"Per-class counts of the top-1 predictions:\n" + "\n".join(lines))
+    log.info("Per-class counts of the top-1 predictions:\n" + "\n".join(lines))
     for p in failures:
         log.warning(f"WARNING: failed {p.path}: {p.error}")
     if result.failed > len(failures):

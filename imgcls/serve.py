@@ -194,6 +194,6 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: 
         log.warning(f"WARNING: --host {host} makes the model reachable from other computers; "
                     "the API has no authentication")
     shown = f"[{host}]" if ":" in host else host
-    log.info(f"Serving {app.state.predictor.model_name} at http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs; "
-             "Ctrl+C stops)")
+    address = f"http://{shown}:{port}"
+    log.info(f"Serving {app.state.predictor.model_name} at {address}/  (API docs: {address}/docs; Ctrl+C stops)")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -216,7 +216,8 @@ def test_page_in_a_real_browser(server, tmp_path):
     driver_path = shutil.which("chromedriver")
     if chromium is None or driver_path is None:
         if os.environ.get("CI"):
-            pytest.fail("chromium and chromium-driver must be installed in CI (apt-get install chromium chromium-driver)")
+            pytest.fail("chromium and chromium-driver must be installed in CI "
+                        "(apt-get install chromium chromium-driver)")
         pytest.skip("chromium / chromedriver not installed")
     try:
         from selenium import webdriver
@@ -270,3 +271,17 @@ def test_page_in_a_real_browser(server, tmp_path):
         assert driver.save_screenshot(str(artifacts / "serve_page.png"))
     finally:
         driver.quit()
+
+
+def test_serves_an_onnx_export_with_the_same_answers(client, weights, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from imgcls.serve import create_app
+    from onnxgen import export_onnx
+
+    onnx_client = TestClient(create_app(export_onnx(weights, tmp_path / "model.onnx"), topk=2))
+    assert onnx_client.get("/model").json()["runtime"] == "onnxruntime"
+    files = [("files", (f"{kind}.png", png_bytes(kind, seed=3), "image/png")) for kind in CLASSES]
+    from_onnx = onnx_client.post("/predict", files=files).json()["predictions"]
+    from_torch = client.post("/predict", files=files).json()["predictions"]
+    assert [p["predicted"] for p in from_onnx] == [p["predicted"] for p in from_torch]
