@@ -19,6 +19,7 @@ _LAZY = {
     "ImgclsError": ("imgcls.errors", "ImgclsError"),
     "load_checkpoint": ("imgcls.runs", "load_checkpoint"),
     "list_model_names": ("imgcls.models", "list_model_names"),
+    "Predictor": ("imgcls.predict", "Predictor"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

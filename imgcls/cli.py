@@ -109,6 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", default="val_accuracy", help="column to sort by, best first (default val_accuracy)")
     p.add_argument("--out", help="folder for compare.csv and compare.html (default: RUNS_PARENT/compare, compare2, ...)")
 
+
+    p = sub.add_parser("predict", help="label images from a file, folder, glob or list file")
+    p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported .onnx file")
+    p.add_argument("--source", required=True,
+                   help="an image, a folder (searched recursively), a quoted glob such as 'photos/*.jpg', "
+                        "or a .txt file listing one path per line")
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to list per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
+    p.add_argument("--save-img", action="store_true", help="also save a copy of each image with its label drawn on")
+    p.add_argument("--out", default="runs/predict", metavar="DIR",
+                   help="output folder; repeats become DIR2, DIR3, ... (default runs/predict)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
+
+    p = sub.add_parser("serve", help="a local web page and REST API for a trained model")
+    p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported .onnx file")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=20, metavar="MB",
+                   help="largest request body accepted, in MB (default 20)")
+    p.add_argument("--max-files", type=int, default=16, metavar="N", help="most images per request (default 16)")
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+
     p = sub.add_parser("models", help="list model names usable with --model")
     p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
     p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights in timm")
@@ -160,6 +185,18 @@ def _run(args: argparse.Namespace) -> int:
 
         compare_runs(args.runs, sort=args.sort, out_dir=args.out)
         return 0
+    if args.command == "predict":
+        from .predict import predict_source
+
+        predict_source(args.weights, args.source, topk=args.topk, batch_size=args.batch_size, save_img=args.save_img,
+                       out=args.out, device=args.device, workers=args.workers)
+        return 0
+    if args.command == "serve":
+        from .serve import serve
+
+        serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+              max_files=args.max_files, topk=args.topk, device=args.device)
+        return 0
     if args.command == "models":
         from .models import list_model_names
 
@@ -187,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgcls: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("imgcls: interrupted; a training run continues with `imgcls train --resume RUN_DIR`", file=sys.stderr)
+        hint = "; continue the run with `imgcls train --resume RUN_DIR`" if args.command == "train" else ""
+        print(f"imgcls: interrupted{hint}", file=sys.stderr)
         return 130
 
 

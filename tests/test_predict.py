@@ -1,0 +1,217 @@
+"""imgcls predict and imgcls.Predictor: sources, output files, bad files, .pt vs .onnx."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagegen import CLASSES, make_class_folders, shape_image
+from onnxgen import export_onnx
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def weights(trained_run) -> Path:
+    return trained_run / "weights" / "best.pt"
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """3 classes x 3 new images (not seen in training), one truncated PNG, one text file, one hidden file."""
+    root = make_class_folders(tmp_path / "photos", per_class=3, seed=7)
+    good = (root / "square" / "square_0.png").read_bytes()
+    (root / "square" / "broken.png").write_bytes(good[: len(good) // 3])
+    (root / "notes.txt").write_text("not a picture\n")
+    (root / "circle" / ".DS_Store").write_bytes(b"\0\1\2")
+    return root
+
+
+def test_predict_folder_with_bad_files(cli, weights, photos, tmp_path):
+    out = tmp_path / "runs" / "predict"
+    code, _, err = cli("predict", "--weights", weights, "--source", photos, "--out", out, "--topk", "2",
+                       "--workers", "0")
+    assert code == 0, err
+    rows = read_csv(out / "predictions.csv")
+    assert list(rows[0]) == ["path", "predicted", "confidence", "top2", "top2_confidence", "error"]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == {f"{c}_{i}.png" for c in CLASSES for i in range(3)} | {"broken.png", "notes.txt"}
+    assert "truncated or corrupt" in by_name["broken.png"]["error"] and by_name["broken.png"]["predicted"] == ""
+    assert "not an image" in by_name["notes.txt"]["error"]
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 9
+    for r in good:
+        assert r["predicted"] in CLASSES and r["top2"] in CLASSES and r["top2"] != r["predicted"]
+        assert 1 >= float(r["confidence"]) >= float(r["top2_confidence"]) >= 0
+    correct = sum(r["predicted"] == Path(r["path"]).parent.name for r in good)
+    assert correct >= 7, rows  # the tiny model reaches ~90% on validation images
+
+    document = json.loads((out / "predictions.json").read_text())
+    assert document["class_names"] == list(CLASSES) and document["topk"] == 2
+    assert [p["path"] for p in document["predictions"]] == [r["path"] for r in rows]  # same order as the CSV
+    entry = next(p for p in document["predictions"] if p["path"].endswith("notes.txt"))
+    assert entry["predicted"] is None and "not an image" in entry["error"]
+    first_good = next(p for p in document["predictions"] if p["error"] is None)
+    assert [t["class"] for t in first_good["topk"]][0] == first_good["predicted"]
+    summary = document["summary"]
+    assert (summary["images"], summary["predicted"], summary["failed"]) == (11, 9, 2)
+    assert sum(summary["per_class"].values()) == 9
+
+    assert "9 predicted, 2 failed" in err.strip().splitlines()[-1]
+    assert "Per-class counts" in err and "broken.png" in err
+
+    # a second run gets its own folder and leaves the first untouched
+    before = (out / "predictions.csv").read_bytes()
+    code, _, _ = cli("predict", "--weights", weights, "--source", photos / "circle", "--out", out, "--workers", "0")
+    assert code == 0
+    assert len(read_csv(tmp_path / "runs" / "predict2" / "predictions.csv")) == 3
+    assert (out / "predictions.csv").read_bytes() == before
+
+
+def test_save_img_writes_labelled_copies(cli, weights, photos, tmp_path):
+    out = tmp_path / "labelled"
+    code, _, err = cli("predict", "--weights", weights, "--source", photos, "--out", out, "--save-img",
+                       "--workers", "0")
+    assert code == 0, err
+    rows = {Path(r["path"]).relative_to(photos): r for r in read_csv(out / "predictions.csv")}
+    copies = sorted(p.relative_to(out / "images") for p in (out / "images").rglob("*.png"))
+    assert copies == sorted(rel for rel, r in rows.items() if not r["error"])  # folder layout mirrored
+    original = np.asarray(Image.open(photos / "circle" / "circle_0.png").convert("RGB"))
+    labelled = np.asarray(Image.open(out / "images" / "circle" / "circle_0.png").convert("RGB"))
+    assert labelled.shape == original.shape
+    assert (labelled[:5] != original[:5]).any()            # the label band is drawn at the top
+    assert (labelled[-5:] == original[-5:]).all()          # the rest of the picture is untouched
+
+
+def test_glob_and_list_file_sources(cli, weights, photos, tmp_path):
+    out = tmp_path / "runs" / "predict"
+    code, _, err = cli("predict", "--weights", weights, "--source", str(photos / "*" / "triangle_*.png"),
+                       "--out", out, "--workers", "0")
+    assert code == 0, err
+    assert [Path(r["path"]).name for r in read_csv(out / "predictions.csv")] == [f"triangle_{i}.png" for i in range(3)]
+
+    listing = photos / "to_label.txt"
+    listing.write_text("# images to label\ncircle/circle_1.png\n\n" + str(photos / "square" / "square_2.png")
+                       + "\nmissing.png\n")
+    code, _, err = cli("predict", "--weights", weights, "--source", listing, "--out", out, "--workers", "0")
+    assert code == 0, err
+    rows = read_csv(tmp_path / "runs" / "predict2" / "predictions.csv")
+    assert [Path(r["path"]).name for r in rows] == ["circle_1.png", "square_2.png", "missing.png"]
+    assert rows[0]["predicted"] in CLASSES and rows[1]["predicted"] in CLASSES
+    assert rows[2]["error"] == "file not found"
+    assert "2 predicted, 1 failed" in err
+
+
+def test_bad_source_and_weights_are_one_line_errors(cli, weights, tmp_path):
+    code, _, err = cli("predict", "--weights", weights, "--source", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("imgcls: error: --source") and "no such file or folder" in err
+    assert "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("predict", "--weights", weights, "--source", tmp_path / "empty", "--out", tmp_path / "o")
+    assert code == 2 and "no files found" in err
+    code, _, err = cli("predict", "--weights", tmp_path / "missing.pt", "--source", weights, "--out", tmp_path / "o")
+    assert code == 2 and "--weights" in err and "file not found" in err
+    assert not (tmp_path / "o").exists()  # nothing written for a command that could not start
+
+
+def test_workers_keep_source_order(weights, photos):
+    from imgcls import Predictor
+
+    predictor = Predictor(weights, batch_size=2)
+    serial = [(p.path, p.label) for p in predictor.predict_stream(photos, workers=0)]
+    parallel = [(p.path, p.label) for p in predictor.predict_stream(photos, workers=2)]
+    assert parallel == serial and len(serial) == 11
+
+
+def test_predictor_api_paths_pil_numpy(weights, tmp_path):
+    import imgcls
+
+    image = shape_image("square", size=64, seed=4242)
+    path = tmp_path / "square.png"
+    image.save(path)
+    array = np.asarray(image)
+    predictor = imgcls.Predictor(weights, topk=2)
+    assert predictor.class_names == list(CLASSES)
+
+    results = predictor.predict([path, str(path), image, array, array.transpose(2, 0, 1) / 255.0,
+                                 path.read_bytes(), tmp_path / "missing.png"])
+    assert [r.path for r in results][2:6] == ["<PIL.Image 2>", "<array 3>", "<array 4>", "<bytes 5>"]
+    first = results[0]
+    assert first.ok and first.label == "square" and first.class_index == CLASSES.index("square")
+    assert len(first.topk) == 2 and first.topk[0] == (first.label, first.confidence)
+    for same in results[1:6]:  # the same picture given five ways gives the same answer
+        assert same.label == first.label and same.confidence == pytest.approx(first.confidence, abs=1e-5)
+    assert not results[6].ok and results[6].error == "file not found" and results[6].label is None
+    assert results[0].to_dict()["topk"][0] == {"class": "square", "probability": first.confidence}
+
+    single = predictor.predict(image)  # one item in, a list of one out
+    assert len(single) == 1 and single[0].label == "square"
+    grey = predictor.predict(np.asarray(image.convert("L")))[0]
+    assert grey.ok
+    bad_shape = predictor.predict(np.zeros((4, 5, 6, 7)))[0]
+    assert "unsupported array shape" in bad_shape.error
+    with pytest.raises(TypeError, match="expected a path"):
+        predictor.predict([42])
+
+
+def test_temperature_in_checkpoint_softens_probabilities(weights, tmp_path):
+    from imgcls import Predictor
+    from imgcls.runs import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(weights)
+    checkpoint["temperature"] = 4.0
+    save_checkpoint(tmp_path / "calibrated.pt", checkpoint)
+    image = shape_image("circle", size=64, seed=99)
+    plain = Predictor(weights, topk=3).predict(image)[0]
+    calibrated = Predictor(tmp_path / "calibrated.pt", topk=3).predict(image)[0]
+    assert calibrated.label == plain.label
+    assert calibrated.confidence < plain.confidence
+    # softmax(z / T): log-probability gaps shrink by exactly the temperature
+    gap = lambda p: np.log(p.topk[0][1]) - np.log(p.topk[1][1])  # noqa: E731
+    assert gap(calibrated) == pytest.approx(gap(plain) / 4.0, rel=1e-3)
+
+
+def test_pt_and_onnx_give_the_same_top1(cli, weights, photos, tmp_path):
+    from imgcls import Predictor
+    from imgcls.errors import ImgclsError
+
+    onnx_path = export_onnx(weights, tmp_path / "model.onnx")
+    torch_predictor, onnx_predictor = Predictor(weights), Predictor(onnx_path)
+    assert onnx_predictor.model.runtime == "onnxruntime" and onnx_predictor.class_names == list(CLASSES)
+    images = sorted((photos / "circle").glob("*.png")) + sorted((photos / "triangle").glob("*.png"))
+    a, b = torch_predictor.predict(images), onnx_predictor.predict(images)
+    assert [p.label for p in a] == [p.label for p in b]
+    for x, y in zip(a, b):
+        assert x.confidence == pytest.approx(y.confidence, abs=1e-4)
+
+    code, _, err = cli("predict", "--weights", onnx_path, "--source", photos / "circle", "--out", tmp_path / "onnx",
+                       "--workers", "0")
+    assert code == 0, err
+    assert "onnxruntime" in err
+    assert [r["predicted"] for r in read_csv(tmp_path / "onnx" / "predictions.csv")] == [p.label for p in a[:3]]
+
+    bare = export_onnx(weights, tmp_path / "bare.onnx", metadata=False)
+    with pytest.raises(ImgclsError, match="no imgcls metadata"):
+        Predictor(bare)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ImgclsError, match="cannot be loaded as an ONNX model"):
+        Predictor(tmp_path / "junk.onnx")
+
+
+def test_softmax_is_stable_and_honours_temperature():
+    from imgcls.predict import softmax
+
+    probs = softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 1.0, 1.0]]))
+    assert np.isfinite(probs).all() and probs[0, 0] == pytest.approx(1.0)
+    assert probs[1] == pytest.approx([1 / 3] * 3)
+    logits = np.array([[2.0, 0.0]])
+    assert softmax(logits, 2.0)[0, 0] == pytest.approx(float(torch.softmax(torch.tensor([1.0, 0.0]), 0)[0]))
