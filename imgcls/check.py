@@ -779,10 +779,10 @@ def quick_check(source, *, min_side: int, workers: int = 2):
     bad = {r.rel: r.error for r in records if r.error is not None}
     items = {s: [(rel, y) for rel, y in lst if rel not in bad] for s, lst in source.items.items()}
     cleaned = DataSource(source.root, source.class_names, items, source.split_made, sorted(bad.items()))
-    return cleaned, format_compact(findings, len(records), str(source.root))
+    return cleaned, format_compact(findings, len(records), str(source.root), imgsz=min_side * 4)
 
 
-def format_compact(findings: list[Finding], n_files: int, data: str) -> str:
+def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int | None = None) -> str:
     """One block for the train log: one line per kind of finding, a few names each."""
     kinds: dict[str, list[Finding]] = {}
     for f in findings:
@@ -793,11 +793,13 @@ def format_compact(findings: list[Finding], n_files: int, data: str) -> str:
     errors = sum(1 for f in findings if f.severity == "error")
     warnings = sum(1 for f in findings if f.severity == "warning")
     lines = [f"WARNING: data check of {n_files} files: {errors} error(s), {warnings} warning(s)"]
+    tiny = f" ({max(1, int(imgsz * TINY_FRACTION))} px or less for {imgsz} px)" if imgsz else ""
     labels = {
-        "unreadable": "skipped unusable file(s)", "label_conflict": "identical files under different classes",
-        "leakage": "identical files in more than one split (leakage)", "duplicate": "groups of identical files",
-        "extension": "file(s) whose extension lies about the format", "placeholder": "placeholder-like image(s)",
-        "tiny": "image(s) far smaller than the model input", "aspect_ratio": "image(s) with an extreme aspect ratio",
+        "unreadable": "unusable file(s) skipped", "label_conflict": "group(s) of identical files under different classes",
+        "leakage": "group(s) of identical files in more than one split (leakage)",
+        "duplicate": "group(s) of identical files", "extension": "file(s) whose extension lies about the format",
+        "placeholder": "placeholder-like image(s)", "tiny": f"image(s) far smaller than the model input{tiny}",
+        "aspect_ratio": "image(s) with an extreme aspect ratio",
     }
     for kind, items in kinds.items():
         if kind in labels:
