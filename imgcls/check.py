@@ -13,7 +13,7 @@ import base64
 import hashlib
 import html
 import io
-import logging
+import json
 import os
 import shutil
 import time
@@ -25,8 +25,6 @@ import numpy as np
 
 from .errors import ImgclsError
 from .images import ImageReadError, load_image
-
-log = logging.getLogger("imgcls")
 
 # Perceptual hash: imagehash.phash with hash_size=16, i.e. 256 bits. Two images are near
 # duplicates when their hashes differ in at most NEAR_THRESHOLD bits (docs/check.md has the
@@ -61,6 +59,7 @@ MODE_FAMILY = {
     "P": "palette", "CMYK": "CMYK",
 }
 SEVERITIES = ("error", "warning", "info")
+Entry = tuple[Path, str, str, "str | None"]  # (path, path relative to the root, class, split)
 
 
 @dataclass
@@ -70,7 +69,7 @@ class FileRecord:
     rel: str                 # path relative to the data root, with forward slashes
     class_name: str
     split: str | None        # train/val/test, or None for a single tree of class folders
-    bytes: int = 0
+    size_bytes: int = 0
     sha256: str | None = None
     format: str = ""
     width: int = 0
@@ -147,7 +146,7 @@ def read_record(path: Path, rel: str, class_name: str, split: str | None, *, per
     except OSError as e:
         record.error = f"cannot be read ({e.strerror or e})"
         return record
-    record.bytes = len(data)
+    record.size_bytes = len(data)
     if not data:
         record.error = "empty file (0 bytes)"
         return record
@@ -188,7 +187,7 @@ def perceptual_hash(image) -> int:
     return int(str(imagehash.phash(image, hash_size=HASH_SIZE)), 16)
 
 
-def read_records(entries: list[tuple[Path, str, str, str | None]], *, perceptual: bool,
+def read_records(entries: list[Entry], *, perceptual: bool,
                  workers: int | None = None, progress: bool = False) -> list[FileRecord]:
     """read_record over (path, rel, class, split) entries in a thread pool (PIL and hashlib release the GIL)."""
     if perceptual:  # fail before reading anything when imagehash is missing
@@ -285,10 +284,10 @@ def connected_groups(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
 
 
 def imbalance_ratio(per_class: dict[str, int]) -> float | None:
-    """Largest class / smallest class; None without two non-empty classes."""
-    sizes = [n for n in per_class.values() if n > 0]
-    if len(sizes) < 2 or len(sizes) < len(per_class):
-        return None if len(sizes) < 2 else float("inf")
+    """Largest class / smallest class; None unless there are two classes and none is empty."""
+    sizes = list(per_class.values())
+    if len(sizes) < 2 or min(sizes) == 0:
+        return None
     return max(sizes) / min(sizes)
 
 
@@ -419,22 +418,26 @@ def count_table(records: list[FileRecord], class_names: list[str]) -> dict[str, 
 
 
 def balance_findings(counts: dict[str, dict[str, int]]) -> tuple[list[Finding], float | None]:
+    """Imbalance and starved classes, judged on the training split (or the whole single tree)."""
     base = counts.get("train") or counts.get("all") or {}
     ratio = imbalance_ratio(base)
     findings = []
+    empty = sorted(c for c, n in base.items() if n == 0)
+    if empty:
+        findings.append(Finding("error", "few_images", f"class(es) {empty} have no usable training images", [],
+                                {"classes": empty}))
     if ratio is not None and ratio > IMBALANCE_LIMIT:
-        largest = max(base, key=base.get)
-        smallest = min(base, key=base.get)
+        largest, smallest = max(base, key=base.get), min(base, key=base.get)
         findings.append(Finding("warning", "imbalance",
                                 f"class imbalance {ratio:.1f}:1 ({largest} {base[largest]}, {smallest} "
                                 f"{base[smallest]} images); consider `imgcls train --balance` or more data",
-                                [], {"ratio": ratio, "largest": largest, "smallest": smallest}))
+                                [], {"ratio": round(ratio, 3), "largest": largest, "smallest": smallest}))
     few = sorted(c for c, n in base.items() if 0 < n < FEW_IMAGES)
     if few:
         findings.append(Finding("warning", "few_images",
                                 f"class(es) {few} have fewer than {FEW_IMAGES} usable training images", [],
                                 {"classes": few}))
-    return findings, (None if ratio is None else round(ratio, 3) if ratio != float("inf") else None)
+    return findings, None if ratio is None else round(ratio, 3)
 
 
 def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, near: bool,
@@ -452,8 +455,11 @@ def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, ne
 # ---------------------------------------------------------------- the data folder
 
 
-def collect_entries(root: Path) -> tuple[list[tuple[Path, str, str, str | None]], str, list[str], list[Finding], list[str]]:
-    """Files to check under root, as train reads them: (path, rel, class, split) plus layout findings."""
+def collect_entries(root: Path) -> tuple[list[Entry], str, list[str], list[Finding], list[str]]:
+    """Files to check under root, as train reads them.
+
+    Returns the entries, the layout name, the class names, layout findings and ignored files.
+    """
     from .data import find_split_dirs, list_class_images
 
     if not root.exists():
@@ -704,6 +710,7 @@ th:first-child,td:first-child{text-align:left}
 .thumbs{display:flex;flex-wrap:wrap;gap:8px;margin-top:6px}
 figure{margin:0;width:136px;font-size:.72em;word-break:break-all}
 figure img{max-width:128px;max-height:128px;display:block;border:1px solid #ddd}
+pre{white-space:pre-wrap}
 .nothumb{width:128px;height:80px;background:#eee;display:flex;align-items:center;justify-content:center;color:#c0392b}
 """
 
@@ -757,7 +764,7 @@ def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 
         elif f.paths:
             parts.append(f"<p>{esc(_short(f.paths, 50))}</p>")
         parts.append("</div>")
-    parts.append(f"<h2>Settings</h2><pre>{esc(repr(report.settings))}</pre></body></html>")
+    parts.append(f"<h2>Settings</h2><pre>{esc(json.dumps(report.settings, indent=1))}</pre></body></html>")
     return "\n".join(parts)
 
 
@@ -805,7 +812,8 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
     lines = [f"WARNING: data check of {n_files} files: {errors} error(s), {warnings} warning(s)"]
     tiny = f" (under {max(1, int(imgsz * TINY_FRACTION))} px for {imgsz} px)" if imgsz else ""
     labels = {
-        "unreadable": "unusable file(s) skipped", "label_conflict": "group(s) of identical files under different classes",
+        "unreadable": "unusable file(s) skipped",
+        "label_conflict": "group(s) of identical files under different classes",
         "leakage": "group(s) of identical files in more than one split (leakage)",
         "duplicate": "group(s) of identical files", "extension": "file(s) whose extension lies about the format",
         "placeholder": "placeholder-like image(s)", "tiny": f"image(s) far smaller than the model input{tiny}",

@@ -246,3 +246,4 @@ def test_near_pairs_uses_the_threshold_in_bits():
 def test_imbalance_ratio():
     assert check.imbalance_ratio({"a": 10, "b": 40}) == 4.0
     assert check.imbalance_ratio({"a": 10}) is None
+    assert check.imbalance_ratio({"a": 10, "b": 0}) is None  # an empty class is reported as an error instead
