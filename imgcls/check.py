@@ -562,17 +562,23 @@ def _check_export_target(root: Path, dest: Path) -> None:
 def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]]]:
     """Files to keep and, by reason, files to drop (pure, from the records and findings).
 
-    Bad files go; exact copies stay once (in the most held-out split, test > val > train);
+    Bad files and placeholder-like images go; exact copies stay once (in the most held-out
+    split, test > val > train);
     exact copies under different classes all go (the right label is unknown); near copies
     across splits stay only in the most held-out split.
     """
     by_rel = {r.rel: r for r in report.records}
-    dropped: dict[str, list[str]] = {"unreadable": [], "duplicate": [], "label_conflict": [], "leakage": []}
+    dropped: dict[str, list[str]] = {"unreadable": [], "placeholder": [], "duplicate": [], "label_conflict": [],
+                                     "leakage": []}
     drop: set[str] = set()
     for r in report.records:
         if r.error is not None:
             dropped["unreadable"].append(r.rel)
             drop.add(r.rel)
+    for f in report.findings:
+        if f.kind == "placeholder" and f.paths[0] not in drop:
+            dropped["placeholder"].append(f.paths[0])
+            drop.add(f.paths[0])
     for f in report.findings:
         match = f.details.get("match")
         if match is None or f.kind not in ("duplicate", "leakage", "label_conflict"):

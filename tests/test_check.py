@@ -134,7 +134,7 @@ def test_export_clean_copy_trains_and_source_is_untouched(cli, planted, tmp_path
     assert code == 0 and "Clean copy" in out
     assert tree_digest(root) == before
     kept = set(tree_digest(clean))
-    assert p["corrupt"] not in kept and p["text"] not in kept
+    assert p["corrupt"] not in kept and p["text"] not in kept and p["gif"] not in kept
     assert p["leak_test"] in kept and p["leak_train"] not in kept  # the leaked copy leaves train
     assert p["tiny"] in kept and p["png_as_jpg"] in kept  # usable files stay
     report = json.loads((tmp_path / "r" / "check.json").read_text())
