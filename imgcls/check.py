@@ -317,7 +317,8 @@ def duplicate_findings(records: list[FileRecord], *, near: bool, threshold: int 
         splits = sorted({records[i].split for i in members if records[i].split}, key=SPLIT_ORDER.get)
         paths = [records[i].rel for i in members]
         what = "identical files" if match == "exact" else "near-identical images (resized, re-encoded or edited)"
-        details = {"match": match, "classes": classes, "splits": splits}
+        details = {"match": match, "classes": classes, "splits": splits,
+                   "path_splits": [records[i].split for i in members]}
         if match == "near":
             distances = [bin(records[a].phash ^ records[b].phash).count("1") for a in members for b in members if a < b]
             details["max_distance"] = max(distances)
@@ -805,6 +806,11 @@ def quick_check(source, *, min_side: int, workers: int = 2):
     return cleaned, format_compact(findings, len(records), str(source.root), imgsz=min_side * 4)
 
 
+def _with_split(path: str, split: str | None) -> str:
+    """Name the split when the path does not (a split imgcls made from a single tree)."""
+    return path if not split or path.startswith(f"{split}/") else f"{path} ({split})"
+
+
 def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int | None = None) -> str:
     """One block for the train log: one line per kind of finding, a few names each."""
     kinds: dict[str, list[Finding]] = {}
@@ -830,11 +836,13 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
             if kind == "unreadable":
                 named = [f.message for f in items]
             elif items[0].details.get("match"):
-                named = [" = ".join(f.paths) for f in items]
+                named = [" = ".join(_with_split(path, split) for path, split in zip(f.paths, f.details["path_splits"]))
+                         for f in items]
             else:
                 named = [f.paths[0] for f in items]
             lines.append(f"  {len(items)} {labels[kind]}: {_short(named, 20 if kind == 'unreadable' else 3)}")
         else:
             lines.extend(f"  {f.message}" for f in items)
-    lines.append(f"  `imgcls check --data {data}` finds near duplicates too and writes a report with thumbnails.")
+    lines.append(f"  `imgcls check --data {data}` also finds near duplicates, shows thumbnails and, with "
+                 "--export-clean DIR, writes a cleaned copy.")
     return "\n".join(lines)

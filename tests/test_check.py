@@ -243,6 +243,23 @@ def test_near_pairs_uses_the_threshold_in_bits():
     assert check.near_pairs([base, flipped, far], threshold=19) == []
 
 
+def test_compact_block_names_the_split_of_each_copy():
+    """In a split imgcls made from a single tree, paths do not say which side each copy is on."""
+    records = [check.FileRecord(f"cat/{i}.png", "cat", "train", sha256=str(i), width=100, height=100, mode="RGB",
+                                format="PNG") for i in range(6)]
+    records += [check.FileRecord(f"dog/{i}.png", "dog", "train", sha256=f"d{i}", width=100, height=100, mode="RGB",
+                                 format="PNG") for i in range(6)]
+    records.append(check.FileRecord("cat/copy.png", "cat", "val", sha256="3", width=100, height=100, mode="RGB",
+                                    format="PNG"))
+    findings, counts, _ = check.analyse(records, ["cat", "dog"], imgsz=224, near=False)
+    assert [f.kind for f in findings] == ["leakage"]
+    block = check.format_compact(findings, len(records), "pets", imgsz=224)
+    assert "cat/3.png (train) = cat/copy.png (val)" in block
+    assert block.splitlines()[0] == "WARNING: data check of 13 files: 1 error(s), 0 warning(s)"
+    assert "`imgcls check --data pets`" in block.splitlines()[-1]
+    assert counts == {"train": {"cat": 6, "dog": 6}, "val": {"cat": 1, "dog": 0}}
+
+
 def test_imbalance_ratio():
     assert check.imbalance_ratio({"a": 10, "b": 40}) == 4.0
     assert check.imbalance_ratio({"a": 10}) is None
