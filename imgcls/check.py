@@ -375,7 +375,8 @@ def file_findings(records: list[FileRecord], *, imgsz: int) -> list[Finding]:
         if ratio > ASPECT_LIMIT:
             findings.append(Finding("warning", "aspect_ratio",
                                     f"{r.rel}: {r.width}x{r.height} px (aspect {ratio:.1f}:1); "
-                                    "a centre crop keeps only its middle", [r.rel], {"ratio": round(ratio, 2)}))
+                                    "a centre crop keeps only its middle", [r.rel],
+                                    {"ratio": round(ratio, 2), "width": r.width, "height": r.height}))
     return findings
 
 
@@ -824,7 +825,6 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
     lines = [f"WARNING: data check of {n_files} files: {errors} error(s), {warnings} warning(s)"]
     tiny = f" (under {max(1, int(imgsz * TINY_FRACTION))} px for {imgsz} px)" if imgsz else ""
     labels = {
-        "unreadable": "unusable file(s) skipped",
         "label_conflict": "group(s) of identical files under different classes",
         "leakage": "group(s) of identical files in more than one split (leakage)",
         "duplicate": "group(s) of identical files", "extension": "file(s) whose extension lies about the format",
@@ -832,15 +832,20 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
         "aspect_ratio": "image(s) with an extreme aspect ratio",
     }
     for kind, items in kinds.items():
-        if kind in labels:
-            if kind == "unreadable":
-                named = [f.message for f in items]
-            elif items[0].details.get("match"):
+        if kind == "unreadable":  # one per line: these are the files training leaves out
+            lines.append(f"  skipped {len(items)} unusable file(s):")
+            lines.extend(f"    {f.message}" for f in items[:20])
+            if len(items) > 20:
+                lines.append(f"    ... and {len(items) - 20} more")
+        elif kind in labels:
+            if items[0].details.get("match"):
                 named = [" = ".join(_with_split(path, split) for path, split in zip(f.paths, f.details["path_splits"]))
                          for f in items]
+            elif kind in ("tiny", "aspect_ratio"):
+                named = [f"{f.paths[0]} ({f.details['width']}x{f.details['height']})" for f in items]
             else:
                 named = [f.paths[0] for f in items]
-            lines.append(f"  {len(items)} {labels[kind]}: {_short(named, 20 if kind == 'unreadable' else 3)}")
+            lines.append(f"  {len(items)} {labels[kind]}: {_short(named, 3)}")
         else:
             lines.extend(f"  {f.message}" for f in items)
     lines.append(f"  `imgcls check --data {data}` also finds near duplicates, shows thumbnails and, with "

@@ -42,7 +42,7 @@ TRAIN_HELP = {
 }
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_train_arguments(parser: argparse.ArgumentParser, run_flags: bool = True) -> None:
     from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -56,8 +56,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             metavar = {"int": "N", "float": "X", "str": "VALUE"}[kind.__name__]
             parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=metavar, help=help_text)
-    parser.add_argument("--cfg", metavar="YAML", help="settings file with the same keys; flags override it")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt")
+    if run_flags:
+        parser.add_argument("--cfg", metavar="YAML", help="settings file with the same keys; flags override it")
+        parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="perceptual-hash distance (of 256 bits) that counts as a near duplicate (default 26)")
     p.add_argument("--no-near", action="store_true", help="skip the perceptual-hash near-duplicate search")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="reading threads (default: cores + 1)")
+
+    p = sub.add_parser("tune", help="search training settings with Optuna (resumable)",
+                       description="Every training flag given here is fixed for all trials; the others are searched.")
+    p.add_argument("--trials", type=int, default=20, help="number of trials in the study (default 20)")
+    p.add_argument("--timeout", help="stop starting new trials after this long, e.g. 30m or 2h")
+    p.add_argument("--space", metavar="YAML", help="search space file (default: lr, weight decay, optimizer, "
+                   "batch size, label smoothing, augmentation, unfreeze epoch)")
+    p.add_argument("--storage", help="Optuna storage URL shared by several machines, e.g. postgresql://u:p@host/db "
+                   "(default: SQLite inside the tune folder)")
+    p.add_argument("--study-name", help="study name inside --storage (default imgcls)")
+    _add_train_arguments(p, run_flags=False)
 
     p = sub.add_parser("models", help="list model names usable with --model")
     p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
@@ -122,6 +134,17 @@ def _run(args: argparse.Namespace) -> int:
                            workers=args.workers, export_clean=args.export_clean, progress=sys.stderr.isatty())
         print(format_console(report))
         return 1 if args.strict and report.errors else 0
+    if args.command == "tune":
+        from .tune import tune
+
+        if not args.data:
+            raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
+        explicit = {"data", "model", "project", "name", "seed"}
+        fixed = {f: getattr(args, f) for f in TRAIN_HELP if f not in explicit and getattr(args, f, None) is not None}
+        tune(args.data, args.model or "efficientnet_lite0", trials=args.trials, timeout=args.timeout,
+             space=args.space, storage=args.storage, study_name=args.study_name, project=args.project or "runs",
+             name=args.name or "tune", seed=args.seed or 0, **fixed)
+        return 0
     if args.command == "models":
         from .models import list_model_names
 
@@ -140,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from .console import setup_logging
+
+    setup_logging()
     try:
         return _run(args)
     except ImgclsError as e:

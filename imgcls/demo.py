@@ -42,7 +42,8 @@ def write_digits(root: str | Path = "data/digits", size: int = 32, seed: int = 0
 
 
 def run_demo(data_dir: str | Path = "data/digits", project: str = "runs", **overrides):
-    from .trainer import setup_logging, train
+    from .console import setup_logging
+    from .trainer import train
 
     setup_logging()
     root = write_digits(data_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 
 # Images above this many pixels are refused before decoding (PIL's own default limit).
 MAX_IMAGE_PIXELS = 89_478_485
+# imgcls enforces the limit itself with a clear message, so PIL's generic warning is only noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:

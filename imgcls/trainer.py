@@ -17,6 +17,7 @@ from torch import nn
 
 from . import data as data_mod
 from .config import TrainConfig, make_config
+from .console import setup_logging
 from .engine import EpochOutput, evaluate, train_one_epoch
 from .errors import ImgclsError
 from .metrics import confusion_matrix, summary
@@ -48,16 +49,6 @@ class TrainResult:
     @property
     def last_weights(self) -> Path:
         return self.run_dir / "weights" / "last.pt"
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logger = logging.getLogger("imgcls")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
 
 
 def select_device(name: str) -> torch.device:
@@ -144,11 +135,12 @@ def _is_better(val: dict, best: dict | None) -> bool:
 
 
 def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume: str | os.PathLike | None = None,
-          progress: bool = True, **settings) -> TrainResult:
+          progress: bool = True, on_epoch_end=None, **settings) -> TrainResult:
     """Train a classifier exactly as ``imgcls train`` does and return the run's summary.
 
     ``imgcls.train(data="photos/", model="resnet18", epochs=10)``; any TrainConfig key is accepted.
-    ``resume=RUN_DIR`` continues an interrupted run from its last.pt.
+    ``resume=RUN_DIR`` continues an interrupted run from its last.pt. ``on_epoch_end(epoch, valid_info)``
+    is called after each epoch is recorded (hyperparameter search uses it to prune).
     """
     setup_logging()
     state = None
@@ -341,6 +333,8 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             f"  val loss {va.loss:.4f} acc {valid_info['accuracy']:.3f} F1 {valid_info['mean F1 score']:.3f}"
             f"  {seconds:.1f}s{'  *best*' if improved else ''}"
         )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, valid_info)
         if stopped_early:
             log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
             break

@@ -38,7 +38,10 @@ def cli(capsys):
         logger = logging.getLogger("imgcls")
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
-        code = main([str(a) for a in args])
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse rejects bad flags by exiting, as the real command does
+            code = e.code
         out = capsys.readouterr()
         return code, out.out, out.err
 

@@ -204,7 +204,7 @@ def test_train_prints_one_compact_block_and_skips_bad_files(cli, planted, tmp_pa
     assert p["corrupt"] in block and p["text"] in block  # skipped, by name
     assert "leakage" in block and p["leak_test"] in block
     assert p["tiny"] not in block  # 12 px is not far smaller than a 32 px model input
-    assert "2 unusable file(s) skipped" in block
+    assert "skipped 2 unusable file(s):" in block
     assert "near" not in block.split("`imgcls check")[0]  # the slow near-duplicate search is not run in train
     results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
     skipped = {s["path"] for s in results["dataset"]["skipped files"]}

@@ -1,0 +1,198 @@
+"""Data discovery, the saved split, image decoding and every kind of bad data a user's folder can hold."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+from imagegen import make_class_folders, shape_image
+from imgcls.data import ImageDataset, collate_skip_bad, discover, stratified_split, validate_images
+from imgcls.errors import ImgclsError
+from imgcls.images import load_image
+
+
+# --- the split --------------------------------------------------------------------------------------
+
+def test_split_is_stratified_and_seeded():
+    labels = [0] * 40 + [1] * 20 + [2] * 10
+    a = stratified_split(labels, (0.7, 0.15, 0.15), seed=0)
+    assert a == stratified_split(labels, (0.7, 0.15, 0.15), seed=0)
+    assert a != stratified_split(labels, (0.7, 0.15, 0.15), seed=1)
+    for cls, n in ((0, 40), (1, 20), (2, 10)):
+        mine = [s for s, y in zip(a, labels) if y == cls]
+        assert mine.count("val") == round(n * 0.15) or mine.count("val") >= 1
+        assert abs(mine.count("train") / n - 0.7) < 0.1
+    two_way = stratified_split(labels, (0.8, 0.2, 0.0), seed=0)
+    assert "test" not in two_way and two_way.count("val") == 8 + 4 + 2
+
+
+def test_split_keeps_a_training_image_for_tiny_classes():
+    a = stratified_split([0, 0, 1, 1, 1], (0.7, 0.15, 0.15), seed=3)
+    for cls in (0, 1):
+        assert "train" in [s for s, y in zip(a, [0, 0, 1, 1, 1]) if y == cls]
+
+
+def test_saved_split_is_reused_exactly(cli, flat_data, tmp_path):
+    code, _, err = cli("train", "--data", flat_data, "--epochs", "1", *TINY, "--project", tmp_path / "runs")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "train" / "split.csv", encoding="utf-8")))
+    assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 36
+    assert all((flat_data / r["path"]).exists() for r in rows)
+    # A different seed makes a different split, but passing the saved split.csv reuses it exactly.
+    code, _, err = cli("train", "--data", flat_data, "--epochs", "1", *TINY, "--seed", "7",
+                       "--split", tmp_path / "runs" / "train" / "split.csv", "--project", tmp_path / "runs")
+    assert code == 0, err
+    again = list(csv.DictReader(open(tmp_path / "runs" / "train2" / "split.csv", encoding="utf-8")))
+    assert sorted(map(tuple, (r.values() for r in again))) == sorted(map(tuple, (r.values() for r in rows)))
+
+
+def test_split_two_numbers_means_no_test(flat_data):
+    source = discover(flat_data, "0.8,0.2")
+    assert not source.items["test"] and len(source.items["val"]) == 3 * round(12 * 0.2)
+
+
+# --- layouts, names, extensions -----------------------------------------------------------------------
+
+def test_extensions_any_case_unicode_and_spaces(tmp_path):
+    root = tmp_path / "my photos ü"
+    for cls, ext in (("café au lait", ".JPG"), ("熊 bear", ".Png"), ("zebra", ".webp"), ("yak", ".TIFF")):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            shape_image("circle", 40, i).save(root / cls / f"photo {i} ä{ext}")
+    (root / "zebra" / "notes.txt").write_text("not an image")
+    source = discover(root, "0.5,0.5")
+    assert source.class_names == sorted(["café au lait", "熊 bear", "zebra", "yak"])
+    assert sum(len(v) for v in source.items.values()) == 16
+    source, bad, _ = validate_images(source)
+    assert bad == []
+
+
+def test_missing_val_folder_and_class_only_in_val(tmp_path):
+    make_class_folders(tmp_path / "a" / "train", per_class=3)
+    with pytest.raises(ImgclsError, match="no val/"):
+        discover(tmp_path / "a")
+    make_class_folders(tmp_path / "a" / "val", classes=("circle", "square", "triangle", "hexagon"), per_class=2)
+    with pytest.raises(ImgclsError, match=r"\['hexagon'\] in val/ are missing from train/"):
+        discover(tmp_path / "a")
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("empty_class", "class folder(s) ['square'] contain no images"),
+    ("one_class", "found only 1 class ('circle')"),
+    ("no_classes", "no class folders found"),
+    ("file", "is a file"),
+])
+def test_untrainable_folders_are_one_error_line(cli, tmp_path, layout, message):
+    root = tmp_path / "data"
+    if layout == "empty_class":
+        make_class_folders(root, classes=("circle", "triangle"), per_class=3)
+        (root / "square").mkdir()
+    elif layout == "one_class":
+        make_class_folders(root, classes=("circle",), per_class=3)
+    elif layout == "no_classes":
+        root.mkdir()
+        shape_image("circle").save(root / "loose.png")
+    else:
+        root.write_text("x")
+    code, out, err = cli("train", "--data", root, *TINY, "--project", tmp_path / "runs")
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+# --- images: formats, modes, orientation ------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1", "I", "F"])
+def test_any_colour_mode_becomes_rgb(tmp_path, mode):
+    base = shape_image("square", 32, 1)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+        assert image.mode == "I;16"
+    elif mode == "P":
+        image = base.convert("P", palette=Image.ADAPTIVE)
+    else:
+        image = base.convert(mode)
+    fmt = {"CMYK": "JPEG", "F": "TIFF", "I": "TIFF"}.get(mode, "PNG")
+    path = tmp_path / f"img.{fmt.lower()}"
+    image.save(path, fmt)
+    rgb = load_image(path)
+    assert rgb.mode == "RGB" and rgb.size == (32, 32)
+    assert np.asarray(rgb).std() > 5  # the picture survived, not a blank frame
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    image.save(tmp_path / "clear.png")
+    assert np.asarray(load_image(tmp_path / "clear.png")).min() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (60, 20), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 10, 20))  # red strip on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    shown = load_image(tmp_path / "rotated.jpg")
+    assert shown.size == (20, 60)
+    top = np.asarray(shown)[:8].mean(axis=(0, 1))
+    assert top[0] > 150 and top[2] < 100  # the red strip is now at the top
+
+
+# --- bad files ----------------------------------------------------------------------------------------
+
+def _plant_bad_files(root):
+    folder = root / "circle"
+    buffer = io.BytesIO()
+    shape_image("circle", 64, 99).save(buffer, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is a text file with an image name")
+    Image.new("L", (9500, 9500)).save(root / "square" / "bomb.png")  # 90 Mpx, over PIL's limit
+
+
+def test_bad_images_are_skipped_with_a_warning_naming_them(cli, flat_data, tmp_path):
+    _plant_bad_files(flat_data)
+    Image.new("RGB", (5, 5), "red").save(flat_data / "circle" / "speck.png")
+    code, _, err = cli("train", "--data", flat_data, "--epochs", "1", *TINY, "--project", tmp_path / "runs")
+    assert code == 0, err
+    assert "skipped 4 unusable file(s)" in err
+    for name, reason in [("truncated.jpg", "corrupt"), ("empty.png", "empty file"),
+                         ("notes.jpg", "not an image"), ("bomb.png", "decompression bomb")]:
+        line = next(line for line in err.splitlines() if name in line)
+        assert reason in line, line
+    assert "speck.png (5x5)" in err and "far smaller than the model input" in err
+    results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
+    skipped = {s["path"] for s in results["dataset"]["skipped files"]}
+    assert skipped == {"circle/truncated.jpg", "circle/empty.png", "circle/notes.jpg", "square/bomb.png"}
+    split_paths = {r["path"] for r in csv.DictReader(open(tmp_path / "runs" / "train" / "split.csv"))}
+    assert not split_paths & skipped
+
+
+def test_all_images_bad_in_a_class_is_one_error(cli, tmp_path):
+    root = make_class_folders(tmp_path / "data", classes=("circle", "square"), per_class=3)
+    for path in (root / "square").iterdir():
+        path.write_bytes(b"GIF89a broken")
+    code, _, err = cli("train", "--data", root, *TINY, "--project", tmp_path / "runs")
+    assert code == 2 and "['square'] have no usable training images" in err
+
+
+def test_a_file_that_breaks_mid_epoch_is_skipped_not_fatal(tmp_path):
+    from imgcls.transforms import eval_transform
+
+    root = make_class_folders(tmp_path / "data", per_class=2)
+    paths = sorted(root.rglob("*.png"))
+    preprocess = {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3,
+                  "interpolation": "bilinear", "crop_pct": 1.0}
+    dataset = ImageDataset(paths, [0] * len(paths), eval_transform(preprocess))
+    paths[1].write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # damaged after the pre-check
+    batch = collate_skip_bad([dataset[i] for i in range(len(dataset))])
+    images, labels, indices = batch
+    assert images.shape == (len(paths) - 1, 3, 16, 16)
+    assert 1 not in indices.tolist()
