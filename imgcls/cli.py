@@ -78,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs", help="parent folder of runs (default runs)")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
 
+    p = sub.add_parser("check", help="find bad files, duplicates, leakage and imbalance in a data set")
+    p.add_argument("--data", required=True, help="the data folder, in any layout `imgcls train` accepts")
+    p.add_argument("--out", metavar="DIR", help="where to write check.json, check.html and class_counts.png "
+                   "(default: a new folder runs/check, runs/check2, ...)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when there are errors (for CI)")
+    p.add_argument("--export-clean", metavar="DIR", help="write a cleaned copy to this new folder")
+    p.add_argument("--imgsz", type=int, default=224, metavar="N",
+                   help="model input size, to flag images far smaller than it (default 224)")
+    p.add_argument("--near-threshold", type=int, default=None, metavar="BITS",
+                   help="perceptual-hash distance (of 256 bits) that counts as a near duplicate (default 26)")
+    p.add_argument("--no-near", action="store_true", help="skip the perceptual-hash near-duplicate search")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="reading threads (default: cores + 1)")
+
     p = sub.add_parser("tune", help="search training settings with Optuna (resumable)",
                        description="Every training flag given here is fixed for all trials; the others are searched.")
     p.add_argument("--trials", type=int, default=20, help="number of trials in the study (default 20)")
@@ -158,6 +171,14 @@ def _run(args: argparse.Namespace) -> int:
 
         run_demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs else {}))
         return 0
+    if args.command == "check":
+        from .check import NEAR_THRESHOLD, format_console, run_check
+
+        report = run_check(args.data, out=args.out, imgsz=args.imgsz, near=not args.no_near,
+                           threshold=NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold,
+                           workers=args.workers, export_clean=args.export_clean, progress=sys.stderr.isatty())
+        print(format_console(report))
+        return 1 if args.strict and report.errors else 0
     if args.command == "tune":
         from .tune import tune
 

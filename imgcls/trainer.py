@@ -85,22 +85,6 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
 
 
-def _log_data_findings(source, bad, small, min_side) -> None:
-    if bad:
-        lines = "\n".join(f"  {rel}: {reason}" for rel, reason in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        log.warning(f"WARNING: skipped {len(bad)} unusable file(s):\n{lines}{more}")
-    if small:
-        shown = ", ".join(f"{rel} ({w}x{h})" for rel, w, h in small[:5])
-        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
-        log.warning(
-            f"WARNING: {len(small)} image(s) are far smaller than the model input ({min_side * 4}px) and will be "
-            f"upscaled: {shown}{more}"
-        )
-    if bad or small:
-        log.warning("         `imgcls check --data DIR` reports duplicates, leakage and more.")
-
-
 def _dataset_table(source) -> dict:
     counts = source.counts()
     table = {"num_classes": len(source.class_names), "class_names": source.class_names, "root": str(source.root)}
@@ -205,8 +189,12 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     input_side = min(preprocess["input_size"][1:])
     if state is None:
         t0 = time.time()
-        source, bad, small = data_mod.validate_images(source, min_side=max(1, input_side // 4), workers=max(2, workers))
-        _log_data_findings(source, bad, small, max(1, input_side // 4))
+        # The fast part of `imgcls check`: bad files are skipped, duplicates/leakage named, in one block.
+        from .check import quick_check
+
+        source, findings_block = quick_check(source, min_side=max(1, input_side // 4), workers=max(2, workers))
+        if findings_block:
+            log.warning(findings_block)
         data_mod.check_trainable(source)
         log.info(f"Checked {sum(len(v) for v in source.items.values())} images in {time.time() - t0:.1f}s")
 
