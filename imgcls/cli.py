@@ -77,6 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs", help="parent folder of runs (default runs)")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
 
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO or TFLite, parity-checked")
+    p.add_argument("--weights", required=True, help="checkpoint to export, e.g. runs/train/weights/best.pt")
+    p.add_argument("--format", default="onnx", help="onnx (default), torchscript, openvino or tflite")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an INT8 ONNX file (static quantization calibrated on training images) and "
+                        "compare its size, speed and accuracy with FP32")
+    p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: next to the checkpoint, e.g. best.onnx)")
+    p.add_argument("--calib-images", type=int, default=64, metavar="N",
+                   help="training images used to calibrate INT8 (default 64)")
+
+    p = sub.add_parser("benchmark", help="img/s and p50/p95 latency of a checkpoint on each runtime")
+    p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/train/weights/best.pt")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8,openvino",
+                   help="comma list from torch, onnx, onnx-int8, openvino, torchscript (default: the first four)")
+    p.add_argument("--batch", default="1,32", help="batch sizes, comma separated (default 1,32)")
+    p.add_argument("--seconds", type=float, default=3.0, help="time spent on each measurement (default 3)")
+    p.add_argument("--out", metavar="DIR", help="folder for benchmark.csv/.json (default: RUN/benchmark, "
+                                                "RUN/benchmark2, ...)")
+
     p = sub.add_parser("models", help="list model names usable with --model")
     p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
     p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights in timm")
@@ -100,6 +120,19 @@ def _run(args: argparse.Namespace) -> int:
         from .demo import run_demo
 
         run_demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs else {}))
+        return 0
+    if args.command == "export":
+        from .export import export
+
+        if args.calib_images < 1:
+            raise ImgclsError(f"--calib-images {args.calib_images}: must be 1 or more")
+        export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
+               calibration_images=args.calib_images)
+        return 0
+    if args.command == "benchmark":
+        from .benchmark import benchmark
+
+        benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, out=args.out)
         return 0
     if args.command == "models":
         from .models import list_model_names
