@@ -33,6 +33,9 @@ TRAIN_HELP = {
     "patience": "stop after this many epochs without val improvement; 0 disables (default 10)",
     "clip_grad": "clip the gradient norm to this value",
     "seed": "random seed for the split, shuffling and initialisation (default 0)",
+    "teacher": "distill from this trained checkpoint (same classes); see `imgcls distill`",
+    "kd_temperature": "softening temperature of the distillation loss (default 4)",
+    "kd_alpha": "weight of the teacher's soft targets; 1 - alpha goes to the labels (default 0.5)",
     "device": "auto (default), cpu, cuda, cuda:N or mps",
     "workers": "data loading processes (default: cores - 1)",
     "amp": "mixed precision on CUDA",
@@ -72,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a classifier on class folders")
     _add_train_arguments(p)
 
+    p = sub.add_parser("distill", help="train a (smaller) student model from a trained teacher's soft targets")
+    _add_train_arguments(p)
+
     p = sub.add_parser("demo", help="train on built-in handwritten digits (offline, a few minutes on a CPU)")
     p.add_argument("--data", default="data/digits", help="where to write the digit images (default data/digits)")
     p.add_argument("--project", default="runs", help="parent folder of runs (default runs)")
@@ -104,10 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "train":
+    if args.command in ("train", "distill"):
         from .trainer import train
 
         settings = {f: getattr(args, f) for f in TRAIN_HELP if getattr(args, f, None) is not None}
+        if args.command == "distill" and not args.resume:
+            if not settings.get("teacher") and not args.cfg:
+                raise ImgclsError("distill needs --teacher RUN/weights/best.pt, a trained model on the same classes")
+            settings.setdefault("name", "distill")
         if args.resume:
             extra = sorted(settings)
             if extra or args.cfg:
