@@ -65,7 +65,8 @@ def parse_batches(spec: str | list) -> list[int]:
     return batches
 
 
-def _build_backends(names: list[str], checkpoint: dict, model, workdir: Path) -> tuple[dict, dict]:
+def _build_backends(names: list[str], checkpoint: dict, model, workdir: Path,
+                    threads: int | None = None) -> tuple[dict, dict]:
     """A logits function for each backend that can run here, and the reason for each that cannot."""
     from .export import (_export_onnx_bytes, export_metadata, onnx_runner, openvino_runner, reference_inputs,
                          set_onnx_metadata, torch_runner, write_openvino, write_torchscript, torchscript_runner)
@@ -90,16 +91,16 @@ def _build_backends(names: list[str], checkpoint: dict, model, workdir: Path) ->
                 write_torchscript(model, checkpoint, workdir / "model.torchscript")
                 runners[name] = torchscript_runner(workdir / "model.torchscript")[0]
             elif name == "onnx":
-                runners[name] = onnx_runner(need_onnx())[0]
+                runners[name] = onnx_runner(need_onnx(), threads)[0]
             elif name == "onnx-int8":
                 from .quantize import quantize_onnx
 
                 calibration, _, _ = reference_inputs(checkpoint, "train", limit=32)
                 quantize_onnx(need_onnx(), workdir / "model_int8.onnx", calibration)
-                runners[name] = onnx_runner(workdir / "model_int8.onnx")[0]
+                runners[name] = onnx_runner(workdir / "model_int8.onnx", threads)[0]
             elif name == "openvino":
                 write_openvino(model, checkpoint, workdir / "model.xml", dynamic_batch=True)
-                runners[name] = openvino_runner(workdir / "model.xml")[0]
+                runners[name] = openvino_runner(workdir / "model.xml", threads)[0]
         except ImgclsError as e:  # a missing optional package: say so and go on with the others
             skipped[name] = str(e)
             log.warning(f"WARNING: backend {name} skipped: {e}")
@@ -107,8 +108,11 @@ def _build_backends(names: list[str], checkpoint: dict, model, workdir: Path) ->
 
 
 def benchmark(weights: str | os.PathLike, backends: str | list = DEFAULT_BACKENDS, batches: str | list = (1, 32), *,
-              seconds: float = 3.0, out: str | os.PathLike | None = None) -> dict:
+              seconds: float = 3.0, threads: int | None = None, out: str | os.PathLike | None = None) -> dict:
     """Time every requested backend at every batch size on this machine's CPU.
+
+    ``threads`` sets the intra-op threads of every runtime alike (default: each runtime's own choice,
+    usually one per core); on a busy machine 1 gives far steadier numbers.
 
     Writes benchmark.csv and benchmark.json into a new RUN/benchmark folder (or ``out``) and returns the table.
     """
@@ -123,12 +127,17 @@ def benchmark(weights: str | os.PathLike, backends: str | list = DEFAULT_BACKEND
     batch_sizes = parse_batches(batches)
     if seconds <= 0:
         raise ImgclsError(f"--seconds {seconds}: must be positive")
+    if threads is not None and threads < 1:
+        raise ImgclsError(f"--threads {threads}: must be 1 or more")
     checkpoint = load_checkpoint(weights)
     model = model_from_checkpoint(checkpoint)
     shape = tuple(checkpoint["preprocess"]["input_size"])
     rows = []
+    torch_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="imgcls-benchmark-") as tmp:
-        runners, skipped = _build_backends(names, checkpoint, model, Path(tmp))
+        runners, skipped = _build_backends(names, checkpoint, model, Path(tmp), threads)
         if not runners:
             raise ImgclsError(f"--backends {','.join(names)}: none can run here ({'; '.join(skipped.values())})")
         for name, fn in runners.items():
@@ -138,9 +147,12 @@ def benchmark(weights: str | os.PathLike, backends: str | list = DEFAULT_BACKEND
                 r = rows[-1]
                 log.info(f"  {name:<11} batch {b:>3}: {r['img_per_s']:9.1f} img/s  p50 {r['p50_ms']:8.2f} ms  "
                          f"p95 {r['p95_ms']:8.2f} ms")
+    measured_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
     folder = Path(out) if out else next_free_dir(run_dir_of(checkpoint["path"]), "benchmark")
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+               "threads": threads or "runtime default", "torch_threads": measured_threads,
+               "python": platform.python_version(),
                "torch": torch.__version__}
     table = {"weights": str(checkpoint["path"]), "model": checkpoint["model_name"],
              "input_size": list(shape), "seconds_per_measurement": seconds, "machine": machine,

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list from torch, onnx, onnx-int8, openvino, torchscript (default: the first four)")
     p.add_argument("--batch", default="1,32", help="batch sizes, comma separated (default 1,32)")
     p.add_argument("--seconds", type=float, default=3.0, help="time spent on each measurement (default 3)")
+    p.add_argument("--threads", type=int, help="intra-op threads for every runtime (default: each runtime's own)")
     p.add_argument("--out", metavar="DIR", help="folder for benchmark.csv/.json (default: RUN/benchmark, "
                                                 "RUN/benchmark2, ...)")
 
@@ -142,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "benchmark":
         from .benchmark import benchmark
 
-        benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, out=args.out)
+        benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, threads=args.threads, out=args.out)
         return 0
     if args.command == "models":
         from .models import list_model_names

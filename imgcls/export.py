@@ -37,9 +37,6 @@ PARITY_IMAGES = 32
 CALIBRATION_IMAGES = 64
 ACCURACY_IMAGES = 1000
 
-# Which pip package provides each optional format, for the "missing package" error.
-PACKAGES = {"onnx": "onnx onnxruntime", "openvino": "openvino", "tflite": "litert-torch"}
-
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -214,12 +211,13 @@ def onnx_runner(path: str | os.PathLike, threads: int | None = None) -> tuple[Lo
     return run, fixed
 
 
-def openvino_runner(path: str | os.PathLike) -> tuple[LogitsFn, int | None]:
+def openvino_runner(path: str | os.PathLike, threads: int | None = None) -> tuple[LogitsFn, int | None]:
     ov = require("openvino", "openvino")
     core = ov.Core()
     model = core.read_model(str(path))
     # CPUs with bf16/AMX would otherwise run in bf16 by default and lose FP32 parity.
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    config = {"INFERENCE_PRECISION_HINT": "f32"} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+    compiled = core.compile_model(model, "CPU", config)
     dim = compiled.inputs[0].get_partial_shape()[0]
     fixed = dim.get_length() if dim.is_static else None
 
@@ -379,12 +377,11 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
         raise ImgclsError(f"--int8 is offered for --format onnx (onnxruntime static quantization), not {format}")
     if str(weights).endswith((".onnx", ".torchscript", ".xml", ".tflite")):
         raise ImgclsError(f"--weights {weights}: export starts from an imgcls checkpoint (.pt), not an exported file")
-    if format == "onnx":
-        require("onnx", "onnx"), require("onnxruntime", "onnxruntime")
-    elif format == "openvino":
-        require("openvino", "openvino")
-    elif format == "tflite":
-        require("litert_torch", "litert-torch")
+    # Name a missing package before any work is done.
+    for module, package in {"onnx": [("onnx", "onnx"), ("onnxruntime", "onnxruntime")],
+                            "openvino": [("openvino", "openvino")],
+                            "tflite": [("litert_torch", "litert-torch")]}.get(format, []):
+        require(module, package)
     checkpoint = load_checkpoint(weights)
     checkpoint_path = Path(checkpoint["path"])
     path = Path(out) if out else default_output(checkpoint_path, format)

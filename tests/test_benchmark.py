@@ -21,7 +21,7 @@ def run(trained_run, tmp_path):
 
 def test_benchmark_writes_table_for_each_backend_and_batch(cli, run):
     code, out, err = cli("benchmark", "--weights", run / "weights" / "best.pt", "--backends", "torch,onnx,onnx-int8",
-                         "--batch", "1,4", "--seconds", "0.1")
+                         "--batch", "1,4", "--seconds", "0.1", "--threads", "1")
     assert code == 0, err
     assert out.splitlines()[0].split() == ["backend", "batch", "img/s", "p50", "ms", "p95", "ms"]
     with open(run / "benchmark" / "benchmark.csv") as f:
@@ -31,6 +31,7 @@ def test_benchmark_writes_table_for_each_backend_and_batch(cli, run):
     assert all(float(r["img_per_s"]) > 0 and float(r["p95_ms"]) >= float(r["p50_ms"]) > 0 for r in rows)
     table = json.loads((run / "benchmark" / "benchmark.json").read_text())
     assert table["model"] == "simple_cnn" and len(table["results"]) == 6 and table["machine"]["cores"] >= 1
+    assert table["machine"]["threads"] == 1 and table["machine"]["torch_threads"] == 1
     # A second benchmark never overwrites the first.
     assert cli("benchmark", "--weights", run / "weights" / "best.pt", "--backends", "onnx", "--batch", "1",
                "--seconds", "0.05")[0] == 0
@@ -51,6 +52,7 @@ def test_backend_without_its_package_is_skipped_with_the_package_named(cli, run,
     (["--backends", "torch,tensorrt"], "--backends tensorrt: unknown"),
     (["--batch", "1,x"], "--batch '1,x': expected whole numbers"),
     (["--batch", "0"], "batch sizes must be 1 or more"),
+    (["--threads", "0"], "--threads 0: must be 1 or more"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(cli, run, args, message):
     code, _, err = cli("benchmark", "--weights", run / "weights" / "best.pt", *args)
