@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ImgclsError
 from .export import (ACCURACY_IMAGES, INPUT_NAME, _export_onnx_bytes, export_metadata, in_chunks, load_batch,
                      onnx_runner, reference_inputs, require, run_split_images, set_onnx_metadata)
 from .runs import atomic_write_bytes
@@ -154,8 +153,10 @@ def format_int8_report(report: dict, batches) -> str:
     def acc(x):
         return "n/a" if x is None else f"{x * 100:.1f}%"
 
-    rows = [("", "FP32", "INT8"),
-            ("file size", f"{report['fp32']['size_bytes'] / 1e6:.2f} MB", f"{report['int8']['size_bytes'] / 1e6:.2f} MB")]
+    def size(x):
+        return f"{x['size_bytes'] / 1e6:.2f} MB"
+
+    rows = [("", "FP32", "INT8"), ("file size", size(report["fp32"]), size(report["int8"]))]
     for b in batches:
         rows.append((f"img/s, batch {b}", f"{report['fp32']['speed'][str(b)]['img_per_s']:.1f}",
                      f"{report['int8']['speed'][str(b)]['img_per_s']:.1f}"))
