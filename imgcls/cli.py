@@ -33,6 +33,9 @@ TRAIN_HELP = {
     "patience": "stop after this many epochs without val improvement; 0 disables (default 10)",
     "clip_grad": "clip the gradient norm to this value",
     "seed": "random seed for the split, shuffling and initialisation (default 0)",
+    "teacher": "distill from this trained checkpoint (same classes); see `imgcls distill`",
+    "kd_temperature": "softening temperature of the distillation loss (default 4)",
+    "kd_alpha": "weight of the teacher's soft targets; 1 - alpha goes to the labels (default 0.5)",
     "device": "auto (default), cpu, cuda, cuda:N or mps",
     "workers": "data loading processes (default: cores - 1)",
     "amp": "mixed precision on CUDA",
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a classifier on class folders")
+    _add_train_arguments(p)
+
+    p = sub.add_parser("distill", help="train a (smaller) student model from a trained teacher's soft targets")
     _add_train_arguments(p)
 
     p = sub.add_parser("demo", help="train on built-in handwritten digits (offline, a few minutes on a CPU)")
@@ -147,6 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
 
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO or TFLite, parity-checked")
+    p.add_argument("--weights", required=True, help="checkpoint to export, e.g. runs/train/weights/best.pt")
+    p.add_argument("--format", default="onnx", help="onnx (default), torchscript, openvino or tflite")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an INT8 ONNX file (static quantization calibrated on training images) and "
+                        "compare its size, speed and accuracy with FP32")
+    p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: next to the checkpoint, e.g. best.onnx)")
+    p.add_argument("--calib-images", type=int, default=64, metavar="N",
+                   help="training images used to calibrate INT8 (default 64)")
+
+    p = sub.add_parser("benchmark", help="img/s and p50/p95 latency of a checkpoint on each runtime")
+    p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/train/weights/best.pt")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8,openvino",
+                   help="comma list from torch, onnx, onnx-int8, openvino, torchscript (default: the first four)")
+    p.add_argument("--batch", default="1,32", help="batch sizes, comma separated (default 1,32)")
+    p.add_argument("--seconds", type=float, default=3.0, help="time spent on each measurement (default 3)")
+    p.add_argument("--threads", type=int, help="intra-op threads for every runtime (default: each runtime's own)")
+    p.add_argument("--out", metavar="DIR", help="folder for benchmark.csv/.json (default: RUN/benchmark, "
+                                                "RUN/benchmark2, ...)")
+
     p = sub.add_parser("models", help="list model names usable with --model")
     p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
     p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights in timm")
@@ -154,10 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "train":
+    if args.command in ("train", "distill"):
         from .trainer import train
 
         settings = {f: getattr(args, f) for f in TRAIN_HELP if getattr(args, f, None) is not None}
+        if args.command == "distill" and not args.resume:
+            if not settings.get("teacher") and not args.cfg:
+                raise ImgclsError("distill needs --teacher RUN/weights/best.pt, a trained model on the same classes")
+            settings.setdefault("name", "distill")
         if args.resume:
             extra = sorted(settings)
             if extra or args.cfg:
@@ -217,6 +248,19 @@ def _run(args: argparse.Namespace) -> int:
 
         serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
               max_files=args.max_files, topk=args.topk, device=args.device)
+        return 0
+    if args.command == "export":
+        from .export import export
+
+        if args.calib_images < 1:
+            raise ImgclsError(f"--calib-images {args.calib_images}: must be 1 or more")
+        export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
+               calibration_images=args.calib_images)
+        return 0
+    if args.command == "benchmark":
+        from .benchmark import benchmark
+
+        benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, threads=args.threads, out=args.out)
         return 0
     if args.command == "models":
         from .models import list_model_names

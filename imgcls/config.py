@@ -44,6 +44,10 @@ class TrainConfig:
     patience: int = 10                # epochs without val improvement before stopping; 0 = never
     clip_grad: float | None = None    # max gradient norm
     seed: int = 0
+    # knowledge distillation (imgcls distill)
+    teacher: str | None = None        # checkpoint of a trained teacher on the same classes
+    kd_temperature: float = 4.0       # softens teacher and student distributions for the soft-target loss
+    kd_alpha: float = 0.5             # loss = alpha * soft-target KL * T^2 + (1 - alpha) * hard-label CE
     # hardware
     device: str = "auto"
     workers: int | None = None        # DataLoader workers; default: cores - 1
@@ -86,6 +90,10 @@ class TrainConfig:
             bad("unfreeze_at", "is an epoch number, 1 or more")
         if self.workers is not None and self.workers < 0:
             bad("workers", "must be 0 or more")
+        if self.kd_temperature <= 0:
+            bad("kd_temperature", "must be positive (typical: 1 to 8)")
+        if not 0 <= self.kd_alpha <= 1:
+            bad("kd_alpha", "must be in [0, 1]: the weight of the teacher's soft targets")
 
     @property
     def frozen_backbone(self) -> bool:

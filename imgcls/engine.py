@@ -68,11 +68,13 @@ def train_one_epoch(
     amp: bool = False,
     desc: str = "train",
     progress: bool = True,
+    distiller=None,
 ) -> EpochOutput:
     """One epoch over ``loader``; the lr is set from the schedule before every optimizer step.
 
     With a frozen backbone, the backbone runs in eval mode without autograd and only the
     classifier layer learns, so batch-norm statistics of the pretrained body stay intact.
+    A ``distiller`` (imgcls.distill) mixes a teacher's soft targets on the same batch into the loss.
     """
     head = model.get_classifier()
     if frozen_backbone:
@@ -99,6 +101,8 @@ def train_one_epoch(
             else:
                 logits = model(images)
             loss = criterion(logits.float(), labels)
+            if distiller is not None:
+                loss = distiller.loss(images, logits, loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

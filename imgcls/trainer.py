@@ -186,6 +186,12 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
         weights=cfg.weights if state is None else None, se=cfg.se,
     )
     preprocess = make_preprocess(pretrained_cfg, cfg.imgsz) if state is None else state["preprocess"]
+    distiller = None
+    if cfg.teacher:
+        from .distill import make_distiller
+
+        distiller = make_distiller(cfg.teacher, source.class_names, preprocess, cfg.kd_temperature, cfg.kd_alpha,
+                                   device)
     input_side = min(preprocess["input_size"][1:])
     if state is None:
         t0 = time.time()
@@ -204,7 +210,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     resolved = cfg.to_dict() | {
         "data": str(Path(cfg.data).resolve()), "freeze": frozen, "lr": cfg.base_lr, "imgsz": input_side,
         "workers": workers, "device": str(device),
-    }
+    } | ({"teacher": distiller.description["teacher"]} if distiller else {})
 
     counts = source.counts()
     log.info(
@@ -269,6 +275,8 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             "FLOPs per image": flops, "input size": preprocess["input_size"], "preprocess": preprocess,
         },
     }
+    if distiller:
+        results["distillation"] = distiller.description
     log.info(f"Parameters: {total_params:,} ({trainable_params:,} trainable); {flops / 1e9:.2f} GFLOPs per image")
 
     items_payload = {k: [list(x) for x in v] for k, v in source.items.items()}
@@ -295,6 +303,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             model, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
             total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
             scaler=scaler, amp=cfg.amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
+            distiller=distiller,
         )
         step += tr.steps
         va = evaluate(model, eval_loader, eval_criterion, device=device, amp=cfg.amp,

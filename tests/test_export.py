@@ -1,0 +1,227 @@
+"""imgcls export: files that classify on their own, parity with PyTorch, INT8, optional formats."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from imgcls import export as export_mod
+from imgcls.errors import ImgclsError
+from imgcls.models import model_from_checkpoint
+from imgcls.runs import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A private copy of the shared tiny run, so exports never write into the shared one."""
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _val_images(run):
+    data = yaml.safe_load((run / "args.yaml").read_text())["data"]
+    from pathlib import Path
+
+    return sorted(Path(data, "val").rglob("*.png"))
+
+
+def test_onnx_export_classifies_on_its_own(cli, run):
+    import onnx
+    import onnxruntime as ort
+
+    from imgcls.images import load_image
+    from imgcls.transforms import eval_transform
+
+    best = run / "weights" / "best.pt"
+    before = _sha(best)
+    code, out, err = cli("export", "--weights", best)
+    assert code == 0, err
+    onnx_path = run / "weights" / "best.onnx"
+    assert onnx_path.exists() and _sha(best) == before  # next to the checkpoint, which is untouched
+    assert "parity on 15 val image(s)" in err and "top-1 agreement 100.0% (15/15)" in err
+
+    proto = onnx.load(str(onnx_path))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["imgcls"])
+    checkpoint = load_checkpoint(best)
+    assert meta == {"format": "imgcls-onnx", "version": 1, "model_name": "simple_cnn",
+                    "class_names": ["circle", "square", "triangle"], "preprocess": checkpoint["preprocess"],
+                    "temperature": 1.0}
+
+    # Only the file: preprocessing from its metadata, then onnxruntime. Same top-1 as the .pt in PyTorch.
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    model = model_from_checkpoint(checkpoint)
+    transform = eval_transform(meta["preprocess"])
+    for path in _val_images(run):
+        x = transform(load_image(path)).unsqueeze(0)
+        onnx_logits = session.run(["logits"], {"images": x.numpy()})[0]
+        with torch.no_grad():
+            torch_logits = model(x).numpy()
+        assert meta["class_names"][onnx_logits.argmax()] == checkpoint["class_names"][torch_logits.argmax()]
+
+
+def test_dynamic_batch_accepts_any_batch_size(cli, run, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "exports" / "model.onnx"
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt", "--dynamic-batch", "--out", out)
+    assert code == 0, err
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"images": np.zeros((5, 3, 32, 32), np.float32)})[0]
+    assert logits.shape == (5, 3)
+    assert not (run / "weights" / "best.onnx").exists()  # --out wrote only where asked
+
+
+def test_export_that_disagrees_with_pytorch_fails_and_writes_nothing(cli, run, monkeypatch):
+    real_runner = export_mod.onnx_runner
+
+    def drifting_runner(path, threads=None):
+        fn, fixed = real_runner(path, threads)
+        return (lambda batch: fn(batch) + 0.01), fixed
+
+    monkeypatch.setattr(export_mod, "onnx_runner", drifting_runner)
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt")
+    assert code == 2
+    assert "disagrees with PyTorch" in err and "1.00e-02" in err and "nothing was written" in err
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_parity_falls_back_to_random_inputs_when_the_data_is_gone(cli, run):
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    args["data"] = str(run / "no-such-data")
+    (run / "args.yaml").write_text(yaml.safe_dump(args))
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt")
+    assert code == 0, err
+    assert "WARNING: no val images for this check" in err and "random inputs" in err
+    assert "parity on 8 random input(s)" in err
+    assert (run / "weights" / "best.onnx").exists()
+
+
+def test_int8_export_reports_size_speed_and_accuracy(run, capsys):
+    import onnxruntime as ort
+
+    result = export_mod.export(run / "weights" / "best.pt", "onnx", int8=True, bench_seconds=0.2)
+    printed = capsys.readouterr().out
+    assert result.int8_path == run / "weights" / "best_int8.onnx"
+    report = result.int8_report
+    assert report["int8"]["size_bytes"] < report["fp32"]["size_bytes"] / 2
+    assert report["val_images"] == 15 and report["calibration"] == "36 train image(s)"
+    assert report["fp32"]["val_accuracy"] >= 0.8
+    for line in ("file size", "img/s, batch 1", "img/s, batch 32", "val accuracy (15 images)"):
+        assert line in printed
+    assert "FP32" in printed and "INT8" in printed
+    # The INT8 file is a real, self-describing classifier with the user's batch setting (fixed batch 1).
+    meta = export_mod.read_onnx_metadata(result.int8_path)
+    assert meta["class_names"] == ["circle", "square", "triangle"]
+    session = ort.InferenceSession(str(result.int8_path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == 1
+    assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(result.int8_path)).graph.node)
+
+
+def test_int8_verdicts_say_plainly_when_int8_is_worse():
+    from imgcls.quantize import format_int8_report, int8_verdicts
+
+    def speed(v):
+        return {"img_per_s": v, "p50_ms": 1.0, "p95_ms": 1.0, "runs": 5}
+
+    report = {"fp32": {"size_bytes": 4e6, "val_accuracy": 0.95, "speed": {"1": speed(100.0), "32": speed(300.0)}},
+              "int8": {"size_bytes": 1e6, "val_accuracy": 0.90, "speed": {"1": speed(150.0), "32": speed(200.0)}},
+              "val_images": 100}
+    report["verdicts"] = int8_verdicts(report, (1, 32))
+    assert len(report["verdicts"]) == 2
+    assert "INT8 is SLOWER than FP32 at batch 32" in report["verdicts"][0]
+    assert "INT8 LOSES 5.0 points" in report["verdicts"][1]
+    text = format_int8_report(report, (1, 32))
+    assert "95.0%" in text and "90.0%" in text and "1.00 MB" in text
+    report["int8"]["val_accuracy"], report["int8"]["speed"]["32"] = 0.945, speed(400.0)
+    assert int8_verdicts(report, (1, 32)) == []
+
+
+def test_torchscript_export_has_parity_and_metadata(cli, run):
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt", "--format", "torchscript")
+    assert code == 0, err
+    assert "top-1 agreement 100.0% (15/15)" in err
+    path = run / "weights" / "best.torchscript"
+    meta = export_mod.read_torchscript_metadata(path)
+    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["format"] == "imgcls-onnx"
+    fn, _ = export_mod.torchscript_runner(path)
+    assert fn(np.zeros((4, 3, 32, 32), np.float32)).shape == (4, 3)
+
+
+def test_calibration_temperature_is_kept_in_every_export(cli, run):
+    checkpoint = load_checkpoint(run / "weights" / "best.pt")
+    checkpoint.pop("path")
+    checkpoint["temperature"] = 1.7
+    calibrated = run / "weights" / "calibrated.pt"
+    save_checkpoint(calibrated, checkpoint)
+    assert cli("export", "--weights", calibrated)[0] == 0
+    assert export_mod.read_onnx_metadata(run / "weights" / "calibrated.onnx")["temperature"] == 1.7
+    assert cli("export", "--weights", calibrated, "--format", "torchscript")[0] == 0
+    assert export_mod.read_torchscript_metadata(run / "weights" / "calibrated.torchscript")["temperature"] == 1.7
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.skipif(not _has("openvino"), reason="openvino not installed; its missing-package error is tested below")
+def test_openvino_export_has_parity_and_metadata(cli, run):
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt", "--format", "openvino")
+    assert code == 0, err
+    assert "top-1 agreement 100.0% (15/15)" in err
+    xml = run / "weights" / "best.xml"
+    assert xml.exists() and xml.with_suffix(".bin").exists()
+    assert export_mod.read_openvino_metadata(xml)["class_names"] == ["circle", "square", "triangle"]
+
+
+@pytest.mark.skipif(_has("litert_torch"), reason="litert-torch is installed here")
+def test_tflite_without_its_package_says_which_package(cli, run):
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt", "--format", "tflite")
+    assert code == 2
+    assert err.strip() == "imgcls: error: missing package litert-torch: install it with `pip install litert-torch`"
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
+
+
+@pytest.mark.parametrize("fmt, module, package", [
+    ("openvino", "openvino", "openvino"),
+    ("tflite", "litert_torch", "litert-torch"),
+    ("onnx", "onnxruntime", "onnxruntime"),
+])
+def test_missing_package_error_names_the_package(cli, run, monkeypatch, fmt, module, package):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt", "--format", fmt)
+    assert code == 2
+    assert f"missing package {package}" in err and f"pip install {package}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "coreml"], "--format 'coreml': choose one of onnx, torchscript, openvino, tflite"),
+    (["--format", "torchscript", "--int8"], "--int8 is offered for --format onnx"),
+    (["--out", "model.pt"], "a onnx file should end in .onnx"),
+])
+def test_bad_export_options_are_one_line_errors(cli, run, args, message):
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_logits_is_exact_about_disagreement():
+    ref = np.array([[2.0, 0.0], [0.0, 1.0]])
+    parity = export_mod.compare_logits(ref, ref + [[0.0, 0.0], [0.0, -2.0]], "2 images")
+    assert parity.max_abs_diff == 2.0 and parity.top1_agreement == 0.5 and not parity.passed()
+    assert export_mod.compare_logits(ref, ref + 5e-4).passed()
+    with pytest.raises(ImgclsError, match="shape"):
+        export_mod.compare_logits(ref, ref[:1])
