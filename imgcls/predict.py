@@ -100,12 +100,19 @@ class OnnxModel(InferenceModel):
         super().__init__(path=path, model_name=meta["model_name"], class_names=meta["class_names"],
                          preprocess=meta["preprocess"], temperature=meta.get("temperature", 1.0),
                          metrics=meta.get("metrics"))
-        names = [i.name for i in self.session.get_inputs()]
-        self.input_name = "images" if "images" in names else names[0]
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.input_name = "images" if "images" in inputs else next(iter(inputs))
+        # An export without --dynamic-batch takes a fixed batch (1): feed it in slices of that size.
+        first_dim = inputs[self.input_name].shape[0]
+        self.fixed_batch = first_dim if isinstance(first_dim, int) and first_dim > 0 else None
 
     def logits(self, images: torch.Tensor) -> np.ndarray:
         batch = images.detach().cpu().numpy().astype(np.float32, copy=False)
-        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+        step = self.fixed_batch or len(batch)
+        if step and len(batch) % step:
+            raise ImgclsError(f"--weights {self.path}: the model takes batches of {step}; re-export with --dynamic-batch")
+        parts = [self.session.run(None, {self.input_name: batch[i:i + step]})[0] for i in range(0, len(batch), step or 1)]
+        return np.asarray(np.concatenate(parts) if parts else np.zeros((0, len(self.class_names))), dtype=np.float32)
 
 
 def _onnx_metadata(path: Path, custom: dict) -> dict:

@@ -225,3 +225,30 @@ def test_compare_logits_is_exact_about_disagreement():
     assert export_mod.compare_logits(ref, ref + 5e-4).passed()
     with pytest.raises(ImgclsError, match="shape"):
         export_mod.compare_logits(ref, ref[:1])
+
+
+def test_imgcls_predict_on_exported_onnx_matches_pt(trained_run, tmp_path, cli):
+    """The user's path: export, then `imgcls predict` with only the .onnx gives the .pt's answers."""
+    import csv
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt")  # fixed batch 1, the default
+    assert code == 0, err
+    images = tmp_path / "images"
+    from imagegen import make_class_folders
+
+    make_class_folders(images, per_class=3, seed=5)
+    answers = {}
+    for weights in ("best.pt", "best.onnx"):
+        out = tmp_path / f"pred_{weights}"
+        code, _, err = cli("predict", "--weights", run / "weights" / weights, "--source", images, "--out", out,
+                           "--batch-size", "4")
+        assert code == 0, err
+        rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+        assert len(rows) == 9
+        answers[weights] = {r["path"]: (r["predicted"], float(r["confidence"])) for r in rows}
+    for path, (label, confidence) in answers["best.pt"].items():
+        assert answers["best.onnx"][path][0] == label
+        assert abs(answers["best.onnx"][path][1] - confidence) < 1e-4
