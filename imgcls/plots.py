@@ -27,6 +27,12 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def read_results_csv(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -52,6 +58,7 @@ def plot_curves(results_csv: Path, out_dir: Path) -> list[Path]:
             if key in table:
                 ax.plot(epochs, table[key], marker="o", markersize=3, label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_ylabel(label.lower())
         ax.set_title(f"{label} per epoch")
         ax.grid(alpha=0.3)
