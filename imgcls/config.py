@@ -47,7 +47,12 @@ class TrainConfig:
     # hardware
     device: str = "auto"
     workers: int | None = None        # DataLoader workers; default: cores - 1
-    amp: bool = False                 # mixed precision on CUDA
+    amp: bool | None = None           # mixed precision on CUDA; default: on for CUDA
+    compile: bool = False             # torch.compile the network when training all layers
+    runtime: str = "auto"             # frozen/inference passes on CPU: auto | torch | onnxruntime
+    # caches (outside the run folder: $IMGCLS_CACHE or ~/.cache/imgcls)
+    cache: bool = True                # frozen backbone: train the head on cached features
+    cache_views: int = 4              # augmented views cached per training image, cycled over epochs
     # output
     project: str = "runs"
     name: str = "train"
@@ -86,6 +91,10 @@ class TrainConfig:
             bad("unfreeze_at", "is an epoch number, 1 or more")
         if self.workers is not None and self.workers < 0:
             bad("workers", "must be 0 or more")
+        if self.runtime not in ("auto", "torch", "onnxruntime"):
+            bad("runtime", "choose auto, torch or onnxruntime")
+        if self.cache_views < 1:
+            bad("cache_views", "must be at least 1")
 
     @property
     def frozen_backbone(self) -> bool:
