@@ -444,6 +444,13 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
         fill_feature_store(store, runner, requests, transforms, draft_size=draft_size_for(preprocess),
                            batch_size=batch_size, workers=workers, progress=progress)
         log.info(f"Feature cache: stored in {store.folder} ({time.time() - start:.1f}s)")
+    lost = [p for split in paths for p, h in zip(paths[split], hashes[split])
+            if (h, train_view_names[0] if split == "train" else EVAL_VIEW) not in store]
+    if lost:
+        from .errors import ImgclsError
+
+        raise ImgclsError(f"{lost[0]}: could not be read while caching features ({len(lost)} file(s) in all); "
+                          "fix or remove it, or train with --no-cache")
     train_views = [store.matrix(hashes["train"], name) for name in train_view_names]
     evaluation = {split: store.matrix(hashes[split], EVAL_VIEW) for split in ("val", "test") if split in hashes}
     labels = {split: source.labels(split) for split in paths}
