@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -347,15 +348,16 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
                                                 seed=cfg.seed, epoch=epoch)
             epoch_net, epoch_eval_loader = net, eval_loader
         images_in = channels_last and not on_features
-        tr = train_one_epoch(
-            epoch_net, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
-            total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
-            scaler=scaler, amp=amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
-            channels_last=images_in,
-        )
-        step += tr.steps
-        va = evaluate(epoch_net, epoch_eval_loader, eval_criterion, device=device, amp=amp,
-                      desc=f"epoch {epoch}/{cfg.epochs} val", progress=progress, channels_last=images_in)
+        with _single_thread(on_features and device.type == "cpu"):
+            tr = train_one_epoch(
+                epoch_net, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
+                total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
+                scaler=scaler, amp=amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
+                channels_last=images_in,
+            )
+            step += tr.steps
+            va = evaluate(epoch_net, epoch_eval_loader, eval_criterion, device=device, amp=amp,
+                          desc=f"epoch {epoch}/{cfg.epochs} val", progress=progress, channels_last=images_in)
         seconds = time.time() - t0
         cm_train = confusion_matrix(tr.targets, tr.predictions, num_classes)
         cm_val = confusion_matrix(va.targets, va.predictions, num_classes)
@@ -465,6 +467,19 @@ def _decoded_datasets(cfg: TrainConfig, preprocess: dict, source, val_paths: lis
     train_ds = DecodedDataset(train_images, source.labels("train"), train_transform(preprocess, cfg.augment))
     val_ds = DecodedDataset(val_images, source.labels("val"), normalize_transform(preprocess))
     return train_ds, data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers)
+
+
+@contextlib.contextmanager
+def _single_thread(enabled: bool):
+    """A head on cached features is a few tiny matmuls per batch: extra threads only add sync
+    overhead (20-50x slower on a busy 2-core machine), so use one while training it."""
+    threads = torch.get_num_threads()
+    if enabled:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _uses_convolutions(model: nn.Module) -> bool:
