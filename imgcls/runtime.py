@@ -128,21 +128,23 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
         return torch_runner(module, device, channels_last=True)
     probe = torch.randn(probe_batch, *input_size, generator=torch.Generator().manual_seed(0))
     eager_module = module
+    wanted = ("onnxruntime", "torch channels_last") if kind == "auto" else (kind,)
+    remembered = _remembered_choice(module, input_size) if kind == "auto" else None
+    if remembered in wanted:  # measured before for this architecture and size: skip the race
+        wanted = (remembered,)
     candidates = []
-    if kind in ("auto", "onnxruntime"):
+    if "onnxruntime" in wanted:
         try:
             candidates.append(onnxruntime_runner(module, input_size))
         except Exception as e:  # not installed, or an operator the exporter cannot express
             reason = "onnxruntime is not installed" if isinstance(e, ImportError) else str(e).splitlines()[0][:160]
-            if kind == "onnxruntime":
-                log.warning(f"WARNING: ONNX Runtime unavailable ({reason}); using PyTorch")
-            candidates = []
-    if kind == "auto":
+            log.warning(f"WARNING: ONNX Runtime unavailable ({reason}); using PyTorch")
+            if "torch channels_last" not in wanted:
+                wanted = (*wanted, "torch channels_last")
+    if "torch channels_last" in wanted:
         import copy
 
         candidates.append(torch_runner(copy.deepcopy(module), "cpu", channels_last=True))
-    if kind == "auto" and len(candidates) == 1:
-        return candidates[0]
     usable = []
     for runner in candidates:
         error = parity_error(runner, eager_module, probe)
@@ -156,7 +158,52 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
         return usable[0]
     for runner in usable:
         runner.images_per_second = _measure(runner, probe)
-    return max(usable, key=lambda r: r.images_per_second)
+    best = max(usable, key=lambda r: r.images_per_second)
+    _remember_choice(module, input_size, best.name)
+    return best
+
+
+def _choice_key(module: nn.Module, input_size) -> str:
+    """Same architecture, input size, thread count and library versions: the same winner."""
+    import hashlib
+
+    shapes = ",".join(f"{k}:{tuple(v.shape)}" for k, v in module.state_dict().items())
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "none"
+    spec = f"{type(module).__name__}|{shapes}|{list(input_size)}|{torch.get_num_threads()}|{torch.__version__}|{ort_version}"
+    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+
+def _choices_file():
+    from .cache import cache_root
+
+    return cache_root() / "runtime-choices.json"
+
+
+def _remembered_choice(module: nn.Module, input_size) -> str | None:
+    import json
+
+    try:
+        return json.loads(_choices_file().read_text()).get(_choice_key(module, input_size))
+    except (OSError, ValueError):
+        return None
+
+
+def _remember_choice(module: nn.Module, input_size, name: str) -> None:
+    import json
+
+    from .runs import write_json
+
+    path = _choices_file()
+    try:
+        choices = json.loads(path.read_text()) if path.exists() else {}
+        write_json(path, choices | {_choice_key(module, input_size): name})
+    except (OSError, ValueError):
+        pass  # a read-only cache folder only means measuring again next time
 
 
 def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:

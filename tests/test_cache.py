@@ -166,7 +166,7 @@ def test_feature_store_survives_a_damaged_shard(tmp_path):
     assert reopened.get("h2", "eval").tolist() == [3.0, 4.0, 5.0]
 
 
-def test_onnxruntime_matches_eager_pytorch():
+def test_onnxruntime_matches_eager_pytorch(cache_dir):
     pytest.importorskip("onnxruntime")
     import timm
 
@@ -187,6 +187,10 @@ def test_onnxruntime_matches_eager_pytorch():
     with torch.inference_mode():
         expected = small(x).numpy()
     np.testing.assert_allclose(chosen(x), expected, rtol=1e-3, atol=1e-3)
+    # The winner is remembered, so the next run skips the race but still passes parity.
+    assert (cache_dir / "runtime-choices.json").exists()
+    again = fastest_runner(small, (3, 32, 32), probe_batch=2)
+    assert again.name == chosen.name and again.images_per_second is None
 
 
 def _photo(size=(1024, 768)) -> Image.Image:
