@@ -225,8 +225,8 @@ def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:
 
     try:
         step(False), step(True)  # warm-up
-        fp32 = min(step(False) for _ in range(2))
-        bf16 = min(step(True) for _ in range(2))
+        fp32 = min(step(False) for _ in range(3))
+        bf16 = min(step(True) for _ in range(3))
     except RuntimeError:
         return False
     return bf16 < 0.85 * fp32
