@@ -137,8 +137,11 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
         try:
             candidates.append(onnxruntime_runner(module, input_size))
         except Exception as e:  # not installed, or an operator the exporter cannot express
-            reason = "onnxruntime is not installed" if isinstance(e, ImportError) else str(e).splitlines()[0][:160]
-            log.warning(f"WARNING: ONNX Runtime unavailable ({reason}); using PyTorch")
+            if isinstance(e, ImportError) and kind == "auto":
+                log.info("ONNX Runtime is not installed (pip install 'imgcls[fast]'); using PyTorch")
+            else:
+                reason = "onnxruntime is not installed" if isinstance(e, ImportError) else str(e).splitlines()[0][:160]
+                log.warning(f"WARNING: ONNX Runtime unavailable ({reason}); using PyTorch")
             if "torch channels_last" not in wanted:
                 wanted = (*wanted, "torch channels_last")
     if "torch channels_last" in wanted:
