@@ -242,3 +242,20 @@ def test_bad_cache_views_is_one_clear_error(cli, data):
     code, _, err = cli("train", "--data", data, "--cache-views", "0")
     assert code == 2
     assert "--cache-views 0: must be at least 1" in err
+
+
+def test_predict_paths_matches_the_eager_model(trained_run, cache_dir, tmp_path):
+    from imgcls.models import model_from_checkpoint
+    from imgcls.runtime import predict_paths
+
+    checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
+    paths = sorted((trained_run.parent.parent / "data" / "test").rglob("*.png"))[:5]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    probs = predict_paths(checkpoint, [*paths, broken], batch_size=4, workers=0)
+    model = model_from_checkpoint(checkpoint)
+    images = torch.stack([eval_transform(checkpoint["preprocess"])(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        expected = torch.softmax(model(images), 1).numpy()
+    np.testing.assert_allclose(probs[:5], expected, atol=1e-4)
+    assert np.isnan(probs[5]).all()  # the unreadable file is marked, the others still predicted
