@@ -51,7 +51,12 @@ class TrainConfig:
     # hardware
     device: str = "auto"
     workers: int | None = None        # DataLoader workers; default: cores - 1
-    amp: bool = False                 # mixed precision on CUDA
+    amp: bool | None = None           # mixed precision on CUDA; default: on for CUDA
+    compile: bool = False             # torch.compile the network when training all layers
+    runtime: str = "auto"             # frozen/inference passes on CPU: auto | torch | onnxruntime
+    # caches (outside the run folder: $IMGCLS_CACHE or ~/.cache/imgcls)
+    cache: bool = True                # frozen backbone: train the head on cached features
+    cache_views: int = 4              # augmented views cached per training image, cycled over epochs
     # output
     project: str = "runs"
     name: str = "train"
@@ -94,6 +99,10 @@ class TrainConfig:
             bad("kd_temperature", "must be positive (typical: 1 to 8)")
         if not 0 <= self.kd_alpha <= 1:
             bad("kd_alpha", "must be in [0, 1]: the weight of the teacher's soft targets")
+        if self.runtime not in ("auto", "torch", "onnxruntime"):
+            bad("runtime", "choose auto, torch or onnxruntime")
+        if self.cache_views < 1:
+            bad("cache_views", "must be at least 1")
 
     @property
     def frozen_backbone(self) -> bool:

@@ -25,9 +25,13 @@ def pre_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(images), pre_logits=True)
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool | str):
+    """float16 autocast on CUDA when ``enabled``; bf16 autocast on CPU when ``enabled == "bf16"``
+    (the trainer only asks for it after measuring that it is faster on this CPU)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
+    if enabled == "bf16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -69,6 +73,7 @@ def train_one_epoch(
     desc: str = "train",
     progress: bool = True,
     distiller=None,
+    channels_last: bool = False,
 ) -> EpochOutput:
     """One epoch over ``loader``; the lr is set from the schedule before every optimizer step.
 
@@ -89,6 +94,8 @@ def train_one_epoch(
             continue
         images, labels, _ = batch
         images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         factor = lr_factor(step + steps, total_steps, warmup_steps, lrf)
         for group in optimizer.param_groups:
@@ -140,6 +147,7 @@ def evaluate(
     desc: str = "val",
     progress: bool = True,
     temperature: float = 1.0,
+    channels_last: bool = False,
 ) -> EpochOutput:
     """Predict every batch of ``loader``; returns loss, labels, predictions and probabilities."""
     model.eval()
@@ -150,6 +158,8 @@ def evaluate(
             continue
         images, labels, index = batch
         images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images).float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -24,7 +25,8 @@ from .metrics import confusion_matrix, summary
 from .models import count_flops, count_parameters, create_model, head_and_backbone_params, set_backbone_trainable
 from .runs import (CHECKPOINT_FORMAT, atomic_write_text, load_checkpoint, new_run_dir, save_checkpoint,
                    write_json, write_yaml)
-from .transforms import eval_transform, make_preprocess, train_transform
+from .cache import DecodedDataset, DecodedImages, HeadOnFeatures, draft_size_for
+from .transforms import eval_transform, make_preprocess, normalize_transform, train_transform
 
 log = logging.getLogger("imgcls")
 
@@ -235,18 +237,42 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     total_params, trainable_params = count_parameters(model)
     flops = count_flops(model, preprocess["input_size"])
 
+    draft_size = draft_size_for(preprocess)  # large JPEGs decode at reduced DCT scale, cached or not
     train_ds = data_mod.ImageDataset(source.paths("train"), source.labels("train"),
-                                     train_transform(preprocess, cfg.augment))
+                                     train_transform(preprocess, cfg.augment), draft_size=draft_size)
     eval_tf = eval_transform(preprocess)
     val_paths = [str(p) for p in source.paths("val")]
-    val_ds = data_mod.ImageDataset(val_paths, source.labels("val"), eval_tf)
+    val_ds = data_mod.ImageDataset(val_paths, source.labels("val"), eval_tf, draft_size=draft_size)
     eval_loader = data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers)
+
+    # Speed: a frozen backbone runs once per image (feature cache); training on images uses the
+    # decoded-image cache, channels_last, optional torch.compile and the fastest autocast.
+    features = _cached_features(cfg, model, preprocess, source, device, frozen, start_epoch=1 if state is None
+                                else state["epoch"] + 1, workers=workers, progress=progress)
+    features_val_loader = (data_mod.make_loader(features.eval_dataset("val"), batch_size=cfg.batch_size,
+                                                shuffle=False, workers=0) if features is not None else None)
+    images_decoded = False
+    channels_last = _uses_convolutions(model)
+    amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    trains_backbone = not frozen or bool(cfg.unfreeze_at and cfg.unfreeze_at <= cfg.epochs)
+    if trains_backbone and channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if trains_backbone and cfg.compile:
+        net = torch.compile(model)
+        log.info("torch.compile: on (the first steps compile the network)")
+    if trains_backbone and device.type == "cpu" and not amp and cfg.amp is None:
+        from .runtime import cpu_bf16_is_faster
+
+        if cpu_bf16_is_faster(model, preprocess["input_size"]):
+            amp = "bf16"
+            log.info("bf16 autocast: on (measured faster than float32 on this CPU)")
 
     weight = _class_weights(source.labels("train"), num_classes).to(device) if cfg.balance else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss()
     optimizer = _make_optimizer(cfg, model)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if amp is True and device.type == "cuda" else None
     if cfg.amp and device.type != "cuda":
         log.warning("WARNING: --amp only applies on CUDA; training in float32")
 
@@ -297,17 +323,29 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             frozen = False
             set_backbone_trainable(model, True)
         t0 = time.time()
-        train_loader = data_mod.make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, workers=workers,
-                                            seed=cfg.seed, epoch=epoch)
-        tr = train_one_epoch(
-            model, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
-            total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
-            scaler=scaler, amp=cfg.amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
-            distiller=distiller,
-        )
-        step += tr.steps
-        va = evaluate(model, eval_loader, eval_criterion, device=device, amp=cfg.amp,
-                      desc=f"epoch {epoch}/{cfg.epochs} val", progress=progress)
+        on_features = features is not None and frozen
+        if not on_features and cfg.cache and not images_decoded:
+            train_ds, eval_loader = _decoded_datasets(cfg, preprocess, source, val_paths, workers, progress)
+            images_decoded = True
+        if on_features:  # same loop and batch order as on images; the backbone already ran
+            train_loader = data_mod.make_loader(features.train_dataset(epoch), batch_size=cfg.batch_size,
+                                                shuffle=True, workers=0, seed=cfg.seed, epoch=epoch)
+            epoch_net, epoch_eval_loader = HeadOnFeatures(model), features_val_loader
+        else:
+            train_loader = data_mod.make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, workers=workers,
+                                                seed=cfg.seed, epoch=epoch)
+            epoch_net, epoch_eval_loader = net, eval_loader
+        images_in = channels_last and not on_features
+        with _single_thread(on_features and device.type == "cpu"):
+            tr = train_one_epoch(
+                epoch_net, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
+                total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
+                scaler=scaler, amp=amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
+                channels_last=images_in, distiller=distiller,
+            )
+            step += tr.steps
+            va = evaluate(epoch_net, epoch_eval_loader, eval_criterion, device=device, amp=amp,
+                          desc=f"epoch {epoch}/{cfg.epochs} val", progress=progress, channels_last=images_in)
         seconds = time.time() - t0
         cm_train = confusion_matrix(tr.targets, tr.predictions, num_classes)
         cm_val = confusion_matrix(va.targets, va.predictions, num_classes)
@@ -354,14 +392,21 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     model.load_state_dict(best_ckpt["state_dict"])
     if best_val_out is None:
         best_val_out = evaluate(model, eval_loader, eval_criterion, device=device, desc="val (best)", progress=progress)
+    still_frozen = features is not None and frozen
     _write_predictions_csv(run_dir / "predictions_val.csv", [_rel(p, source.root) for p in val_paths],
                            source.class_names, best_val_out)
     test_info = None
     if source.items.get("test"):
         test_paths = [str(p) for p in source.paths("test")]
-        test_ds = data_mod.ImageDataset(test_paths, source.labels("test"), eval_tf)
-        te = evaluate(model, data_mod.make_loader(test_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers),
-                      eval_criterion, device=device, desc="test", progress=progress)
+        if still_frozen:
+            te = evaluate(HeadOnFeatures(model), data_mod.make_loader(
+                features.eval_dataset("test"), batch_size=cfg.batch_size, shuffle=False, workers=0),
+                eval_criterion, device=device, desc="test", progress=progress)
+        else:
+            test_ds = data_mod.ImageDataset(test_paths, source.labels("test"), eval_tf, draft_size=draft_size)
+            te = evaluate(model, data_mod.make_loader(test_ds, batch_size=cfg.batch_size, shuffle=False,
+                                                      workers=workers),
+                          eval_criterion, device=device, desc="test", progress=progress, channels_last=channels_last)
         cm_test = confusion_matrix(te.targets, te.predictions, num_classes)
         test_info = summary(cm_test, source.class_names, te.loss) | {"confusion matrix": cm_test.tolist(),
                                                                      "epoch": best_epoch}
@@ -397,6 +442,52 @@ def _write_error_analysis_and_report(run_dir: Path, model: nn.Module, device: to
         write_report(run_dir)
     except Exception as e:  # the weights and results are already saved; a drawing problem must not fail the run
         log.warning(f"WARNING: report not written ({type(e).__name__}: {e}); `imgcls report {run_dir}` retries")
+
+
+def _cached_features(cfg: TrainConfig, model: nn.Module, preprocess: dict, source, device: torch.device,
+                     frozen: bool, *, start_epoch: int, workers: int, progress: bool):
+    """Cached backbone features when the head trains on a frozen backbone for at least one epoch, else None.
+
+    Off with --no-cache, and with a distillation teacher, which needs the images themselves.
+    """
+    frozen_epochs = (cfg.unfreeze_at or cfg.epochs + 1) - start_epoch
+    if not (cfg.cache and frozen and frozen_epochs > 0) or getattr(cfg, "teacher", None):
+        return None
+    from .cache import split_features
+
+    views = max(1, min(cfg.cache_views, frozen_epochs))
+    return split_features(model, cfg.model, preprocess, source, augment=cfg.augment, views=views, device=device,
+                          runtime=cfg.runtime, batch_size=cfg.batch_size, workers=min(1, workers),
+                          progress=progress)
+
+
+def _decoded_datasets(cfg: TrainConfig, preprocess: dict, source, val_paths: list[str], workers: int,
+                      progress: bool):
+    """Train and val data decoded once to uint8 at the working resolution, for epochs that train on images."""
+    train_images = DecodedImages(source.paths("train"), preprocess, square=True, workers=max(2, workers),
+                                 progress=progress)
+    val_images = DecodedImages(val_paths, preprocess, square=False, workers=max(2, workers), progress=progress)
+    train_ds = DecodedDataset(train_images, source.labels("train"), train_transform(preprocess, cfg.augment))
+    val_ds = DecodedDataset(val_images, source.labels("val"), normalize_transform(preprocess))
+    return train_ds, data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers)
+
+
+@contextlib.contextmanager
+def _single_thread(enabled: bool):
+    """A head on cached features is a few tiny matmuls per batch: extra threads only add sync
+    overhead (20-50x slower on a busy 2-core machine), so use one while training it."""
+    threads = torch.get_num_threads()
+    if enabled:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _uses_convolutions(model: nn.Module) -> bool:
+    """channels_last only pays off for convolutional networks."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def _rel(path: str, root: Path) -> str:

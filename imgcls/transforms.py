@@ -46,6 +46,11 @@ def eval_transform(preprocess: dict):
     ])
 
 
+def normalize_transform(preprocess: dict):
+    """Only tensor conversion and normalisation: for images already resized and cropped (decoded cache)."""
+    return T.Compose([T.ToTensor(), T.Normalize(preprocess["mean"], preprocess["std"])])
+
+
 def train_transform(preprocess: dict, augment: str = "light"):
     """Training preset: 'none' is the eval transform; 'light' crops, flips and jitters a little;
     'strong' adds RandAugment and random erasing."""

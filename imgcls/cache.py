@@ -1,0 +1,457 @@
+"""Caches that let a frozen backbone run once per image: cache keys, a feature store, decoded images.
+
+Everything lives outside the run folder (``$IMGCLS_CACHE``, default ``~/.cache/imgcls``) so that
+runs on the same data reuse it. An entry is found by the image's *content* hash plus a key made of
+the backbone name, a hash of its weights and the preprocessing; a changed file or changed weights
+therefore miss the cache instead of returning stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .images import ImageReadError, load_image
+
+log = logging.getLogger("imgcls")
+
+# Bump when the meaning of a cached entry changes (view seeding, transforms, storage layout).
+CACHE_FORMAT = 1
+EVAL_VIEW = "eval"
+SHARD_ROWS = 512  # features written per shard file: an interrupted extraction keeps what it did
+
+
+def cache_root() -> Path:
+    """Where caches live: $IMGCLS_CACHE, else ~/.cache/imgcls (XDG_CACHE_HOME respected)."""
+    env = os.environ.get("IMGCLS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imgcls"
+
+
+# ----------------------------------------------------------------------------------------------- keys
+
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Content hash of a file: an edited image gets a new key even when its name and size stay."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(paths: list, workers: int = 2) -> list[str]:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib releases the GIL
+        return list(pool.map(file_hash, paths))
+
+
+def weights_hash(model: nn.Module) -> str:
+    """Hash of the backbone's tensors (the classifier is left out: it does not change features)."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in head:
+            continue
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(name.encode())
+        digest.update(str(data.dtype).encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def feature_key(model_name: str, weights: str, preprocess: dict) -> str:
+    """Key of one feature store: backbone, its weights and the preprocessing (augmentation is per view)."""
+    spec = {"format": CACHE_FORMAT, "model": model_name, "weights": weights, "preprocess": preprocess}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def view_name(augment: str, index: int) -> str:
+    """'eval' for the deterministic eval transform, else '<augment>:<index>' for augmented view ``index``."""
+    return EVAL_VIEW if augment == "none" else f"{augment}:{index}"
+
+
+def view_seed(content_hash: str, view: str) -> int:
+    """Each augmented view is a fixed random draw, so a cached view means the same thing in every run."""
+    return int(hashlib.sha256(f"{content_hash}/{view}".encode()).hexdigest()[:15], 16)
+
+
+# ------------------------------------------------------------------------------------- feature store
+
+class FeatureStore:
+    """Pre-logits features on disk: ``<root>/features/<key>/shard-*.npz``, each shard holding rows of
+    (content hash, view name, float32 vector). Shards are written atomically and never changed, so two
+    runs sharing the store at once can only duplicate work, never corrupt it."""
+
+    def __init__(self, key: str, root: Path | None = None):
+        self.key = key
+        self.folder = (root or cache_root()) / "features" / key
+        self._index: dict[tuple[str, str], tuple[int, int]] = {}
+        self._shards: list[np.ndarray] = []
+
+    def load(self) -> "FeatureStore":
+        self._index.clear()
+        self._shards.clear()
+        if not self.folder.is_dir():
+            return self
+        for shard_path in sorted(self.folder.glob("shard-*.npz")):
+            try:
+                with np.load(shard_path, allow_pickle=False) as shard:
+                    hashes, views, features = shard["hashes"], shard["views"], shard["features"]
+            except (OSError, ValueError, KeyError) as e:  # a damaged shard only costs recomputation
+                log.warning(f"WARNING: ignoring unreadable feature cache file {shard_path} ({e})")
+                continue
+            number = len(self._shards)
+            self._shards.append(features)
+            for row, (h, v) in enumerate(zip(hashes.tolist(), views.tolist())):
+                self._index[(h, v)] = (number, row)
+        return self
+
+    def __contains__(self, entry: tuple[str, str]) -> bool:
+        return entry in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, content_hash: str, view: str) -> np.ndarray:
+        number, row = self._index[(content_hash, view)]
+        return self._shards[number][row]
+
+    def add(self, hashes: list[str], views: list[str], features: np.ndarray) -> None:
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard-", suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, hashes=np.array(hashes), views=np.array(views), features=features)
+            os.replace(tmp, self.folder / f"shard-{uuid.uuid4().hex}.npz")
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        number = len(self._shards)
+        self._shards.append(features)
+        for row, entry in enumerate(zip(hashes, views)):
+            self._index[entry] = (number, row)
+
+    def matrix(self, hashes: list[str], view: str) -> np.ndarray:
+        """Rows for ``hashes`` in order, as one (N, D) float32 array."""
+        return np.stack([self.get(h, view) for h in hashes]) if hashes else np.zeros((0, 0), np.float32)
+
+
+# --------------------------------------------------------------------------------- feature extraction
+
+class _ViewsDataset(torch.utils.data.Dataset):
+    """Decode each image once and make every view it still needs from that one decode."""
+
+    def __init__(self, paths, hashes, needed, transforms: dict, draft_size):
+        self.paths, self.hashes, self.needed = paths, hashes, needed
+        self.transforms, self.draft_size = transforms, draft_size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            image = load_image(self.paths[i], draft_size=self.draft_size)
+        except ImageReadError as e:
+            log.warning(f"WARNING: skipped {self.paths[i]}: {e}")
+            return None
+        tensors = []
+        for view in self.needed[i]:
+            augment = view.split(":")[0]
+            with torch.random.fork_rng(devices=[]):  # fixed draw per (image, view); training RNG untouched
+                torch.manual_seed(view_seed(self.hashes[i], view))
+                tensors.append(self.transforms[augment](image))
+        return torch.stack(tensors), [(self.hashes[i], v) for v in self.needed[i]]
+
+
+def _collate_views(batch):
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    return torch.cat([b[0] for b in batch]), [entry for b in batch for entry in b[1]]
+
+
+def fill_feature_store(store: FeatureStore, runner, requests: list[tuple[str, str, list[str]]], transforms: dict,
+                       *, draft_size=None, batch_size: int = 32, workers: int = 1, progress: bool = True) -> int:
+    """Compute the features that ``store`` lacks. ``requests`` holds (path, content hash, views).
+
+    ``runner`` maps a float32 image batch (N,3,H,W) to an (N,D) array; ``transforms`` maps an
+    augmentation level ('eval', 'light', ...) to its transform. Returns the number of views computed.
+    """
+    todo = []
+    for path, content_hash, views in requests:
+        missing = [v for v in dict.fromkeys(views) if (content_hash, v) not in store]
+        if missing:
+            todo.append((path, content_hash, missing))
+    if not todo:
+        return 0
+    views_per_image = max(len(m) for _, _, m in todo)
+    dataset = _ViewsDataset([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo], transforms, draft_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size // views_per_image), shuffle=False,
+                                         num_workers=workers, collate_fn=_collate_views)
+    total = sum(len(t[2]) for t in todo)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="caching features", unit="view", leave=False, dynamic_ncols=True, disable=None)
+    pending_entries, pending_features, done = [], [], 0
+    for batch in loader:
+        if batch is None:
+            continue
+        images, entries = batch
+        pending_features.append(np.asarray(runner(images), dtype=np.float32))
+        pending_entries.extend(entries)
+        done += len(entries)
+        if bar is not None:
+            bar.update(len(entries))
+        if len(pending_entries) >= SHARD_ROWS:
+            store.add([h for h, _ in pending_entries], [v for _, v in pending_entries], np.concatenate(pending_features))
+            pending_entries, pending_features = [], []
+    if pending_entries:
+        store.add([h for h, _ in pending_entries], [v for _, v in pending_entries], np.concatenate(pending_features))
+    if bar is not None:
+        bar.close()
+    return done
+
+
+# ------------------------------------------------------------------------------ decoded-image cache
+
+def draft_size_for(preprocess: dict) -> tuple[int, int]:
+    """The smallest decode size that still feeds the eval resize without upsampling.
+
+    PIL's JPEG draft only reduces the DCT scale (1/2, 1/4, 1/8) while the result stays at least
+    this big, so it kicks in exactly when the source is at least twice the target.
+    """
+    side = working_side(preprocess)
+    return side, side
+
+
+def working_side(preprocess: dict) -> int:
+    """Short side the eval transform resizes to before its center crop (e.g. 256 for 224 at 0.875)."""
+    _, height, width = preprocess["input_size"]
+    return int(math.floor(min(height, width) / preprocess["crop_pct"]))
+
+
+def decode_to_working(path, preprocess: dict, *, square: bool) -> np.ndarray:
+    """Decode (draft mode for large JPEGs) and resize to uint8 HxWx3 at the working resolution.
+
+    ``square=False`` gives exactly the eval transform's center crop; ``square=True`` keeps more
+    context for augmentation (short side resized to the working side, then a centered square).
+    """
+    from torchvision.transforms import functional as TF
+
+    from .transforms import _interp
+
+    image = load_image(path, draft_size=draft_size_for(preprocess))
+    _, height, width = preprocess["input_size"]
+    side = working_side(preprocess)
+    image = TF.resize(image, side, interpolation=_interp(preprocess))
+    image = TF.center_crop(image, [side, side] if square else [height, width])
+    return np.asarray(image, dtype=np.uint8)
+
+
+class DecodedImages:
+    """Every image decoded once into one uint8 array (N,H,W,3): in RAM when small, else a memory-mapped
+    file in the cache folder that the OS pages in and out, so RSS stays bounded on big data sets."""
+
+    def __init__(self, paths: list, preprocess: dict, *, square: bool, ram_limit_bytes: int = 512 << 20,
+                 workers: int = 2, root: Path | None = None, hashes: list[str] | None = None, progress: bool = True):
+        _, height, width = preprocess["input_size"]
+        side = working_side(preprocess)
+        self.shape = (side, side, 3) if square else (height, width, 3)
+        self.paths = [str(p) for p in paths]
+        nbytes = len(self.paths) * int(np.prod(self.shape))
+        self.ok = np.zeros(len(self.paths), dtype=bool)
+        self.file: Path | None = None
+        if nbytes <= ram_limit_bytes:
+            self.array = np.empty((len(self.paths), *self.shape), dtype=np.uint8)
+            self._fill(preprocess, square, workers, progress)
+            return
+        hashes = hashes if hashes is not None else file_hashes(self.paths, workers)
+        spec = {"format": CACHE_FORMAT, "hashes": hashes, "preprocess": preprocess, "square": square}
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        folder = (root or cache_root()) / "decoded"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = folder / f"{key}.u8"
+        ok_file = folder / f"{key}.ok.npy"
+        if self.file.exists() and ok_file.exists():
+            self.array = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(len(self.paths), *self.shape))
+            self.ok = np.load(ok_file)
+            return
+        tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
+        self.array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(self.paths), *self.shape))
+        try:
+            self._fill(preprocess, square, workers, progress)
+            self.array.flush()
+            np.save(folder / f".{key}.ok.tmp.npy", self.ok)
+            os.replace(folder / f".{key}.ok.tmp.npy", ok_file)
+            os.replace(tmp, self.file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        del self.array
+        self.array = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(len(self.paths), *self.shape))
+
+    def _fill(self, preprocess, square, workers, progress):
+        def decode(i):
+            try:
+                self.array[i] = decode_to_working(self.paths[i], preprocess, square=square)
+                self.ok[i] = True
+            except ImageReadError as e:
+                log.warning(f"WARNING: skipped {self.paths[i]}: {e}")
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self.paths), desc="decoding images", unit="img", leave=False, disable=None)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decodes without the GIL
+            for _ in pool.map(decode, range(len(self.paths))):
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i) -> np.ndarray | None:
+        return np.asarray(self.array[i]) if self.ok[i] else None
+
+
+class DecodedDataset(torch.utils.data.Dataset):
+    """ImageDataset's contract ((tensor, label, index) or None) served from a DecodedImages array."""
+
+    def __init__(self, images: DecodedImages, labels: list[int], transform):
+        self.images, self.labels, self.transform = images, list(labels), transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        pixels = self.images[i]
+        if pixels is None:
+            return None
+        return self.transform(Image.fromarray(pixels, "RGB")), self.labels[i], i
+
+
+# ------------------------------------------------------------------- head training on cached features
+
+class HeadOnFeatures(nn.Module):
+    """Looks like the model to the training loop, but its "images" are cached pre-logits features.
+
+    ``forward_features`` and ``forward_head(pre_logits=True)`` pass features through, so
+    ``engine.train_one_epoch(frozen_backbone=True)`` and ``engine.evaluate`` run exactly the ops they
+    run on images, minus the backbone; the classifier is the model's own, trained in place.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.head = model.get_classifier()
+
+    def get_classifier(self):
+        return self.head
+
+    def forward_features(self, features):
+        return features
+
+    def forward_head(self, features, pre_logits: bool = False):
+        return features if pre_logits else self.head(features)
+
+    def forward(self, features):
+        return self.head(features)
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """(feature, label, index) rows, the same contract as ImageDataset, so the same loaders apply."""
+
+    def __init__(self, features: np.ndarray, labels: list[int]):
+        self.features = torch.from_numpy(features)
+        self.labels = list(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.features[i], self.labels[i], i
+
+
+class SplitFeatures:
+    """Cached features of one data set for one backbone: K training views and the eval view of val/test."""
+
+    def __init__(self, train_views: list[np.ndarray], evaluation: dict[str, np.ndarray], labels: dict[str, list[int]]):
+        self.train_views = train_views
+        self.evaluation = evaluation
+        self.labels = labels
+
+    def train_dataset(self, epoch: int) -> FeatureDataset:
+        """Epoch ``epoch`` (1-based) trains on view (epoch - 1) mod K of every image."""
+        return FeatureDataset(self.train_views[(epoch - 1) % len(self.train_views)], self.labels["train"])
+
+    def eval_dataset(self, split: str) -> FeatureDataset:
+        return FeatureDataset(self.evaluation[split], self.labels[split])
+
+
+def split_features(model: nn.Module, model_name: str, preprocess: dict, source, *, augment: str, views: int,
+                   device: torch.device, runtime: str = "auto", batch_size: int = 32, workers: int = 1,
+                   progress: bool = True) -> SplitFeatures:
+    """Features for every image of ``source`` (train views, val and test), from the cache where present.
+
+    Logs whether the cache was hit; computes and stores only what is missing.
+    """
+    import time
+
+    from .runtime import PreLogits, fastest_runner
+    from .transforms import eval_transform, train_transform
+
+    start = time.time()
+    paths = {split: [str(p) for p in source.paths(split)] for split in ("train", "val", "test") if source.items.get(split)}
+    hashes = {split: file_hashes(p, workers=2) for split, p in paths.items()}
+    key = feature_key(model_name, weights_hash(model), preprocess)
+    store = FeatureStore(key).load()
+    train_view_names = [view_name(augment, k) for k in range(1 if augment == "none" else views)]
+    requests = [(p, h, train_view_names) for p, h in zip(paths["train"], hashes["train"])]
+    for split in ("val", "test"):
+        requests += [(p, h, [EVAL_VIEW]) for p, h in zip(paths.get(split, []), hashes.get(split, []))]
+    wanted = sum(len(dict.fromkeys(v)) for _, _, v in requests)
+    found = sum(1 for _, h, v in requests for name in dict.fromkeys(v) if (h, name) in store)
+    if found == wanted:
+        log.info(f"Feature cache hit: all {wanted} image views of {model_name} found in {store.folder}")
+    else:
+        transforms = {EVAL_VIEW: eval_transform(preprocess)}
+        if augment != "none":
+            transforms[augment] = train_transform(preprocess, augment)
+        module = PreLogits(model).eval()
+        runner = fastest_runner(module, preprocess["input_size"], device=device, kind=runtime)
+        log.info(f"Feature cache: {found} of {wanted} image views found; computing {wanted - found} once "
+                 f"with {runner.name} (backbone runs once per view, not once per epoch)")
+        fill_feature_store(store, runner, requests, transforms, draft_size=draft_size_for(preprocess),
+                           batch_size=batch_size, workers=workers, progress=progress)
+        log.info(f"Feature cache: stored in {store.folder} ({time.time() - start:.1f}s)")
+    lost = [p for split in paths for p, h in zip(paths[split], hashes[split])
+            if (h, train_view_names[0] if split == "train" else EVAL_VIEW) not in store]
+    if lost:
+        from .errors import ImgclsError
+
+        raise ImgclsError(f"{lost[0]}: could not be read while caching features ({len(lost)} file(s) in all); "
+                          "fix or remove it, or train with --no-cache")
+    train_views = [store.matrix(hashes["train"], name) for name in train_view_names]
+    evaluation = {split: store.matrix(hashes[split], EVAL_VIEW) for split in ("val", "test") if split in hashes}
+    labels = {split: source.labels(split) for split in paths}
+    return SplitFeatures(train_views, evaluation, labels)

@@ -1,0 +1,261 @@
+"""Feature cache, decoded-image cache and runtime choice: a frozen backbone runs once per image."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from imagegen import make_split_folders, shape_image
+from PIL import Image
+
+from imgcls.cache import (DecodedImages, FeatureStore, decode_to_working, feature_key, file_hash, weights_hash)
+from imgcls.runs import load_checkpoint
+from imgcls.transforms import eval_transform
+
+FAST = ["--model", "simple_cnn", "--imgsz", "32", "--batch-size", "8", "--workers", "0", "--freeze",
+        "--lr", "0.05", "--warmup-epochs", "0", "--runtime", "torch"]
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own empty cache, never the user's ~/.cache/imgcls."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("IMGCLS_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def backbone(trained_run, tmp_path) -> Path:
+    """Weights of a simple_cnn that has learnt the shapes, so a head on its frozen features learns too."""
+    return trained_run / "weights" / "best.pt"
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_split_folders(tmp_path / "data", counts=(8, 4, 3))
+
+
+def _epochs(run: Path) -> list[dict]:
+    results = json.loads((run / "results.json").read_text())
+    return [results[f"epoch:{i}"] for i in range(1, results["best epoch"] + 100) if f"epoch:{i}" in results]
+
+
+def _probabilities(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as f:
+        return {row["path"]: [float(v) for k, v in row.items() if k.startswith("p_")] for row in csv.DictReader(f)}
+
+
+def test_cached_and_uncached_head_training_agree(cli, cache_dir, data, backbone, tmp_path):
+    common = [*FAST, "--data", data, "--weights", backbone, "--epochs", "3", "--augment", "none",
+              "--project", tmp_path / "runs"]
+    code, _, log_cached = cli("train", *common, "--name", "cached")
+    assert code == 0, log_cached
+    assert "Feature cache: 0 of" in log_cached  # the first run computes the features
+    code, _, log_plain = cli("train", *common, "--name", "plain", "--no-cache")
+    assert code == 0, log_plain
+    assert "Feature cache" not in log_plain
+
+    cached, plain = tmp_path / "runs" / "cached", tmp_path / "runs" / "plain"
+    for a, b in zip(_epochs(cached), _epochs(plain), strict=True):
+        for info in ("train info", "valid info"):
+            assert a[info]["loss"] == pytest.approx(b[info]["loss"], abs=1e-4)
+            assert a[info]["accuracy"] == b[info]["accuracy"]
+            assert a[info]["confusion matrix"] == b[info]["confusion matrix"]
+    assert _epochs(cached)[-1]["valid info"]["accuracy"] > 0.6  # the head did learn on cached features
+    probs_cached = _probabilities(cached / "predictions_val.csv")
+    probs_plain = _probabilities(plain / "predictions_val.csv")
+    assert probs_cached.keys() == probs_plain.keys()
+    for path in probs_cached:
+        assert probs_cached[path] == pytest.approx(probs_plain[path], abs=1e-4)
+    for name in ("predictions_test.csv", "results.csv", "loss.png", "confusion_matrix_val.png",
+                 "weights/best.pt"):
+        assert (cached / name).exists(), name
+    # The checkpoint holds the trained head: its logits reproduce the predictions file.
+    ckpt_cached, ckpt_plain = load_checkpoint(cached / "weights" / "best.pt"), load_checkpoint(plain / "weights/best.pt")
+    for key, tensor in ckpt_cached["state_dict"].items():
+        assert torch.allclose(tensor.float(), ckpt_plain["state_dict"][key].float(), atol=1e-4), key
+
+
+def test_second_run_hits_the_cache_and_a_changed_image_is_recomputed(cli, cache_dir, data, backbone, tmp_path):
+    common = [*FAST, "--data", data, "--weights", backbone, "--epochs", "2", "--project", tmp_path / "runs",
+              "--cache-views", "2"]
+    code, _, first = cli("train", *common)
+    assert code == 0, first
+    total = 3 * 8 * 2 + 3 * 4 + 3 * 3  # 2 augmented views per training image, 1 eval view per val/test image
+    assert f"Feature cache: 0 of {total} image views found" in first
+
+    code, _, second = cli("train", *common)
+    assert code == 0, second
+    assert f"Feature cache hit: all {total} image views" in second
+
+    # Edit one training image in place (same name, same size on disk is not required): its 2 views are stale.
+    victim = next((data / "train" / "circle").iterdir())
+    shape_image("circle", 48, seed=999).save(victim)
+    code, _, third = cli("train", *common)
+    assert code == 0, third
+    assert f"Feature cache: {total - 2} of {total} image views found; computing 2 once" in third
+
+
+def test_changed_weights_miss_the_cache(cli, cache_dir, data, backbone, tmp_path):
+    common = [*FAST, "--data", data, "--epochs", "1", "--augment", "none", "--project", tmp_path / "runs"]
+    code, _, first = cli("train", *common, "--weights", backbone)
+    assert code == 0 and "Feature cache: 0 of" in first
+    state = load_checkpoint(backbone)["state_dict"]
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    other = tmp_path / "other_weights.pt"
+    torch.save(state, other)
+    code, _, second = cli("train", *common, "--weights", other)
+    assert code == 0, second
+    assert "Feature cache: 0 of 45 image views found" in second
+    # The two stores sit side by side; the first is still a hit afterwards.
+    assert len(list((cache_dir / "features").iterdir())) == 2
+    code, _, third = cli("train", *common, "--weights", backbone)
+    assert "Feature cache hit" in third
+
+
+def test_unfreeze_falls_back_to_image_training(cli, cache_dir, data, backbone, tmp_path):
+    code, _, log = cli("train", *FAST, "--data", data, "--weights", backbone, "--epochs", "3", "--unfreeze-at", "3",
+                       "--project", tmp_path / "runs", "--cache-views", "4")
+    assert code == 0, log
+    # Only 2 epochs run on features, so 2 views per training image are enough.
+    assert "Feature cache: 0 of 69 image views found" in log
+    assert "Epoch 3: unfreezing the backbone" in log
+    epochs = _epochs(tmp_path / "runs" / "train")
+    assert len(epochs) == 3
+    state = load_checkpoint(tmp_path / "runs" / "train" / "weights" / "last.pt")
+    start = load_checkpoint(backbone)["state_dict"]
+    conv = "features.0.weight"
+    assert not torch.equal(state["state_dict"][conv], start[conv])  # the backbone trained in epoch 3
+
+
+def test_feature_key_depends_on_weights_and_preprocessing(backbone):
+    from imgcls.models import model_from_checkpoint
+
+    checkpoint = load_checkpoint(backbone)
+    model = model_from_checkpoint(checkpoint)
+    base = feature_key("simple_cnn", weights_hash(model), checkpoint["preprocess"])
+    assert base == feature_key("simple_cnn", weights_hash(model), dict(checkpoint["preprocess"]))
+    bigger = dict(checkpoint["preprocess"], input_size=[3, 48, 48])
+    assert feature_key("simple_cnn", weights_hash(model), bigger) != base
+    with torch.no_grad():
+        model.get_classifier().weight.add_(1.0)  # the head does not change the features
+    assert feature_key("simple_cnn", weights_hash(model), checkpoint["preprocess"]) == base
+    with torch.no_grad():
+        next(model.features.parameters()).add_(1.0)
+    assert feature_key("simple_cnn", weights_hash(model), checkpoint["preprocess"]) != base
+
+
+def test_file_hash_follows_content(tmp_path):
+    a = tmp_path / "a.png"
+    shape_image("square", 32, seed=1).save(a)
+    before = file_hash(a)
+    shape_image("square", 32, seed=2).save(a)
+    assert file_hash(a) != before
+
+
+def test_feature_store_survives_a_damaged_shard(tmp_path):
+    store = FeatureStore("k", root=tmp_path)
+    store.add(["h1", "h2"], ["eval", "eval"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    (store.folder / "shard-broken.npz").write_bytes(b"not a zip")
+    reopened = FeatureStore("k", root=tmp_path).load()
+    assert len(reopened) == 2
+    assert reopened.get("h2", "eval").tolist() == [3.0, 4.0, 5.0]
+
+
+def test_onnxruntime_matches_eager_pytorch(cache_dir):
+    pytest.importorskip("onnxruntime")
+    import timm
+
+    from imgcls.models import SimpleCNN
+    from imgcls.runtime import PreLogits, fastest_runner, onnxruntime_runner, parity_error
+
+    torch.manual_seed(0)
+    model = timm.create_model("efficientnet_lite0", num_classes=3).eval()
+    images = torch.randn(3, 3, 64, 64)
+    runner = onnxruntime_runner(PreLogits(model), (3, 64, 64))
+    assert parity_error(runner, PreLogits(model), images) < 1e-4
+
+    # The automatic choice is measured among runtimes that pass parity, and gives eager's answer.
+    small = SimpleCNN(num_classes=3).eval()
+    chosen = fastest_runner(small, (3, 32, 32), probe_batch=2)
+    assert chosen.name in ("onnxruntime", "torch channels_last")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        expected = small(x).numpy()
+    np.testing.assert_allclose(chosen(x), expected, rtol=1e-3, atol=1e-3)
+    # The winner is remembered, so the next run skips the race but still passes parity.
+    assert (cache_dir / "runtime-choices.json").exists()
+    again = fastest_runner(small, (3, 32, 32), probe_batch=2)
+    assert again.name == chosen.name and again.images_per_second is None
+
+
+def _photo(size=(1024, 768)) -> Image.Image:
+    """A smooth gradient with shapes: like a photo, JPEG-compressible, with edges to blur."""
+    w, h = size
+    x, y = np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h))
+    pixels = np.stack([x * 255, y * 255, (1 - x) * 180 + 40], axis=-1).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    image.paste(shape_image("circle", 400, seed=3), (100, 150))
+    return image
+
+
+def test_draft_decoding_is_close_to_full_decoding(tmp_path):
+    from imgcls.images import load_image
+
+    path = tmp_path / "big.jpg"
+    _photo().save(path, quality=92)
+    preprocess = {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
+                  "crop_pct": 0.875}
+    assert load_image(path, draft_size=(256, 256)).size == (512, 384)  # decoded at 1/2 scale: source >= 2x target
+    drafted = decode_to_working(path, preprocess, square=False).astype(np.float64)
+    full = eval_transform(dict(preprocess, mean=[0.0] * 3, std=[1.0] * 3))(load_image(path))
+    full = full.permute(1, 2, 0).numpy() * 255
+    assert drafted.shape == full.shape == (224, 224, 3)
+    assert np.abs(drafted - full).mean() < 2.0  # of 255: invisible
+
+
+def test_decoded_images_in_ram_and_memory_mapped_are_identical(tmp_path):
+    make_split_folders(tmp_path / "d", counts=(3, 0, 0), size=40)
+    paths = sorted((tmp_path / "d" / "train").rglob("*.png"))
+    (tmp_path / "d" / "train" / "circle" / "broken.png").write_bytes(b"junk")
+    paths.append(tmp_path / "d" / "train" / "circle" / "broken.png")
+    preprocess = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
+                  "crop_pct": 1.0}
+    in_ram = DecodedImages(paths, preprocess, square=False, progress=False)
+    mapped = DecodedImages(paths, preprocess, square=False, ram_limit_bytes=0, root=tmp_path / "c", progress=False)
+    assert in_ram.file is None and mapped.file is not None and mapped.file.exists()
+    assert mapped[len(paths) - 1] is None  # the unreadable file is marked, not fatal
+    for i in range(len(paths) - 1):
+        assert np.array_equal(in_ram[i], mapped[i])
+        # Exactly what the eval transform would have fed the network.
+        expected = eval_transform(dict(preprocess, mean=[0.0] * 3, std=[1.0] * 3))(Image.open(paths[i]).convert("RGB"))
+        assert np.allclose(in_ram[i] / 255.0, expected.permute(1, 2, 0).numpy(), atol=1e-6)
+    again = DecodedImages(paths, preprocess, square=False, ram_limit_bytes=0, root=tmp_path / "c", progress=False)
+    assert again.file == mapped.file and np.array_equal(again[0], mapped[0])
+
+
+def test_bad_cache_views_is_one_clear_error(cli, data):
+    code, _, err = cli("train", "--data", data, "--cache-views", "0")
+    assert code == 2
+    assert "--cache-views 0: must be at least 1" in err
+
+
+def test_predict_paths_matches_the_eager_model(trained_run, cache_dir, tmp_path):
+    from imgcls.models import model_from_checkpoint
+    from imgcls.runtime import predict_paths
+
+    checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
+    paths = sorted((trained_run.parent.parent / "data" / "test").rglob("*.png"))[:5]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    probs = predict_paths(checkpoint, [*paths, broken], batch_size=4, workers=0)
+    model = model_from_checkpoint(checkpoint)
+    images = torch.stack([eval_transform(checkpoint["preprocess"])(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        expected = torch.softmax(model(images), 1).numpy()
+    np.testing.assert_allclose(probs[:5], expected, atol=1e-4)
+    assert np.isnan(probs[5]).all()  # the unreadable file is marked, the others still predicted
