@@ -18,6 +18,11 @@ from imagegen import make_class_folders, make_split_folders  # noqa: E402
 # Tests never touch the network: hub downloads must fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("IMGCLS_OFFLINE", "1")
+# Feature and decoded-image caches of a test session stay in a temporary folder, never in ~/.cache.
+if "IMGCLS_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["IMGCLS_CACHE"] = tempfile.mkdtemp(prefix="imgcls-test-cache-")
 
 TINY = ["--model", "simple_cnn", "--no-pretrained", "--imgsz", "32", "--batch-size", "8", "--workers", "0"]
 
