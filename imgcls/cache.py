@@ -441,9 +441,18 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
         runner = fastest_runner(module, preprocess["input_size"], device=device, kind=runtime)
         log.info(f"Feature cache: {found} of {wanted} image views found; computing {wanted - found} once "
                  f"with {runner.name} (backbone runs once per view, not once per epoch)")
-        fill_feature_store(store, runner, requests, transforms, draft_size=draft_size_for(preprocess),
+        from . import distributed as dist
+
+        # Under torchrun each rank extracts a disjoint share; the store's shard files never collide.
+        mine = requests[dist.rank()::dist.world_size()]
+        fill_feature_store(store, runner, mine, transforms, draft_size=draft_size_for(preprocess),
                            batch_size=batch_size, workers=workers, progress=progress)
         log.info(f"Feature cache: stored in {store.folder} ({time.time() - start:.1f}s)")
+    from . import distributed as dist
+
+    if dist.enabled():  # every rank waits for the others' shares, then reads them all
+        dist.barrier()
+        store.load()
     lost = [p for split in paths for p, h in zip(paths[split], hashes[split])
             if (h, train_view_names[0] if split == "train" else EVAL_VIEW) not in store]
     if lost:

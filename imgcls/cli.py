@@ -197,9 +197,15 @@ def _run(args: argparse.Namespace) -> int:
             extra = sorted(settings)
             if extra or args.cfg:
                 raise ImgclsError(f"--resume continues a run with its saved settings; drop {extra or ['--cfg']}")
-            train(resume=args.resume)
-        else:
-            train(cfg_file=args.cfg, **settings)
+        from . import distributed
+
+        try:
+            if args.resume:
+                train(resume=args.resume)
+            else:
+                train(cfg_file=args.cfg, **settings)
+        finally:
+            distributed.cleanup()
         return 0
     if args.command == "demo":
         from .demo import run_demo
@@ -290,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except ImgclsError as e:
-        print(f"imgcls: error: {e}", file=sys.stderr)
+        import os
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        where = f" (rank {os.environ.get('RANK', '0')} of {world})" if world > 1 else ""
+        print(f"imgcls: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = "; continue the run with `imgcls train --resume RUN_DIR`" if args.command == "train" else ""

@@ -96,3 +96,91 @@ def merge_by_index(parts: list[dict]) -> dict:
     indices = np.concatenate([p["indices"] for p in parts])
     _, first = np.unique(indices, return_index=True)
     return {key: np.concatenate([p[key] for p in parts])[first] for key in parts[0]}
+
+
+def train_sampler(dataset, seed: int, epoch: int):
+    """Each rank trains on its own shuffled 1/world of the data; None when not distributed."""
+    if not enabled():
+        return None
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def eval_sampler(dataset):
+    """Each rank evaluates 1/world of the split (padded to equal shares; gather_eval drops the padding)."""
+    if not enabled():
+        return None
+    from torch.utils.data import DistributedSampler
+
+    return DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=False)
+
+
+def gather_train(out):
+    """One EpochOutput for the whole training epoch from every rank's share."""
+    if not enabled():
+        return out
+    from .engine import EpochOutput
+
+    parts = gather((out.loss, len(out.targets), out.targets, out.predictions))
+    seen = sum(p[1] for p in parts)
+    loss = sum(p[0] * p[1] for p in parts) / max(seen, 1)
+    return EpochOutput(loss=loss, targets=np.concatenate([p[2] for p in parts]),
+                       predictions=np.concatenate([p[3] for p in parts]), steps=out.steps)
+
+
+def gather_eval(out):
+    """One EpochOutput covering every image of the split exactly once, in dataset order."""
+    if not enabled():
+        return out
+    from .engine import EpochOutput
+
+    merged = merge_by_index(gather({"indices": out.indices, "targets": out.targets, "probs": out.probs}))
+    probs, targets = merged["probs"], merged["targets"]
+    picked = probs[np.arange(len(targets)), targets] if len(targets) else np.zeros(0)
+    loss = float(-np.mean(np.log(np.clip(picked, 1e-12, None)))) if len(targets) else 0.0
+    return EpochOutput(loss=loss, targets=targets, predictions=probs.argmax(1) if len(targets) else targets,
+                       probs=probs, indices=merged["indices"])
+
+
+class Wrapper:
+    """DistributedDataParallel wrappers for the two ways a model trains: the head alone on a frozen
+    backbone, or the whole network. Built on first use, because DDP only syncs the parameters that
+    require gradients when it is built. Without torchrun both return None (use the plain modules)."""
+
+    def __init__(self, model: torch.nn.Module, net: torch.nn.Module, device: torch.device):
+        self.model, self.net, self.device = model, net, device
+        self._head = self._network = None
+
+    def _ddp(self, module):
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def head(self):
+        if not enabled():
+            return None
+        if self._head is None:
+            self._head = self._ddp(self.model.get_classifier())
+        return self._head
+
+    def network(self, frozen: bool):
+        if not enabled() or frozen:
+            return None
+        if self._network is None:
+            wrapped = self._ddp(self.model)
+            self._network = torch.compile(wrapped) if self.net is not self.model else wrapped
+        return self._network
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics), which are the ones saved in the
+    checkpoint, so that each rank's share of the evaluation uses the same network."""
+    if not dist.is_initialized():
+        return
+    with torch.no_grad():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)

@@ -74,14 +74,19 @@ def train_one_epoch(
     progress: bool = True,
     distiller=None,
     channels_last: bool = False,
+    head: nn.Module | None = None,
+    network: nn.Module | None = None,
 ) -> EpochOutput:
     """One epoch over ``loader``; the lr is set from the schedule before every optimizer step.
 
     With a frozen backbone, the backbone runs in eval mode without autograd and only the
     classifier layer learns, so batch-norm statistics of the pretrained body stay intact.
     A ``distiller`` (imgcls.distill) mixes a teacher's soft targets on the same batch into the loss.
+    ``head`` and ``network`` replace model.get_classifier() and model for the forward pass, e.g. by
+    their DistributedDataParallel wrappers, which average the gradients across processes.
     """
-    head = model.get_classifier()
+    head = head if head is not None else model.get_classifier()
+    network = network if network is not None else model
     if frozen_backbone:
         model.eval()
         head.train()
@@ -106,7 +111,7 @@ def train_one_epoch(
                     features = pre_logits(model, images)
                 logits = head(features.float() if amp else features)
             else:
-                logits = model(images)
+                logits = network(images)
             loss = criterion(logits.float(), labels)
             if distiller is not None:
                 loss = distiller.loss(images, logits, loss)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import data as data_mod
+from . import distributed as dist
 from .config import TrainConfig, make_config
 from .console import setup_logging
 from .engine import EpochOutput, evaluate, train_one_epoch
@@ -167,10 +168,12 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
         raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
 
     seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+    device = dist.setup(cfg.device) if dist.enabled() else select_device(cfg.device)
+    main = dist.is_main()  # with torchrun, rank 0 alone writes files and speaks; every rank computes
+    progress = progress and main
     workers = data_mod.default_workers() if cfg.workers is None else cfg.workers
     if device.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
 
     # Data: find, split, verify every image before the first epoch.
     if state is not None:
@@ -195,7 +198,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
         distiller = make_distiller(cfg.teacher, source.class_names, preprocess, cfg.kd_temperature, cfg.kd_alpha,
                                    device)
     input_side = min(preprocess["input_size"][1:])
-    if state is None:
+    if state is None and main:
         t0 = time.time()
         # The fast part of `imgcls check`: bad files are skipped, duplicates/leakage named, in one block.
         from .check import quick_check
@@ -205,9 +208,10 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             log.warning(findings_block)
         data_mod.check_trainable(source)
         log.info(f"Checked {sum(len(v) for v in source.items.values())} images in {time.time() - t0:.1f}s")
+    source = dist.broadcast(source)  # every rank trains on exactly the images rank 0 checked
 
     if state is None:
-        run_dir = new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+        run_dir = dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
     frozen = cfg.frozen_backbone
     resolved = cfg.to_dict() | {
         "data": str(Path(cfg.data).resolve()), "freeze": frozen, "lr": cfg.base_lr, "imgsz": input_side,
@@ -224,7 +228,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
              f"{'; backbone frozen, training the head' if frozen else '; training all layers'}"
              + (f" until epoch {cfg.unfreeze_at}" if frozen and cfg.unfreeze_at else ""))
 
-    if state is None:
+    if state is None and main:
         write_yaml(run_dir / "args.yaml", resolved)
         write_json(run_dir / "class_indices.json", {str(i): c for i, c in enumerate(source.class_names)})
         if source.split_made:
@@ -243,14 +247,17 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     eval_tf = eval_transform(preprocess)
     val_paths = [str(p) for p in source.paths("val")]
     val_ds = data_mod.ImageDataset(val_paths, source.labels("val"), eval_tf, draft_size=draft_size)
-    eval_loader = data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers)
+    eval_loader = data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers,
+                                       sampler=dist.eval_sampler(val_ds))
 
     # Speed: a frozen backbone runs once per image (feature cache); training on images uses the
     # decoded-image cache, channels_last, optional torch.compile and the fastest autocast.
     features = _cached_features(cfg, model, preprocess, source, device, frozen, start_epoch=1 if state is None
                                 else state["epoch"] + 1, workers=workers, progress=progress)
     features_val_loader = (data_mod.make_loader(features.eval_dataset("val"), batch_size=cfg.batch_size,
-                                                shuffle=False, workers=0) if features is not None else None)
+                                                shuffle=False, workers=0, sampler=dist.eval_sampler(
+                                                    features.eval_dataset("val")))
+                           if features is not None else None)
     images_decoded = False
     channels_last = _uses_convolutions(model)
     amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
@@ -264,9 +271,9 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     if trains_backbone and device.type == "cpu" and not amp and cfg.amp is None:
         from .runtime import cpu_bf16_is_faster
 
-        if cpu_bf16_is_faster(model, preprocess["input_size"]):
+        if dist.broadcast(cpu_bf16_is_faster(model, preprocess["input_size"])):  # one decision for all ranks
             amp = "bf16"
-            log.info("bf16 autocast: on (measured faster than float32 on this CPU)")
+            log.info("bf16 autocast: on for training (measured faster than float32 on this CPU)")
 
     weight = _class_weights(source.labels("train"), num_classes).to(device) if cfg.balance else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
@@ -276,7 +283,8 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     if cfg.amp and device.type != "cuda":
         log.warning("WARNING: --amp only applies on CUDA; training in float32")
 
-    steps_per_epoch = max(1, -(-len(train_ds) // cfg.batch_size))
+    per_rank = -(-len(train_ds) // dist.world_size())  # a DistributedSampler gives each rank this many
+    steps_per_epoch = max(1, -(-per_rank // cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
 
@@ -304,6 +312,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     if distiller:
         results["distillation"] = distiller.description
     log.info(f"Parameters: {total_params:,} ({trainable_params:,} trainable); {flops / 1e9:.2f} GFLOPs per image")
+    ddp = dist.Wrapper(model, net, device)  # DistributedDataParallel under torchrun, plain modules otherwise
 
     items_payload = {k: [list(x) for x in v] for k, v in source.items.items()}
     best_val_out: EpochOutput | None = None
@@ -328,12 +337,15 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             train_ds, eval_loader = _decoded_datasets(cfg, preprocess, source, val_paths, workers, progress)
             images_decoded = True
         if on_features:  # same loop and batch order as on images; the backbone already ran
-            train_loader = data_mod.make_loader(features.train_dataset(epoch), batch_size=cfg.batch_size,
-                                                shuffle=True, workers=0, seed=cfg.seed, epoch=epoch)
+            epoch_train = features.train_dataset(epoch)
+            train_loader = data_mod.make_loader(epoch_train, batch_size=cfg.batch_size, shuffle=True, workers=0,
+                                                seed=cfg.seed, epoch=epoch,
+                                                sampler=dist.train_sampler(epoch_train, cfg.seed, epoch))
             epoch_net, epoch_eval_loader = HeadOnFeatures(model), features_val_loader
         else:
             train_loader = data_mod.make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, workers=workers,
-                                                seed=cfg.seed, epoch=epoch)
+                                                seed=cfg.seed, epoch=epoch,
+                                                sampler=dist.train_sampler(train_ds, cfg.seed, epoch))
             epoch_net, epoch_eval_loader = net, eval_loader
         images_in = channels_last and not on_features
         with _single_thread(on_features and device.type == "cpu"):
@@ -341,11 +353,14 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
                 epoch_net, train_loader, optimizer, criterion, device=device, frozen_backbone=frozen, step=step,
                 total_steps=total_steps, warmup_steps=warmup_steps, lrf=cfg.lrf, clip_grad=cfg.clip_grad,
                 scaler=scaler, amp=amp, desc=f"epoch {epoch}/{cfg.epochs} train", progress=progress,
-                channels_last=images_in, distiller=distiller,
+                channels_last=images_in, distiller=distiller, head=ddp.head(), network=ddp.network(frozen),
             )
             step += tr.steps
-            va = evaluate(epoch_net, epoch_eval_loader, eval_criterion, device=device, amp=amp,
+            dist.sync_buffers(model)
+            # Validation in float32 on the CPU, so results.json agrees with `imgcls val` on the same weights.
+            va = evaluate(epoch_net, epoch_eval_loader, eval_criterion, device=device, amp=amp is True,
                           desc=f"epoch {epoch}/{cfg.epochs} val", progress=progress, channels_last=images_in)
+        tr, va = dist.gather_train(tr), dist.gather_eval(va)  # whole-data-set metrics on every rank
         seconds = time.time() - t0
         cm_train = confusion_matrix(tr.targets, tr.predictions, num_classes)
         cm_val = confusion_matrix(va.targets, va.predictions, num_classes)
@@ -364,17 +379,20 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
 
         metrics = {"epoch": epoch, "val_accuracy": valid_info["accuracy"], "val_loss": valid_info["loss"],
                    "val_macro_f1": valid_info["mean F1 score"]}
-        weights_only_ckpt = checkpoint_base | {"state_dict": _cpu_state(model), "epoch": epoch, "metrics": metrics}
-        if improved:
-            save_checkpoint(run_dir / "weights" / "best.pt", weights_only_ckpt)
-        save_checkpoint(run_dir / "weights" / "last.pt", weights_only_ckpt | {
-            "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "history": history,
-            "best_epoch": best_epoch, "stale": stale, "rng": _rng_state(),
-            "data": {"root": str(source.root), "items": items_payload, "split_made": source.split_made},
-            "train_seconds": prior_seconds + time.time() - t_start, "finished": stopped_early or epoch == cfg.epochs,
-        })
-        _write_results(run_dir, results, history, best_epoch)
+        if main:
+            weights_only_ckpt = checkpoint_base | {"state_dict": _cpu_state(model), "epoch": epoch,
+                                                   "metrics": metrics}
+            if improved:
+                save_checkpoint(run_dir / "weights" / "best.pt", weights_only_ckpt)
+            save_checkpoint(run_dir / "weights" / "last.pt", weights_only_ckpt | {
+                "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "step": step, "history": history,
+                "best_epoch": best_epoch, "stale": stale, "rng": _rng_state(),
+                "data": {"root": str(source.root), "items": items_payload, "split_made": source.split_made},
+                "train_seconds": prior_seconds + time.time() - t_start,
+                "finished": stopped_early or epoch == cfg.epochs,
+            })
+            _write_results(run_dir, results, history, best_epoch)
         log.info(
             f"epoch {epoch}/{cfg.epochs}  lr {lr_now:.2e}  train loss {tr.loss:.4f} acc {train_info['accuracy']:.3f}"
             f"  val loss {va.loss:.4f} acc {valid_info['accuracy']:.3f} F1 {valid_info['mean F1 score']:.3f}"
@@ -387,11 +405,18 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
             break
 
     train_seconds = time.time() - t_start
+    if not main:  # rank 0 alone evaluates the best weights on the test split and draws the plots
+        dist.barrier()
+        best_info = history[best_epoch - 1]["valid info"]
+        return TrainResult(run_dir=run_dir, class_names=source.class_names, best_epoch=best_epoch,
+                           epochs_run=len(history), best=best_info, test=None)
     # Final evaluation with the best weights: predictions, test split, plots.
     best_ckpt = load_checkpoint(run_dir / "weights" / "best.pt")
     model.load_state_dict(best_ckpt["state_dict"])
-    if best_val_out is None:
-        best_val_out = evaluate(model, eval_loader, eval_criterion, device=device, desc="val (best)", progress=progress)
+    if best_val_out is None:  # resumed after the best epoch: predict val again, on rank 0 alone
+        best_val_out = evaluate(model, data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False,
+                                                            workers=workers),
+                                eval_criterion, device=device, desc="val (best)", progress=progress)
     still_frozen = features is not None and frozen
     _write_predictions_csv(run_dir / "predictions_val.csv", [_rel(p, source.root) for p in val_paths],
                            source.class_names, best_val_out)
@@ -428,6 +453,7 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
         + (f"; test accuracy {test_info['accuracy']:.4f}" if test_info else "")
     )
     log.info(f"Results saved to {run_dir}")
+    dist.barrier()
     return TrainResult(run_dir=run_dir, class_names=source.class_names, best_epoch=best_epoch,
                        epochs_run=len(history), best=best_info, test=test_info)
 
@@ -469,7 +495,8 @@ def _decoded_datasets(cfg: TrainConfig, preprocess: dict, source, val_paths: lis
     val_images = DecodedImages(val_paths, preprocess, square=False, workers=max(2, workers), progress=progress)
     train_ds = DecodedDataset(train_images, source.labels("train"), train_transform(preprocess, cfg.augment))
     val_ds = DecodedDataset(val_images, source.labels("val"), normalize_transform(preprocess))
-    return train_ds, data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers)
+    return train_ds, data_mod.make_loader(val_ds, batch_size=cfg.batch_size, shuffle=False, workers=workers,
+                                          sampler=dist.eval_sampler(val_ds))
 
 
 @contextlib.contextmanager

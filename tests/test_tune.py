@@ -54,3 +54,14 @@ def test_default_space_covers_the_issue():
 
     assert {"lr", "weight_decay", "optim", "batch_size", "label_smoothing", "augment", "unfreeze_at"} <= set(DEFAULT_SPACE)
     assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration("45") == 45
+
+
+def test_frozen_trials_reuse_the_feature_cache(cli, flat_data, tmp_path, trained_run):
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: float, low: 0.001, high: 0.05, log: true}\n")
+    code, _, err = cli("tune", "--data", flat_data, "--model", "simple_cnn", "--weights",
+                       trained_run / "weights" / "best.pt", "--freeze", "--imgsz", "32", "--workers", "0",
+                       "--epochs", "2", "--space", space, "--trials", "2", "--project", tmp_path / "runs")
+    assert code == 0, err
+    # The backbone ran for the first trial only; the second trains its head on the stored features.
+    assert err.count("Feature cache hit") >= 1 and "computing" in err
