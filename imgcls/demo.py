@@ -56,6 +56,9 @@ def run_demo(data_dir: str | Path = "data/digits", project: str = "runs", **over
         "\nNext, try:\n"
         f"  imgcls train --data {root} --model simple_cnn --no-pretrained --imgsz 32 --epochs 15\n"
         f"  imgcls train --data path/to/your/class/folders --epochs 30\n"
-        f"  open {result.run_dir}/confusion_matrix_val.png and {result.run_dir}/roc_val.png"
+        f"  imgcls val --weights {result.run_dir}/weights/best.pt --split test\n"
+        f"  imgcls predict --weights {result.run_dir}/weights/best.pt --source {root}/test\n"
+        f"  imgcls serve --weights {result.run_dir}/weights/best.pt\n"
+        f"  open {result.run_dir}/report.html (everything about the run in one page)"
     )
     return result
