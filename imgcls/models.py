@@ -152,7 +152,9 @@ def _state_dict_from_file(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ImgclsError(f"--weights {path}: cannot be loaded safely ({str(e).splitlines()[0][:160]})") from None
+        from .runs import describe_load_failure
+
+        raise ImgclsError(f"--weights {path}: {describe_load_failure(e)}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict", "module"):
             if isinstance(obj.get(key), dict):

@@ -112,10 +112,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling refusal, truncated zip, random bytes...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImgclsError(
-            f"--weights {path}: cannot be loaded safely as a PyTorch checkpoint ({first[:160]})"
-        ) from None
+        raise ImgclsError(f"--weights {path}: {describe_load_failure(e)}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ImgclsError(
             f"--weights {path}: not an imgcls checkpoint (no class names or preprocessing inside); "
@@ -123,6 +120,21 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         )
     checkpoint["path"] = str(path)
     return checkpoint
+
+
+def describe_load_failure(error: Exception) -> str:
+    """A short reason why torch.load(weights_only=True) refused a file, without PyTorch's long advice."""
+    text = str(error)
+    if "Unsupported global" in text:
+        return ("holds Python objects besides tensors; imgcls never unpickles code from a file, "
+                "so use a checkpoint or state_dict saved with plain tensors")
+    if "Weights only load failed" in text:
+        return "is not a PyTorch checkpoint (its content is not a saved tensor file)"
+    if isinstance(error, (EOFError, RuntimeError)) and ("zip" in text.lower() or "archive" in text.lower()
+                                                         or not text):
+        return "is truncated or not a PyTorch file (was the download or copy interrupted?)"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"is not a PyTorch checkpoint ({first[:120]})"
 
 
 def run_dir_of(checkpoint_path: str | os.PathLike) -> Path:

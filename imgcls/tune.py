@@ -123,6 +123,9 @@ def tune(data: str, model: str = "efficientnet_lite0", *, trials: int = 20, time
     setup_logging()
     search_space = load_space(space)
     base = make_config(data=data, model=model, seed=seed, **fixed)  # validates fixed settings early
+    from .data import discover
+
+    discover(base.data, base.split, base.seed)  # a wrong folder is one error line before any trial starts
     if trials < 1:
         raise ImgclsError(f"--trials {trials}: must be at least 1")
     seconds = parse_duration(timeout) if not isinstance(timeout, (int, float)) else float(timeout)
