@@ -271,7 +271,10 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     if trains_backbone and device.type == "cpu" and not amp and cfg.amp is None:
         from .runtime import cpu_bf16_is_faster
 
-        if dist.broadcast(cpu_bf16_is_faster(model, preprocess["input_size"])):  # one decision for all ranks
+        # IMGCLS_CPU_BF16=0/1 pins the choice (reproducible runs); otherwise it is measured once here.
+        pinned = os.environ.get("IMGCLS_CPU_BF16")
+        faster = pinned == "1" if pinned in ("0", "1") else cpu_bf16_is_faster(model, preprocess["input_size"])
+        if dist.broadcast(faster):  # one decision for all ranks
             amp = "bf16"
             log.info("bf16 autocast: on for training (measured faster than float32 on this CPU)")
 

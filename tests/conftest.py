@@ -18,6 +18,9 @@ from imagegen import make_class_folders, make_split_folders  # noqa: E402
 # Tests never touch the network: hub downloads must fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("IMGCLS_OFFLINE", "1")
+# bf16 autocast on CPU is chosen by timing a step, which varies with the machine's load; tests pin it
+# off so that every run trains the same way (test_cache covers the bf16 choice explicitly).
+os.environ.setdefault("IMGCLS_CPU_BF16", "0")
 # Feature and decoded-image caches of a test session stay in a temporary folder, never in ~/.cache.
 if "IMGCLS_CACHE" not in os.environ:
     import tempfile

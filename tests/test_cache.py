@@ -259,3 +259,19 @@ def test_predict_paths_matches_the_eager_model(trained_run, cache_dir, tmp_path)
         expected = torch.softmax(model(images), 1).numpy()
     np.testing.assert_allclose(probs[:5], expected, atol=1e-4)
     assert np.isnan(probs[5]).all()  # the unreadable file is marked, the others still predicted
+
+
+def test_bf16_autocast_on_cpu_trains_when_chosen(cli, flat_data, tmp_path, monkeypatch):
+    from imgcls.runtime import cpu_bf16_is_faster
+    from imgcls.models import SimpleCNN
+
+    assert cpu_bf16_is_faster(SimpleCNN(3), (3, 32, 32)) in (True, False)  # measured, never an error
+    monkeypatch.setenv("IMGCLS_CPU_BF16", "1")
+    code, _, err = cli("train", "--data", flat_data, "--model", "simple_cnn", "--no-pretrained", "--imgsz", "32",
+                       "--batch-size", "8", "--workers", "0", "--epochs", "1", "--project", tmp_path / "runs")
+    assert code == 0, err
+    assert "bf16 autocast: on for training" in err
+    import json
+
+    results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
+    assert 0 < results["epoch:1"]["train info"]["loss"] < 10

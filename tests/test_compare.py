@@ -16,6 +16,8 @@ def runs(trained_run, tmp_path):
     first = shutil.copytree(trained_run, parent / "train")
     results = json.loads((first / "results.json").read_text())
     best = f"epoch:{results['best epoch']}"
+    results[best]["valid info"]["accuracy"] = 0.8  # between the other two, whatever the tiny run reached
+    (first / "results.json").write_text(json.dumps(results))
 
     second = shutil.copytree(trained_run, parent / "train2")
     r2 = json.loads(json.dumps(results))

@@ -56,7 +56,8 @@ def test_default_space_covers_the_issue():
     assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration("45") == 45
 
 
-def test_frozen_trials_reuse_the_feature_cache(cli, flat_data, tmp_path, trained_run):
+def test_frozen_trials_reuse_the_feature_cache(cli, flat_data, tmp_path, trained_run, monkeypatch):
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))  # an empty cache: the first trial fills it
     space = tmp_path / "space.yaml"
     space.write_text("lr: {type: float, low: 0.001, high: 0.05, log: true}\n")
     code, _, err = cli("tune", "--data", flat_data, "--model", "simple_cnn", "--weights",
