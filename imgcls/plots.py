@@ -128,6 +128,19 @@ def plot_roc(y_true, probs, class_names: list[str], path: Path, title: str) -> P
     return path
 
 
+def write_predictions_csv(path: Path, rel_paths: list[str], y_true, probs, class_names: list[str]) -> None:
+    """predictions_*.csv: path, true, predicted, confidence and the probability of every class."""
+    from .runs import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "true", "predicted", "confidence", *[f"p_{c}" for c in class_names]])
+    for rel, true, p in zip(rel_paths, y_true, probs):
+        pred = int(np.argmax(p))
+        writer.writerow([rel, class_names[int(true)], class_names[pred], f"{p[pred]:.6f}", *[f"{x:.6f}" for x in p]])
+    atomic_write_text(path, buffer.getvalue())
+
+
 def read_predictions_csv(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(true labels, probabilities) from a predictions_*.csv written by train or val."""
     index = {c: i for i, c in enumerate(class_names)}

@@ -23,6 +23,7 @@ from .console import setup_logging
 from .engine import EpochOutput, evaluate, train_one_epoch
 from .errors import ImgclsError
 from .metrics import confusion_matrix, summary
+from .plots import write_predictions_csv
 from .models import count_flops, count_parameters, create_model, head_and_backbone_params, set_backbone_trainable
 from .runs import (CHECKPOINT_FORMAT, atomic_write_text, load_checkpoint, new_run_dir, save_checkpoint,
                    write_json, write_yaml)
@@ -96,17 +97,6 @@ def _dataset_table(source) -> dict:
     if source.skipped:
         table["skipped files"] = [{"path": rel, "reason": reason} for rel, reason in source.skipped]
     return table
-
-
-def _write_predictions_csv(path: Path, source_paths: list[str], class_names: list[str], out: EpochOutput) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "true", "predicted", "confidence", *[f"p_{c}" for c in class_names]])
-    for index, true, probs in zip(out.indices, out.targets, out.probs):
-        pred = int(np.argmax(probs))
-        writer.writerow([source_paths[index], class_names[true], class_names[pred], f"{probs[pred]:.6f}",
-                         *[f"{p:.6f}" for p in probs]])
-    atomic_write_text(path, buffer.getvalue())
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -421,8 +411,9 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
                                                             workers=workers),
                                 eval_criterion, device=device, desc="val (best)", progress=progress)
     still_frozen = features is not None and frozen
-    _write_predictions_csv(run_dir / "predictions_val.csv", [_rel(p, source.root) for p in val_paths],
-                           source.class_names, best_val_out)
+    write_predictions_csv(run_dir / "predictions_val.csv",
+                          [_rel(val_paths[i], source.root) for i in best_val_out.indices],
+                          best_val_out.targets, best_val_out.probs, source.class_names)
     test_info = None
     if source.items.get("test"):
         test_paths = [str(p) for p in source.paths("test")]
@@ -438,8 +429,9 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
         cm_test = confusion_matrix(te.targets, te.predictions, num_classes)
         test_info = summary(cm_test, source.class_names, te.loss) | {"confusion matrix": cm_test.tolist(),
                                                                      "epoch": best_epoch}
-        _write_predictions_csv(run_dir / "predictions_test.csv", [_rel(p, source.root) for p in test_paths],
-                               source.class_names, te)
+        write_predictions_csv(run_dir / "predictions_test.csv",
+                              [_rel(test_paths[i], source.root) for i in te.indices], te.targets, te.probs,
+                              source.class_names)
         results["test"] = test_info
     results["train seconds"] = round(train_seconds + prior_seconds, 1)
     _write_results(run_dir, results, history, best_epoch)

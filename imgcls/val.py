@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,8 @@ import yaml
 from . import data as data_mod
 from .errors import ImgclsError
 from .metrics import evaluation_report, expected_calibration_error, fit_temperature, log_loss, softmax
-from .runs import atomic_write_text, load_checkpoint, new_run_dir, run_dir_of, save_checkpoint, write_json
+from .plots import write_predictions_csv
+from .runs import load_checkpoint, new_run_dir, run_dir_of, save_checkpoint, write_json
 
 log = logging.getLogger("imgcls")
 
@@ -184,16 +184,6 @@ def error_gallery(model, root: Path, rel_paths: list[str], y_true, probs, class_
     return rows
 
 
-def _write_predictions(path: Path, rel_paths: list[str], y_true, probs, class_names: list[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "true", "predicted", "confidence", *[f"p_{c}" for c in class_names]])
-    for rel, true, p in zip(rel_paths, y_true, probs):
-        pred = int(np.argmax(p))
-        writer.writerow([rel, class_names[int(true)], class_names[pred], f"{p[pred]:.6f}", *[f"{x:.6f}" for x in p]])
-    atomic_write_text(path, buffer.getvalue())
-
-
 def _store_temperature(checkpoint_path: str, temperature: float) -> None:
     """Rewrite the checkpoint with its new temperature, atomically, keeping every other key as it was."""
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -280,7 +270,7 @@ def _write_eval_files(out: Path, result: EvalResult, model, root: Path, preproce
     m["most_confident_mistakes"] = error_gallery(model, root, result.paths, y, p, names, preprocess, out / "errors.png",
                                                  device=device, n=errors,
                                                  title=f"Most confident mistakes ({what})")
-    _write_predictions(out / "predictions.csv", result.paths, y, p, names)
+    write_predictions_csv(out / "predictions.csv", result.paths, y, p, names)
     files = [
         out / "errors.png", out / "predictions.csv",
         plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix.png", f"Confusion matrix ({what})"),

@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import TINY
 from imagegen import make_class_folders, shape_image
-from imgcls.data import ImageDataset, collate_skip_bad, discover, stratified_split, validate_images
+from imgcls.check import quick_check
+from imgcls.data import ImageDataset, collate_skip_bad, discover, stratified_split
 from imgcls.errors import ImgclsError
 from imgcls.images import load_image
 
@@ -69,8 +70,8 @@ def test_extensions_any_case_unicode_and_spaces(tmp_path):
     source = discover(root, "0.5,0.5")
     assert source.class_names == sorted(["café au lait", "熊 bear", "zebra", "yak"])
     assert sum(len(v) for v in source.items.values()) == 16
-    source, bad, _ = validate_images(source)
-    assert bad == []
+    checked, findings = quick_check(source, min_side=8)
+    assert checked.items == source.items and "unusable" not in findings
 
 
 def test_missing_val_folder_and_class_only_in_val(tmp_path):
