@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from .errors import ImgclsError
@@ -29,15 +30,43 @@ COLUMNS = [
     ("val_macro_f1", "val macro-F1", False),
     ("test_accuracy", "test acc", False),
     ("train_seconds", "train s", True),
-    ("predict_images_per_s", "predict img/s", False),
+    ("predict_images_per_s", "torch img/s*", False),
+    ("predict_batch", "at batch", False),
 ]
 LOWER_IS_BETTER = {key for key, _, lower in COLUMNS if lower}
+FOOTNOTE = ("* torch img/s: `imgcls benchmark` throughput of the PyTorch backend at the largest batch it measured, "
+            "from the newest RUN/benchmark*/benchmark.json holding a torch result; - when the run has none")
+
+
+def _benchmark_number(folder: Path) -> int:
+    """benchmark -> 1, benchmark2 -> 2, ... (the order in which imgcls benchmark made them)."""
+    return int(folder.name[len("benchmark"):] or 1)
+
+
+def benchmark_speed(run_dir: Path) -> tuple[float, int] | tuple[None, None]:
+    """(images/s, batch) of the torch backend at its largest batch, from the newest benchmark of the run.
+
+    The torch backend is the one every benchmark measures by default and runs wherever imgcls runs, so its
+    numbers compare across runs; the largest batch is the throughput a folder of images gets.
+    """
+    folders = [f for f in run_dir.glob("benchmark*") if re.fullmatch(r"benchmark\d*", f.name)
+               and (f / "benchmark.json").is_file()]
+    for folder in sorted(folders, key=_benchmark_number, reverse=True):
+        try:
+            table = json.loads((folder / "benchmark.json").read_text(encoding="utf-8"))
+            torch_rows = [r for r in table["results"] if r["backend"] == "torch"]
+            if torch_rows:
+                best = max(torch_rows, key=lambda r: int(r["batch"]))
+                return float(best["img_per_s"]), int(best["batch"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning(f"WARNING: {folder / 'benchmark.json'} is damaged ({e!r}); skipped")
+    return None, None
 
 
 def run_summary(run_dir: Path) -> dict:
     """One row of the table from RUN/results.json.
 
-    ``predict_images_per_s`` comes from results.json's "predict images/s" when a benchmark wrote it.
+    ``predict_images_per_s`` and ``predict_batch`` come from the run's newest benchmark (see benchmark_speed).
     """
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     params = results.get("train parameters", {})
@@ -46,6 +75,7 @@ def run_summary(run_dir: Path) -> dict:
     best_info = results.get(f"epoch:{best}", {}).get("valid info", {})
     epochs_run = sum(1 for k in results if k.startswith("epoch:"))
     test = results.get("test") or {}
+    images_per_s, batch = benchmark_speed(run_dir)
     return {
         "run": str(run_dir),
         "model": model.get("name", params.get("model")),
@@ -59,7 +89,8 @@ def run_summary(run_dir: Path) -> dict:
         "val_macro_f1": best_info.get("mean F1 score"),
         "test_accuracy": test.get("accuracy"),
         "train_seconds": results.get("train seconds"),
-        "predict_images_per_s": results.get("predict images/s"),
+        "predict_images_per_s": images_per_s,
+        "predict_batch": batch,
     }
 
 
@@ -140,7 +171,8 @@ def to_html(rows: list[dict], sort: str) -> str:
         "table{border-collapse:collapse}th,td{border:1px solid #d7dbe3;padding:4px 10px;text-align:right}"
         "th{background:#eef0f4}th.sorted{background:#d6e4ff}td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}"
         f"</style></head><body><h1>imgcls compare</h1><p>{len(rows)} run(s), best {html.escape(sort)} first.</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p>{html.escape(FOOTNOTE)}</p>"
+        "</body></html>\n"
     )
 
 
@@ -164,5 +196,6 @@ def compare_runs(runs: list[str | os.PathLike], sort: str = "val_accuracy", out_
     atomic_write_text(out / "compare.html", to_html(rows, sort))
     if echo:
         print(format_table(rows))
+        print(FOOTNOTE)
         print(f"Saved {out / 'compare.csv'} and {out / 'compare.html'}")
     return rows, out

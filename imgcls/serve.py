@@ -1,7 +1,8 @@
 """``imgcls serve``: a local web page and REST API for a trained model (FastAPI under uvicorn).
 
 Routes: ``GET /`` (the page), ``POST /predict`` (multipart field ``files``, one or more images),
-``GET /model``, ``GET /health`` and the OpenAPI docs at ``/docs``. Every bad request gets a 4xx JSON
+``GET /model``, ``GET /health`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (served from the fastapi-offline
+package's copy of Swagger UI and ReDoc when it is installed, so they work offline). Every bad request gets a 4xx JSON
 ``{"detail": "one line"}`` and the server keeps serving.
 """
 
@@ -31,6 +32,23 @@ def _require_web_stack():
                if not any(find_spec(m) for m in modules)]
     if missing:
         raise ImgclsError(f"imgcls serve needs {', '.join(missing)}: pip install 'imgcls[serve]'")
+
+
+def app_class():
+    """FastAPIOffline when the fastapi-offline package is installed, else plain FastAPI.
+
+    FastAPI's own /docs and /redoc pages load Swagger UI and ReDoc from a CDN, so they are blank on an offline
+    machine; FastAPIOffline is a FastAPI app whose docs pages load the same files from the package itself.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("fastapi_offline") is None:
+        from fastapi import FastAPI
+
+        return FastAPI
+    from fastapi_offline import FastAPIOffline
+
+    return FastAPIOffline
 
 
 def status_for(reason: str) -> int:
@@ -84,7 +102,7 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
                max_pixels: int = MAX_IMAGE_PIXELS):
     """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient)."""
     _require_web_stack()
-    from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+    from fastapi import File, HTTPException, Query, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -112,8 +130,10 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk},
     }
 
-    app = FastAPI(title="imgcls", version=__version__,
-                  description=f"Image classification with {model.model_name} ({len(model.class_names)} classes).")
+    app = app_class()(title="imgcls", version=__version__,
+                      description=f"Image classification with {model.model_name} ({len(model.class_names)} classes).",
+                      # null turns off Swagger UI's badge, which would fetch an image from validator.swagger.io
+                      swagger_ui_parameters={"validatorUrl": None})
     app.state.predictor = predictor
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 1e6))
 

@@ -67,6 +67,35 @@ def test_model_health_page_and_docs(client):
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
+def test_docs_pages_work_offline(client):
+    """/docs (Swagger UI) and /redoc load their scripts and styles from this server, not a CDN."""
+    pytest.importorskip("fastapi_offline")
+    import re
+
+    for route, marker in (("/docs", "SwaggerUIBundle"), ("/redoc", "<redoc")):
+        page = client.get(route)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"] and marker in page.text
+        assert "http://" not in page.text and "https://" not in page.text, route
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(url.startswith("/") and not url.startswith("//") for url in assets), assets
+        for url in assets:
+            assert client.get(url).status_code == 200, url
+    [script] = re.findall(r'<script src="([^"]+)"', client.get("/docs").text)
+    js = client.get(script)
+    assert "javascript" in js.headers["content-type"] and b"SwaggerUIBundle" in js.content
+
+
+def test_docs_fall_back_to_fastapis_cdn_page_without_fastapi_offline(weights, monkeypatch):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from imgcls import serve
+
+    monkeypatch.setattr(serve, "app_class", lambda: FastAPI)
+    page = TestClient(serve.create_app(weights)).get("/docs")
+    assert page.status_code == 200 and "https://cdn.jsdelivr.net/" in page.text and "SwaggerUIBundle" in page.text
+
+
 def test_predict_one_and_many_images(client):
     response = client.post("/predict", files=[("files", ("red.png", png_bytes("circle"), "image/png"))])
     assert response.status_code == 200
@@ -269,6 +298,11 @@ def test_page_in_a_real_browser(server, tmp_path):
         artifacts = REPO / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(artifacts / "serve_page.png"))
+
+        # the Swagger UI at /docs renders from the files served locally (no CDN) and lists the routes
+        driver.get(url + "/docs")
+        wait.until(lambda d: any("/predict" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".opblock-summary")))
+        assert driver.save_screenshot(str(artifacts / "serve_docs.png"))
     finally:
         driver.quit()
 
