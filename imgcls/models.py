@@ -298,6 +298,9 @@ def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Mod
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("IMGCLS_OFFLINE") == "1":
         error = "offline mode is set"
     else:
+        hub_logger = logging.getLogger("huggingface_hub")
+        hub_level = hub_logger.level
+        hub_logger.setLevel(logging.ERROR)  # its own network warnings would precede our one-line error
         try:
             model = timm.create_model(name, pretrained=True, num_classes=num_classes)
             zero_classifier(model)
@@ -310,7 +313,10 @@ def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Mod
                 ) from None
             error = str(e).splitlines()[0][:200]
         except Exception as e:  # connection refused, DNS failure, hub errors: all mean "not downloadable now"
-            error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            first = str(e).split(". ")[0].splitlines()[0][:120] if str(e) else ""
+            error = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        finally:
+            hub_logger.setLevel(hub_level)
     raise ImgclsError(
         f"--model {name}: pretrained weights are not on this machine and could not be downloaded ({error}). "
         f"Fix: pass --weights FILE (a .pth/.safetensors state_dict), put the weights in the cache "

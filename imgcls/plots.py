@@ -27,6 +27,19 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _save_unit_square(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
+    """Finish and save a curve plot whose axes both run from 0 to 1 (ROC, precision-recall)."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend, fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
 def _integer_ticks():
     from matplotlib.ticker import MaxNLocator
 
@@ -117,15 +130,8 @@ def plot_roc(y_true, probs, class_names: list[str], path: Path, title: str) -> P
     if len(per_class) > 20:
         ax.plot([], [], " ", label=f"... {len(per_class) - 20} more classes")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, alpha=0.5)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel("true positive rate (recall)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    return path
+    return _save_unit_square(fig, ax, path, title, "false positive rate (1 - specificity)",
+                             "true positive rate (recall)", legend="lower right")
 
 
 def write_predictions_csv(path: Path, rel_paths: list[str], y_true, probs, class_names: list[str]) -> None:
@@ -195,15 +201,7 @@ def plot_pr(y_true, probs, class_names: list[str], path: Path, title: str) -> Pa
     if curves:
         mean_ap = float(np.mean([v[2] for v in curves.values()]))
         ax.plot([], [], " ", label=f"mean AP {mean_ap:.3f}")
-    ax.set_xlim(0, 1.0)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    return path
+    return _save_unit_square(fig, ax, path, title, "recall", "precision", legend="lower left")
 
 
 def plot_calibration(y_true, probs, path: Path, title: str, before=None, n_bins: int = 15) -> Path:

@@ -125,7 +125,11 @@ def tune(data: str, model: str = "efficientnet_lite0", *, trials: int = 20, time
     base = make_config(data=data, model=model, seed=seed, **fixed)  # validates fixed settings early
     from .data import discover
 
-    discover(base.data, base.split, base.seed)  # a wrong folder is one error line before any trial starts
+    # A wrong folder or unobtainable weights is one error line before any study or folder is made.
+    source = discover(base.data, base.split, base.seed)
+    from .models import create_model
+
+    create_model(base.model, len(source.class_names), pretrained=base.pretrained, weights=base.weights, se=base.se)
     if trials < 1:
         raise ImgclsError(f"--trials {trials}: must be at least 1")
     seconds = parse_duration(timeout) if not isinstance(timeout, (int, float)) else float(timeout)
