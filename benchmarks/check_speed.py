@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imgcls.check import run_check  # noqa: E402
+from imgcls.data.check import run_check  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, size=(512, 384)) -> Image.Image:

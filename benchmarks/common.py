@@ -27,7 +27,7 @@ def report(name: str, **numbers) -> None:
 
 def lite0_with_packaged_weights(num_classes: int):
     """timm's efficientnet_lite0 with the ImageNet weights every contender starts from."""
-    from imgcls.models import create_model
+    from imgcls.models.factory import create_model
 
     model, _, _ = create_model("efficientnet_lite0", num_classes)
     return model

@@ -31,7 +31,7 @@ def plain_loop(data: Path, epochs: int, total_epochs: int, batch_size: int, work
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from imgcls.engine import lr_factor
+    from imgcls.engine.loop import lr_factor
 
     normalize = T.Normalize([0.5] * 3, [0.5] * 3)  # the packaged lite0 weights expect [-1, 1] inputs
     train_tf = T.Compose([T.RandomResizedCrop(224, scale=(0.7, 1.0)), T.RandomHorizontalFlip(),
@@ -76,7 +76,7 @@ def plain_loop(data: Path, epochs: int, total_epochs: int, batch_size: int, work
 
 
 def imgcls_run(data: Path, epochs: int, batch_size: int, project: Path, name: str) -> dict:
-    from imgcls.trainer import train
+    from imgcls.engine.train import train
 
     with Timer() as timer:
         result = train(data=str(data), model="efficientnet_lite0", epochs=epochs, batch_size=batch_size,

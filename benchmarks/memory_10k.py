@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--imgsz", type=int, default=224)
     args = parser.parse_args()
-    from imgcls.trainer import train
+    from imgcls.engine.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["IMGCLS_CACHE"] = str(Path(tmp) / "cache")

@@ -1,4 +1,8 @@
-"""The ``imgcls`` command: a thin layer that parses flags and calls the public Python API."""
+"""The ``imgcls`` command: a thin layer that parses flags and calls the public Python API.
+
+Every check lives in the API, so ``imgcls X`` and ``imgcls.X(...)`` refuse the same things with the same
+message. Training flags, their help and their defaults come from TrainConfig's fields.
+"""
 
 from __future__ import annotations
 
@@ -9,63 +13,41 @@ import typing
 
 from .errors import ImgclsError
 
-TRAIN_HELP = {
-    "data": "folder with train/ and val/ (optionally test/) class folders, or one tree of class folders",
-    "split": "train,val[,test] fractions for a single tree (default 0.7,0.15,0.15), or a split.csv to reuse",
-    "imgsz": "input size in pixels (default: the model's pretrained size)",
-    "augment": "training augmentation: none, light (default) or strong",
-    "balance": "weight the loss by inverse class frequency, for imbalanced data",
-    "model": "any timm model name, or simple_cnn (default efficientnet_lite0); see `imgcls models`",
-    "pretrained": "start from pretrained weights (default on)",
-    "weights": "starting weights file: a state_dict, .safetensors or checkpoint",
-    "freeze": "train only the classifier head (default: on when pretrained)",
-    "unfreeze_at": "epoch from which the whole network trains",
-    "backbone_lr_mult": "backbone lr = lr x this once unfrozen (default 0.1)",
-    "se": "add squeeze-and-excitation blocks to simple_cnn",
-    "epochs": "number of epochs (default 30)",
-    "batch_size": "images per batch (default 32)",
-    "optim": "SGD, Adam or AdamW (default)",
-    "lr": "initial lr (default: 1e-2 with a frozen backbone, else 1e-3; x10 for SGD)",
-    "lrf": "final lr as a fraction of lr, reached by cosine decay (default 0.01)",
-    "warmup_epochs": "linear warmup length in epochs (default 1)",
-    "weight_decay": "weight decay (default 0.01)",
-    "label_smoothing": "label smoothing (default 0.1)",
-    "patience": "stop after this many epochs without val improvement; 0 disables (default 10)",
-    "clip_grad": "clip the gradient norm to this value",
-    "seed": "random seed for the split, shuffling and initialisation (default 0)",
-    "teacher": "distill from this trained checkpoint (same classes); see `imgcls distill`",
-    "kd_temperature": "softening temperature of the distillation loss (default 4)",
-    "kd_alpha": "weight of the teacher's soft targets; 1 - alpha goes to the labels (default 0.5)",
-    "device": "auto (default), cpu, cuda, cuda:N or mps",
-    "workers": "data loading processes (default: cores - 1)",
-    "amp": "mixed precision on CUDA (default: on when training on CUDA)",
-    "compile": "torch.compile the network when training all layers (slow start, faster steps)",
-    "runtime": "frozen-backbone and inference passes on CPU: auto (measure, default), torch or onnxruntime",
-    "cache": "with a frozen backbone, train the head on cached features (default on; --no-cache turns it off)",
-    "cache_views": "augmented views cached per training image, cycled over the epochs (default 4)",
-    "project": "parent folder of runs (default runs)",
-    "name": "run folder name; repeats become name2, name3, ... (default train)",
-    "exist_ok": "write into an existing --project/--name folder",
-}
+RUNTIME_HELP = "inference runtime on CPU: auto (ONNX Runtime when measured faster), torch or onnxruntime"
+DEVICE_HELP = "auto (default), cpu, cuda, cuda:N or mps"
+
+
+def _default_note(field: dataclasses.Field) -> str:
+    if field.default in (None, ""):
+        return ""
+    if isinstance(field.default, bool):
+        return f" (default {'on' if field.default else 'off'})"
+    return f" (default {field.default})"
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser, run_flags: bool = True) -> None:
     from .config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
-        kind = args[0] if args else hints[f.name]
-        help_text = TRAIN_HELP.get(f.name, "")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kinds = [a for a in typing.get_args(hints[field.name]) if a is not type(None)]
+        kind = kinds[0] if kinds else hints[field.name]
+        text = field.metadata["help"] + _default_note(field)
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             metavar = {"int": "N", "float": "X", "str": "VALUE"}[kind.__name__]
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=metavar, help=help_text)
+            parser.add_argument(flag, dest=field.name, type=kind, default=None, metavar=metavar, help=text)
     if run_flags:
         parser.add_argument("--cfg", metavar="YAML", help="settings file with the same keys; flags override it")
         parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt")
+
+
+def _train_settings(args: argparse.Namespace) -> dict:
+    from .config import FIELDS
+
+    return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,14 +58,23 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imgcls", description="Train, evaluate and deploy image classifiers from class folders.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _training_commands(sub)
+    _evaluation_commands(sub)
+    _deployment_commands(sub)
+    p = sub.add_parser("models", help="list model names usable with --model")
+    p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
+    p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights in timm")
+    return parser
 
+
+def _training_commands(sub) -> None:
     p = sub.add_parser("train", help="train a classifier on class folders")
     _add_train_arguments(p)
 
     p = sub.add_parser("distill", help="train a (smaller) student model from a trained teacher's soft targets")
     _add_train_arguments(p)
 
-    p = sub.add_parser("demo", help="train on built-in handwritten digits (offline, a few minutes on a CPU)")
+    p = sub.add_parser("demo", help="train on built-in handwritten digits (offline, about a minute on a CPU)")
     p.add_argument("--data", default="data/digits", help="where to write the digit images (default data/digits)")
     p.add_argument("--project", default="runs", help="parent folder of runs (default runs)")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
@@ -112,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-name", help="study name inside --storage (default imgcls)")
     _add_train_arguments(p, run_flags=False)
 
+
+def _evaluation_commands(sub) -> None:
     p = sub.add_parser("val", help="evaluate weights: metrics, plots, error gallery with Grad-CAM, calibration")
     p.add_argument("--weights", required=True, help="an imgcls checkpoint, e.g. runs/train/weights/best.pt")
     p.add_argument("--data", help="a folder with the model's class names (default: the run's own split)")
@@ -122,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", type=int, default=16, metavar="N", help="mistakes shown in errors.png (default 16)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="data loading processes")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
 
     p = sub.add_parser("report", help="(re)write RUN/report.html, one self-contained page per run")
     p.add_argument("run", help="a run folder, e.g. runs/train")
@@ -133,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for compare.csv and compare.html (default: RUNS_PARENT/compare, compare2, ...)")
 
 
+def _deployment_commands(sub) -> None:
     p = sub.add_parser("predict", help="label images from a file, folder, glob or list file")
-    p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported .onnx file")
+    p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported file "
+                                                    "(.onnx, .xml, .torchscript)")
     p.add_argument("--source", required=True,
                    help="an image, a folder (searched recursively), a quoted glob such as 'photos/*.jpg', "
                         "or a .txt file listing one path per line")
@@ -143,11 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-img", action="store_true", help="also save a copy of each image with its label drawn on")
     p.add_argument("--out", default="runs/predict", metavar="DIR",
                    help="output folder; repeats become DIR2, DIR3, ... (default runs/predict)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
 
     p = sub.add_parser("serve", help="a local web page and REST API for a trained model")
-    p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported .onnx file")
+    p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported file")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -155,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body accepted, in MB (default 20)")
     p.add_argument("--max-files", type=int, default=16, metavar="N", help="most images per request (default 16)")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO or TFLite, parity-checked")
     p.add_argument("--weights", required=True, help="checkpoint to export, e.g. runs/train/weights/best.pt")
@@ -178,110 +176,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder for benchmark.csv/.json (default: RUN/benchmark, "
                                                 "RUN/benchmark2, ...)")
 
-    p = sub.add_parser("models", help="list model names usable with --model")
-    p.add_argument("pattern", nargs="?", help="filter, e.g. 'convnext*' or resnet")
-    p.add_argument("--pretrained", action="store_true", help="only models that have pretrained weights in timm")
-    return parser
-
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command in ("train", "distill"):
-        from .trainer import train
+    import imgcls
 
-        settings = {f: getattr(args, f) for f in TRAIN_HELP if getattr(args, f, None) is not None}
-        if args.command == "distill" and not args.resume:
-            if not settings.get("teacher") and not args.cfg:
-                raise ImgclsError("distill needs --teacher RUN/weights/best.pt, a trained model on the same classes")
-            settings.setdefault("name", "distill")
-        if args.resume:
-            extra = sorted(settings)
-            if extra or args.cfg:
-                raise ImgclsError(f"--resume continues a run with its saved settings; drop {extra or ['--cfg']}")
-        from . import distributed
+    command = args.command
+    if command in ("train", "distill"):
+        from .engine import distributed
 
         try:
-            if args.resume:
-                train(resume=args.resume)
-            else:
-                train(cfg_file=args.cfg, **settings)
+            getattr(imgcls, command)(cfg_file=args.cfg, resume=args.resume, **_train_settings(args))
         finally:
             distributed.cleanup()
-        return 0
-    if args.command == "demo":
-        from .demo import run_demo
+    elif command == "demo":
+        imgcls.demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs is not None else {}))
+    elif command == "check":
+        from .data.check import NEAR_THRESHOLD, format_console
 
-        run_demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs else {}))
-        return 0
-    if args.command == "check":
-        from .check import NEAR_THRESHOLD, format_console, run_check
-
-        report = run_check(args.data, out=args.out, imgsz=args.imgsz, near=not args.no_near,
-                           threshold=NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold,
-                           workers=args.workers, export_clean=args.export_clean, progress=sys.stderr.isatty())
+        report = imgcls.check(args.data, out=args.out, imgsz=args.imgsz, near=not args.no_near,
+                              threshold=NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold,
+                              workers=args.workers, export_clean=args.export_clean, progress=sys.stderr.isatty())
         print(format_console(report))
         return 1 if args.strict and report.errors else 0
-    if args.command == "tune":
-        from .tune import tune
-
-        if not args.data:
-            raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
-        explicit = {"data", "model", "project", "name", "seed"}
-        fixed = {f: getattr(args, f) for f in TRAIN_HELP if f not in explicit and getattr(args, f, None) is not None}
-        tune(args.data, args.model or "efficientnet_lite0", trials=args.trials, timeout=args.timeout,
-             space=args.space, storage=args.storage, study_name=args.study_name, project=args.project or "runs",
-             name=args.name or "tune", seed=args.seed or 0, **fixed)
-        return 0
-    if args.command == "val":
-        from .val import evaluate
-
-        evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
-                 batch_size=args.batch_size, workers=args.workers, device=args.device)
-        return 0
-    if args.command == "report":
-        from .report import write_report
-
-        print(write_report(args.run))
-        return 0
-    if args.command == "compare":
-        from .compare import compare_runs
-
-        compare_runs(args.runs, sort=args.sort, out_dir=args.out)
-        return 0
-    if args.command == "predict":
-        from .predict import predict_source
-
-        predict_source(args.weights, args.source, topk=args.topk, batch_size=args.batch_size, save_img=args.save_img,
-                       out=args.out, device=args.device, workers=args.workers)
-        return 0
-    if args.command == "serve":
-        from .serve import serve
-
-        serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-              max_files=args.max_files, topk=args.topk, device=args.device)
-        return 0
-    if args.command == "export":
-        from .export import export
-
-        if args.calib_images < 1:
-            raise ImgclsError(f"--calib-images {args.calib_images}: must be 1 or more")
-        export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
-               calibration_images=args.calib_images)
-        return 0
-    if args.command == "benchmark":
-        from .benchmark import benchmark
-
-        benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, threads=args.threads, out=args.out)
-        return 0
-    if args.command == "models":
-        from .models import list_model_names
-
-        names = list_model_names(args.pattern, pretrained_only=args.pretrained)
-        if not names:
-            raise ImgclsError(f"no model name matches {args.pattern!r}")
+    elif command == "tune":
+        settings = _train_settings(args)
+        fixed = {k: v for k, v in settings.items() if k not in ("data", "model", "project", "name", "seed")}
+        imgcls.tune(args.data, settings.get("model", "efficientnet_lite0"), trials=args.trials, timeout=args.timeout,
+                    space=args.space, storage=args.storage, study_name=args.study_name,
+                    project=settings.get("project", "runs"), name=settings.get("name", "tune"),
+                    seed=settings.get("seed", 0), **fixed)
+    elif command == "val":
+        imgcls.evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
+                        batch_size=args.batch_size, workers=args.workers, device=args.device, runtime=args.runtime)
+    elif command == "report":
+        print(imgcls.report(args.run))
+    elif command == "compare":
+        imgcls.compare(args.runs, sort=args.sort, out_dir=args.out)
+    elif command == "predict":
+        imgcls.predict(args.weights, args.source, topk=args.topk, batch_size=args.batch_size, save_img=args.save_img,
+                       out=args.out, device=args.device, runtime=args.runtime, workers=args.workers)
+    elif command == "serve":
+        imgcls.serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                     max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime)
+    elif command == "export":
+        imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
+                      calibration_images=args.calib_images)
+    elif command == "benchmark":
+        imgcls.benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, threads=args.threads,
+                         out=args.out)
+    elif command == "models":
+        names = imgcls.list_model_names(args.pattern, pretrained_only=args.pretrained)
         print("\n".join(names))
         print(f"# {len(names)} model(s)", file=sys.stderr)
-        return 0
-    raise AssertionError(args.command)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -16,51 +16,61 @@ OPTIMIZERS = ("SGD", "Adam", "AdamW")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def setting(default, help: str):
+    """A TrainConfig field whose help text (for --help and the docs) travels with it."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     # data
-    data: str = ""
-    split: str = "0.7,0.15,0.15"      # train,val[,test] fractions, or a saved split.csv to reuse
-    imgsz: int | None = None          # pixels; default: the model's pretrained input size
-    augment: str = "light"            # none | light | strong
-    balance: bool = False             # class-weighted loss for imbalanced data
+    data: str = setting("",
+        "folder with train/ and val/ (optionally test/) class folders, or one tree of class folders")
+    split: str = setting("0.7,0.15,0.15",
+        "train,val[,test] fractions for a single tree, or a split.csv to reuse")
+    imgsz: int | None = setting(None, "input size in pixels (default: the model's pretrained size)")
+    augment: str = setting("light", "training augmentation: none, light or strong")
+    balance: bool = setting(False, "weight the loss by inverse class frequency, for imbalanced data")
     # model
-    model: str = "efficientnet_lite0"
-    pretrained: bool = True
-    weights: str | None = None        # starting weights file (state_dict or checkpoint)
-    freeze: bool | None = None        # train only the head; default: on when pretrained
-    unfreeze_at: int | None = None    # epoch (1-based) from which the whole network trains
-    backbone_lr_mult: float = 0.1     # backbone lr = lr * this, once unfrozen
-    se: bool = False                  # squeeze-and-excitation blocks in simple_cnn
+    model: str = setting("efficientnet_lite0",
+        "any timm model name, or simple_cnn; see `imgcls models`")
+    pretrained: bool = setting(True, "start from pretrained weights")
+    weights: str | None = setting(None, "starting weights file: a state_dict, .safetensors or checkpoint")
+    freeze: bool | None = setting(None, "train only the classifier head (default: on when pretrained)")
+    unfreeze_at: int | None = setting(None, "epoch from which the whole network trains")
+    backbone_lr_mult: float = setting(0.1, "backbone lr = lr x this once unfrozen")
+    se: bool = setting(False, "add squeeze-and-excitation blocks to simple_cnn")
     # optimisation
-    epochs: int = 30
-    batch_size: int = 32
-    optim: str = "AdamW"
-    lr: float | None = None           # default: 1e-2 (Adam/AdamW) or 0.1 (SGD) for a frozen backbone, 10x less otherwise
-    lrf: float = 0.01                 # final lr = lr * lrf (cosine)
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.1
-    patience: int = 10                # epochs without val improvement before stopping; 0 = never
-    clip_grad: float | None = None    # max gradient norm
-    seed: int = 0
+    epochs: int = setting(30, "number of epochs")
+    batch_size: int = setting(32, "images per batch")
+    optim: str = setting("AdamW", "SGD, Adam or AdamW")
+    lr: float | None = setting(None, "initial lr (default: 1e-2 with a frozen backbone, else 1e-3; x10 for SGD)")
+    lrf: float = setting(0.01, "final lr as a fraction of lr, reached by cosine decay")
+    warmup_epochs: float = setting(1.0, "linear warmup length in epochs")
+    weight_decay: float = setting(0.01, "weight decay")
+    label_smoothing: float = setting(0.1, "label smoothing")
+    patience: int = setting(10, "stop after this many epochs without val improvement; 0 disables")
+    clip_grad: float | None = setting(None, "clip the gradient norm to this value")
+    seed: int = setting(0, "random seed for the split, shuffling and initialisation")
     # knowledge distillation (imgcls distill)
-    teacher: str | None = None        # checkpoint of a trained teacher on the same classes
-    kd_temperature: float = 4.0       # softens teacher and student distributions for the soft-target loss
-    kd_alpha: float = 0.5             # loss = alpha * soft-target KL * T^2 + (1 - alpha) * hard-label CE
+    teacher: str | None = setting(None, "distill from this trained checkpoint (same classes); see `imgcls distill`")
+    kd_temperature: float = setting(4.0, "softening temperature of the distillation loss")
+    kd_alpha: float = setting(0.5, "weight of the teacher's soft targets; 1 - alpha goes to the labels")
     # hardware
-    device: str = "auto"
-    workers: int | None = None        # DataLoader workers; default: cores - 1
-    amp: bool | None = None           # mixed precision on CUDA; default: on for CUDA
-    compile: bool = False             # torch.compile the network when training all layers
-    runtime: str = "auto"             # frozen/inference passes on CPU: auto | torch | onnxruntime
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
+    workers: int | None = setting(None, "data loading processes (default: cores - 1)")
+    amp: bool | None = setting(None, "mixed precision on CUDA (default: on when training on CUDA)")
+    compile: bool = setting(False, "torch.compile the network when training all layers (slow start, faster steps)")
+    runtime: str = setting("auto",
+        "frozen-backbone and inference passes on CPU: auto (measure which is faster), torch or onnxruntime")
     # caches (outside the run folder: $IMGCLS_CACHE or ~/.cache/imgcls)
-    cache: bool = True                # frozen backbone: train the head on cached features
-    cache_views: int = 4              # augmented views cached per training image, cycled over epochs
+    cache: bool = setting(True,
+        "with a frozen backbone, train the head on cached features")
+    cache_views: int = setting(4, "augmented views cached per training image, cycled over the epochs")
     # output
-    project: str = "runs"
-    name: str = "train"
-    exist_ok: bool = False
+    project: str = setting("runs", "parent folder of runs")
+    name: str = setting("train", "run folder name; repeats become name2, name3, ...")
+    exist_ok: bool = setting(False, "write into an existing --project/--name folder")
 
     def __post_init__(self):
         self.validate()

@@ -1,4 +1,4 @@
-"""Console output: imgcls logs plain lines to stderr through the "imgcls" logger."""
+"""Console output: plain lines to stderr through the "imgcls" logger, and progress bars on a terminal."""
 
 from __future__ import annotations
 
@@ -14,3 +14,15 @@ def setup_logging(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
+
+
+def progress_bar(iterable=None, desc: str = "", enabled: bool = True, **options):
+    """tqdm with ETA when ``enabled`` and stderr is a terminal; the iterable itself otherwise.
+
+    Without an iterable (``total=`` given) it returns a bar to ``update`` by hand, or None when disabled.
+    """
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None, **options)

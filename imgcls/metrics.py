@@ -114,6 +114,14 @@ def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def cross_entropy(logits, y_true) -> float:
+    """Mean negative log-softmax of the true class: the loss of unsmoothed, unweighted cross-entropy."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if len(y_true) == 0:
+        return 0.0
+    return float(-np.mean(log_softmax(logits)[np.arange(len(y_true)), y_true]))
+
+
 def log_loss(y_true, probs, eps: float = 1e-15) -> float:
     """Mean negative log-probability of the true class (scikit-learn's log_loss with every class as a label)."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -275,3 +283,25 @@ def evaluation_report(y_true, probs, class_names: list[str], n_bins: int = 15) -
         "confusion_matrix": cm.tolist(),
         "most_confused_pairs": most_confused_pairs(cm, class_names),
     }
+
+
+def most_confident_mistakes(y_true, probs, n: int = 16) -> np.ndarray:
+    """Indices of the wrong predictions, the most confident first."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs)
+    if len(y_true) == 0:
+        return np.zeros(0, dtype=np.int64)
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    order = np.argsort(-probs[wrong, predicted[wrong]], kind="stable")
+    return wrong[order][:n]
+
+
+def mistake_rows(paths: list[str], y_true, probs, class_names: list[str], n: int = 16) -> list[dict]:
+    """The ``n`` most confident mistakes as rows: path, true class, predicted class, confidence."""
+    rows = []
+    for i in most_confident_mistakes(y_true, probs, n):
+        predicted = int(np.argmax(probs[i]))
+        rows.append({"path": paths[i], "true": class_names[int(y_true[i])], "predicted": class_names[predicted],
+                     "confidence": round(float(probs[i][predicted]), 6)})
+    return rows

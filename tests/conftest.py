@@ -75,7 +75,7 @@ def trained_run(tmp_path_factory) -> Path:
     Tests that only read a run (val, predict, export, serve, report) use it instead of training again.
     Do not modify it; copy it first.
     """
-    from imgcls.trainer import train
+    from imgcls.engine.train import train
 
     base = tmp_path_factory.mktemp("trained")
     data = make_split_folders(base / "data", counts=(12, 5, 5))

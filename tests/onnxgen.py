@@ -14,8 +14,8 @@ def export_onnx(checkpoint_path: Path, out: Path, *, metadata: bool = True) -> P
     """Export a checkpoint with input "images", output "logits", a dynamic batch and the "imgcls" metadata."""
     import onnx
 
-    from imgcls.models import model_from_checkpoint
-    from imgcls.runs import load_checkpoint
+    from imgcls.models.factory import model_from_checkpoint
+    from imgcls.record.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from imgcls.benchmark import measure, parse_batches
+from imgcls.deploy.benchmark import parse_batches
+from imgcls.engine.runners import measure
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ import torch
 from imagegen import make_split_folders, shape_image
 from PIL import Image
 
-from imgcls.cache import (DecodedImages, FeatureStore, decode_to_working, feature_key, file_hash, weights_hash)
-from imgcls.runs import load_checkpoint
-from imgcls.transforms import eval_transform
+from imgcls.data.decoded import DecodedImages, decode_to_working
+from imgcls.engine.features import FeatureStore, feature_key, weights_hash
+from imgcls.record.cache import file_hash
+from imgcls.record.checkpoint import load_checkpoint
+from imgcls.data.transforms import eval_transform
 
 FAST = ["--model", "simple_cnn", "--imgsz", "32", "--batch-size", "8", "--workers", "0", "--freeze",
         "--lr", "0.05", "--warmup-epochs", "0", "--runtime", "torch"]
@@ -123,7 +125,7 @@ def test_unfreeze_falls_back_to_image_training(cli, cache_dir, data, backbone, t
     assert code == 0, log
     # Only 2 epochs run on features, so 2 views per training image are enough.
     assert "Feature cache: 0 of 69 image views found" in log
-    assert "Epoch 3: unfreezing the backbone" in log
+    assert "Phase full: 1 epoch(s), all layers" in log
     epochs = _epochs(tmp_path / "runs" / "train")
     assert len(epochs) == 3
     state = load_checkpoint(tmp_path / "runs" / "train" / "weights" / "last.pt")
@@ -133,7 +135,7 @@ def test_unfreeze_falls_back_to_image_training(cli, cache_dir, data, backbone, t
 
 
 def test_feature_key_depends_on_weights_and_preprocessing(backbone):
-    from imgcls.models import model_from_checkpoint
+    from imgcls.models.factory import model_from_checkpoint
 
     checkpoint = load_checkpoint(backbone)
     model = model_from_checkpoint(checkpoint)
@@ -170,18 +172,19 @@ def test_onnxruntime_matches_eager_pytorch(cache_dir):
     pytest.importorskip("onnxruntime")
     import timm
 
-    from imgcls.models import SimpleCNN
-    from imgcls.runtime import PreLogits, fastest_runner, onnxruntime_runner, parity_error
+    from imgcls.engine.runners import export_onnx_bytes, fastest_runner, onnx_runner, parity_error
+    from imgcls.models.parts import PreLogits
+    from imgcls.models.simple_cnn import SimpleCNN
 
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_lite0", num_classes=3).eval()
     images = torch.randn(3, 3, 64, 64)
-    runner = onnxruntime_runner(PreLogits(model), (3, 64, 64))
+    runner = onnx_runner(export_onnx_bytes(PreLogits(model), (3, 64, 64)))
     assert parity_error(runner, PreLogits(model), images) < 1e-4
 
     # The automatic choice is measured among runtimes that pass parity, and gives eager's answer.
     small = SimpleCNN(num_classes=3).eval()
-    chosen = fastest_runner(small, (3, 32, 32), probe_batch=2)
+    chosen = fastest_runner(small, (3, 32, 32))
     assert chosen.name in ("onnxruntime", "torch channels_last")
     x = torch.randn(4, 3, 32, 32)
     with torch.inference_mode():
@@ -189,7 +192,7 @@ def test_onnxruntime_matches_eager_pytorch(cache_dir):
     np.testing.assert_allclose(chosen(x), expected, rtol=1e-3, atol=1e-3)
     # The winner is remembered, so the next run skips the race but still passes parity.
     assert (cache_dir / "runtime-choices.json").exists()
-    again = fastest_runner(small, (3, 32, 32), probe_batch=2)
+    again = fastest_runner(small, (3, 32, 32))
     assert again.name == chosen.name and again.images_per_second is None
 
 
@@ -204,7 +207,7 @@ def _photo(size=(1024, 768)) -> Image.Image:
 
 
 def test_draft_decoding_is_close_to_full_decoding(tmp_path):
-    from imgcls.images import load_image
+    from imgcls.data.images import load_image
 
     path = tmp_path / "big.jpg"
     _photo().save(path, quality=92)
@@ -244,26 +247,35 @@ def test_bad_cache_views_is_one_clear_error(cli, data):
     assert "--cache-views 0: must be at least 1" in err
 
 
-def test_predict_paths_matches_the_eager_model(trained_run, cache_dir, tmp_path):
-    from imgcls.models import model_from_checkpoint
-    from imgcls.runtime import predict_paths
+def test_cached_onnx_runner_matches_pytorch_and_follows_the_weights(trained_run, cache_dir):
+    """A .pt checkpoint is exported to ONNX once, parity-checked and cached; changed weights get a new export."""
+    pytest.importorskip("onnxruntime")
+    from imgcls.engine.runners import checkpoint_runner
+    from imgcls.models.factory import model_from_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
-    paths = sorted((trained_run.parent.parent / "data" / "test").rglob("*.png"))[:5]
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not an image")
-    probs = predict_paths(checkpoint, [*paths, broken], batch_size=4, workers=0)
-    model = model_from_checkpoint(checkpoint)
-    images = torch.stack([eval_transform(checkpoint["preprocess"])(Image.open(p).convert("RGB")) for p in paths])
-    with torch.no_grad():
-        expected = torch.softmax(model(images), 1).numpy()
-    np.testing.assert_allclose(probs[:5], expected, atol=1e-4)
-    assert np.isnan(probs[5]).all()  # the unreadable file is marked, the others still predicted
+    images = torch.randn(5, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(1))
+    runner = checkpoint_runner(checkpoint, kind="onnxruntime")
+    assert runner.name.startswith("onnxruntime")
+    with torch.inference_mode():
+        expected = model_from_checkpoint(checkpoint)(images).numpy()
+    np.testing.assert_allclose(runner(images), expected, rtol=1e-4, atol=1e-4)
+    exported = sorted((cache_dir / "onnx").glob("*.onnx"))
+    assert len(exported) == 1
+    again = checkpoint_runner(checkpoint | {"temperature": 2.0, "metrics": {}}, kind="onnxruntime")
+    assert sorted((cache_dir / "onnx").glob("*.onnx")) == exported  # same network: the cached file is reused
+    np.testing.assert_allclose(again(images), expected, rtol=1e-4, atol=1e-4)
+
+    changed = dict(checkpoint, state_dict={k: v.clone() for k, v in checkpoint["state_dict"].items()})
+    changed["state_dict"]["classifier.bias"] += 1.0  # e.g. the run trained another epoch
+    fresh = checkpoint_runner(changed, kind="onnxruntime")
+    assert len(list((cache_dir / "onnx").glob("*.onnx"))) == 2  # a new export, never the stale one
+    np.testing.assert_allclose(fresh(images), expected + 1.0, rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_autocast_on_cpu_trains_when_chosen(cli, flat_data, tmp_path, monkeypatch):
-    from imgcls.runtime import cpu_bf16_is_faster
-    from imgcls.models import SimpleCNN
+    from imgcls.engine.runners import cpu_bf16_is_faster
+    from imgcls.models.simple_cnn import SimpleCNN
 
     assert cpu_bf16_is_faster(SimpleCNN(3), (3, 32, 32)) in (True, False)  # measured, never an error
     monkeypatch.setenv("IMGCLS_CPU_BF16", "1")

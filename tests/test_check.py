@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from conftest import TINY
 from imagegen import make_class_folders, make_split_folders, shape_image
 
-from imgcls import check
+from imgcls.data import check
 
 SIZE = 64  # clean images; above the tiny limit of --imgsz 224 (56 px)
 

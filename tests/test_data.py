@@ -12,10 +12,11 @@ from PIL import Image
 
 from conftest import TINY
 from imagegen import make_class_folders, shape_image
-from imgcls.check import quick_check
-from imgcls.data import ImageDataset, collate_skip_bad, discover, stratified_split
+from imgcls.data.check import quick_check
+from imgcls.data.folders import discover, stratified_split
+from imgcls.data.loaders import ImageDataset, collate_skip_bad
 from imgcls.errors import ImgclsError
-from imgcls.images import load_image
+from imgcls.data.images import load_image
 
 
 # --- the split --------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def test_all_images_bad_in_a_class_is_one_error(cli, tmp_path):
 
 
 def test_a_file_that_breaks_mid_epoch_is_skipped_not_fatal(tmp_path):
-    from imgcls.transforms import eval_transform
+    from imgcls.data.transforms import eval_transform
 
     root = make_class_folders(tmp_path / "data", per_class=2)
     paths = sorted(root.rglob("*.png"))

@@ -9,9 +9,9 @@ import torch
 import yaml
 from torch import nn
 
-from imgcls.distill import Distiller, kd_loss
-from imgcls.engine import train_one_epoch
-from imgcls.runs import save_checkpoint, load_checkpoint
+from imgcls.models.distill import Distiller, kd_loss
+from imgcls.engine.loop import Optimization, train_one_epoch
+from imgcls.record.checkpoint import save_checkpoint, load_checkpoint
 
 
 def _teacher_data(trained_run):
@@ -95,9 +95,9 @@ def test_student_follows_the_teacher_when_alpha_is_one():
     wrong_labels = torch.zeros(64, dtype=torch.long)
     loader = [(images, wrong_labels, torch.arange(64))] * 60
     optimizer = torch.optim.Adam([{"params": student.parameters(), "initial_lr": 0.05}])
-    train_one_epoch(student, loader, optimizer, nn.CrossEntropyLoss(), device=torch.device("cpu"),
-                    frozen_backbone=False, step=0, total_steps=60, warmup_steps=0, lrf=1.0, progress=False,
-                    distiller=_distiller(teacher, alpha=1.0))
+    opt = Optimization(optimizer, nn.CrossEntropyLoss(), total_steps=60, warmup_steps=0, lrf=1.0,
+                       distiller=_distiller(teacher, alpha=1.0))
+    train_one_epoch(student, loader, opt, device=torch.device("cpu"), step=0, progress=False)
     with torch.no_grad():
         agreement = (student(images).argmax(1) == teacher(images).argmax(1)).float().mean().item()
     assert agreement >= 0.9

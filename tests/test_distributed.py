@@ -75,8 +75,8 @@ def test_gpu_paths_choose_nccl_local_device_and_fp16(monkeypatch):
     """CI has no GPU: check the decisions the CUDA path makes, up to the device calls themselves."""
     import torch
 
-    from imgcls import distributed
-    from imgcls.engine import autocast
+    from imgcls.engine import distributed
+    from imgcls.engine.device import autocast
 
     calls = {}
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -108,7 +108,7 @@ def test_gpu_paths_choose_nccl_local_device_and_fp16(monkeypatch):
 
 
 def test_merge_by_index_drops_sampler_padding():
-    from imgcls.distributed import merge_by_index
+    from imgcls.engine.distributed import merge_by_index
 
     parts = [{"indices": np.array([0, 2, 4]), "v": np.array([10, 12, 14])},
              {"indices": np.array([1, 3, 0]), "v": np.array([11, 13, 10])}]  # index 0 padded onto rank 1

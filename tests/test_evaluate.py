@@ -15,7 +15,7 @@ from torch import nn
 
 from imagegen import make_class_folders
 from imgcls import metrics
-from imgcls.gradcam import grad_cam
+from imgcls.reporting.gradcam import grad_cam
 
 EVAL_FILES = ["metrics.json", "predictions.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",
               "roc.png", "pr.png", "calibration.png", "errors.png"]
@@ -157,7 +157,7 @@ def test_grad_cam_finds_the_evidence_and_is_empty_without_it():
 def test_grad_cam_runs_on_cnn_and_convnext_backbones(name):
     import timm
 
-    from imgcls.models import SimpleCNN
+    from imgcls.models.simple_cnn import SimpleCNN
 
     torch.manual_seed(0)
     model = SimpleCNN(3) if name == "simple_cnn" else timm.create_model(name, pretrained=False, num_classes=3)
@@ -216,7 +216,7 @@ def test_val_writes_every_file_and_agrees_with_training(cli, run):
 
 def test_evaluate_api_metrics_are_metrics_json(run):
     import imgcls
-    import imgcls.val  # the module must not hide the function imgcls.evaluate
+    import imgcls.engine.evaluate  # the module must not hide the function imgcls.evaluate
 
     result = imgcls.evaluate(run / "weights" / "best.pt", split="test", workers=0, errors=4)
     assert isinstance(result, imgcls.EvalResult)
@@ -229,7 +229,7 @@ def test_evaluate_api_metrics_are_metrics_json(run):
 
 def test_flip_tta_averages_two_views(run):
     import imgcls
-    import imgcls.val  # the module must not hide the function imgcls.evaluate
+    import imgcls.engine.evaluate  # the module must not hide the function imgcls.evaluate
 
     plain = imgcls.evaluate(run / "weights" / "best.pt", workers=0, save=False)
     tta = imgcls.evaluate(run / "weights" / "best.pt", workers=0, tta=True, save=False)
@@ -286,3 +286,18 @@ def test_bad_inputs_give_one_clear_line_and_write_nothing(cli, run, tmp_path):
     assert code == 2 and "--calibrate" in err
     assert not list(run.glob("val*")), "a failed val must not leave a folder behind"
     assert "temperature" not in torch.load(weights, weights_only=True)
+
+
+def test_train_test_block_and_val_metrics_are_one_record(cli, split_data, tmp_path):
+    """results.json's "test" and `imgcls val --split test`'s metrics.json agree key for key, value for value."""
+    code, _, err = cli("train", "--data", split_data, "--epochs", "2", "--model", "simple_cnn", "--no-pretrained",
+                       "--imgsz", "32", "--batch-size", "8", "--workers", "0", "--project", tmp_path / "runs")
+    assert code == 0, err
+    run = tmp_path / "runs" / "train"
+    code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--split", "test", "--workers", "0")
+    assert code == 0, err
+    test = json.loads((run / "results.json").read_text())["test"]
+    metrics = json.loads((run / "val" / "metrics.json").read_text())
+    assert list(test) == list(metrics)
+    assert test == metrics
+    assert test["split"] == "test" and test["images"] > 0 and "per_class" in test and "macro_avg" in test

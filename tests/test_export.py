@@ -12,10 +12,12 @@ import pytest
 import torch
 import yaml
 
-from imgcls import export as export_mod
+from imgcls.deploy import export as export_mod
+from imgcls.deploy.formats import load_exported
+from imgcls.deploy.parity import compare_logits
 from imgcls.errors import ImgclsError
-from imgcls.models import model_from_checkpoint
-from imgcls.runs import load_checkpoint, save_checkpoint
+from imgcls.models.factory import model_from_checkpoint
+from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -39,8 +41,8 @@ def test_onnx_export_classifies_on_its_own(cli, run):
     import onnx
     import onnxruntime as ort
 
-    from imgcls.images import load_image
-    from imgcls.transforms import eval_transform
+    from imgcls.data.images import load_image
+    from imgcls.data.transforms import eval_transform
 
     best = run / "weights" / "best.pt"
     before = _sha(best)
@@ -84,13 +86,17 @@ def test_dynamic_batch_accepts_any_batch_size(cli, run, tmp_path):
 
 
 def test_export_that_disagrees_with_pytorch_fails_and_writes_nothing(cli, run, monkeypatch):
-    real_runner = export_mod.onnx_runner
+    import dataclasses
 
-    def drifting_runner(path, threads=None):
-        fn, fixed = real_runner(path, threads)
-        return (lambda batch: fn(batch) + 0.01), fixed
+    from imgcls.deploy import formats
 
-    monkeypatch.setattr(export_mod, "onnx_runner", drifting_runner)
+    onnx = formats.FORMATS["onnx"]
+
+    def drifting_load(path, threads=None):
+        runner, meta = onnx.load(path, threads)
+        return dataclasses.replace(runner, run=lambda batch: runner.run(batch) + 0.01), meta
+
+    monkeypatch.setitem(formats.FORMATS, "onnx", dataclasses.replace(onnx, load=drifting_load))
     code, _, err = cli("export", "--weights", run / "weights" / "best.pt")
     assert code == 2
     assert "disagrees with PyTorch" in err and "1.00e-02" in err and "nothing was written" in err
@@ -122,7 +128,7 @@ def test_int8_export_reports_size_speed_and_accuracy(run, capsys):
         assert line in printed
     assert "FP32" in printed and "INT8" in printed
     # The INT8 file is a real, self-describing classifier with the user's batch setting (fixed batch 1).
-    meta = export_mod.read_onnx_metadata(result.int8_path)
+    meta = _metadata(result.int8_path)
     assert meta["class_names"] == ["circle", "square", "triangle"]
     session = ort.InferenceSession(str(result.int8_path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == 1
@@ -130,7 +136,7 @@ def test_int8_export_reports_size_speed_and_accuracy(run, capsys):
 
 
 def test_int8_verdicts_say_plainly_when_int8_is_worse():
-    from imgcls.quantize import format_int8_report, int8_verdicts
+    from imgcls.deploy.quantize import format_int8_report, int8_verdicts
 
     def speed(v):
         return {"img_per_s": v, "p50_ms": 1.0, "p95_ms": 1.0, "runs": 5}
@@ -153,10 +159,9 @@ def test_torchscript_export_has_parity_and_metadata(cli, run):
     assert code == 0, err
     assert "top-1 agreement 100.0% (15/15)" in err
     path = run / "weights" / "best.torchscript"
-    meta = export_mod.read_torchscript_metadata(path)
+    runner, meta = load_exported(path)
     assert meta["class_names"] == ["circle", "square", "triangle"] and meta["format"] == "imgcls-onnx"
-    fn, _ = export_mod.torchscript_runner(path)
-    assert fn(np.zeros((4, 3, 32, 32), np.float32)).shape == (4, 3)
+    assert runner(torch.zeros((4, 3, 32, 32))).shape == (4, 3)
 
 
 def test_calibration_temperature_is_kept_in_every_export(cli, run):
@@ -166,9 +171,14 @@ def test_calibration_temperature_is_kept_in_every_export(cli, run):
     calibrated = run / "weights" / "calibrated.pt"
     save_checkpoint(calibrated, checkpoint)
     assert cli("export", "--weights", calibrated)[0] == 0
-    assert export_mod.read_onnx_metadata(run / "weights" / "calibrated.onnx")["temperature"] == 1.7
+    assert _metadata(run / "weights" / "calibrated.onnx")["temperature"] == 1.7
     assert cli("export", "--weights", calibrated, "--format", "torchscript")[0] == 0
-    assert export_mod.read_torchscript_metadata(run / "weights" / "calibrated.torchscript")["temperature"] == 1.7
+    assert _metadata(run / "weights" / "calibrated.torchscript")["temperature"] == 1.7
+
+
+def _metadata(path):
+    """The imgcls metadata an exported file carries, read back the way predict reads it."""
+    return load_exported(path)[1]
 
 
 def _has(module):
@@ -184,7 +194,7 @@ def test_openvino_export_has_parity_and_metadata(cli, run):
     assert "top-1 agreement 100.0% (15/15)" in err
     xml = run / "weights" / "best.xml"
     assert xml.exists() and xml.with_suffix(".bin").exists()
-    assert export_mod.read_openvino_metadata(xml)["class_names"] == ["circle", "square", "triangle"]
+    assert _metadata(xml)["class_names"] == ["circle", "square", "triangle"]
 
 
 @pytest.mark.skipif(_has("litert_torch"), reason="litert-torch is installed here")
@@ -220,11 +230,11 @@ def test_bad_export_options_are_one_line_errors(cli, run, args, message):
 
 def test_compare_logits_is_exact_about_disagreement():
     ref = np.array([[2.0, 0.0], [0.0, 1.0]])
-    parity = export_mod.compare_logits(ref, ref + [[0.0, 0.0], [0.0, -2.0]], "2 images")
+    parity = compare_logits(ref, ref + [[0.0, 0.0], [0.0, -2.0]], "2 images")
     assert parity.max_abs_diff == 2.0 and parity.top1_agreement == 0.5 and not parity.passed()
-    assert export_mod.compare_logits(ref, ref + 5e-4).passed()
+    assert compare_logits(ref, ref + 5e-4).passed()
     with pytest.raises(ImgclsError, match="shape"):
-        export_mod.compare_logits(ref, ref[:1])
+        compare_logits(ref, ref[:1])
 
 
 def test_imgcls_predict_on_exported_onnx_matches_pt(trained_run, tmp_path, cli):

@@ -22,7 +22,7 @@ def test_frozen_backbone_stays_put_until_unfreeze(cli, flat_data, tmp_path, trai
     code, _, err = cli("train", "--data", flat_data, *FROZEN, "--weights", start, "--freeze", "--epochs", "2",
                        "--project", tmp_path / "runs")
     assert code == 0, err
-    assert "backbone frozen, training the head" in err
+    assert "Plan: head: 2 epoch(s), the head on cached backbone features" in err
     frozen = torch.load(tmp_path / "runs" / "train" / "weights" / "last.pt", weights_only=True)["state_dict"]
     # Weights and batch-norm statistics of the body are untouched; only the head learned.
     assert all(torch.equal(frozen[k], v) for k, v in initial.items())
@@ -32,7 +32,7 @@ def test_frozen_backbone_stays_put_until_unfreeze(cli, flat_data, tmp_path, trai
     code, _, err = cli("train", "--data", flat_data, *FROZEN, "--weights", start, "--freeze", "--epochs", "2",
                        "--unfreeze-at", "2", "--project", tmp_path / "runs")
     assert code == 0, err
-    assert "Epoch 2: unfreezing the backbone (lr x0.1)" in err
+    assert "Phase full: 1 epoch(s), all layers" in err and "(backbone " in err
     unfrozen = torch.load(tmp_path / "runs" / "train2" / "weights" / "last.pt", weights_only=True)["state_dict"]
     assert not torch.equal(unfrozen["features.0.weight"], initial["features.0.weight"])
 
@@ -51,7 +51,7 @@ def test_balance_weights_the_loss_for_rare_classes(cli, tmp_path):
 
 
 def test_class_weights_are_inverse_frequency():
-    from imgcls.trainer import _class_weights
+    from imgcls.engine.fit import class_weights as _class_weights
 
     weights = _class_weights([0] * 30 + [1] * 6, 2)
     assert torch.allclose(weights, torch.tensor([36 / 60, 36 / 12]))

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support, recall_score, roc_auc_score
 
-from imgcls.engine import lr_factor
+from imgcls.engine.loop import lr_factor
 from imgcls.metrics import accuracy, confusion_matrix, per_class_metrics, roc_curves, summary, top_k_accuracy
 
 

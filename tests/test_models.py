@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from imgcls.errors import ImgclsError
-from imgcls.models import (SimpleCNN, SqueezeExcite, create_model, model_from_checkpoint,
-                           set_backbone_trainable)
+from imgcls.models.factory import create_model, model_from_checkpoint
+from imgcls.models.parts import set_backbone_trainable
+from imgcls.models.simple_cnn import SimpleCNN, SqueezeExcite
 
 
 def _fake_hf_cache(root, repo_id: str, tensors: dict) -> None:
@@ -134,7 +135,7 @@ def test_no_pretrained_for_simple_cnn_needs_the_flag():
 
 
 def test_checkpoint_rebuilds_the_trained_model(trained_run):
-    from imgcls.runs import load_checkpoint
+    from imgcls.record.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(trained_run / "weights" / "best.pt")
     model = model_from_checkpoint(ckpt)

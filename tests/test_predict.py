@@ -165,7 +165,7 @@ def test_predictor_api_paths_pil_numpy(weights, tmp_path):
 
 def test_temperature_in_checkpoint_softens_probabilities(weights, tmp_path):
     from imgcls import Predictor
-    from imgcls.runs import load_checkpoint, save_checkpoint
+    from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(weights)
     checkpoint["temperature"] = 4.0
@@ -208,7 +208,7 @@ def test_pt_and_onnx_give_the_same_top1(cli, weights, photos, tmp_path):
 
 
 def test_softmax_is_stable_and_honours_temperature():
-    from imgcls.predict import softmax
+    from imgcls.metrics import softmax
 
     probs = softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 1.0, 1.0]]))
     assert np.isfinite(probs).all() and probs[0, 0] == pytest.approx(1.0)

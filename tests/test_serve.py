@@ -47,7 +47,7 @@ def weights(trained_run) -> Path:
 def client(weights):
     from fastapi.testclient import TestClient
 
-    from imgcls.serve import create_app
+    from imgcls.deploy.serve import create_app
 
     return TestClient(create_app(weights, max_upload_mb=1, max_files=4, topk=2))
 
@@ -89,7 +89,7 @@ def test_docs_fall_back_to_fastapis_cdn_page_without_fastapi_offline(weights, mo
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from imgcls import serve
+    from imgcls.deploy import serve
 
     monkeypatch.setattr(serve, "app_class", lambda: FastAPI)
     page = TestClient(serve.create_app(weights)).get("/docs")
@@ -310,7 +310,7 @@ def test_page_in_a_real_browser(server, tmp_path):
 def test_serves_an_onnx_export_with_the_same_answers(client, weights, tmp_path):
     from fastapi.testclient import TestClient
 
-    from imgcls.serve import create_app
+    from imgcls.deploy.serve import create_app
     from onnxgen import export_onnx
 
     onnx_client = TestClient(create_app(export_onnx(weights, tmp_path / "model.onnx"), topk=2))

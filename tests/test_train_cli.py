@@ -54,7 +54,7 @@ def test_train_on_class_tree_writes_complete_run(cli, flat_data, tmp_path):
             for mean in ("mean Precision", "mean Recall", "mean Specificity", "mean F1 score"):
                 assert 0 <= info[mean] <= 1
     assert "epoch:3" not in results
-    assert results["test"]["accuracy"] >= 0 and "circle" in results["test"]
+    assert results["test"]["accuracy"] >= 0 and set(results["test"]["per_class"]) == {"circle", "square", "triangle"}
 
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -91,15 +91,29 @@ def test_train_with_split_folders_and_valid_alias(cli, tmp_path):
     assert "test" not in results and not (run / "confusion_matrix_test.png").exists()
 
 
-def test_python_api_matches_cli(flat_data, tmp_path):
+def test_python_api_matches_cli(cli, flat_data, tmp_path):
+    """imgcls.train(...) and `imgcls train ...` with the same settings make the same run."""
     import imgcls
 
-    result = imgcls.train(data=str(flat_data), model="simple_cnn", pretrained=False, imgsz=32, epochs=1,
-                          batch_size=8, workers=0, project=str(tmp_path / "runs"), progress=False)
-    assert result.run_dir == tmp_path / "runs" / "train"
+    result = imgcls.train(data=str(flat_data), model="simple_cnn", pretrained=False, imgsz=32, epochs=2,
+                          batch_size=8, workers=0, project=str(tmp_path / "api"), progress=False)
+    code, _, err = cli("train", "--data", flat_data, "--epochs", "2", *TINY, "--project", tmp_path / "cli")
+    assert code == 0, err
+    from_cli = tmp_path / "cli" / "train"
+    assert result.run_dir == tmp_path / "api" / "train"
     assert result.class_names == ["circle", "square", "triangle"]
-    assert result.best_weights.exists() and result.epochs_run == 1
-    assert 0 <= result.best["accuracy"] <= 1 and result.test is not None
+    assert result.best_weights.exists() and result.epochs_run == 2
+    assert (result.run_dir / "split.csv").read_text() == (from_cli / "split.csv").read_text()
+    api_args, cli_args = (yaml.safe_load((run / "args.yaml").read_text()) for run in (result.run_dir, from_cli))
+    assert api_args.pop("project") != cli_args.pop("project")
+    assert api_args == cli_args  # every resolved setting, defaults included
+    cli_results = json.loads((from_cli / "results.json").read_text())
+    for epoch in (1, 2):  # the same seed trains the same network
+        expected = cli_results[f"epoch:{epoch}"]["valid info"]
+        got = json.loads((result.run_dir / "results.json").read_text())[f"epoch:{epoch}"]["valid info"]
+        assert got["accuracy"] == expected["accuracy"] and abs(got["loss"] - expected["loss"]) < 1e-4
+    assert result.best == cli_results[f"epoch:{result.best_epoch}"]["valid info"]
+    assert result.test == cli_results["test"] | {"weights": result.test["weights"], "data": result.test["data"]}
 
 
 def test_cfg_file_with_cli_override(cli, flat_data, tmp_path):

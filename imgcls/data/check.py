@@ -1,0 +1,829 @@
+"""``imgcls check``: a data-set doctor for class folders.
+
+It reads every file once (content hash, header, one draft-mode decode, optional perceptual
+hash) and then reasons over the records with pure functions: bad files, lying extensions,
+exact and near duplicates within a class, across classes (label conflicts) and across
+splits (leakage), tiny images, extreme aspect ratios, colour modes, EXIF rotation and
+class imbalance. ``imgcls train`` runs the fast part (no perceptual hashes) at start.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..console import progress_bar
+from ..errors import ImgclsError
+from ..pages import esc, page
+from .images import ImageReadError, load_image
+
+# Perceptual hash: imagehash.phash with hash_size=16, i.e. 256 bits. Two images are near
+# duplicates when their hashes differ in at most NEAR_THRESHOLD bits (docs/check.md has the
+# measurements: resized/re-encoded copies differ by <= 20 bits, unrelated photos by >= 86).
+# The 64-bit default hash was too coarse: distinct pictures with the same layout collide.
+HASH_SIZE = 16
+HASH_BITS = HASH_SIZE * HASH_SIZE
+NEAR_THRESHOLD = 26
+# JPEGs decode at a reduced DCT scale, at least 64x64, for hashing: phash looks at 64x64 pixels.
+HASH_DRAFT_SIZE = (64, 64)
+# Without hashing, the decode only proves the file is whole: the smallest DCT scale (1/8) does that.
+PROVE_DRAFT_SIZE = (8, 8)
+# An image whose short side is below imgsz * TINY_FRACTION is upscaled 4x or more in training.
+TINY_FRACTION = 0.25
+# Long side / short side above this: a centre crop keeps under a third of the picture.
+ASPECT_LIMIT = 3.0
+# Largest / smallest training class above this: worth --balance or more data.
+IMBALANCE_LIMIT = 3.0
+# Fewer training images than this in a class cannot be learned or evaluated reliably.
+FEW_IMAGES = 5
+
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+EXTENSION_FORMATS = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF",
+    ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+}
+MODE_FAMILY = {
+    "RGB": "colour", "YCbCr": "colour", "LAB": "colour", "HSV": "colour",
+    "L": "grayscale", "1": "grayscale", "I": "grayscale", "F": "grayscale",
+    "I;16": "grayscale", "I;16B": "grayscale", "I;16L": "grayscale",
+    "RGBA": "alpha", "LA": "alpha", "PA": "alpha", "RGBa": "alpha", "La": "alpha",
+    "P": "palette", "CMYK": "CMYK",
+}
+SEVERITIES = ("error", "warning", "info")
+Entry = tuple[Path, str, str, "str | None"]  # (path, path relative to the root, class, split)
+
+
+@dataclass
+class FileRecord:
+    """Everything the check learned about one file, read once."""
+
+    rel: str                 # path relative to the data root, with forward slashes
+    class_name: str
+    split: str | None        # train/val/test, or None for a single tree of class folders
+    size_bytes: int = 0
+    sha256: str | None = None
+    format: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    orientation: int = 1     # EXIF orientation tag; 1 means upright
+    colours: int | None = None  # distinct colours of the small decode, when at most 256
+    phash: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Finding:
+    severity: str            # error, warning or info
+    kind: str                # unreadable, label_conflict, leakage, duplicate, extension, placeholder, ...
+    message: str
+    paths: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    root: str
+    layout: str                              # "splits" or "single tree"
+    records: list[FileRecord]
+    findings: list[Finding]
+    counts: dict[str, dict[str, int]]        # split (or "all") -> class -> usable images
+    imbalance_ratio: float | None
+    settings: dict
+    seconds: float = 0.0
+    ignored: list[str] = field(default_factory=list)
+    out_dir: str | None = None
+    export: dict | None = None
+
+    def count(self, severity: str) -> int:
+        return sum(1 for f in self.findings if f.severity == severity)
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "imgcls-check", "version": 1, "root": self.root, "layout": self.layout,
+            "settings": self.settings, "images": len(self.records), "seconds": round(self.seconds, 2),
+            "counts": self.counts, "imbalance_ratio": self.imbalance_ratio,
+            "errors": self.count("error"), "warnings": self.count("warning"), "infos": self.count("info"),
+            "findings": [asdict(f) for f in self.findings],
+            "ignored_files": self.ignored,
+            "files": [asdict(r) | {"phash": None if r.phash is None else f"{r.phash:064x}"} for r in self.records],
+            **({"export_clean": self.export} if self.export else {}),
+        }
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _sniff_text(data: bytes) -> str | None:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "an HTML page, not an image"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "a text file, not an image" if head and all(b >= 9 for b in head) else None
+
+
+def read_record(path: Path, rel: str, class_name: str, split: str | None, *, perceptual: bool) -> FileRecord:
+    """Read one file once: content hash, header facts, a draft decode, optionally its perceptual hash."""
+    record = FileRecord(rel=rel, class_name=class_name, split=split)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        record.error = f"cannot be read ({e.strerror or e})"
+        return record
+    record.size_bytes = len(data)
+    if not data:
+        record.error = "empty file (0 bytes)"
+        return record
+    record.sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        image = load_image(data, draft_size=HASH_DRAFT_SIZE if perceptual else PROVE_DRAFT_SIZE)
+    except ImageReadError as e:
+        reason = str(e)
+        if reason.startswith("not an image"):
+            reason = _sniff_text(data) or reason
+        record.error = reason
+        return record
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as header:
+        record.format = header.format or ""
+        record.width, record.height = header.size
+        record.mode = header.mode
+        if header.mode == "P" and "transparency" in header.info:
+            record.mode = "PA"
+        try:
+            record.orientation = int(header.getexif().get(0x0112, 1) or 1)
+        except Exception:  # a malformed EXIF block does not make the picture unusable
+            record.orientation = 1
+    colours = image.getcolors(256)
+    record.colours = len(colours) if colours else None
+    if perceptual:
+        record.phash = perceptual_hash(image)
+    return record
+
+
+def perceptual_hash(image) -> int:
+    """256-bit DCT perceptual hash (imagehash.phash, hash_size=16) as an int."""
+    try:
+        import imagehash
+    except ImportError:
+        raise ImgclsError("near-duplicate search needs the imagehash package: pip install 'imgcls[check]'") from None
+    return int(str(imagehash.phash(image, hash_size=HASH_SIZE)), 16)
+
+
+def read_records(entries: list[Entry], *, perceptual: bool,
+                 workers: int | None = None, progress: bool = False) -> list[FileRecord]:
+    """read_record over (path, rel, class, split) entries in a thread pool (PIL and hashlib release the GIL)."""
+    if perceptual:  # fail before reading anything when imagehash is missing
+        try:
+            import imagehash  # noqa: F401
+        except ImportError:
+            raise ImgclsError("near-duplicate search needs the imagehash package: pip install 'imgcls[check]'") \
+                from None
+    from .loaders import default_threads
+
+    workers = workers or default_threads()
+    job = lambda e: read_record(*e, perceptual=perceptual)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(job, entries, chunksize=1)
+        return list(progress_bar(results, "checking", progress, total=len(entries), unit="img"))
+
+
+# ---------------------------------------------------------------- pure grouping
+
+
+def exact_groups(keys: list[str | None]) -> list[list[int]]:
+    """Indices sharing the same non-empty key, for keys seen more than once, in first-seen order."""
+    by_key: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            by_key.setdefault(key, []).append(i)
+    return [members for members in by_key.values() if len(members) > 1]
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return np.unpackbits(x.view(np.uint8), axis=-1).reshape(*x.shape, 64).sum(axis=-1)
+
+
+def hash_array(hashes: list[int], bits: int = HASH_BITS) -> np.ndarray:
+    """Big-int hashes as an (n, bits/64) uint64 array."""
+    words = bits // 64
+    raw = b"".join(h.to_bytes(words * 8, "big") for h in hashes)
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(hashes), words)
+
+
+def near_pairs(hashes: list[int], threshold: int, bits: int = HASH_BITS) -> list[tuple[int, int]]:
+    """All (i, j), i < j, whose hashes differ in at most ``threshold`` bits.
+
+    Brute force over the upper triangle in blocks. The first 64-bit word alone already
+    rules out almost every pair (its distance is a lower bound of the total), so the other
+    words are compared only for the few candidates left.
+    """
+    values = hash_array(hashes, bits)
+    n, words = values.shape
+    block = max(1, 4_000_000 // max(n, 1))
+    pairs = []
+    for start in range(0, n, block):
+        rows, rest = values[start:start + block], values[start:]
+        distance = _popcount(rows[:, None, 0] ^ rest[None, :, 0])
+        r, c = np.nonzero(distance <= threshold)
+        total = distance[r, c].astype(np.int32)
+        for w in range(1, words):
+            total += _popcount(rows[r, w] ^ rest[c, w])
+            keep = total <= threshold
+            r, c, total = r[keep], c[keep], total[keep]
+        i, j = r + start, c + start
+        keep = j > i
+        pairs.extend(zip(i[keep].tolist(), j[keep].tolist()))
+    return pairs
+
+
+def connected_groups(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (size > 1) of the graph on n nodes with the given edges (union-find)."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def imbalance_ratio(per_class: dict[str, int]) -> float | None:
+    """Largest class / smallest class; None unless there are two classes and none is empty."""
+    sizes = list(per_class.values())
+    if len(sizes) < 2 or min(sizes) == 0:
+        return None
+    return max(sizes) / min(sizes)
+
+
+# ---------------------------------------------------------------- findings
+
+
+def _where(record: FileRecord) -> str:
+    return f"{record.split}/{record.class_name}" if record.split else record.class_name
+
+
+def duplicate_findings(records: list[FileRecord], *, near: bool, threshold: int = NEAR_THRESHOLD) -> list[Finding]:
+    """Exact (content hash) and, with ``near``, perceptual duplicate groups, classified by where the copies live."""
+    usable = [i for i, r in enumerate(records) if r.error is None]
+    findings = []
+    exact = [[usable[k] for k in g] for g in exact_groups([records[i].sha256 for i in usable])]
+    groups = [("exact", g) for g in exact]
+    if near:
+        hashed = [i for i in usable if records[i].phash is not None]
+        pairs = near_pairs([records[i].phash for i in hashed], threshold)
+        for g in connected_groups(len(hashed), pairs):
+            members = [hashed[k] for k in g]
+            if len({records[i].sha256 for i in members}) > 1:  # all-identical groups are reported as exact
+                groups.append(("near", members))
+    for match, members in groups:
+        members = sorted(members, key=lambda i: (SPLIT_ORDER.get(records[i].split or "", 0), records[i].rel))
+        classes = sorted({records[i].class_name for i in members})
+        splits = sorted({records[i].split for i in members if records[i].split}, key=SPLIT_ORDER.get)
+        paths = [records[i].rel for i in members]
+        what = "identical files" if match == "exact" else "near-identical images (resized, re-encoded or edited)"
+        details = {"match": match, "classes": classes, "splits": splits,
+                   "path_splits": [records[i].split for i in members]}
+        if match == "near":
+            distances = [bin(records[a].phash ^ records[b].phash).count("1") for a in members for b in members if a < b]
+            details["max_distance"] = max(distances)
+        if len(classes) > 1:
+            extra = f", and across {'/'.join(splits)}" if len(splits) > 1 else ""
+            findings.append(Finding("error", "label_conflict",
+                                    f"{len(members)} {what} filed under different classes "
+                                    f"({', '.join(classes)}){extra}: at least one label is wrong", paths, details))
+        elif len(splits) > 1:
+            findings.append(Finding("error", "leakage",
+                                    f"{len(members)} {what} in {' and '.join(splits)} ({classes[0]}): "
+                                    "evaluation images seen in training inflate scores", paths, details))
+        else:
+            where = _where(records[members[0]])
+            hint = " (a random split can put them on both sides)" if not splits else ""
+            findings.append(Finding("warning", "duplicate", f"{len(members)} {what} within {where}{hint}",
+                                    paths, details))
+    return findings
+
+
+def file_findings(records: list[FileRecord], *, imgsz: int) -> list[Finding]:
+    """Per-file problems: unreadable files, lying extensions, placeholders, tiny and extreme images."""
+    findings = []
+    usable = [r for r in records if r.error is None]
+    formats = [r.format for r in usable]
+    main_format = max(set(formats), key=formats.count) if formats else ""
+    photo_set = bool(formats) and formats.count(main_format) >= 0.8 * len(formats) and main_format != "GIF"
+    min_side = max(1, int(imgsz * TINY_FRACTION))
+    for r in records:
+        if r.error is not None:
+            findings.append(Finding("error", "unreadable", f"{r.rel}: {r.error}", [r.rel]))
+            continue
+        ext = Path(r.rel).suffix.lower()
+        expected = EXTENSION_FORMATS.get(ext)
+        if expected and r.format and r.format != expected and not (expected == "TIFF" and r.format == "TIFF"):
+            findings.append(Finding("warning", "extension",
+                                    f"{r.rel}: is a {r.format} file named {ext}; rename it to "
+                                    f"{'.' + r.format.lower().replace('jpeg', 'jpg')} (other tools may refuse it)",
+                                    [r.rel], {"format": r.format, "extension": ext}))
+        if r.format == "GIF" and photo_set:
+            findings.append(Finding("warning", "placeholder",
+                                    f"{r.rel}: a GIF among {main_format} photos; scraped data sets hold "
+                                    "'image not found' placeholders and animations as GIFs: look at it",
+                                    [r.rel], {"format": "GIF"}))
+        elif r.colours is not None and r.colours <= 2:
+            findings.append(Finding("warning", "placeholder", f"{r.rel}: blank image ({r.colours} colour(s))",
+                                    [r.rel], {"colours": r.colours}))
+        if min(r.width, r.height) < min_side:
+            findings.append(Finding("warning", "tiny",
+                                    f"{r.rel}: {r.width}x{r.height} px, far smaller than the {imgsz} px model "
+                                    f"input (upscaled {imgsz / min(r.width, r.height):.0f}x)",
+                                    [r.rel], {"width": r.width, "height": r.height}))
+        ratio = max(r.width, r.height) / max(1, min(r.width, r.height))
+        if ratio > ASPECT_LIMIT:
+            findings.append(Finding("warning", "aspect_ratio",
+                                    f"{r.rel}: {r.width}x{r.height} px (aspect {ratio:.1f}:1); "
+                                    "a centre crop keeps only its middle", [r.rel],
+                                    {"ratio": round(ratio, 2), "width": r.width, "height": r.height}))
+    return findings
+
+
+def mode_findings(records: list[FileRecord]) -> list[Finding]:
+    """Colour-mode mix and EXIF rotation: information, since imgcls converts and rotates on load."""
+    usable = [r for r in records if r.error is None]
+    families: dict[str, list[FileRecord]] = {}
+    for r in usable:
+        families.setdefault(MODE_FAMILY.get(r.mode, r.mode), []).append(r)
+    findings = []
+    if len(families) > 1:
+        main = max(families, key=lambda f: len(families[f]))
+        for family, members in sorted(families.items()):
+            if family == main:
+                continue
+            classes = sorted({r.class_name for r in members})
+            findings.append(Finding(
+                "info", "colour_mode",
+                f"{len(members)} {family} image(s) among {len(families[main])} {main} ones "
+                f"(classes: {', '.join(classes)}); imgcls converts all to RGB, but a mode found in one class only "
+                "can become a shortcut the model learns", [r.rel for r in members],
+                {"family": family, "modes": sorted({r.mode for r in members}), "classes": classes}))
+    rotated = [r for r in usable if r.orientation not in (0, 1)]
+    if rotated:
+        findings.append(Finding("info", "exif_rotation",
+                                f"{len(rotated)} image(s) carry an EXIF rotation; imgcls applies it as photo "
+                                "viewers do, tools that ignore it see them sideways", [r.rel for r in rotated],
+                                {"orientations": sorted({r.orientation for r in rotated})}))
+    return findings
+
+
+def count_table(records: list[FileRecord], class_names: list[str]) -> dict[str, dict[str, int]]:
+    """Usable images per class for each split ("all" for a single tree)."""
+    table: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r.error is None:
+            split = r.split or "all"
+            table.setdefault(split, {c: 0 for c in class_names})
+            table[split][r.class_name] = table[split].get(r.class_name, 0) + 1
+    return dict(sorted(table.items(), key=lambda kv: SPLIT_ORDER.get(kv[0], -1)))
+
+
+def balance_findings(counts: dict[str, dict[str, int]]) -> tuple[list[Finding], float | None]:
+    """Imbalance and starved classes, judged on the training split (or the whole single tree)."""
+    base = counts.get("train") or counts.get("all") or {}
+    ratio = imbalance_ratio(base)
+    findings = []
+    empty = sorted(c for c, n in base.items() if n == 0)
+    if empty:
+        findings.append(Finding("error", "few_images", f"class(es) {empty} have no usable training images", [],
+                                {"classes": empty}))
+    if ratio is not None and ratio > IMBALANCE_LIMIT:
+        largest, smallest = max(base, key=base.get), min(base, key=base.get)
+        findings.append(Finding("warning", "imbalance",
+                                f"class imbalance {ratio:.1f}:1 ({largest} {base[largest]}, {smallest} "
+                                f"{base[smallest]} images); consider `imgcls train --balance` or more data",
+                                [], {"ratio": round(ratio, 3), "largest": largest, "smallest": smallest}))
+    few = sorted(c for c, n in base.items() if 0 < n < FEW_IMAGES)
+    if few:
+        findings.append(Finding("warning", "few_images",
+                                f"class(es) {few} have fewer than {FEW_IMAGES} usable training images", [],
+                                {"classes": few}))
+    return findings, None if ratio is None else round(ratio, 3)
+
+
+def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, near: bool,
+            threshold: int = NEAR_THRESHOLD) -> tuple[list[Finding], dict, float | None]:
+    """All findings from the records (pure), errors first."""
+    findings = file_findings(records, imgsz=imgsz)
+    findings += duplicate_findings(records, near=near, threshold=threshold)
+    counts = count_table(records, class_names)
+    more, ratio = balance_findings(counts)
+    findings += more + mode_findings(records)
+    findings.sort(key=lambda f: SEVERITIES.index(f.severity))
+    return findings, counts, ratio
+
+
+# ---------------------------------------------------------------- the data folder
+
+
+def collect_entries(root: Path) -> tuple[list[Entry], str, list[str], list[Finding], list[str]]:
+    """Files to check under root, as train reads them.
+
+    Returns the entries, the layout name, the class names, layout findings and ignored files.
+    """
+    from .folders import find_split_dirs, list_class_images
+
+    if not root.exists():
+        raise ImgclsError(f"--data {root}: folder not found")
+    if not root.is_dir():
+        raise ImgclsError(f"--data {root}: is a file, expected a folder of class folders")
+    split_dirs = find_split_dirs(root)
+    layout = "splits" if split_dirs else "single tree"
+    trees = {s: list_class_images(d) for s, d in split_dirs.items()} if split_dirs else {None: list_class_images(root)}
+    findings: list[Finding] = []
+    entries, ignored = [], []
+    for split, (per_class, skipped) in trees.items():
+        ignored += [p.relative_to(root).as_posix() for p in skipped]
+        for class_name, files in per_class.items():
+            entries += [(p, p.relative_to(root).as_posix(), class_name, split) for p in files]
+    if split_dirs:
+        train_classes = sorted(trees["train"][0]) if "train" in trees else []
+        if "train" not in trees:
+            findings.append(Finding("error", "layout", f"{sorted(split_dirs)} folder(s) but no train/ folder"))
+        if "val" not in trees:
+            findings.append(Finding("error", "layout", "train/ but no val/ (or valid/, validation/) folder; "
+                                    "imgcls train needs one"))
+        for split, (per_class, _) in trees.items():
+            if split != "train" and train_classes:
+                extra = sorted(set(per_class) - set(train_classes))
+                if extra:
+                    findings.append(Finding("error", "layout",
+                                            f"class folder(s) {extra} in {split_dirs[split].name}/ are missing from "
+                                            "train/", [], {"classes": extra}))
+                absent = sorted(set(train_classes) - set(per_class))
+                if absent:
+                    findings.append(Finding("warning", "layout", f"class(es) {absent} have no images in "
+                                            f"{split_dirs[split].name}/", [], {"classes": absent}))
+        class_names = train_classes or sorted({c for per_class, _ in trees.values() for c in per_class})
+    else:
+        per_class = trees[None][0]
+        if not per_class:
+            raise ImgclsError(f"--data {root}: no class folders found; expected one sub-folder per class "
+                              "(or train/ and val/ folders of class folders)")
+        class_names = sorted(per_class)
+    for split, (per_class, _) in trees.items():
+        empty = sorted(c for c, files in per_class.items() if not files)
+        if empty:
+            where = f"{split_dirs[split].name}/" if split else "the data folder"
+            findings.append(Finding("error" if split in (None, "train") else "warning", "layout",
+                                    f"class folder(s) {empty} in {where} contain no images", [], {"classes": empty}))
+    if len(class_names) < 2:
+        findings.append(Finding("error", "layout", f"only {len(class_names)} class folder(s) {class_names}; "
+                                "a classifier needs at least 2"))
+    if ignored:
+        findings.append(Finding("info", "ignored", f"{len(ignored)} file(s) without an image extension are "
+                                "ignored by imgcls", ignored))
+    return entries, layout, class_names, findings, ignored
+
+
+def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgsz: int = 224,
+              near: bool = True, threshold: int = NEAR_THRESHOLD, workers: int | None = None,
+              export_clean: str | os.PathLike | None = None, write: bool = True,
+              progress: bool = False) -> CheckReport:
+    """Check a data folder end to end; write check.json, check.html and class_counts.png into ``out``.
+
+    ``out`` defaults to a new folder runs/check, runs/check2, ...; ``export_clean`` writes a cleaned copy.
+    """
+    root = Path(data).expanduser()
+    if export_clean is not None:
+        _check_export_target(root, Path(export_clean))
+    t0 = time.time()
+    entries, layout, class_names, layout_issues, ignored = collect_entries(root)
+    records = read_records(entries, perceptual=near, workers=workers, progress=progress)
+    findings, counts, ratio = analyse(records, class_names, imgsz=imgsz, near=near, threshold=threshold)
+    findings = sorted(layout_issues + findings, key=lambda f: SEVERITIES.index(f.severity))
+    settings = {"imgsz": imgsz, "near_duplicates": near, "near_threshold_bits": threshold,
+                "tiny_below_px": max(1, int(imgsz * TINY_FRACTION)), "aspect_limit": ASPECT_LIMIT,
+                "imbalance_limit": IMBALANCE_LIMIT, "hash": f"imagehash.phash, {HASH_BITS} bits, on a draft decode"}
+    report = CheckReport(str(root), layout, records, findings, counts, ratio, settings,
+                         seconds=time.time() - t0, ignored=ignored)
+    if export_clean is not None:
+        report.export = export_clean_copy(report, Path(export_clean))
+    if write:
+        from ..record.files import new_run_dir
+
+        out_dir = Path(out) if out is not None else new_run_dir("runs", "check")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_outputs(report, out_dir)
+        report.out_dir = str(out_dir)
+    return report
+
+
+# ---------------------------------------------------------------- clean copy
+
+
+def _check_export_target(root: Path, dest: Path) -> None:
+    src, dst = root.resolve(), dest.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ImgclsError(f"--export-clean {dest}: must be outside --data {root} (the source is never modified)")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ImgclsError(f"--export-clean {dest}: already exists and is not empty; choose a new folder")
+
+
+def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]]]:
+    """Files to keep and, by reason, files to drop (pure, from the records and findings).
+
+    Bad files and placeholder-like images go; exact copies stay once (in the most held-out
+    split, test > val > train);
+    exact copies under different classes all go (the right label is unknown); near copies
+    across splits stay only in the most held-out split.
+    """
+    by_rel = {r.rel: r for r in report.records}
+    dropped: dict[str, list[str]] = {"unreadable": [], "placeholder": [], "duplicate": [], "label_conflict": [],
+                                     "leakage": []}
+    drop: set[str] = set()
+    for r in report.records:
+        if r.error is not None:
+            dropped["unreadable"].append(r.rel)
+            drop.add(r.rel)
+    for f in report.findings:
+        if f.kind == "placeholder" and f.paths[0] not in drop:
+            dropped["placeholder"].append(f.paths[0])
+            drop.add(f.paths[0])
+    for f in report.findings:
+        match = f.details.get("match")
+        if match is None or f.kind not in ("duplicate", "leakage", "label_conflict"):
+            continue
+        ranked = sorted(f.paths, key=lambda p: (-SPLIT_ORDER.get(by_rel[p].split or "", 0), p))
+        if match == "exact" and f.kind == "label_conflict":
+            gone = ranked
+            reason = "label_conflict"
+        elif match == "exact":
+            gone = ranked[1:]
+            reason = "leakage" if f.kind == "leakage" else "duplicate"
+        elif len(f.details.get("splits", [])) > 1:
+            top = by_rel[ranked[0]].split
+            gone = [p for p in ranked if by_rel[p].split != top]
+            reason = "leakage"
+        else:
+            continue
+        for p in gone:
+            if p not in drop:
+                drop.add(p)
+                dropped[reason].append(p)
+    keep = [r.rel for r in report.records if r.rel not in drop]
+    return keep, {k: sorted(v) for k, v in dropped.items()}
+
+
+def export_clean_copy(report: CheckReport, dest: Path) -> dict:
+    """Copy the kept files into dest with the same layout; written under a temporary name, then renamed."""
+    keep, dropped = clean_selection(report)
+    root = Path(report.root)
+    dest = Path(dest)
+    partial = dest.with_name(dest.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    for rel in keep:
+        target = partial / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+    if dest.exists():
+        dest.rmdir()  # checked empty before the scan
+    os.replace(partial, dest)
+    summary = {"folder": str(dest), "kept": len(keep), "dropped": dropped}
+    return summary
+
+
+# ---------------------------------------------------------------- output
+
+
+def _short(paths: list[str], limit: int) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def format_console(report: CheckReport, per_kind: int = 10) -> str:
+    """The console summary: counts, then errors, warnings and info naming the files."""
+    lines = [f"imgcls check {report.root} ({report.layout}): {len(report.records)} files in {report.seconds:.1f}s"]
+    classes = list(next(iter(report.counts.values()), {}).keys())
+    if report.counts:
+        width = max(len(c) for c in classes + ["class"])
+        lines.append("  " + "class".ljust(width) + "".join(f"{s:>8}" for s in report.counts))
+        for c in classes:
+            lines.append("  " + c.ljust(width) + "".join(f"{report.counts[s].get(c, 0):>8}" for s in report.counts))
+    if report.imbalance_ratio is not None:
+        lines.append(f"  imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}")
+    for severity in SEVERITIES:
+        items = [f for f in report.findings if f.severity == severity]
+        if not items:
+            continue
+        lines.append(f"{severity.upper()}S ({len(items)}):" if severity != "info" else f"INFO ({len(items)}):")
+        shown: dict[str, int] = {}
+        for f in items:
+            shown[f.kind] = shown.get(f.kind, 0) + 1
+            if shown[f.kind] > per_kind:
+                continue
+            lines.append(f"  [{f.kind}] {f.message}")
+            if f.paths and (f.details.get("match") or f.kind in ("colour_mode", "exif_rotation", "ignored")):
+                lines.append(f"      {_short(f.paths, 6)}")
+        for kind, n in shown.items():
+            if n > per_kind:
+                lines.append(f"  [{kind}] ... and {n - per_kind} more (see check.json / check.html)")
+    if not report.findings:
+        lines.append("No problems found.")
+    lines.append(f"{report.errors} error(s), {report.count('warning')} warning(s), {report.count('info')} info")
+    if report.export:
+        d = report.export["dropped"]
+        lines.append(f"Clean copy: {report.export['kept']} images in {report.export['folder']} (dropped "
+                     + ", ".join(f"{len(v)} {k}" for k, v in d.items()) + ")")
+    if report.out_dir:
+        lines.append(f"Report: {Path(report.out_dir) / 'check.html'} (and check.json, class_counts.png)")
+    return "\n".join(lines)
+
+
+def class_count_chart(counts: dict[str, dict[str, int]]) -> bytes:
+    """Grouped bar chart of images per class and split, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(next(iter(counts.values()), {}).keys())
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(classes) * max(1, len(counts)) + 2), 3.8))
+    width = 0.8 / max(1, len(counts))
+    x = np.arange(len(classes))
+    for k, (split, per_class) in enumerate(counts.items()):
+        ax.bar(x + k * width - 0.4 + width / 2, [per_class.get(c, 0) for c in classes], width, label=split)
+    ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
+    ax.set_ylabel("images")
+    ax.set_title("Images per class")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def thumbnail_uri(path: Path, size: int = 128) -> str | None:
+    """A small JPEG of the image as a data: URI, or None when it cannot be decoded."""
+    try:
+        image = load_image(path, draft_size=(size, size))
+    except ImageReadError:
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 400) -> str:
+    """check.html: self-contained (styles inline, images as data: URIs), readable offline."""
+    root = Path(report.root)
+    cache: dict[str, str | None] = {}
+    budget = [max_thumbs]
+
+    def figure(rel: str) -> str:
+        if rel not in cache:
+            if budget[0] <= 0:
+                return f"<figure><div class='nothumb'>&hellip;</div>{esc(rel)}</figure>"
+            budget[0] -= 1
+            cache[rel] = thumbnail_uri(root / rel)
+        uri = cache[rel]
+        picture = f"<img src='{uri}' alt=''>" if uri else "<div class='nothumb'>cannot decode</div>"
+        return f"<figure>{picture}{esc(rel)}</figure>"
+
+    parts = [f"<h1>imgcls check: {esc(str(root))}</h1>",
+             f"<p>{len(report.records)} files ({esc(report.layout)}), checked in {report.seconds:.1f}s: "
+             f"<b>{report.errors} error(s)</b>, {report.count('warning')} warning(s), {report.count('info')} info."
+             "</p>"]
+    if report.counts:
+        classes = list(next(iter(report.counts.values())).keys())
+        parts.append("<h2>Images per class</h2><table><tr><th>class</th>"
+                     + "".join(f"<th>{esc(s)}</th>" for s in report.counts) + "</tr>")
+        for c in classes:
+            parts.append(f"<tr><td>{esc(c)}</td>"
+                         + "".join(f"<td>{report.counts[s].get(c, 0)}</td>" for s in report.counts) + "</tr>")
+        parts.append("</table>")
+        if report.imbalance_ratio is not None:
+            parts.append(f"<p>Imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}</p>")
+        if chart_png:
+            parts.append("<img alt='images per class' src='data:image/png;base64,"
+                         + base64.b64encode(chart_png).decode("ascii") + "'>")
+    parts.append("<h2>Findings</h2>")
+    if not report.findings:
+        parts.append("<p>No problems found.</p>")
+    for f in report.findings:
+        parts.append(f"<div class='finding {f.severity}'><span class='sev'>{esc(f.severity)}</span> "
+                     f"[{esc(f.kind)}] {esc(f.message)}")
+        if f.paths and f.kind != "ignored":
+            parts.append("<div class='thumbs'>" + "".join(figure(p) for p in f.paths[:24]) + "</div>")
+            if len(f.paths) > 24:
+                parts.append(f"<p>... and {len(f.paths) - 24} more (see check.json)</p>")
+        elif f.paths:
+            parts.append(f"<p>{esc(_short(f.paths, 50))}</p>")
+        parts.append("</div>")
+    parts.append(f"<h2>Settings</h2><pre>{esc(json.dumps(report.settings, indent=1))}</pre>")
+    return page(f"imgcls check: {root.name}", "\n".join(parts))
+
+
+def write_outputs(report: CheckReport, out_dir: Path) -> None:
+    from ..record.files import atomic_write_bytes, atomic_write_text, write_json
+
+    chart = class_count_chart(report.counts) if report.counts else None
+    if chart:
+        atomic_write_bytes(out_dir / "class_counts.png", chart)
+    report.out_dir = str(out_dir)
+    write_json(out_dir / "check.json", report.to_dict())
+    atomic_write_text(out_dir / "check.html", render_html(report, chart))
+
+
+# ---------------------------------------------------------------- the fast check inside train
+
+
+def quick_check(source, *, min_side: int, workers: int = 2):
+    """What ``imgcls train`` runs before the first epoch: decode, content hashes, sizes; no perceptual hashes.
+
+    Returns the source without unusable files and the compact findings block (empty when all is well).
+    """
+    from .folders import DataSource
+
+    entries = [(source.root / rel, rel, source.class_names[label], split)
+               for split, items in source.items.items() for rel, label in items]
+    records = read_records([(p, rel, c, s) for p, rel, c, s in entries], perceptual=False, workers=workers)
+    findings, _, _ = analyse(records, source.class_names, imgsz=min_side * 4, near=False)
+    bad = {r.rel: r.error for r in records if r.error is not None}
+    items = {s: [(rel, y) for rel, y in lst if rel not in bad] for s, lst in source.items.items()}
+    cleaned = DataSource(source.root, source.class_names, items, source.split_made, sorted(bad.items()))
+    return cleaned, format_compact(findings, len(records), str(source.root), imgsz=min_side * 4)
+
+
+def _with_split(path: str, split: str | None) -> str:
+    """Name the split when the path does not (a split imgcls made from a single tree)."""
+    return path if not split or path.startswith(f"{split}/") else f"{path} ({split})"
+
+
+def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int | None = None) -> str:
+    """One block for the train log: one line per kind of finding, a few names each."""
+    kinds: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.severity != "info":
+            kinds.setdefault(f.kind, []).append(f)
+    if not kinds:
+        return ""
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = sum(1 for f in findings if f.severity == "warning")
+    lines = [f"WARNING: data check of {n_files} files: {errors} error(s), {warnings} warning(s)"]
+    tiny = f" (under {max(1, int(imgsz * TINY_FRACTION))} px for {imgsz} px)" if imgsz else ""
+    labels = {
+        "label_conflict": "group(s) of identical files under different classes",
+        "leakage": "group(s) of identical files in more than one split (leakage)",
+        "duplicate": "group(s) of identical files", "extension": "file(s) whose extension lies about the format",
+        "placeholder": "placeholder-like image(s)", "tiny": f"image(s) far smaller than the model input{tiny}",
+        "aspect_ratio": "image(s) with an extreme aspect ratio",
+    }
+    for kind, items in kinds.items():
+        if kind == "unreadable":  # one per line: these are the files training leaves out
+            lines.append(f"  skipped {len(items)} unusable file(s):")
+            lines.extend(f"    {f.message}" for f in items[:20])
+            if len(items) > 20:
+                lines.append(f"    ... and {len(items) - 20} more")
+        elif kind in labels:
+            if items[0].details.get("match"):
+                named = [" = ".join(_with_split(path, split) for path, split in zip(f.paths, f.details["path_splits"]))
+                         for f in items]
+            elif kind in ("tiny", "aspect_ratio"):
+                named = [f"{f.paths[0]} ({f.details['width']}x{f.details['height']})" for f in items]
+            else:
+                named = [f.paths[0] for f in items]
+            lines.append(f"  {len(items)} {labels[kind]}: {_short(named, 3)}")
+        else:
+            lines.extend(f"  {f.message}" for f in items)
+    lines.append(f"  `imgcls check --data {data}` also finds near duplicates, shows thumbnails and, with "
+                 "--export-clean DIR, writes a cleaned copy.")
+    return "\n".join(lines)

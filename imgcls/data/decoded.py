@@ -1,0 +1,142 @@
+"""The decoded-image cache: every image decoded once to uint8 at the working size, for epochs that train on pixels.
+
+Small sets stay in RAM; large ones go to a memory-mapped file under the cache folder, keyed by the files'
+content and the preprocessing, so the OS pages them in and out and RSS stays bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..console import progress_bar
+from ..record.cache import cache_root, file_hashes
+from .images import ImageReadError, load_image
+
+log = logging.getLogger("imgcls")
+
+# Bump when the meaning of a cached entry changes (transforms, storage layout).
+CACHE_FORMAT = 1
+
+
+def draft_size_for(preprocess: dict) -> tuple[int, int]:
+    """The smallest decode size that still feeds the eval resize without upsampling.
+
+    PIL's JPEG draft only reduces the DCT scale (1/2, 1/4, 1/8) while the result stays at least
+    this big, so it kicks in exactly when the source is at least twice the target.
+    """
+    side = working_side(preprocess)
+    return side, side
+
+
+def working_side(preprocess: dict) -> int:
+    """Short side the eval transform resizes to before its center crop (e.g. 256 for 224 at 0.875)."""
+    _, height, width = preprocess["input_size"]
+    return int(math.floor(min(height, width) / preprocess["crop_pct"]))
+
+
+def decode_to_working(path, preprocess: dict, *, square: bool) -> np.ndarray:
+    """Decode (draft mode for large JPEGs) and resize to uint8 HxWx3 at the working resolution.
+
+    ``square=False`` gives exactly the eval transform's center crop; ``square=True`` keeps more
+    context for augmentation (short side resized to the working side, then a centered square).
+    """
+    from torchvision.transforms import functional as TF
+
+    from .transforms import _interp
+
+    image = load_image(path, draft_size=draft_size_for(preprocess))
+    _, height, width = preprocess["input_size"]
+    side = working_side(preprocess)
+    image = TF.resize(image, side, interpolation=_interp(preprocess))
+    image = TF.center_crop(image, [side, side] if square else [height, width])
+    return np.asarray(image, dtype=np.uint8)
+
+
+class DecodedImages:
+    """Every image decoded once into one uint8 array (N,H,W,3): in RAM when small, else a memory-mapped
+    file in the cache folder that the OS pages in and out, so RSS stays bounded on big data sets."""
+
+    def __init__(self, paths: list, preprocess: dict, *, square: bool, ram_limit_bytes: int = 512 << 20,
+                 workers: int = 2, root: Path | None = None, hashes: list[str] | None = None, progress: bool = True):
+        _, height, width = preprocess["input_size"]
+        side = working_side(preprocess)
+        self.shape = (side, side, 3) if square else (height, width, 3)
+        self.paths = [str(p) for p in paths]
+        nbytes = len(self.paths) * int(np.prod(self.shape))
+        self.ok = np.zeros(len(self.paths), dtype=bool)
+        self.file: Path | None = None
+        if nbytes <= ram_limit_bytes:
+            self.array = np.empty((len(self.paths), *self.shape), dtype=np.uint8)
+            self._fill(preprocess, square, workers, progress)
+            return
+        hashes = hashes if hashes is not None else file_hashes(self.paths, workers)
+        spec = {"format": CACHE_FORMAT, "hashes": hashes, "preprocess": preprocess, "square": square}
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        folder = (root or cache_root()) / "decoded"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file = folder / f"{key}.u8"
+        ok_file = folder / f"{key}.ok.npy"
+        if self.file.exists() and ok_file.exists():
+            self.array = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(len(self.paths), *self.shape))
+            self.ok = np.load(ok_file)
+            return
+        tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
+        self.array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(self.paths), *self.shape))
+        try:
+            self._fill(preprocess, square, workers, progress)
+            self.array.flush()
+            np.save(folder / f".{key}.ok.tmp.npy", self.ok)
+            os.replace(folder / f".{key}.ok.tmp.npy", ok_file)
+            os.replace(tmp, self.file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        del self.array
+        self.array = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(len(self.paths), *self.shape))
+
+    def _fill(self, preprocess, square, workers, progress):
+        def decode(i):
+            try:
+                self.array[i] = decode_to_working(self.paths[i], preprocess, square=square)
+                self.ok[i] = True
+            except ImageReadError as e:
+                log.warning(f"WARNING: skipped {self.paths[i]}: {e}")
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decodes without the GIL
+            for _ in progress_bar(pool.map(decode, range(len(self.paths))), "decoding images", progress,
+                                  total=len(self.paths), unit="img"):
+                pass
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i) -> np.ndarray | None:
+        return np.asarray(self.array[i]) if self.ok[i] else None
+
+
+class DecodedDataset(torch.utils.data.Dataset):
+    """ImageDataset's contract ((tensor, label, index) or None) served from a DecodedImages array."""
+
+    def __init__(self, images: DecodedImages, labels: list[int], transform):
+        self.images, self.labels, self.transform = images, list(labels), transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        pixels = self.images[i]
+        if pixels is None:
+            return None
+        return self.transform(Image.fromarray(pixels, "RGB")), self.labels[i], i

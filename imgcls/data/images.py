@@ -1,0 +1,155 @@
+"""Reading images safely: any format, any colour mode, EXIF orientation, no decompression bombs.
+
+``load_image`` is the one reader of image files and uploads. Whatever goes wrong inside a decoder
+(truncated data, a lying header, a declared size of billions of pixels, a malformed TIFF tag) comes
+out as ``ImageReadError`` with a short reason, which callers turn into a named skip or a 4xx reply.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+# Images above this many pixels are refused before decoding (PIL's own default limit).
+MAX_IMAGE_PIXELS = 89_478_485
+# imgcls enforces the limit itself with a clear message, so PIL's generic warning is only noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True when the file name has one of the supported image extensions (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+class ImageReadError(Exception):
+    """An image that cannot be used; the message says why in a few words."""
+
+
+def _open(source, max_pixels: int) -> Image.Image:
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageReadError("empty file (0 bytes)")
+        image = Image.open(io.BytesIO(source))
+    else:
+        try:
+            empty = os.path.getsize(source) == 0
+        except FileNotFoundError:
+            raise ImageReadError("file not found") from None
+        if empty:
+            raise ImageReadError("empty file (0 bytes)")
+        image = Image.open(source)
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageReadError(f"decompression bomb refused: {width}x{height} pixels is over the limit of "
+                             f"{max_pixels:,}")
+    if width == 0 or height == 0:
+        raise ImageReadError("image has zero width or height")
+    return image
+
+
+def _reason(error: Exception) -> str:
+    """A few words for a decoder's exception."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image (the file content is not a known image format)"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"decompression bomb refused ({error})"
+    if isinstance(error, MemoryError):
+        return "corrupt image (its header asks for more memory than there is)"
+    if isinstance(error, (PermissionError, IsADirectoryError)):
+        return f"cannot be opened ({error.strerror or error})"
+    text = (str(error) or type(error).__name__).splitlines()[0][:160]
+    return f"corrupt image ({'truncated or corrupt image data' if 'truncated' in text else text})"
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to 8-bit RGB.
+
+    Transparent areas are composited on white, which is what an image viewer shows.
+    16-bit and float images are scaled by their own range rather than clipped.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        if mode.startswith("I;16") and low >= 0 and high <= 65535:
+            array = array / 257.0 if high > 255 else array
+        elif high > low:
+            array = (array - low) / (high - low) * 255.0
+        return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int] | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an image fully and return it as RGB with EXIF orientation applied.
+
+    ``draft_size`` lets JPEGs decode at a reduced DCT scale when the file is at least twice that
+    size, which is several times faster and visually the same after resizing.
+    Raises ``ImageReadError`` with a short reason for anything unusable, and nothing else.
+    """
+    try:
+        image = _open(source, max_pixels)
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", draft_size)
+        image.load()
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except ImageReadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - decoders raise anything on hostile data; all of it means "unusable"
+        raise ImageReadError(_reason(e)) from None
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """An RGB PIL image from an H x W, H x W x 1/3/4 (or channels-first) array; floats are taken as 0..1."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # channels-first, as torch tensors are laid out
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or a.size == 0:
+        raise ImageReadError(f"unsupported array shape {tuple(array.shape)}; expected H x W, H x W x 3 or H x W x 4")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float64))
+        a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
+    elif a.dtype == np.uint16:
+        a = (a // 257).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(a), "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA"))
+    return to_rgb(image)
+
+
+def as_image(item) -> Image.Image:
+    """An RGB image from a path, bytes, a PIL image or a numpy array (what Predictor accepts)."""
+    if isinstance(item, (str, os.PathLike, bytes, bytearray)):
+        return load_image(bytes(item) if isinstance(item, bytearray) else item)
+    if isinstance(item, Image.Image):
+        try:
+            return to_rgb(item)
+        except Exception as e:  # noqa: BLE001 - a half-loaded or exotic PIL image
+            raise ImageReadError(f"cannot be converted to RGB ({e})") from None
+    if isinstance(item, np.ndarray):
+        return array_to_image(item)
+    raise TypeError(f"expected a path, bytes, a PIL image or a numpy array, not {type(item).__name__}")

@@ -1,0 +1,94 @@
+"""``imgcls export``: ONNX, TorchScript, OpenVINO and TFLite files that carry their own labels and preprocessing.
+
+Every export is checked against PyTorch on images of the run's validation split before it is put in
+place, so a file that gives other answers never lands next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..console import setup_logging
+from ..engine.runners import torch_runner
+from ..errors import ImgclsError
+from ..record.checkpoint import load_checkpoint
+from .formats import FORMATS, format_of
+from .parity import MAX_LOGIT_DIFF, Parity, check_parity, reference_inputs
+
+log = logging.getLogger("imgcls")
+
+CALIBRATION_IMAGES = 64
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    parity: Parity
+    int8_path: Path | None = None
+    int8_report: dict | None = None
+
+
+def default_output(checkpoint_path: Path, fmt: str) -> Path:
+    """RUN/weights/best.pt -> RUN/weights/best.onnx (next to the checkpoint, never over it)."""
+    return checkpoint_path.with_suffix(FORMATS[fmt].suffix)
+
+
+def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = False, dynamic_batch: bool = False,
+           out: str | os.PathLike | None = None, calibration_images: int = CALIBRATION_IMAGES,
+           bench_seconds: float = 2.0) -> ExportResult:
+    """Export a checkpoint, check parity with PyTorch on validation images, and (``int8``) quantize it.
+
+    Raises ImgclsError when the FP32 file disagrees with PyTorch; the file is then not kept.
+    """
+    from ..models.factory import model_from_checkpoint
+
+    setup_logging()
+    fmt = FORMATS.get(format)
+    if fmt is None:
+        raise ImgclsError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if int8 and format != "onnx":
+        raise ImgclsError(f"--int8 is offered for --format onnx (onnxruntime static quantization), not {format}")
+    if calibration_images < 1:
+        raise ImgclsError(f"--calib-images {calibration_images}: must be 1 or more")
+    if format_of(weights) is not None:
+        raise ImgclsError(f"--weights {weights}: export starts from an imgcls checkpoint (.pt), not an exported file")
+    fmt.require()  # name a missing package before any work is done
+    checkpoint = load_checkpoint(weights)
+    checkpoint_path = Path(checkpoint["path"])
+    path = Path(out) if out else default_output(checkpoint_path, format)
+    if path.suffix != fmt.suffix:
+        raise ImgclsError(f"--out {path}: a {format} file should end in {fmt.suffix}")
+    if path.resolve() == checkpoint_path.resolve():
+        raise ImgclsError(f"--out {path}: is the checkpoint itself; choose another file name")
+    model = model_from_checkpoint(checkpoint)
+    batch, _, source = reference_inputs(checkpoint, "val")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".imgcls-export-", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        fmt.write(model, checkpoint, staged, dynamic_batch)
+        candidate, _ = fmt.load(staged, None)
+        parity = check_parity(torch_runner(model), candidate, batch, source)
+        log.info(parity.line())
+        if not parity.passed():
+            raise ImgclsError(
+                f"--format {format}: the exported model disagrees with PyTorch (max |logit diff| "
+                f"{parity.max_abs_diff:.2e}, allowed {MAX_LOGIT_DIFF:g}; top-1 agreement "
+                f"{parity.top1_agreement * 100:.1f}%, required 100%); nothing was written")
+        # Side files first (OpenVINO's .bin before its .xml): a reader never finds the main file without them.
+        for staged_file, target in reversed(list(zip(fmt.files(staged), fmt.files(path)))):
+            os.replace(staged_file, target)
+    size = sum(p.stat().st_size for p in fmt.files(path))
+    log.info(f"Exported {format} ({size / 1e6:.2f} MB) to {path}")
+    result = ExportResult(path=path, format=format, parity=parity)
+    if int8:
+        from .quantize import quantize_and_compare
+
+        result.int8_path, result.int8_report = quantize_and_compare(
+            model, checkpoint, path, dynamic_batch=dynamic_batch, calibration_images=calibration_images,
+            bench_seconds=bench_seconds)
+    return result

@@ -1,0 +1,201 @@
+"""The one table of deployment formats. Each format knows how to write a checkpoint's network with the
+imgcls metadata inside (class names, preprocessing, model name, temperature), and how to load a
+written file back as a Runner plus that metadata. export, benchmark, predict and serve all use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..engine.runners import Runner, export_onnx_bytes, onnx_runner, torch_runner
+from ..errors import ImgclsError
+from ..record.files import atomic_write_bytes
+
+METADATA_FORMAT = "imgcls-onnx"   # the tag every export carries (named when ONNX was the only format)
+METADATA_KEY = "imgcls"
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def export_metadata(checkpoint: dict) -> dict:
+    """What an exported file needs to classify on its own: labels, preprocessing, model, temperature."""
+    return {"format": METADATA_FORMAT, "version": 1, "model_name": checkpoint["model_name"],
+            "class_names": list(checkpoint["class_names"]), "preprocess": dict(checkpoint["preprocess"]),
+            "temperature": float(checkpoint.get("temperature", 1.0))}
+
+
+def check_metadata(text: str | None, path: Path) -> dict:
+    """Parse and check the metadata found in an exported file, with one clear error for each way it can fail."""
+    if not text:
+        raise ImgclsError(f"--weights {path}: this file carries no imgcls metadata (class names, preprocessing); "
+                          "export it with `imgcls export`")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        raise ImgclsError(f"--weights {path}: its imgcls metadata is not valid JSON; export it again") from None
+    missing = [k for k in ("model_name", "class_names", "preprocess") if k not in meta]
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT or missing:
+        raise ImgclsError(f"--weights {path}: its imgcls metadata is not in the {METADATA_FORMAT} format"
+                          + (f" (missing {missing})" if missing else "") + "; export it again with `imgcls export`")
+    return meta
+
+
+def require(module: str, package: str):
+    """Import an optional dependency, or fail with one line naming the pip package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImgclsError(f"missing package {package}: install it with `pip install {package}`") from None
+
+
+@contextlib.contextmanager
+def quiet():
+    # torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated in favour of torch.export;
+    # these classifiers have no data-dependent control flow, which is what the warnings are about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def sample_input(checkpoint: dict, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(0))
+
+
+def onnx_bytes(model: torch.nn.Module, checkpoint: dict, dynamic_batch: bool) -> bytes:
+    """The network as ONNX with the imgcls metadata inside."""
+    onnx = require("onnx", "onnx")
+    proto = onnx.load_from_string(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
+                                                    dynamic_batch=dynamic_batch))
+    set_onnx_metadata(proto, export_metadata(checkpoint))
+    return proto.SerializeToString()
+
+
+def set_onnx_metadata(proto, metadata: dict) -> None:
+    for prop in list(proto.metadata_props):
+        if prop.key == METADATA_KEY:
+            proto.metadata_props.remove(prop)
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
+    proto.producer_name = "imgcls"
+
+
+# ------------------------------------------------------------------------------------------- the formats
+
+def _write_onnx(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+    atomic_write_bytes(path, onnx_bytes(model, checkpoint, dynamic_batch))
+
+
+def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
+    require("onnxruntime", "onnxruntime")
+    try:
+        runner = onnx_runner(path, threads=threads)
+    except Exception as e:  # noqa: BLE001 - protobuf parse errors, unsupported opsets...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ImgclsError(f"--weights {path}: cannot be loaded as an ONNX model ({first[:160]})") from None
+    return runner, check_metadata(runner.metadata.get(METADATA_KEY), path)
+
+
+def _write_torchscript(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+    with quiet(), torch.no_grad():
+        traced = torch.jit.trace(model, sample_input(checkpoint))
+        torch.jit.save(traced, str(path), _extra_files={"imgcls.json": json.dumps(export_metadata(checkpoint))})
+
+
+def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, dict]:
+    extra = {"imgcls.json": ""}
+    with quiet():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return torch_runner(module, name="torchscript"), check_metadata(extra["imgcls.json"], path)
+
+
+def _write_openvino(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+    """OpenVINO IR (path.xml + path.bin) converted from the ONNX graph, FP32 weights kept."""
+    ov = require("openvino", "openvino")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path.write_bytes(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
+                                                dynamic_batch=dynamic_batch))
+        ov_model = ov.convert_model(str(onnx_path))
+        ov_model.set_rt_info(json.dumps(export_metadata(checkpoint)), [METADATA_KEY])
+        ov.save_model(ov_model, str(path), compress_to_fp16=False)
+
+
+def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, dict]:
+    ov = require("openvino", "openvino")
+    core = ov.Core()
+    model = core.read_model(str(path))
+    meta = check_metadata(model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY])
+                          else None, path)
+    # CPUs with bf16/AMX would otherwise run in bf16 by default and lose FP32 parity.
+    config = {"INFERENCE_PRECISION_HINT": "f32"} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
+    compiled = core.compile_model(model, "CPU", config)
+    dim = compiled.inputs[0].get_partial_shape()[0]
+
+    def run(batch):
+        array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
+        return np.asarray(compiled(np.ascontiguousarray(array, dtype=np.float32))[0])
+
+    return Runner("openvino", run, fixed_batch=dim.get_length() if dim.is_static else None), meta
+
+
+def _write_tflite(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+    """TFLite through litert-torch; the metadata goes to a side file PATH.json (TFLite has no simple slot)."""
+    litert_torch = require("litert_torch", "litert-torch")
+    edge_model = litert_torch.convert(model.eval(), (sample_input(checkpoint),))
+    edge_model.export(str(path))
+    atomic_write_bytes(Path(str(path) + ".json"), json.dumps(export_metadata(checkpoint), indent=2).encode())
+
+
+def _load_tflite(path: Path, threads: int | None) -> tuple[Runner, dict]:
+    raise ImgclsError(f"--weights {path}: running .tflite files is not supported yet")
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str
+    packages: tuple[tuple[str, str], ...]     # (module, pip package) that writing needs
+    write: Callable                           # (model, checkpoint, path, dynamic_batch) -> None
+    load: Callable                            # (path, threads) -> (Runner, metadata)
+    side_suffixes: tuple[str, ...] = ()       # files written next to the main one (OpenVINO's .bin)
+
+    def files(self, path: Path) -> list[Path]:
+        return [path, *[path.with_suffix(s) for s in self.side_suffixes]]
+
+    def require(self) -> None:
+        for module, package in self.packages:
+            require(module, package)
+
+
+FORMATS = {f.name: f for f in (
+    Format("onnx", ".onnx", (("onnx", "onnx"), ("onnxruntime", "onnxruntime")), _write_onnx, _load_onnx),
+    Format("torchscript", ".torchscript", (), _write_torchscript, _load_torchscript),
+    Format("openvino", ".xml", (("openvino", "openvino"),), _write_openvino, _load_openvino, (".bin",)),
+    Format("tflite", ".tflite", (("litert_torch", "litert-torch"),), _write_tflite, _load_tflite, (".tflite.json",)),
+)}
+
+
+def format_of(path: str | os.PathLike) -> Format | None:
+    """The format of an exported file, by its suffix; None for anything else (e.g. a .pt checkpoint)."""
+    suffix = Path(path).suffix.lower()
+    return next((f for f in FORMATS.values() if f.suffix == suffix), None)
+
+
+def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Runner, dict]:
+    """A Runner and the imgcls metadata of an exported file."""
+    path = Path(path)
+    fmt = format_of(path)
+    if fmt is None:
+        raise ImgclsError(f"--weights {path}: not an exported model ({', '.join(f.suffix for f in FORMATS.values())})")
+    if not path.is_file():
+        raise ImgclsError(f"--weights {path}: file not found")
+    return fmt.load(path, threads)

@@ -1,0 +1,114 @@
+"""Does an exported file compute what PyTorch computes? Checked on the run's own images before it lands."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.runners import Runner
+from ..errors import ImgclsError
+
+log = logging.getLogger("imgcls")
+
+# FP32 exports must match PyTorch this closely (largest absolute logit difference) and agree on every top-1.
+MAX_LOGIT_DIFF = 1e-3
+PARITY_IMAGES = 32
+
+
+@dataclass
+class Parity:
+    """How closely an exported file reproduces PyTorch's logits."""
+
+    images: int
+    max_abs_diff: float
+    top1_agreement: float   # fraction of images with the same top-1 class
+    source: str = ""
+
+    def passed(self, max_diff: float = MAX_LOGIT_DIFF) -> bool:
+        return self.top1_agreement == 1.0 and self.max_abs_diff <= max_diff
+
+    def line(self) -> str:
+        return (f"parity on {self.source}: max |logit diff| {self.max_abs_diff:.2e}, "
+                f"top-1 agreement {self.top1_agreement * 100:.1f}% ({round(self.top1_agreement * self.images)}/"
+                f"{self.images})")
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "") -> Parity:
+    """Largest absolute logit difference and top-1 agreement between two (N, classes) arrays."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        raise ImgclsError(f"exported model returns shape {candidate.shape}, PyTorch {reference.shape}")
+    if len(reference) == 0:
+        return Parity(0, 0.0, 1.0, source)
+    diff = float(np.max(np.abs(reference - candidate)))
+    agree = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    return Parity(len(reference), diff, agree, source)
+
+
+def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
+    inputs = torch.from_numpy(np.ascontiguousarray(batch))
+    return compare_logits(reference(inputs), candidate(inputs), source)
+
+
+def split_images(checkpoint: dict, split: str) -> tuple[list[Path], list[int], str]:
+    """Paths and labels of ``split`` of the run that produced ``checkpoint``, or none and the reason."""
+    from ..data.folders import run_source
+    from ..record.checkpoint import run_dir_of
+
+    try:
+        source = run_source(run_dir_of(checkpoint["path"]), checkpoint["class_names"])
+    except ImgclsError as e:
+        return [], [], str(e)
+    if not source.items.get(split):
+        return [], [], f"the run's data has no {split} images"
+    return source.paths(split), source.labels(split), ""
+
+
+def load_batch(paths: list[Path], preprocess: dict) -> tuple[np.ndarray, list[int]]:
+    """Decode and preprocess images exactly as predict does; returns the batch and the indices used."""
+    from ..data.decoded import draft_size_for
+    from ..data.images import ImageReadError, load_image
+    from ..data.transforms import eval_transform
+
+    transform = eval_transform(preprocess)
+    tensors, used = [], []
+    for i, path in enumerate(paths):
+        try:
+            tensors.append(transform(load_image(path, draft_size=draft_size_for(preprocess))))
+            used.append(i)
+        except ImageReadError as e:
+            log.warning(f"WARNING: skipped {path}: {e}")
+    if not tensors:
+        return np.zeros((0, *preprocess["input_size"]), dtype=np.float32), used
+    return torch.stack(tensors).numpy().astype(np.float32), used
+
+
+def evenly(count: int, limit: int) -> list[int]:
+    """Indices of up to ``limit`` of ``count`` items spread over the whole list, so every class is represented."""
+    if count <= limit:
+        return list(range(count))
+    return sorted({int(i) for i in np.linspace(0, count - 1, limit)})
+
+
+def reference_inputs(checkpoint: dict, split: str = "val", limit: int = PARITY_IMAGES,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Preprocessed images of ``split`` (up to ``limit``), their labels, and where they came from.
+
+    Falls back to random inputs, with a warning, when the run's data folder is gone.
+    """
+    paths, labels, reason = split_images(checkpoint, split)
+    if paths:
+        chosen = evenly(len(paths), limit)
+        batch, used = load_batch([paths[i] for i in chosen], checkpoint["preprocess"])
+        if len(batch):
+            return batch, np.asarray([labels[chosen[i]] for i in used]), f"{len(batch)} {split} image(s)"
+        reason = "none of its images could be read"
+    log.warning(f"WARNING: no {split} images for this check ({reason}); using {min(limit, 8)} random inputs "
+                "instead, which proves the file computes the same function but not on real photos")
+    rng = np.random.default_rng(seed)
+    batch = rng.standard_normal((min(limit, 8), *checkpoint["preprocess"]["input_size"])).astype(np.float32)
+    return batch, None, f"{len(batch)} random input(s)"

@@ -1,0 +1,511 @@
+"""``imgcls predict``: label images from a file, folder, glob or list file, with a .pt checkpoint or an .onnx export.
+
+Memory stays bounded on any number of images: paths are listed lazily, decoded a few batches ahead by a
+DataLoader, and every result is written to the run folder as soon as its batch is done.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.decoded import draft_size_for
+from ..data.images import ImageReadError, as_image, load_image
+from ..data.transforms import eval_transform
+from ..engine.inference import predict_logits
+from ..engine.runners import Runner
+from ..errors import ImgclsError
+from ..metrics import softmax
+
+log = logging.getLogger("imgcls")
+
+LIST_FILE_SUFFIX = ".txt"  # a --source file with this suffix lists one image path per line
+_SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}  # --save-img keeps these; others become .png
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model: a .pt checkpoint on the fastest runtime, or an exported file on its own runtime.
+
+
+@dataclass
+class LoadedModel:
+    """A trained classifier ready to run, with what it says about itself."""
+
+    path: Path
+    model_name: str
+    class_names: list[str]
+    preprocess: dict
+    runner: Runner
+    temperature: float = 1.0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.name
+
+
+def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = "auto") -> LoadedModel:
+    """An exported file (.onnx, .xml, .torchscript, ...) runs on its own runtime; a checkpoint (or a run
+    folder) on the fastest one measured here: ONNX Runtime through a cached, parity-checked export, or
+    PyTorch (``runtime`` forces one)."""
+    from ..engine.device import select_device
+    from ..engine.runners import RUNTIMES, checkpoint_runner
+    from ..record.checkpoint import load_checkpoint
+    from .formats import format_of, load_exported
+
+    path = Path(weights)
+    if runtime not in RUNTIMES:
+        raise ImgclsError(f"--runtime {runtime!r}: choose {', '.join(RUNTIMES)}")
+    if format_of(path) is not None:
+        if runtime != "auto":
+            raise ImgclsError(f"--runtime {runtime}: applies to .pt checkpoints; {path.name} runs on its own runtime")
+        runner, meta = load_exported(path)
+        return LoadedModel(path, meta["model_name"], meta["class_names"], meta["preprocess"], runner,
+                           float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}))
+    checkpoint = load_checkpoint(path)
+    runner = checkpoint_runner(checkpoint, device=select_device(device), kind=runtime)
+    return LoadedModel(Path(checkpoint["path"]), checkpoint["model_name"], list(checkpoint["class_names"]),
+                       checkpoint["preprocess"], runner, float(checkpoint.get("temperature", 1.0)),
+                       dict(checkpoint.get("metrics") or {}))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Results and the Predictor API.
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result. ``path`` is the file, or ``<array 3>`` / ``<PIL.Image 3>`` for in-memory items.
+
+    A failed image has ``error`` set and no label.
+    """
+
+    path: str
+    label: str | None = None                        # the top-1 class
+    confidence: float | None = None                 # its probability
+    class_index: int | None = None
+    topk: tuple[tuple[str, float], ...] = ()        # (class, probability), most likely first
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "predicted": self.label, "confidence": self.confidence,
+                "topk": [{"class": c, "probability": p} for c, p in self.topk], "error": self.error}
+
+
+_SINGLE_ITEM = (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)
+
+
+class Predictor:
+    """Label images with a trained model::
+
+        predictor = imgcls.Predictor("runs/train/weights/best.pt")   # or an exported .onnx file
+        for p in predictor.predict(["a.jpg", pil_image, numpy_rgb_array]):
+            print(p.path, p.label, p.confidence, p.topk)
+
+    Unreadable items give a ``Prediction`` with ``error`` set instead of raising, so one bad file never
+    ends a batch. One Predictor may be shared by threads: model calls are serialised.
+    """
+
+    def __init__(self, weights: str | os.PathLike, *, device: str = "auto", topk: int = 5, batch_size: int = 32,
+                 runtime: str = "auto"):
+        if topk < 1:
+            raise ImgclsError(f"--topk {topk}: must be 1 or more")
+        if batch_size < 1:
+            raise ImgclsError(f"--batch-size {batch_size}: must be 1 or more")
+        self.model = load_model(weights, device, runtime)
+        self.topk = min(topk, len(self.model.class_names))
+        self.batch_size = batch_size
+        self.decode = Decoder(self.model.preprocess)
+        self._lock = threading.Lock()
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.model.class_names
+
+    @property
+    def model_name(self) -> str:
+        return self.model.model_name
+
+    @property
+    def runtime(self) -> str:
+        return self.model.runtime
+
+    def predict(self, items, *, topk: int | None = None, names: Iterable[str] | None = None) -> list[Prediction]:
+        """Predict one item or a list of them: file paths, bytes, PIL images or RGB numpy arrays
+        (H x W, H x W x 3 or 4; uint8, or float in 0..1). ``names`` label the results instead of the paths."""
+        items = [items] if isinstance(items, _SINGLE_ITEM) else items
+        return list(self.predict_iter(items, topk=topk, names=names))
+
+    def predict_iter(self, items: Iterable, *, topk: int | None = None,
+                     names: Iterable[str] | None = None) -> Iterator[Prediction]:
+        """Like ``predict`` but lazy: one batch in memory at a time."""
+        names = iter(names) if names is not None else None
+        batch: list[tuple[str, torch.Tensor | None, str | None]] = []
+        for number, item in enumerate(items):
+            name, tensor, error = self._prepare(number, item)
+            batch.append((next(names, name) if names is not None else name, tensor, error))
+            if len(batch) == self.batch_size:
+                yield from self._run_batch(batch, topk)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch, topk)
+
+    def predict_stream(self, source: str | os.PathLike, *, workers: int = 0, topk: int | None = None,
+                       exclude: str | os.PathLike | None = None) -> Iterator[Prediction]:
+        """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list),
+        decoding in ``workers`` processes, in source order."""
+        paths = source if isinstance(source, SourcePaths) else SourcePaths(source, exclude=exclude)
+        dataset = _DecodedPaths(paths, self.decode, chunk=self.batch_size)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, num_workers=workers,
+                                             collate_fn=_keep_as_list)
+        for batch in loader:
+            yield from self._run_batch(batch, topk)
+
+    def _prepare(self, number: int, item) -> tuple[str, torch.Tensor | None, str | None]:
+        name = _item_name(number, item)
+        try:
+            return name, self.decode(item), None
+        except ImageReadError as e:
+            return name, None, str(e)
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
+        no_labels = torch.full((len(images),), -1, dtype=torch.long)
+        with self._lock:
+            out = predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))])
+        return softmax(out.logits, self.model.temperature)
+
+    def _run_batch(self, batch, topk: int | None) -> list[Prediction]:
+        k = min(topk or self.topk, len(self.class_names))
+        good = [tensor for _, tensor, _ in batch if tensor is not None]
+        probs = self.probabilities(torch.stack(good)) if good else np.zeros((0, len(self.class_names)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        results, row = [], 0
+        for name, tensor, error in batch:
+            if tensor is None:
+                results.append(Prediction(path=name, error=error))
+                continue
+            top = tuple((self.class_names[j], round(float(probs[row, j]), 6)) for j in order[row])
+            results.append(Prediction(path=name, label=top[0][0], confidence=top[0][1],
+                                      class_index=int(order[row, 0]), topk=top))
+            row += 1
+        return results
+
+
+def _item_name(number: int, item) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, Image.Image):
+        return f"<PIL.Image {number}>"
+    if isinstance(item, np.ndarray):
+        return f"<array {number}>"
+    if isinstance(item, (bytes, bytearray)):
+        return f"<bytes {number}>"
+    raise TypeError(f"item {number}: expected a path, bytes, a PIL image or a numpy array, not {type(item).__name__}")
+
+
+class Decoder:
+    """An image (path, bytes, PIL image or array) to the model's input tensor, exactly as evaluation does it:
+    JPEG draft decoding where the image is large, then the eval transform."""
+
+    def __init__(self, preprocess: dict):
+        self.transform = eval_transform(preprocess)
+        self.draft_size = draft_size_for(preprocess)
+
+    def __call__(self, item) -> torch.Tensor:
+        if isinstance(item, (str, os.PathLike, bytes, bytearray)):
+            image = load_image(bytes(item) if isinstance(item, bytearray) else item, draft_size=self.draft_size)
+        else:
+            image = as_image(item)
+        return self.transform(image)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources: what --source names, listed lazily and in a stable order.
+
+
+class SourcePaths:
+    """The files a --source names: an image file, a folder (recursive), a glob, or a .txt list of paths.
+
+    Iterating walks the source again each time and never holds the whole list. Hidden files and folders
+    (names starting with '.') are skipped in folders; everything else is tried, so a non-image file gets
+    an error entry instead of being silently ignored. Paths in a list file are relative to the list file.
+    """
+
+    def __init__(self, source: str | os.PathLike, exclude: str | os.PathLike | None = None):
+        self.source = str(source)
+        self.exclude = os.path.realpath(exclude) if exclude else None
+        path = Path(self.source)
+        if path.is_dir():
+            self.kind = "folder"
+        elif path.is_file():
+            self.kind = "list" if path.suffix.lower() == LIST_FILE_SUFFIX else "file"
+        elif any(c in self.source for c in "*?["):
+            self.kind = "glob"
+        else:
+            raise ImgclsError(f"--source {self.source}: no such file or folder (give an image, a folder, "
+                              f"a glob such as 'photos/*.jpg', or a {LIST_FILE_SUFFIX} file listing paths)")
+
+    @property
+    def root(self) -> Path | None:
+        """The folder that --save-img mirrors, for folder sources."""
+        return Path(self.source) if self.kind == "folder" else None
+
+    def __iter__(self) -> Iterator[str]:
+        if self.kind == "file":
+            yield self.source
+        elif self.kind == "folder":
+            yield from self._walk()
+        elif self.kind == "glob":
+            # sorted for a stable order; this holds the matched names (not images) in memory
+            yield from (p for p in sorted(glob.iglob(self.source, recursive=True)) if os.path.isfile(p))
+        else:
+            yield from self._read_list()
+
+    def _walk(self) -> Iterator[str]:
+        for root, dirs, files in os.walk(self.source):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                             and os.path.realpath(os.path.join(root, d)) != self.exclude)
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield os.path.join(root, name)
+
+    def _read_list(self) -> Iterator[str]:
+        base = Path(self.source).parent
+        with open(self.source, encoding="utf-8-sig", errors="replace") as lines:
+            for line in lines:
+                entry = line.strip()
+                if entry and not entry.startswith("#"):
+                    yield entry if os.path.isabs(entry) else str(base / entry)
+
+    def count(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _DecodedPaths(torch.utils.data.IterableDataset):
+    """Decodes the paths of a source; with N workers, worker w takes chunks w, w+N, ... of ``chunk`` paths.
+
+    The DataLoader asks workers for batches in turn, so with chunk == batch_size batches come out in
+    source order.
+    """
+
+    def __init__(self, paths: SourcePaths, decode: Decoder, chunk: int):
+        self.paths, self.decode, self.chunk = paths, decode, chunk
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i, path in enumerate(self.paths):
+            if (i // self.chunk) % workers != worker:
+                continue
+            try:
+                yield path, self.decode(path), None
+            except ImageReadError as e:
+                yield path, None, str(e)
+            except Exception as e:  # anything else about one file must not end a batch of thousands
+                yield path, None, f"cannot be read ({type(e).__name__}: {e})"
+
+
+def _keep_as_list(samples):
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The command: a run folder with predictions.csv, predictions.json and optionally labelled copies.
+
+
+@dataclass
+class PredictResult:
+    out_dir: Path
+    total: int
+    failed: int
+    counts: dict[str, int]      # images predicted as each class
+    seconds: float
+
+    @property
+    def csv_path(self) -> Path:
+        return self.out_dir / "predictions.csv"
+
+    @property
+    def json_path(self) -> Path:
+        return self.out_dir / "predictions.json"
+
+
+def csv_header(topk: int) -> list[str]:
+    extra = [name for i in range(2, topk + 1) for name in (f"top{i}", f"top{i}_confidence")]
+    return ["path", "predicted", "confidence", *extra, "error"]
+
+
+def csv_row(p: Prediction, topk: int) -> list[str]:
+    extra = []
+    for i in range(1, topk):
+        extra += [p.topk[i][0], f"{p.topk[i][1]:.6f}"] if i < len(p.topk) else ["", ""]
+    if not p.ok:
+        return [p.path, "", "", *extra, p.error]
+    return [p.path, p.label, f"{p.confidence:.6f}", *extra, ""]
+
+
+class _RunWriter:
+    """Writes each result as it arrives: a CSV row, and an entry of the streamed JSON array.
+
+    predictions.json is one object: run details, then "predictions" (one entry per image, in the CSV's
+    order), then "summary". Rows are flushed every batch, so an interrupted run keeps a valid CSV.
+    """
+
+    def __init__(self, out_dir: Path, header: dict, topk: int):
+        self.topk = topk
+        self._csv_file = open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._csv_file, lineterminator="\n")
+        self._csv.writerow(csv_header(topk))
+        self._json = open(out_dir / "predictions.json", "w", encoding="utf-8")
+        self._json.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n"
+                                          for k, v in header.items()) + '  "predictions": [')
+        self._first = True
+
+    def write(self, p: Prediction) -> None:
+        self._csv.writerow(csv_row(p, self.topk))
+        self._json.write(("\n    " if self._first else ",\n    ") + json.dumps(p.to_dict(), ensure_ascii=False))
+        self._first = False
+
+    def flush(self) -> None:
+        self._csv_file.flush()
+        self._json.flush()
+
+    def close(self, summary: dict) -> None:
+        self._json.write(("\n  ],\n" if not self._first else "],\n")
+                         + f'  "summary": {json.dumps(summary, ensure_ascii=False)}\n}}\n')
+        self._csv_file.close()
+        self._json.close()
+
+
+def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int = 5, batch_size: int = 32,
+            save_img: bool = False, out: str | os.PathLike = "runs/predict", device: str = "auto",
+            runtime: str = "auto", workers: int | None = None, progress: bool = True) -> PredictResult:
+    """Predict every image a source names and write OUT (then OUT2, OUT3, ...): predictions.csv,
+    predictions.json and, with ``save_img``, labelled copies under images/."""
+    from tqdm import tqdm
+
+    from ..console import setup_logging
+    from ..data.loaders import default_workers
+    from ..record.files import new_run_dir
+
+    setup_logging()
+    paths = SourcePaths(source)
+    total = paths.count()
+    if total == 0:
+        raise ImgclsError(f"--source {source}: no files found")
+    predictor = Predictor(weights, device=device, topk=topk, batch_size=batch_size, runtime=runtime)
+    out = Path(out)
+    out_dir = new_run_dir(out.parent, out.name)
+    paths.exclude = os.path.realpath(out_dir)  # --source . must not pick up the labelled copies being written
+    workers = default_workers() if workers is None else workers
+    # worker processes cost a second to start: not worth it for one batch, and idle ones only cost that
+    workers = 0 if total <= batch_size else min(workers, (total + batch_size - 1) // batch_size)
+    k = predictor.topk
+    log.info(f"Predicting {total} file(s) from {source} with {predictor.model_name} ({predictor.runtime}, "
+             f"{len(predictor.class_names)} classes) -> {out_dir}")
+    writer = _RunWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
+                                  "runtime": predictor.runtime, "class_names": predictor.class_names,
+                                  "source": str(source), "topk": k}, k)
+    counts: Counter[str] = Counter()
+    failures: list[Prediction] = []
+    started = time.time()
+    bar = tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True, disable=None if progress else True)
+    done = 0
+    try:
+        for p in predictor.predict_stream(paths, workers=workers):
+            writer.write(p)
+            done += 1
+            if p.ok:
+                counts[p.label] += 1
+                if save_img:
+                    save_labelled_copy(p, out_dir / "images", paths.root)
+            elif len(failures) < 20:  # the log lists the first few; the files list them all
+                failures.append(p)
+            bar.update(1)
+            if done % batch_size == 0:
+                writer.flush()
+    finally:
+        bar.close()
+        seconds = time.time() - started
+        failed = done - sum(counts.values())
+        writer.close({"images": done, "predicted": done - failed, "failed": failed, "seconds": round(seconds, 2),
+                      "per_class": {c: counts.get(c, 0) for c in predictor.class_names}})
+    result = PredictResult(out_dir, done, failed, {c: counts.get(c, 0) for c in predictor.class_names}, seconds)
+    _log_summary(result, failures)
+    return result
+
+
+def _log_summary(result: PredictResult, failures: list[Prediction]) -> None:
+    width = max(len(c) for c in result.counts) if result.counts else 5
+    predicted = result.total - result.failed
+    lines = [f"  {'class':<{width}}  images  share"]
+    for name, n in sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {name:<{width}}  {n:>6}  {n / max(1, predicted):>5.1%}")
+    log.info("Per-class counts of the top-1 predictions:\n" + "\n".join(lines))
+    for p in failures:
+        log.warning(f"WARNING: failed {p.path}: {p.error}")
+    if result.failed > len(failures):
+        log.warning(f"WARNING: ... and {result.failed - len(failures)} more; see the error column of predictions.csv")
+    rate = result.total / result.seconds if result.seconds > 0 else 0.0
+    log.info(f"Results saved to {result.out_dir} ({result.total} files in {result.seconds:.1f}s, {rate:.1f} img/s)")
+    log.info(f"{predicted} predicted, {result.failed} failed")
+
+
+def save_labelled_copy(p: Prediction, images_dir: Path, source_root: Path | None) -> Path:
+    """A copy of the image with its label and probability drawn in a band across the top."""
+    from PIL import ImageDraw, ImageFont
+
+    from ..record.files import atomic_write_bytes
+
+    image = load_image(p.path).copy()
+    draw = ImageDraw.Draw(image)
+    text = f"{p.label} {p.confidence:.2f}"
+    size = max(10, min(image.width, image.height) // 12)
+    while True:  # shrink the font until the label fits across the image
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = max(2, size // 4)
+        if right - left + 2 * pad <= image.width or size <= 6:
+            break
+        size -= 1
+    draw.rectangle([0, 0, right - left + 2 * pad, bottom - top + 2 * pad], fill=(20, 20, 20))
+    draw.text((pad - left, pad - top), text, fill=(255, 255, 255), font=font)
+
+    relative = Path(p.path).name
+    if source_root is not None:
+        try:
+            relative = Path(p.path).relative_to(source_root)
+        except ValueError:
+            pass
+    target = images_dir / relative
+    if target.suffix.lower() not in _SAVE_SUFFIXES:
+        target = target.with_suffix(".png")
+    base, n = target, 2
+    while target.exists():  # two globbed files may share a name
+        target = base.with_name(f"{base.stem}_{n}{base.suffix}")
+        n += 1
+    buffer = io.BytesIO()
+    image.save(buffer, format={".jpg": "JPEG", ".jpeg": "JPEG"}.get(target.suffix.lower(),
+                                                                    target.suffix.lower().lstrip(".").upper()),
+               **({"quality": 92} if target.suffix.lower() in (".jpg", ".jpeg") else {}))
+    atomic_write_bytes(target, buffer.getvalue())
+    return target

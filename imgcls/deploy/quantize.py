@@ -1,0 +1,168 @@
+"""INT8 static quantization with onnxruntime, calibrated on the run's training images, and its price list:
+file size, speed and validation accuracy next to FP32."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.runners import measure, onnx_runner
+from ..record.files import atomic_write_bytes
+from .formats import INPUT_NAME, onnx_bytes, require
+from .parity import reference_inputs, split_images
+
+log = logging.getLogger("imgcls")
+
+# INT8 that loses more accuracy than this (in points, i.e. percent) is called out plainly.
+MAX_ACCURACY_LOSS_POINTS = 1.0
+ACCURACY_IMAGES = 1000
+
+
+def int8_path_for(fp32_path: Path) -> Path:
+    """best.onnx -> best_int8.onnx"""
+    return fp32_path.with_name(f"{fp32_path.stem}_int8.onnx")
+
+
+def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """Static QDQ quantization: int8 weights (per channel), uint8 activations, ranges from ``calibration``.
+
+    uint8 activations with int8 weights is the combination onnxruntime's x86 and ARM kernels are fastest on.
+    """
+    require("onnxruntime", "onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(range(len(calibration)))
+
+        def get_next(self):
+            i = next(self.rows, None)
+            return None if i is None else {INPUT_NAME: calibration[i:i + 1]}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            # Shape inference and graph folding first, as onnxruntime recommends; optional for odd graphs.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        except Exception as e:  # noqa: BLE001 - any failure here only costs some speed
+            log.warning(f"WARNING: quantization pre-processing skipped ({type(e).__name__}: {str(e)[:120]})")
+            prepared = fp32_path
+        staged = Path(tmp) / "int8.onnx"
+        quantize_static(str(prepared), str(staged), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        atomic_write_bytes(int8_path, staged.read_bytes())
+
+
+def _fix_batch(path: Path, batch: int) -> None:
+    """Pin the 'batch' dimension of a dynamic-batch file, for users who asked for a fixed-batch export."""
+    import onnx
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+
+    proto = onnx.load(str(path))
+    make_dim_param_fixed(proto.graph, "batch", batch)
+    fix_output_shapes(proto)
+    atomic_write_bytes(path, proto.SerializeToString())
+
+
+def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_IMAGES) -> tuple[dict, int]:
+    """Top-1 accuracy of each runner on up to ``limit`` validation images (through the one inference path),
+    and the number of images."""
+    from ..data.decoded import draft_size_for
+    from ..data.loaders import ImageDataset, make_loader
+    from ..data.transforms import eval_transform
+    from ..engine.inference import predict_logits
+
+    paths, labels, _ = split_images(checkpoint, "val")
+    if not paths:
+        return {name: None for name in runners}, 0
+    preprocess = checkpoint["preprocess"]
+    dataset = ImageDataset(paths[:limit], labels[:limit], eval_transform(preprocess),
+                           draft_size=draft_size_for(preprocess))
+    accuracy, seen = {}, 0
+    for name, runner in runners.items():
+        out = predict_logits(runner, make_loader(dataset, batch_size=32, shuffle=False, workers=0))
+        seen = len(out)
+        accuracy[name] = float(np.mean(out.logits.argmax(1) == out.labels)) if seen else None
+    return accuracy, seen
+
+
+def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Path, *, dynamic_batch: bool,
+                         calibration_images: int, bench_seconds: float = 2.0,
+                         batches: tuple[int, ...] = (1, 32)) -> tuple[Path, dict]:
+    """Write FP32_STEM_int8.onnx next to the FP32 file and print FP32 vs INT8 side by side."""
+    onnx = require("onnx", "onnx")
+    from .formats import export_metadata, set_onnx_metadata
+
+    int8_path = int8_path_for(fp32_path)
+    calibration, _, source = reference_inputs(checkpoint, "train", limit=calibration_images)
+    if source.endswith("random input(s)"):
+        log.warning("WARNING: INT8 ranges calibrated on random inputs are poor; keep the run's data folder in place")
+    log.info(f"Calibrating INT8 on {source}")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Quantize and time dynamic-batch twins so batch 32 can be measured whatever the user's batch setting.
+        fp32_dynamic = Path(tmp) / "fp32.onnx"
+        fp32_dynamic.write_bytes(onnx_bytes(model, checkpoint, dynamic_batch=True))
+        int8_dynamic = Path(tmp) / "int8.onnx"
+        quantize_onnx(fp32_dynamic, int8_dynamic, calibration)
+        proto = onnx.load(str(int8_dynamic))
+        set_onnx_metadata(proto, export_metadata(checkpoint))
+        int8_dynamic.write_bytes(proto.SerializeToString())
+        runners = {"FP32": onnx_runner(fp32_dynamic), "INT8": onnx_runner(int8_dynamic)}
+        shape = tuple(checkpoint["preprocess"]["input_size"])
+        speed = {(name, b): measure(runner, np.random.default_rng(0).standard_normal((b, *shape), np.float32),
+                                    seconds=bench_seconds) for name, runner in runners.items() for b in batches}
+        accuracy, n_val = validation_accuracy(runners, checkpoint)
+        atomic_write_bytes(int8_path, int8_dynamic.read_bytes())
+    if not dynamic_batch:
+        _fix_batch(int8_path, 1)
+    report = {
+        "fp32": {"path": str(fp32_path), "size_bytes": fp32_path.stat().st_size, "val_accuracy": accuracy["FP32"]},
+        "int8": {"path": str(int8_path), "size_bytes": int8_path.stat().st_size, "val_accuracy": accuracy["INT8"]},
+        "val_images": n_val, "calibration": source,
+    }
+    for name in ("FP32", "INT8"):
+        report[name.lower()]["speed"] = {str(b): speed[(name, b)] for b in batches}
+    report["verdicts"] = int8_verdicts(report, batches)
+    print(format_int8_report(report, batches))
+    return int8_path, report
+
+
+def int8_verdicts(report: dict, batches) -> list[str]:
+    """Plain sentences for what a user must know: INT8 slower, or INT8 less accurate by more than a point."""
+    lines = []
+    for b in batches:
+        fp32, int8 = report["fp32"]["speed"][str(b)]["img_per_s"], report["int8"]["speed"][str(b)]["img_per_s"]
+        if int8 < fp32:
+            lines.append(f"INT8 is SLOWER than FP32 at batch {b} on this machine ({int8:.1f} vs {fp32:.1f} img/s); "
+                         "keep FP32 here unless the smaller file matters")
+    acc32, acc8 = report["fp32"]["val_accuracy"], report["int8"]["val_accuracy"]
+    if acc32 is not None and acc8 is not None and (acc32 - acc8) * 100 > MAX_ACCURACY_LOSS_POINTS:
+        lines.append(f"INT8 LOSES {(acc32 - acc8) * 100:.1f} points of validation accuracy "
+                     f"({acc32 * 100:.1f}% -> {acc8 * 100:.1f}%); calibrate on more images or keep FP32")
+    return lines
+
+
+def format_int8_report(report: dict, batches) -> str:
+    def acc(x):
+        return "n/a" if x is None else f"{x * 100:.1f}%"
+
+    def size(x):
+        return f"{x['size_bytes'] / 1e6:.2f} MB"
+
+    rows = [("", "FP32", "INT8"), ("file size", size(report["fp32"]), size(report["int8"]))]
+    for b in batches:
+        rows.append((f"img/s, batch {b}", f"{report['fp32']['speed'][str(b)]['img_per_s']:.1f}",
+                     f"{report['int8']['speed'][str(b)]['img_per_s']:.1f}"))
+    rows.append((f"val accuracy ({report['val_images']} images)", acc(report["fp32"]["val_accuracy"]),
+                 acc(report["int8"]["val_accuracy"])))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r))
+             for r in rows]
+    lines += report["verdicts"] or ["INT8 is at least as fast as FP32 here and within "
+                                    f"{MAX_ACCURACY_LOSS_POINTS:g} point of its accuracy"]
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""``imgcls serve``: a local web page and REST API for a trained model (FastAPI under uvicorn).
+
+Routes: ``GET /`` (the page), ``POST /predict`` (multipart field ``files``, one or more images),
+``GET /model``, ``GET /health`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (served from the fastapi-offline
+package's copy of Swagger UI and ReDoc when it is installed, so they work offline). Every bad request gets a 4xx JSON
+``{"detail": "one line"}`` and the server keeps serving.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime, and the
+# types they name are imported inside create_app so that importing imgcls never imports the web stack.
+
+import logging
+import os
+import socket
+import threading
+from importlib import resources
+
+from ..errors import ImgclsError
+from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, load_image
+
+log = logging.getLogger("imgcls")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _require_web_stack():
+    from importlib.util import find_spec
+
+    # python-multipart installs as `python_multipart` (new) or `multipart` (old); FastAPI needs it for uploads
+    missing = [name for name, modules in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
+                                          ("python-multipart", ["python_multipart", "multipart"]))
+               if not any(find_spec(m) for m in modules)]
+    if missing:
+        raise ImgclsError(f"imgcls serve needs {', '.join(missing)}: pip install 'imgcls[serve]'")
+
+
+def app_class():
+    """FastAPIOffline when the fastapi-offline package is installed, else plain FastAPI.
+
+    FastAPI's own /docs and /redoc pages load Swagger UI and ReDoc from a CDN, so they are blank on an offline
+    machine; FastAPIOffline is a FastAPI app whose docs pages load the same files from the package itself.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("fastapi_offline") is None:
+        from fastapi import FastAPI
+
+        return FastAPI
+    from fastapi_offline import FastAPIOffline
+
+    return FastAPIOffline
+
+
+def status_for(reason: str) -> int:
+    """The HTTP status for an image that cannot be used, from images.load_image's reason."""
+    if reason.startswith("not an image"):
+        return 415  # Unsupported Media Type
+    if reason.startswith("decompression bomb"):
+        return 413  # Content Too Large: too many pixels
+    return 422      # corrupt, truncated, empty
+
+
+class BodySizeLimit:
+    """ASGI middleware refusing request bodies over ``max_bytes`` with 413, before or while they arrive.
+
+    A declared Content-Length is refused without reading; a chunked body is counted as it streams, so
+    an endless upload never fills the disk or memory.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> str:
+        return f"upload too large: the limit is {self.max_bytes / 1e6:g} MB per request (--max-upload-mb)"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI re-raises HTTPExceptions met while parsing a body, so this becomes the 413 reply
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
+    model = predictor.model
+    return {"model_name": model.model_name, "runtime": model.runtime, "weights": model.path.name,
+            "class_names": model.class_names, "num_classes": len(model.class_names), "preprocess": model.preprocess,
+            "temperature": model.temperature, "metrics": model.metrics,
+            "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk}}
+
+
+async def _one_line_validation_error(request, exc):
+    """FastAPI's validation errors as one line that says how to send images."""
+    from fastapi.responses import JSONResponse
+
+    errors = exc.errors()
+    missing = [str(e["loc"][-1]) for e in errors if e.get("type") == "missing"]
+    if missing:
+        message = (f"missing form field {missing[0]!r}: send images as multipart/form-data, "
+                   "each in a field named 'files'")
+    elif any(e["loc"][:2] == ("body", "files") for e in errors):
+        message = "form field 'files' must hold uploaded files (with a filename), not text"
+    else:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": message}, status_code=422)
+
+
+def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk: int = 5, device: str = "auto",
+               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS):
+    """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient)."""
+    _require_web_stack()
+    from fastapi import File, HTTPException, Query, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse
+
+    from ..version import __version__
+    from .predict import Predictor
+
+    if not max_upload_mb > 0:
+        raise ImgclsError(f"--max-upload-mb {max_upload_mb}: must be above 0")
+    if max_files < 1:
+        raise ImgclsError(f"--max-files {max_files}: must be 1 or more")
+    predictor = Predictor(weights, device=device, topk=topk, runtime=runtime)
+    model = predictor.model
+    page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+    # Decoding a large photo takes a few hundred MB; this bounds how many are decoded at once under a burst.
+    decode_slots = threading.BoundedSemaphore(max(2, min(8, os.cpu_count() or 2)))
+    model_info = _model_card(predictor, max_upload_mb, max_files)
+
+    app = app_class()(title="imgcls", version=__version__,
+                      description=f"Image classification with {model.model_name} ({len(model.class_names)} classes).",
+                      # null turns off Swagger UI's badge, which would fetch an image from validator.swagger.io
+                      swagger_ui_parameters={"validatorUrl": None})
+    app.state.predictor = predictor
+    app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 1e6))
+
+    app.add_exception_handler(RequestValidationError, _one_line_validation_error)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index():
+        return HTMLResponse(page)
+
+    @app.get("/health", summary="Liveness check")
+    def health():
+        return {"status": "ok", "model_name": model.model_name}
+
+    @app.get("/model", summary="Classes, preprocessing, metrics and limits of the served model")
+    def model_card():
+        return model_info
+
+    @app.post("/predict", summary="Classify one or more images",
+              description="multipart/form-data with one or more image files in fields named `files`.")
+    def predict(files: list[UploadFile] = File(..., description="image files (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
+                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's --topk)")):
+        if len(files) > max_files:
+            raise HTTPException(413, f"too many files: {len(files)} sent, at most {max_files} per request "
+                                     "(--max-files)")
+        names, images = [], []
+        with decode_slots:
+            for number, upload in enumerate(files):
+                name = upload.filename or f"file {number + 1}"
+                try:
+                    images.append(load_image(upload.file.read(), draft_size=predictor.decode.draft_size,
+                                             max_pixels=max_pixels))
+                except ImageReadError as e:
+                    raise HTTPException(status_for(str(e)), f"{name}: {e}") from None
+                names.append(name)
+            results = predictor.predict(images, names=names, topk=topk)
+        return {
+            "model_name": model.model_name,
+            "predictions": [{"filename": r.path, "predicted": r.label, "confidence": r.confidence,
+                             "topk": [{"class": c, "probability": p} for c, p in r.topk]} for r in results],
+        }
+
+    return app
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ImgclsError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); "
+                              "choose another --port") from None
+
+
+def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
+          topk: int = 5, device: str = "auto", runtime: str = "auto") -> None:
+    """Serve the page and API with uvicorn until Ctrl+C."""
+    _require_web_stack()
+    import uvicorn
+
+    from ..console import setup_logging
+
+    setup_logging()
+    app = create_app(weights, max_upload_mb=max_upload_mb, max_files=max_files, topk=topk, device=device,
+                     runtime=runtime)
+    _check_port_free(host, port)
+    if host not in LOOPBACK_HOSTS:
+        log.warning(f"WARNING: --host {host} makes the model reachable from other computers; "
+                    "the API has no authentication")
+    shown = f"[{host}]" if ":" in host else host
+    address = f"http://{shown}:{port}"
+    predictor = app.state.predictor
+    log.info(f"Serving {predictor.model_name} on {predictor.runtime} at {address}/  (API docs: {address}/docs; "
+             "Ctrl+C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="info")

