@@ -201,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "tune":
         settings = _train_settings(args)
         fixed = {k: v for k, v in settings.items() if k not in ("data", "model", "project", "name", "seed")}
-        imgcls.tune(args.data, settings.get("model", "efficientnet_lite0"), trials=args.trials, timeout=args.timeout,
+        imgcls.tune(args.data, settings.get("model", "tf_efficientnet_lite0"), trials=args.trials, timeout=args.timeout,
                     space=args.space, storage=args.storage, study_name=args.study_name,
                     project=settings.get("project", "runs"), name=settings.get("name", "tune"),
                     seed=settings.get("seed", 0), **fixed)

@@ -15,6 +15,27 @@ from .errors import ImgclsError
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
+RESIZE_MODES = ("crop", "squash", "pad")
+
+
+def parse_imgsz(imgsz) -> tuple[int, int] | None:
+    """--imgsz: one number (square) or "H,W" (also an int or a (H, W) pair from Python); None means the
+    model's own size. Raises ValueError for anything else."""
+    if imgsz is None or imgsz == "":
+        return None
+    if isinstance(imgsz, str):
+        parts = [p.strip() for p in imgsz.replace("x", ",").split(",")]
+        values = [int(p) for p in parts]
+    elif isinstance(imgsz, (list, tuple)):
+        values = [int(v) for v in imgsz]
+    else:
+        values = [int(imgsz)]
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise ValueError(imgsz)
+    return values[0], values[1]
+
 
 def setting(default, help: str):
     """A TrainConfig field whose help text (for --help and the docs) travels with it."""
@@ -28,11 +49,13 @@ class TrainConfig:
         "folder with train/ and val/ (optionally test/) class folders, or one tree of class folders")
     split: str = setting("0.7,0.15,0.15",
         "train,val[,test] fractions for a single tree, or a split.csv to reuse")
-    imgsz: int | None = setting(None, "input size in pixels (default: the model's pretrained size)")
+    imgsz: str | None = setting(None, "input size in pixels: one number, or H,W (default: the model's pretrained size)")
+    resize: str = setting("crop", "how images meet the input size: crop (short side, centre crop), squash (the whole "
+                          "image stretched) or pad (the whole image, letterboxed)")
     augment: str = setting("light", "training augmentation: none, light or strong")
     balance: bool = setting(False, "weight the loss by inverse class frequency, for imbalanced data")
     # model
-    model: str = setting("efficientnet_lite0",
+    model: str = setting("tf_efficientnet_lite0",
         "any timm model name, or simple_cnn; see `imgcls models`")
     pretrained: bool = setting(True, "start from pretrained weights")
     weights: str | None = setting(None, "starting weights file: a state_dict, .safetensors or checkpoint")
@@ -97,8 +120,14 @@ class TrainConfig:
             bad("lr", "must be positive")
         if not 0 < self.lrf <= 1:
             bad("lrf", "must be in (0, 1]")
-        if self.imgsz is not None and self.imgsz < 8:
+        try:
+            size = parse_imgsz(self.imgsz)
+        except (TypeError, ValueError):
+            bad("imgsz", "expected one number or H,W, e.g. 224 or 320,512")
+        if size is not None and min(size) < 8:
             bad("imgsz", "must be at least 8 pixels")
+        if self.resize not in RESIZE_MODES:
+            bad("resize", f"choose {', '.join(RESIZE_MODES)}")
         if not 0 <= self.label_smoothing < 1:
             bad("label_smoothing", "must be in [0, 1)")
         if self.unfreeze_at is not None and self.unfreeze_at < 1:

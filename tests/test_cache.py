@@ -214,7 +214,7 @@ def test_draft_decoding_is_close_to_full_decoding(tmp_path):
     preprocess = {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
                   "crop_pct": 0.875}
     assert load_image(path, draft_size=(256, 256)).size == (512, 384)  # decoded at 1/2 scale: source >= 2x target
-    drafted = decode_to_working(path, preprocess, square=False).astype(np.float64)
+    drafted = decode_to_working(path, preprocess, training=False).astype(np.float64)
     full = eval_transform(dict(preprocess, mean=[0.0] * 3, std=[1.0] * 3))(load_image(path))
     full = full.permute(1, 2, 0).numpy() * 255
     assert drafted.shape == full.shape == (224, 224, 3)
@@ -228,8 +228,8 @@ def test_decoded_images_in_ram_and_memory_mapped_are_identical(tmp_path):
     paths.append(tmp_path / "d" / "train" / "circle" / "broken.png")
     preprocess = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
                   "crop_pct": 1.0}
-    in_ram = DecodedImages(paths, preprocess, square=False, progress=False)
-    mapped = DecodedImages(paths, preprocess, square=False, ram_limit_bytes=0, root=tmp_path / "c", progress=False)
+    in_ram = DecodedImages(paths, preprocess, training=False, progress=False)
+    mapped = DecodedImages(paths, preprocess, training=False, ram_limit_bytes=0, root=tmp_path / "c", progress=False)
     assert in_ram.file is None and mapped.file is not None and mapped.file.exists()
     assert mapped[len(paths) - 1] is None  # the unreadable file is marked, not fatal
     for i in range(len(paths) - 1):
@@ -237,7 +237,7 @@ def test_decoded_images_in_ram_and_memory_mapped_are_identical(tmp_path):
         # Exactly what the eval transform would have fed the network.
         expected = eval_transform(dict(preprocess, mean=[0.0] * 3, std=[1.0] * 3))(Image.open(paths[i]).convert("RGB"))
         assert np.allclose(in_ram[i] / 255.0, expected.permute(1, 2, 0).numpy(), atol=1e-6)
-    again = DecodedImages(paths, preprocess, square=False, ram_limit_bytes=0, root=tmp_path / "c", progress=False)
+    again = DecodedImages(paths, preprocess, training=False, ram_limit_bytes=0, root=tmp_path / "c", progress=False)
     assert again.file == mapped.file and np.array_equal(again[0], mapped[0])
 
 

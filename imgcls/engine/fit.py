@@ -267,6 +267,6 @@ def image_datasets(source: DataSource, preprocess: dict, cfg: TrainConfig, worke
         return (ImageDataset(source.paths("train"), source.labels("train"), train_tf, draft_size=draft),
                 ImageDataset(source.paths("val"), source.labels("val"), eval_transform(preprocess), draft_size=draft))
     decode = partial(DecodedImages, preprocess=preprocess, workers=max(2, workers), progress=progress)
-    return (DecodedDataset(decode(source.paths("train"), square=True), source.labels("train"), train_tf),
-            DecodedDataset(decode(source.paths("val"), square=False), source.labels("val"),
+    return (DecodedDataset(decode(source.paths("train"), training=True), source.labels("train"), train_tf),
+            DecodedDataset(decode(source.paths("val"), training=False), source.labels("val"),
                            normalize_transform(preprocess)))

@@ -114,7 +114,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         source = _checked(source, preprocess, workers, main)
     resolved = dataclasses.replace(
         cfg, data=str(Path(cfg.data).resolve()), freeze=cfg.frozen_backbone, lr=cfg.base_lr, workers=workers,
-        imgsz=min(preprocess["input_size"][1:]), device=str(device),
+        imgsz=_imgsz(preprocess), device=str(device),
         teacher=distiller.description["teacher"] if distiller else None)
     run_dir = Path(last["path"]).parent.parent if last else \
         dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
@@ -138,10 +138,16 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     return run
 
 
+def _imgsz(preprocess: dict) -> int | str:
+    """The input size as --imgsz takes it: one number when square, else "H,W"."""
+    _, height, width = preprocess["input_size"]
+    return height if height == width else f"{height},{width}"
+
+
 def _preprocess(pretrained_cfg: dict, cfg: TrainConfig) -> dict:
     from ..data.transforms import make_preprocess
 
-    return make_preprocess(pretrained_cfg, cfg.imgsz)
+    return make_preprocess(pretrained_cfg, cfg.imgsz, cfg.resize)
 
 
 def _source(cfg: TrainConfig, last: dict | None):

