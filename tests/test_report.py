@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -66,6 +67,42 @@ def test_report_redraws_an_old_run_from_its_folder_alone(cli, run, tmp_path):
     assert code == 0, err
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "Most confused pairs" in page and page.count("data:image/png") >= 13
+
+
+def _to_seed_format(run: Path) -> None:
+    """Rewrite results.json as runs written before train and val shared one metrics schema: the "test" block in
+    the per-epoch format ("Precision", "mean F1 score", "confusion matrix"), no phases, no elapsed times."""
+    import json
+
+    from imgcls.metrics import confusion_matrix, summary
+
+    results = json.loads((run / "results.json").read_text())
+    test = results["test"]
+    names = results["dataset"]["class_names"]
+    cm = np.asarray(test["confusion_matrix"])
+    y = np.repeat(np.arange(len(names)), cm.sum(axis=1))
+    predicted = np.concatenate([np.repeat(np.arange(len(names)), row) for row in cm])
+    old = summary(confusion_matrix(y, predicted, len(names)), names, loss=0.5)
+    results["test"] = old | {"confusion matrix": cm.tolist(), "epoch": test["epoch"]}
+    for key in ("phases", "wall seconds"):
+        results.pop(key, None)
+    for key in [k for k in results if k.startswith("epoch:")]:
+        results[key].pop("phase", None)
+        results[key].pop("elapsed", None)
+    (run / "results.json").write_text(json.dumps(results))
+
+
+def test_runs_written_before_the_one_schema_still_report_and_compare(cli, run, tmp_path):
+    _to_seed_format(run)
+    (run / "report.html").unlink()
+    code, _, err = cli("report", run)
+    assert code == 0, err
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "Test accuracy <b>" in page and "macro mean" in page and "accuracy against wall time" in page
+    assert (run / "accuracy_time.png").exists()  # drawn from the per-epoch seconds instead
+    code, out, err = cli("compare", run, "--out", tmp_path / "compare")
+    assert code == 0, err
+    assert run.name in out
 
 
 def test_report_lists_val_evaluations(cli, run):

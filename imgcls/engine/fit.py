@@ -51,6 +51,11 @@ class Run:
     progress: bool = True
     distiller: object | None = None
     amp: bool | str = False
+    started: float = field(default_factory=time.time)   # when this process began the run (or resumed it)
+    elapsed_before: float = 0.0                           # wall time the run had taken before a resume
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
 
 
 def fit(run: Run, on_epoch_end=None) -> TrainState:
@@ -99,6 +104,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
                                                    desc=f"epoch {epoch}/{last_epoch} val"))
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
         improved = state.add_epoch(record, record["seconds"])
+        state.elapsed = record["elapsed"] = round(run.elapsed(), 1)
         stop = bool(cfg.patience and state.stale >= cfg.patience and epoch < last_epoch)
         state.finished = stop or epoch == last_epoch
         if run.main:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from .device import rng_state, set_rng_state
 
-STATE_KEYS = ("epoch", "step", "history", "best_epoch", "stale", "train_seconds", "finished", "optimizer",
-              "scaler", "rng")
+STATE_KEYS = ("epoch", "step", "history", "best_epoch", "stale", "train_seconds", "elapsed", "finished",
+              "optimizer", "scaler", "rng")
 
 
 def is_better(valid_info: dict, best: dict | None) -> bool:
@@ -27,6 +27,7 @@ class TrainState:
     best_epoch: int = 0
     stale: int = 0                  # epochs since the best one
     train_seconds: float = 0.0      # training time of the epochs so far, across resumes
+    elapsed: float = 0.0            # wall time since the run began (data check and caches included), across resumes
     finished: bool = False
     optimizer: dict | None = None   # state_dict of the current phase's optimizer, for resuming mid-phase
     scaler: dict | None = None

@@ -60,7 +60,9 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     is called after each epoch is recorded (hyperparameter search uses it to prune).
     """
     setup_logging()
+    started = time.time()
     run = prepare(*_settings(cfg, cfg_file, resume, settings), progress=progress)
+    run.started = started
     fit(run, on_epoch_end)
     return finish(run)
 
@@ -130,6 +132,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if last is not None:
         model.load_state_dict(last["state_dict"])
         run.state = TrainState.from_checkpoint(last)
+        run.elapsed_before = run.state.elapsed
         log.info(f"Resuming {run_dir} from epoch {run.state.epoch + 1}/{cfg.epochs}")
     elif main:
         _write_run_header(run)
@@ -274,7 +277,8 @@ def finish(run: Run) -> TrainResult:
                                   e.class_names)
     if "test" in evaluations:
         result.test = evaluations["test"].metrics
-    results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1)}
+    results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),
+                             "wall seconds": round(run.elapsed(), 1)}
     write_results(run.run_dir, results | ({"test": result.test} if result.test else {}), state.history)
     _draw(run)
     best_info = result.best

@@ -19,7 +19,8 @@ from ..errors import ImgclsError
 from .files import atomic_write_text, read_yaml, write_json
 
 CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"]
-TAIL_KEYS = ("phases", "best epoch", "test", "train seconds")  # written after the epochs, in this order
+# written after the epochs, in this order
+TAIL_KEYS = ("phases", "best epoch", "test", "train seconds", "wall seconds")
 
 
 def write_results(run_dir: Path, results: dict, history: list[dict]) -> None:
@@ -91,6 +92,11 @@ class RunRecord:
     @property
     def train_seconds(self) -> float | None:
         return self.results.get("train seconds")
+
+    @property
+    def wall_seconds(self) -> float | None:
+        """The whole run from start to the final evaluation (runs written before this was recorded: None)."""
+        return self.results.get("wall seconds")
 
     @property
     def test(self) -> dict | None:

@@ -130,6 +130,37 @@ def plot_roc(y_true, probs, class_names: list[str], path: Path, title: str) -> P
                              "true positive rate (recall)", legend="lower right")
 
 
+def plot_accuracy_time(run, path: Path) -> Path | None:
+    """Validation accuracy against wall time since the run began, phase by phase, with the test accuracy of
+    the best weights at the end: what each minute of training bought."""
+    epochs = run.epochs
+    if not epochs:
+        return None
+    plt = _pyplot()
+    clock = np.cumsum([e["seconds"] for e in epochs])  # runs written before "elapsed" was recorded
+    minutes = np.array([e.get("elapsed", c) for e, c in zip(epochs, clock)]) / 60
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    phases = [e.get("phase", "train") for e in epochs]
+    for name in dict.fromkeys(phases):
+        keep = [i for i, p in enumerate(phases) if p == name]
+        ax.plot(minutes[keep], [epochs[i]["valid info"]["accuracy"] for i in keep], marker="o", markersize=3,
+                label=f"val accuracy, {name}")
+    if run.best_epoch:
+        ax.axvline(minutes[run.best_epoch - 1], color="grey", lw=0.8, ls=":", label=f"best epoch ({run.best_epoch})")
+    if run.test:
+        end = (run.wall_seconds or minutes[-1] * 60) / 60
+        ax.plot([end], [run.test["accuracy"]], "*", markersize=12, color="tab:red",
+                label=f"test accuracy {run.test['accuracy']:.3f}")
+    ax.set_xlim(left=0)  # the time before the first epoch (data check, feature cache) counts too
+    ax.set_xlabel("wall time since the run began (minutes)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy against wall time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+    return path
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Redraw every plot of a training run from its files alone: curves, confusion matrices, and ROC,
     precision-recall and reliability diagrams from the predictions files."""
@@ -138,6 +169,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     run = read_run(run_dir)
     run_dir, names, best = run.run_dir, run.class_names, run.best_epoch
     written = plot_curves(run_dir / "results.csv", run_dir)
+    written.append(plot_accuracy_time(run, run_dir / "accuracy_time.png"))
     matrices = {}
     if best:
         matrices = {split: run.results[f"epoch:{best}"][key]["confusion matrix"]
@@ -157,7 +189,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                     plot_pr(y_true, probs, names, run_dir / f"pr_{split}.png", f"Precision-recall, {where}"),
                     plot_calibration(y_true, probs, run_dir / f"calibration_{split}.png",
                                      f"Reliability diagram, {where}")]
-    return written
+    return [w for w in written if w is not None]
 
 
 def plot_pr(y_true, probs, class_names: list[str], path: Path, title: str) -> Path:

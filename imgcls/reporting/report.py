@@ -194,7 +194,8 @@ def build_report(run_dir: str | os.PathLike) -> str:
     run = read_run(run_dir)
     val_predictions = read_predictions_csv(run.run_dir / "predictions_val.csv", run.class_names)
     out = [_summary(run), _data_and_model(run), "<h2>Training curves</h2>",
-           _grid(_png(run, "loss.png", "loss"), _png(run, "accuracy.png", "accuracy"),
+           _grid(_png(run, "accuracy_time.png", "accuracy against wall time, by training phase"),
+                 _png(run, "loss.png", "loss"), _png(run, "accuracy.png", "accuracy"),
                  _png(run, "lr.png", "learning rate")),
            f"<h2>Validation, best epoch ({run.best_epoch})</h2>"]
     if run.best:
