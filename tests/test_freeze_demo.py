@@ -22,7 +22,7 @@ def test_frozen_backbone_stays_put_until_unfreeze(cli, flat_data, tmp_path, trai
     code, _, err = cli("train", "--data", flat_data, *FROZEN, "--weights", start, "--freeze", "--epochs", "2",
                        "--project", tmp_path / "runs")
     assert code == 0, err
-    assert "Plan: head: 2 epoch(s), the head on cached backbone features" in err
+    assert "Plan: head: 2 epoch(s), the head on cached pooled backbone features" in err
     frozen = torch.load(tmp_path / "runs" / "train" / "weights" / "last.pt", weights_only=True)["state_dict"]
     # Weights and batch-norm statistics of the body are untouched; only the head learned.
     assert all(torch.equal(frozen[k], v) for k, v in initial.items())

@@ -50,7 +50,8 @@ def test_bad_space_and_timeout_are_clear(cli, flat_data, tmp_path):
 
 
 def test_default_space_covers_the_issue():
-    from imgcls.engine.tune import DEFAULT_SPACE, parse_duration
+    from imgcls.config import parse_duration
+    from imgcls.engine.tune import DEFAULT_SPACE
 
     assert {"lr", "weight_decay", "optim", "batch_size", "label_smoothing", "augment", "unfreeze_at"} <= set(DEFAULT_SPACE)
     assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration("45") == 45

@@ -48,9 +48,13 @@ def weights_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def feature_key(model_name: str, weights: str, preprocess: dict) -> str:
-    """Key of one feature store: backbone, its weights and the preprocessing (augmentation is per view)."""
+def feature_key(model_name: str, weights: str, preprocess: dict, cut: int | None = None) -> str:
+    """Key of one feature store: backbone, its weights, the preprocessing and where the network is cut (None:
+    the pooled features before the classifier; K: the activations at the input of stage K). Augmentation is
+    per view."""
     spec = {"format": CACHE_FORMAT, "model": model_name, "weights": weights, "preprocess": preprocess}
+    if cut is not None:
+        spec["cut"] = cut
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -68,7 +72,7 @@ def view_seed(content_hash: str, view: str) -> int:
 
 class FeatureStore:
     """Pre-logits features on disk: ``<root>/features/<key>/shard-*.npz``, each shard holding rows of
-    (content hash, view name, float32 vector). Shards are written atomically and never changed, so two
+    (content hash, view name, features: float32 vectors or float16 activation maps). Shards are written atomically and never changed, so two
     runs sharing the store at once can only duplicate work, never corrupt it."""
 
     def __init__(self, key: str, root: Path | None = None):
@@ -106,7 +110,7 @@ class FeatureStore:
         return self._shards[number][row]
 
     def add(self, hashes: list[str], views: list[str], features: np.ndarray) -> None:
-        features = np.ascontiguousarray(features, dtype=np.float32)
+        features = np.ascontiguousarray(features)
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard-", suffix=".npz.tmp")
         try:
@@ -123,7 +127,7 @@ class FeatureStore:
             self._index[entry] = (number, row)
 
     def matrix(self, hashes: list[str], view: str) -> np.ndarray:
-        """Rows for ``hashes`` in order, as one (N, D) float32 array."""
+        """Rows for ``hashes`` in order, as one (N, ...) array."""
         return np.stack([self.get(h, view) for h in hashes]) if hashes else np.zeros((0, 0), np.float32)
 
 
@@ -186,7 +190,7 @@ def fill_feature_store(store: FeatureStore, runner, requests: list[tuple[str, st
         if batch is None:
             continue
         images, entries = batch
-        pending_features.append(np.asarray(runner(images), dtype=np.float32))
+        pending_features.append(np.asarray(runner(images)))
         pending_entries.extend(entries)
         done += len(entries)
         if bar is not None:
@@ -204,17 +208,25 @@ def fill_feature_store(store: FeatureStore, runner, requests: list[tuple[str, st
 # ------------------------------------------------------------------- head training on cached features
 
 class FeatureDataset(torch.utils.data.Dataset):
-    """(feature, label, index) rows, the same contract as ImageDataset, so the same loaders apply."""
+    """(feature, label, index) rows, the same contract as ImageDataset, so the same loaders apply.
 
-    def __init__(self, features: np.ndarray, labels: list[int]):
+    ``flip``: activation maps are mirrored left-right at random, a free augmentation on top of the cached
+    views (feature-level augmentation, as in FroFA).
+    """
+
+    def __init__(self, features: np.ndarray, labels: list[int], flip: bool = False):
         self.features = torch.from_numpy(features)
         self.labels = list(labels)
+        self.flip = flip and self.features.ndim == 4
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.features[i], self.labels[i], i
+        row = self.features[i].float()  # activation maps are stored as float16
+        if self.flip and torch.rand(()) < 0.5:
+            row = torch.flip(row, dims=[2])
+        return row, self.labels[i], i
 
 
 class SplitFeatures:
@@ -227,16 +239,38 @@ class SplitFeatures:
 
     def train_dataset(self, epoch: int) -> FeatureDataset:
         """Epoch ``epoch`` (1-based) trains on view (epoch - 1) mod K of every image."""
-        return FeatureDataset(self.train_views[(epoch - 1) % len(self.train_views)], self.labels["train"])
+        return FeatureDataset(self.train_views[(epoch - 1) % len(self.train_views)], self.labels["train"], flip=True)
 
     def eval_dataset(self, split: str) -> FeatureDataset:
         return FeatureDataset(self.evaluation[split], self.labels[split])
 
+    def through(self, module: nn.Module, device: torch.device, batch_size: int = 64) -> "SplitFeatures":
+        """These features passed once through a frozen ``module`` (e.g. the stages above a cut, pooled)."""
+        module = module.eval()
+
+        @torch.inference_mode()
+        def apply(array: np.ndarray) -> np.ndarray:
+            parts = [module(torch.from_numpy(array[i:i + batch_size]).to(device).float()).float().cpu().numpy()
+                     for i in range(0, len(array), batch_size)]
+            return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+        return SplitFeatures([apply(v) for v in self.train_views],
+                             {split: apply(a) for split, a in self.evaluation.items()}, self.labels)
+
+
+def _half(runner):
+    """The runner's outputs as float16, the storage type of cached activation maps."""
+    import dataclasses
+
+    return dataclasses.replace(runner, run=lambda x: np.asarray(runner.run(x), dtype=np.float16))
+
 
 def split_features(model: nn.Module, model_name: str, preprocess: dict, source, *, augment: str, views: int,
                    device: torch.device, runtime: str = "auto", batch_size: int = 32, workers: int = 1,
-                   progress: bool = True) -> SplitFeatures:
-    """Features for every image of ``source`` (train views, val and test), from the cache where present.
+                   progress: bool = True, cut: int | None = None) -> SplitFeatures:
+    """Features for every image of ``source`` (train views, val and test), from the cache where present:
+    the pooled features before the classifier, or with ``cut`` the activations at the input of that stage
+    (stored as float16: they are large).
 
     Logs whether the cache was hit; computes and stores only what is missing.
     """
@@ -244,13 +278,13 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
 
     from ..data.decoded import draft_size_for
     from ..data.transforms import eval_transform, train_transform
-    from ..models.parts import PreLogits
+    from ..models.parts import Lower, PreLogits
     from .runners import fastest_runner
 
     start = time.time()
     paths = {split: [str(p) for p in source.paths(split)] for split in ("train", "val", "test") if source.items.get(split)}
     hashes = {split: file_hashes(p, workers=2) for split, p in paths.items()}
-    key = feature_key(model_name, weights_hash(model), preprocess)
+    key = feature_key(model_name, weights_hash(model), preprocess, cut)
     store = FeatureStore(key).load()
     train_view_names = [view_name(augment, k) for k in range(1 if augment == "none" else views)]
     requests = [(p, h, train_view_names) for p, h in zip(paths["train"], hashes["train"])]
@@ -264,8 +298,10 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
         transforms = {EVAL_VIEW: eval_transform(preprocess)}
         if augment != "none":
             transforms[augment] = train_transform(preprocess, augment)
-        module = PreLogits(model).eval()
+        module = (PreLogits(model) if cut is None else Lower(model, cut)).eval()
         runner = fastest_runner(module, preprocess["input_size"], device=device, kind=runtime)
+        if cut is not None:
+            runner = _half(runner)
         log.info(f"Feature cache: {found} of {wanted} image views found; computing {wanted - found} once "
                  f"with {runner.name} (backbone runs once per view, not once per epoch)")
         # Under torchrun each rank extracts a disjoint share; the store's shard files never collide.

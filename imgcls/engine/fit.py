@@ -16,7 +16,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.folders import DataSource
 from ..metrics import confusion_matrix, cross_entropy, summary
-from ..models.parts import PreLogits, set_backbone_trainable
+from ..models.parts import Lower, PreLogits, Upper, set_backbone_trainable, set_trainable
 from ..record.checkpoint import save_checkpoint
 from ..record.results import write_results
 from . import distributed as dist
@@ -85,7 +85,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         if opt.scaler is not None and state.scaler:
             opt.scaler.load_state_dict(state.scaler)
     else:
-        state.step = 0
+        state.step, state.stale = 0, 0  # a new phase gets its own lr schedule and its own patience
     trained = dist.wrap(upper, run.device)
     if phase.trains == "all" and cfg.compile:
         trained = torch.compile(trained)
@@ -93,7 +93,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     last_epoch = sum(p.epochs for p in run.plan)
     for epoch in range(state.epoch + 1, before + phase.epochs + 1):
         t0 = time.time()
-        with _single_thread(not images and run.device.type == "cpu"):
+        with _single_thread(phase.trains == "head" and not images and run.device.type == "cpu"):
             tr = train_one_epoch(trained, inputs.train_loader(phase, epoch), opt, device=run.device, step=state.step,
                                  lower=lower, channels_last=channels_last, desc=f"epoch {epoch}/{last_epoch} train",
                                  progress=run.progress)
@@ -119,13 +119,24 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
 
 def phase_network(model: nn.Module, phase: Phase) -> tuple[nn.Module | None, nn.Module]:
     """(lower, upper) with upper(lower(x)) the network's output: ``lower`` is frozen (eval mode, no
-    gradients; None when the phase's inputs already are its output), ``upper`` is what trains."""
-    set_backbone_trainable(model, phase.trains == "all")
+    gradients), ``upper`` is what trains. On cached inputs ``lower`` holds only the frozen part above the
+    cache (None when there is none)."""
     if phase.trains == "all":
+        set_backbone_trainable(model, True)
         model.train()
         return None, model
-    model.eval()  # frozen batch-norm statistics and no dropout in the backbone
-    return (None if phase.inputs == "features" else PreLogits(model)), model.get_classifier()
+    model.eval()  # frozen batch-norm statistics and no dropout in the frozen part
+    cached = phase.inputs == "features"
+    if phase.trains == "head":
+        set_backbone_trainable(model, False)
+        if phase.cut is None:
+            return (None if cached else PreLogits(model)), model.get_classifier()
+        above = Upper(model, phase.cut, pre_logits=True)
+        return (above if cached else nn.Sequential(Lower(model, phase.cut), above)), model.get_classifier()
+    upper = Upper(model, phase.cut)
+    set_trainable(model, upper)
+    upper.train()
+    return (None if cached else Lower(model, phase.cut)), upper
 
 
 def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -> Optimization:
@@ -216,12 +227,12 @@ class PhaseInputs:
 
     def __init__(self, run: Run):
         self.run = run
-        self._features = None
+        self._features = {}   # cut -> SplitFeatures
         self._images = None
 
     def train_dataset(self, phase: Phase, epoch: int):
         if phase.inputs == "features":
-            return self.features.train_dataset(epoch)
+            return self.features(phase.cut).train_dataset(epoch)
         return self.images[0]
 
     def train_loader(self, phase: Phase, epoch: int):
@@ -235,23 +246,30 @@ class PhaseInputs:
     def val_loader(self, phase: Phase):
         from ..data.loaders import make_loader
 
-        dataset = self.features.eval_dataset("val") if phase.inputs == "features" else self.images[1]
+        dataset = self.features(phase.cut).eval_dataset("val") if phase.inputs == "features" else self.images[1]
         workers = 0 if phase.inputs == "features" else self.run.workers
         return make_loader(dataset, batch_size=self.run.cfg.batch_size, shuffle=False, workers=workers,
                            sampler=dist.eval_sampler(dataset))
 
-    @property
-    def features(self):
-        if self._features is None:
+    def features(self, cut: int | None):
+        """The cache at ``cut``: as many augmented views per training image as the epochs on it (at most
+        --cache-views), cycled over those epochs. Pooled features (cut None) are derived from a cache of
+        activations when the plan has one, rather than computed from the images again."""
+        if cut not in self._features:
             from .features import split_features
 
             run, cfg = self.run, self.run.cfg
-            views = min(cfg.cache_views, sum(p.epochs for p in run.plan if p.inputs == "features"))
-            self._features = split_features(run.model, cfg.model, run.preprocess, run.source, augment=cfg.augment,
-                                            views=max(1, views), device=run.device, runtime=cfg.runtime,
-                                            batch_size=cfg.batch_size, workers=min(1, run.workers),
-                                            progress=run.progress)
-        return self._features
+            deeper = [p.cut for p in run.plan if p.inputs == "features" and p.cut is not None]
+            if cut is None and deeper:
+                self._features[None] = self.features(deeper[0]).through(
+                    Upper(run.model, deeper[0], pre_logits=True), run.device)
+                return self._features[None]
+            epochs = sum(p.epochs for p in run.plan if p.inputs == "features" and p.cut == cut)
+            self._features[cut] = split_features(
+                run.model, cfg.model, run.preprocess, run.source, augment=cfg.augment,
+                views=max(1, min(cfg.cache_views, epochs)), device=run.device, runtime=cfg.runtime,
+                batch_size=cfg.batch_size, workers=min(1, run.workers), progress=run.progress, cut=cut)
+        return self._features[cut]
 
     @property
     def images(self):

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 from ..config import TrainConfig
 
-TRAINS = ("head", "all")
+TRAINS = ("head", "top", "all")
+EXPLICIT_EPOCHS = 30  # --epochs when a flag (--fast, --freeze, --unfreeze-at) asks for an explicit plan
 INPUTS = ("features", "images")
 
 
@@ -19,15 +20,17 @@ INPUTS = ("features", "images")
 class Phase:
     name: str           # shown in the log, results.json and the report
     epochs: int
-    trains: str         # "head": the classifier alone on a frozen backbone; "all": the whole network
-    inputs: str         # "features": cached outputs of the frozen backbone; "images": pixels
+    trains: str         # "head": the classifier alone; "top": the stages from ``cut`` on; "all": the whole network
+    inputs: str         # "features": cached outputs of the frozen part (at ``cut``); "images": pixels
     lr: float           # the head's lr
     body_lr: float      # the lr of everything else that trains
+    cut: int | None = None  # the stage where the frozen part ends; None: just before the classifier
 
     def describe(self) -> str:
-        what = "the head on cached backbone features" if self.inputs == "features" else \
-            "the head (backbone frozen)" if self.trains == "head" else "all layers"
-        return f"{self.name}: {self.epochs} epoch(s), {what}, lr {self.lr:.2g}" + \
+        where = "pooled backbone features" if self.cut is None else f"stage-{self.cut} activations"
+        what = {"head": "the head", "top": f"stages {self.cut}+ and the head", "all": "all layers"}[self.trains]
+        on = f"on cached {where}" if self.inputs == "features" else "on images"
+        return f"{self.name}: {self.epochs} epoch(s), {what} {on}, lr {self.lr:.2g}" + \
             (f" (backbone {self.body_lr:.2g})" if self.trains != "head" else "")
 
     def to_dict(self) -> dict:
@@ -48,13 +51,19 @@ def explicit_plan(cfg: TrainConfig) -> list[Phase]:
     (on cached features unless --no-cache or a distillation teacher needs the images), then, from
     --unfreeze-at on, the whole network with the backbone at lr x --backbone-lr-mult."""
     lr, body_lr = cfg.base_lr, cfg.base_lr * cfg.backbone_lr_mult
+    epochs = cfg.epochs or EXPLICIT_EPOCHS
     head_epochs = 0
     if cfg.frozen_backbone:
-        head_epochs = min(cfg.epochs, cfg.unfreeze_at - 1) if cfg.unfreeze_at else cfg.epochs
+        head_epochs = min(epochs, cfg.unfreeze_at - 1) if cfg.unfreeze_at else epochs
     inputs = "features" if cfg.cache and not cfg.teacher else "images"
     plan = []
     if head_epochs:
         plan.append(Phase("head", head_epochs, "head", inputs, lr, body_lr))
-    if cfg.epochs > head_epochs:
-        plan.append(Phase("full", cfg.epochs - head_epochs, "all", "images", lr, body_lr))
+    if epochs > head_epochs:
+        plan.append(Phase("full", epochs - head_epochs, "all", "images", lr, body_lr))
     return plan
+
+
+def plan_from_records(records: list[dict]) -> list[Phase]:
+    """The plan a run recorded (results.json "phases", last.pt "plan"): a resumed run continues exactly it."""
+    return [Phase(**record) for record in records]

@@ -25,7 +25,7 @@ from ..record.results import write_results
 from . import distributed as dist
 from .device import seed_everything, select_device
 from .fit import Run, fit
-from .plan import explicit_plan
+from .plan import explicit_plan, plan_from_records
 from .state import TrainState
 
 log = logging.getLogger("imgcls")
@@ -114,21 +114,24 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main)
+    plan, views, estimate = _plan(cfg, last, model, preprocess, source, device, main)
     resolved = dataclasses.replace(
-        cfg, data=str(Path(cfg.data).resolve()), freeze=cfg.frozen_backbone, lr=cfg.base_lr, workers=workers,
-        imgsz=_imgsz(preprocess), device=str(device),
+        cfg, data=str(Path(cfg.data).resolve()), epochs=sum(p.epochs for p in plan), cache_views=views,
+        freeze=None if cfg.planned else cfg.frozen_backbone, lr=None if cfg.planned else cfg.base_lr,
+        workers=workers, imgsz=_imgsz(preprocess), device=str(device),
         teacher=distiller.description["teacher"] if distiller else None)
     run_dir = Path(last["path"]).parent.parent if last else \
         dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
     weights_desc = last["weights_source"] if last else weights_desc
     run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
-              device=device, plan=explicit_plan(resolved), results={}, checkpoint_base={}, workers=workers,
+              device=device, plan=plan, results={}, checkpoint_base={}, workers=workers,
               main=main, progress=progress and main, distiller=distiller)
     set_backbone_trainable(model, run.plan[0].trains == "all")  # as the first phase trains it
     run.results = _results_header(run, weights_desc)
     run.checkpoint_base = {"format": CHECKPOINT_FORMAT, "version": 1, "model_name": cfg.model,
                            "model_kwargs": {"se": cfg.se}, "class_names": source.class_names,
-                           "preprocess": preprocess, "args": resolved.to_dict(), "weights_source": weights_desc}
+                           "preprocess": preprocess, "args": resolved.to_dict(), "weights_source": weights_desc,
+                           "plan": [p.to_dict() for p in plan]}
     if last is not None:
         model.load_state_dict(last["state_dict"])
         run.state = TrainState.from_checkpoint(last)
@@ -137,8 +140,24 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     elif main:
         _write_run_header(run)
     run.amp = _amp(run)
-    _log_start(run, weights_desc)
+    _log_start(run, weights_desc, estimate)
     return run
+
+
+def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, device, main: bool):
+    """(phases, views to cache, estimate lines): the recorded plan when resuming, the budget plan by default,
+    or the plan that explicit flags spell out. Rank 0 measures; every rank runs the same plan."""
+    if last is not None:
+        records = last.get("plan") or [p.to_dict() for p in explicit_plan(cfg)]  # runs from before plans
+        return plan_from_records(records), cfg.cache_views, None
+    if not cfg.planned:
+        return explicit_plan(cfg), cfg.cache_views, None
+    from .budget import budget_plan
+
+    counts = {split: len(items) for split, items in source.items.items()}
+    made = budget_plan(cfg, model, preprocess, counts, device) if main else None
+    plan, views, estimate = dist.broadcast(made)
+    return plan, views, estimate
 
 
 def _imgsz(preprocess: dict) -> int | str:
@@ -239,7 +258,7 @@ def _write_run_header(run: Run) -> None:
         write_split_csv(run.source, run.run_dir / "split.csv")
 
 
-def _log_start(run: Run, weights_desc: str) -> None:
+def _log_start(run: Run, weights_desc: str, estimate) -> None:
     names, counts, cfg = run.source.class_names, run.source.counts(), run.cfg
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
     log.info(f"Data: {len(names)} classes ({shown}); "
@@ -249,7 +268,13 @@ def _log_start(run: Run, weights_desc: str) -> None:
     model = run.results["model"]
     log.info(f"Model: {cfg.model}, {weights_desc}; input {side[1]}x{side[2]}; {model['total parameters']:,} "
              f"parameters, {model['FLOPs per image'] / 1e9:.2f} GFLOPs per image")
-    log.info("Plan: " + "; then ".join(p.describe() for p in run.plan))
+    if estimate is None:
+        log.info("Plan: " + "; then ".join(p.describe() for p in run.plan))
+        return
+    log.info(f"Plan for --budget {run.cfg.budget} (estimated {estimate.total / 60:.1f} min on this machine; "
+             f"{run.cfg.cache_views} augmented views per training image):\n"
+             + "\n".join(f"  {i}. {p.describe()}" for i, p in enumerate(run.plan, 1)) + "\nEstimated time:\n"
+             + "\n".join(estimate.lines()))
 
 
 def finish(run: Run) -> TrainResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from ..config import FIELDS, make_config
+from ..config import FIELDS, make_config, parse_duration
 from ..errors import ImgclsError
+from .plan import EXPLICIT_EPOCHS
 from ..record.files import atomic_write_bytes, new_run_dir, write_json, write_yaml
 
 log = logging.getLogger("imgcls")
@@ -37,17 +39,6 @@ class TuneResult:
     best_value: float
     best_trial: int
     trials_done: int
-
-
-def parse_duration(text: str | None) -> float | None:
-    """'90s', '30m', '2h', '1.5h' or plain seconds -> seconds."""
-    if text in (None, ""):
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
-    if not match:
-        raise ImgclsError(f"--timeout {text!r}: use a duration such as 90s, 30m or 2h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def load_space(path: str | Path | None) -> dict:
@@ -104,6 +95,22 @@ def _study_dir(project: str, name: str, signature: dict) -> Path:
         n += 1
 
 
+def _base_settings(data: str, model: str, seed: int, fixed: dict):
+    """The settings every trial shares, checked: a wrong folder or unobtainable weights is one error line
+    before any study or folder is made."""
+    from ..data.folders import discover
+    from ..models.factory import create_model
+
+    if not data:
+        raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
+    base = make_config(data=data, model=model, seed=seed, **fixed)
+    if base.epochs is None:  # trials need a fixed length to be compared and pruned
+        base = dataclasses.replace(base, epochs=EXPLICIT_EPOCHS)
+    source = discover(base.data, base.split, base.seed)
+    create_model(base.model, len(source.class_names), pretrained=base.pretrained, weights=base.weights, se=base.se)
+    return base
+
+
 def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, timeout: str | float | None = None,
          space: str | Path | None = None, storage: str | None = None, study_name: str | None = None,
          project: str = "runs", name: str = "tune", seed: int = 0, progress: bool = False,
@@ -121,20 +128,11 @@ def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, t
     from .train import train
 
     setup_logging()
-    if not data:
-        raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
     search_space = load_space(space)
-    base = make_config(data=data, model=model, seed=seed, **fixed)  # validates fixed settings early
-    from ..data.folders import discover
-
-    # A wrong folder or unobtainable weights is one error line before any study or folder is made.
-    source = discover(base.data, base.split, base.seed)
-    from ..models.factory import create_model
-
-    create_model(base.model, len(source.class_names), pretrained=base.pretrained, weights=base.weights, se=base.se)
+    base = _base_settings(data, model, seed, fixed)
     if trials < 1:
         raise ImgclsError(f"--trials {trials}: must be at least 1")
-    seconds = parse_duration(timeout) if not isinstance(timeout, (int, float)) else float(timeout)
+    seconds = parse_duration(timeout, "--timeout") if not isinstance(timeout, (int, float)) else float(timeout)
     signature = {"data": str(Path(data).resolve()), "model": model, "space": search_space,
                  "fixed": {k: v for k, v in sorted(fixed.items())}}
     tune_dir = _study_dir(project, name, signature)

@@ -36,11 +36,11 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
         p.requires_grad = trainable or id(p) in head
 
 
-def head_and_backbone_params(model: nn.Module) -> tuple[list, list]:
-    head_ids = {id(p) for p in model.get_classifier().parameters()}
-    head = [p for p in model.parameters() if id(p) in head_ids]
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
-    return head, backbone
+def set_trainable(model: nn.Module, part: nn.Module) -> None:
+    """Train ``part`` (a module sharing the model's parameters, e.g. Upper) and freeze everything else."""
+    keep = {id(p) for p in part.parameters()}
+    for p in model.parameters():
+        p.requires_grad = id(p) in keep
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -61,3 +61,74 @@ def count_flops(model: nn.Module, input_size) -> int:
         model(torch.zeros(1, *input_size, device=device))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+# Where a network can be cut, per family: (stem, stages, modules between the last stage and forward_head, the
+# container the stages live in). A cut K runs stem + stages[:K] below it and stages[K:] + post + forward_head above.
+def _timm_layout(stem, stages, post):
+    def layout(model):
+        container = getattr(model, stages) if isinstance(stages, str) else None
+        stage_list = list(container) if container is not None else [getattr(model, s) for s in stages]
+        return [getattr(model, s) for s in stem], stage_list, [getattr(model, p) for p in post], container
+    return layout
+
+
+def _simple_cnn_layout(model):
+    """simple_cnn's stages end at its max-pools (views of its layers: the state_dict keeps its names)."""
+    stages, current = [], []
+    for layer in model.features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append(nn.Sequential(*current))
+            current = []
+    return [], stages, [], model.features
+
+
+_LAYOUTS = {
+    "EfficientNet": _timm_layout(("conv_stem", "bn1"), "blocks", ("conv_head", "bn2")),
+    "MobileNetV3": _timm_layout(("conv_stem", "bn1"), "blocks", ()),
+    "ResNet": _timm_layout(("conv1", "bn1", "act1", "maxpool"), ("layer1", "layer2", "layer3", "layer4"), ()),
+    "ConvNeXt": _timm_layout(("stem",), "stages", ("norm_pre",)),
+    "SimpleCNN": _simple_cnn_layout,
+}
+
+
+def stage_layout(model: nn.Module):
+    """(stem, stages, post, container) of a network imgcls can cut between stages, or None for other families."""
+    layout = _LAYOUTS.get(type(model).__name__)
+    return layout(model) if layout else None
+
+
+def cut_points(model: nn.Module) -> int:
+    """How many stages the network has (0 when it cannot be cut); a cut K is a number in 1..stages-1."""
+    layout = stage_layout(model)
+    return len(layout[1]) if layout else 0
+
+
+class Lower(nn.Module):
+    """Images in, the activations at the input of stage ``cut`` out (the frozen part of a partly trained net)."""
+
+    def __init__(self, model: nn.Module, cut: int):
+        super().__init__()
+        stem, stages, _, _ = stage_layout(model)
+        self.layers = nn.Sequential(*stem, *stages[:cut])
+
+    def forward(self, images):
+        return self.layers(images)
+
+
+class Upper(nn.Module):
+    """Activations at stage ``cut`` in, logits (or pooled features with ``pre_logits``) out: the rest of ``model``,
+    sharing its parameters."""
+
+    def __init__(self, model: nn.Module, cut: int, pre_logits: bool = False):
+        super().__init__()
+        stem, stages, post, container = stage_layout(model)
+        self.layers = nn.Sequential(*stages[cut:], *post)
+        below = {id(m) for m in (*stem, *stages, *post, container)}
+        # what forward_head uses (pooling, classifier, MobileNetV3's conv_head...), registered for its parameters
+        self.head = nn.ModuleList(m for m in model.children() if id(m) not in below)
+        self.model, self.pre_logits = [model], pre_logits  # a list: forward_head is called, not re-registered
+
+    def forward(self, activations):
+        return self.model[0].forward_head(self.layers(activations), pre_logits=self.pre_logits)

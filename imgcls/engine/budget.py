@@ -1,0 +1,168 @@
+"""The default training plan: measure this machine, then fit the most accurate phases into --budget.
+
+On a CPU the network is cut before its last stages (``cut``): the frozen lower part runs once per augmented
+view of each image into a cache of activations, a linear probe trains on their pooled features, then the top
+stages fine-tune on the cache (LP-FT on cached activations: surgical fine-tuning at a fraction of the cost of
+training the whole network). On CUDA, where whole-network training is cheap, it is LP-FT of all layers.
+The numbers of the recipe come from runs on real photos (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig, parse_duration
+from .plan import Phase
+
+log = logging.getLogger("imgcls")
+
+RECIPE = {
+    "views": 4,              # augmented views cached per training image (more only when the budget allows)
+    "max_views": 8,
+    "probe_epochs": 10,      # linear probe on the pooled features of the cached views
+    "probe_lr": 1e-2,        # AdamW, per 32 images
+    "tune_epochs": 8,        # the top stages on the cached activations
+    "min_tune_epochs": 3,
+    "max_tune_epochs": 12,
+    "tune_lr": 1e-3,         # AdamW, the same for the top stages and the head
+    "top_stages": 2,         # stages trained above the cut
+}
+FIXED_SECONDS = 20.0          # data check, model and runtime set-up, report: measured once, not per image
+DECODE_SECONDS = 0.004        # decoding and augmenting one view, beside the network (per image)
+
+
+@dataclass
+class Costs:
+    """Seconds per image on this machine, measured on a probe batch when the plan is made."""
+
+    lower: float           # the frozen lower part, inference (once per cached view)
+    top_train: float       # the top stages, forward + backward (per view per epoch)
+    top_eval: float        # the top stages, inference (validation each epoch; pooled features once)
+    head: float = 0.0      # the linear probe, per view per epoch (tiny)
+
+
+@dataclass
+class Estimate:
+    """What the plan will take, step by step, in seconds."""
+
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return sum(seconds for _, seconds in self.steps)
+
+    def lines(self) -> list[str]:
+        return [f"  {what}: {_minutes(seconds)}" for what, seconds in self.steps]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int, tune_epochs: int) -> Estimate:
+    """Seconds of each step of the cut-and-cache plan for ``counts`` images per split (pure: testable)."""
+    train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
+    cached_views = train * views + val + test
+    return Estimate([
+        ("set-up, data check and report", FIXED_SECONDS),
+        (f"caching {cached_views:,} image views", cached_views * (costs.lower + DECODE_SECONDS)),
+        ("pooled features for the probe", cached_views * costs.top_eval),
+        (f"probe: {probe_epochs} epochs", probe_epochs * (train + val) * costs.head),
+        (f"fine-tuning the top stages: {tune_epochs} epochs", tune_epochs * (train * costs.top_train
+                                                                            + val * costs.top_eval)),
+        ("final evaluation on val and test", (val + test) * (costs.lower + costs.top_eval + DECODE_SECONDS)),
+    ])
+
+
+def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int) -> tuple[int, int, int, Estimate]:
+    """(views, probe epochs, tune epochs, estimate): the recipe, shrunk until it fits the budget (fewer tune
+    epochs, then fewer views), or grown while it fits with room to spare (more views, then more epochs)."""
+    views, probe, tune = min(RECIPE["views"], max_views), RECIPE["probe_epochs"], RECIPE["tune_epochs"]
+    while estimate(costs, counts, views, probe, tune).total > budget:
+        if tune > RECIPE["min_tune_epochs"]:
+            tune -= 1
+        elif views > 1:
+            views -= 1
+        elif tune > 1:
+            tune -= 1
+        else:
+            break
+    while True:
+        bigger = [(v, t) for v, t in ((views + 2, tune + 1), (views, tune + 1))
+                  if v <= min(RECIPE["max_views"], max_views) and t <= RECIPE["max_tune_epochs"]]
+        fits = [(v, t) for v, t in bigger if estimate(costs, counts, v, probe, t).total <= 0.9 * budget]
+        if not fits:
+            break
+        views, tune = fits[0]
+    return views, probe, tune, estimate(costs, counts, views, probe, tune)
+
+
+def _per_image(fn, batch: torch.Tensor, repeats: int = 3) -> float:
+    """Seconds per image: the best of ``repeats`` timed calls after a warm-up (other jobs only slow a call down)."""
+    fn(batch)  # warm-up: kernels chosen, memory allocated
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - start)
+    return min(times) / len(batch)
+
+
+def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 8) -> Costs:
+    """Time the parts of the plan on random inputs of the real size, with the runtime extraction will use."""
+    from ..models.parts import Lower, Upper
+    from .runners import fastest_runner
+
+    model = copy.deepcopy(model)  # a timed training step moves batch-norm statistics: never on the run's model
+    images = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    lower = Lower(model, cut).eval()
+    runner = fastest_runner(lower, input_size, kind=runtime)
+    with torch.inference_mode():
+        activations = lower(images)
+    upper = Upper(model, cut)
+
+    def train_step(x):
+        upper.train()
+        upper(x).float().logsumexp(1).mean().backward()
+
+    top_train = _per_image(train_step, activations.clone())
+    upper.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.inference_mode():
+        top_eval = _per_image(upper, activations)
+    return Costs(lower=_per_image(runner, images), top_train=top_train, top_eval=top_eval, head=top_eval / 50)
+
+
+def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: dict[str, int],
+                device: torch.device) -> tuple[list[Phase], int, Estimate | None]:
+    """The default plan for this run: (phases, views to cache, estimate) within cfg.budget."""
+    from ..models.parts import cut_points
+
+    budget = parse_duration(cfg.budget)
+    stages = cut_points(model)
+    if device.type != "cpu" or stages < 3 or not cfg.pretrained:
+        return _whole_network_plan(cfg, counts), min(cfg.cache_views, RECIPE["views"]), None
+    cut = stages - RECIPE["top_stages"]
+    t0 = time.time()
+    costs = measure(model, cut, preprocess["input_size"], cfg.runtime)
+    views, probe, tune, est = choose(costs, counts, budget, RECIPE["max_views"])
+    log.info(f"Measured this machine in {time.time() - t0:.1f}s: {costs.lower * 1000:.1f} ms per image below "
+             f"stage {cut}, {costs.top_train * 1000:.1f} ms to train the stages above it")
+    plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
+            Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut)]
+    return plan, views, est
+
+
+def _whole_network_plan(cfg: TrainConfig, counts: dict[str, int]) -> list[Phase]:
+    """Where cutting does not apply: on CUDA (LP-FT of all layers), for networks imgcls cannot cut, and from
+    scratch. Without measurements the epochs are fixed: 5 probe epochs, then 20 (or 30 from scratch)."""
+    if not cfg.pretrained:
+        return [Phase("full", 30, "all", "images", 1e-3, 1e-3)]
+    return [Phase("probe", 5, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
+            Phase("finetune", 20, "all", "images", 1e-3, 1e-4)]

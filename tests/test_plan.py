@@ -1,0 +1,147 @@
+"""The default plan: fitted to --budget from measured costs; each phase trains what it says; resumable mid-phase;
+--fast is the frozen linear head imgcls trained by default before plans."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from imgcls.engine.budget import Costs, choose, estimate
+
+COUNTS = {"train": 2000, "val": 250, "test": 250}
+COSTS = Costs(lower=0.02, top_train=0.02, top_eval=0.005, head=0.0001)  # seconds per image, a slow CPU
+
+
+def test_the_plan_fits_the_budget_and_uses_it():
+    for minutes in (3, 8, 15, 40):
+        budget = minutes * 60
+        views, probe, tune, est = choose(COSTS, COUNTS, budget, max_views=8)
+        assert est.total <= budget, (minutes, est.steps)
+        assert est.total == pytest.approx(estimate(COSTS, COUNTS, views, probe, tune).total)
+    small = choose(COSTS, COUNTS, 8 * 60, 8)
+    large = choose(COSTS, COUNTS, 40 * 60, 8)
+    assert large[3].total > small[3].total and (large[0], large[2]) >= (small[0], small[2])  # more time, more work
+    views, _, tune, _ = choose(COSTS, COUNTS, 3 * 60, 8)
+    assert views >= 1 and tune >= 1
+
+
+def test_estimate_counts_every_image_view_once():
+    est = dict(estimate(Costs(lower=1.0, top_train=0.0, top_eval=0.0), {"train": 10, "val": 3, "test": 2}, 4, 0, 0)
+               .steps)
+    caching = next(v for k, v in est.items() if k.startswith("caching"))
+    assert caching == pytest.approx((10 * 4 + 3 + 2) * (1.0 + 0.004))
+
+
+@pytest.fixture(autouse=True)
+def steady_machine(monkeypatch):
+    """Plans follow measured speed; tests pin the measurement so the plan does not depend on the machine's load.
+    With these costs a 60 s budget grows the recipe to its largest plan: 8 views, 10 probe + 12 tune epochs."""
+    import imgcls.engine.budget as budget
+
+    monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: Costs(lower=0.004, top_train=0.02,
+                                                                           top_eval=0.005, head=1e-4))
+
+
+def _stages(state: dict) -> dict[int, dict]:
+    """simple_cnn's parameters by stage (its stages end at the max-pools: 7 layers each with SE off)."""
+    out: dict[int, dict] = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            out.setdefault(int(key.split(".")[1]) // 7, {})[key] = value
+    return out
+
+
+def _planned(cli, data, weights, project, *extra):
+    return cli("train", "--data", data, "--model", "simple_cnn", "--weights", weights, "--imgsz", "32",
+               "--batch-size", "8", "--workers", "0", "--budget", "60s", "--project", project, *extra)
+
+
+def test_each_phase_trains_what_it_says(cli, split_data, trained_run, tmp_path):
+    start = torch.load(trained_run / "weights" / "best.pt", weights_only=True)["state_dict"]
+    code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs")
+    assert code == 0, err
+    run = tmp_path / "runs" / "train"
+    results = json.loads((run / "results.json").read_text())
+    probe, tune = results["phases"]
+    assert (probe["name"], probe["trains"], tune["name"], tune["trains"], tune["cut"]) == \
+        ("probe", "head", "tune", "top", 2)
+    assert "Plan for --budget 60s" in err and "Estimated time" in err
+    phases = [results[f"epoch:{i}"]["phase"] for i in range(1, probe["epochs"] + tune["epochs"] + 1)]
+    assert phases == ["probe"] * probe["epochs"] + ["tune"] * tune["epochs"]
+    final = torch.load(run / "weights" / "last.pt", weights_only=True)["state_dict"]
+    before, after = _stages(start), _stages(final)
+    for stage in (0, 1):  # below the cut: untouched, batch-norm statistics included
+        assert all(torch.equal(after[stage][k], v) for k, v in before[stage].items()), stage
+    for stage in (2, 3):  # above it: trained
+        assert any(not torch.equal(after[stage][k], v) for k, v in before[stage].items()), stage
+    assert not torch.equal(final["classifier.weight"], start["classifier.weight"])
+    args = json.loads(json.dumps(results["train parameters"]))
+    assert args["epochs"] == probe["epochs"] + tune["epochs"] and args["budget"] == "60s"
+
+
+def test_probe_phase_leaves_the_backbone_alone(cli, split_data, trained_run, tmp_path):
+    """Interrupted right after the probe: only the head has moved."""
+    import imgcls
+
+    start = torch.load(trained_run / "weights" / "best.pt", weights_only=True)["state_dict"]
+
+    def stop_after_the_probe(epoch, valid_info):
+        if epoch == probe_epochs:
+            raise KeyboardInterrupt
+
+    probe_epochs = 10
+    with pytest.raises(KeyboardInterrupt):
+        imgcls.train(data=str(split_data), model="simple_cnn", weights=str(trained_run / "weights" / "best.pt"),
+                     imgsz=32, batch_size=8, workers=0, budget="60s", project=str(tmp_path / "runs"),
+                     progress=False, on_epoch_end=stop_after_the_probe)
+    last = torch.load(tmp_path / "runs" / "train" / "weights" / "last.pt", weights_only=True)
+    assert last["epoch"] == probe_epochs and last["phase"] == "probe"
+    moved = [k for k, v in start.items() if not torch.equal(last["state_dict"][k], v)]
+    assert moved and set(moved) <= {"classifier.weight", "classifier.bias"}
+
+
+def test_resume_mid_phase_continues_the_same_plan(cli, split_data, trained_run, tmp_path, capsys):
+    import imgcls
+
+    weights = trained_run / "weights" / "best.pt"
+
+    def interrupt(epoch, valid_info):
+        if epoch == 12:  # two epochs into the tune phase
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        imgcls.train(data=str(split_data), model="simple_cnn", weights=str(weights), imgsz=32, batch_size=8,
+                     workers=0, budget="60s", project=str(tmp_path / "runs"), progress=False, on_epoch_end=interrupt)
+    run = tmp_path / "runs" / "train"
+    planned = json.loads((run / "results.json").read_text())["phases"]
+    interrupted = torch.load(run / "weights" / "last.pt", weights_only=True)
+    assert interrupted["epoch"] == 12 and interrupted["phase"] == "tune"
+    capsys.readouterr()  # what the interrupted run printed
+    code, _, err = cli("train", "--resume", run)
+    assert code == 0, err
+    assert "Resuming" in err and "Measured this machine" not in err  # the recorded plan, not a new one
+    results = json.loads((run / "results.json").read_text())
+    assert results["phases"] == planned
+    total = sum(p["epochs"] for p in planned)
+    assert [results[f"epoch:{i}"]["phase"] for i in (12, 13, total)] == ["tune"] * 3
+    assert f"epoch:{total + 1}" not in results and "test" in results
+    assert results[f"epoch:{total}"]["elapsed"] > results["epoch:12"]["elapsed"]
+
+
+def test_fast_is_the_frozen_linear_head(cli, split_data, trained_run, tmp_path):
+    """--fast: what `imgcls train` did by default before plans: 30 epochs of a linear head on cached features."""
+    weights = trained_run / "weights" / "best.pt"
+    start = torch.load(weights, weights_only=True)["state_dict"]
+    code, _, err = cli("train", "--data", split_data, "--model", "simple_cnn", "--weights", weights, "--imgsz", "32",
+                       "--batch-size", "8", "--workers", "0", "--fast", "--project", tmp_path / "runs")
+    assert code == 0, err
+    results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
+    assert [(p["name"], p["epochs"], p["trains"], p["inputs"], p["cut"]) for p in results["phases"]] == \
+        [("head", 30, "head", "features", None)]
+    assert results["train parameters"]["freeze"] is True and results["train parameters"]["epochs"] == 30
+    assert "Measured this machine" not in err
+    final = torch.load(tmp_path / "runs" / "train" / "weights" / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[k], v) for k, v in start.items() if not k.startswith("classifier"))
