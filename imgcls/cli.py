@@ -165,6 +165,7 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="output file (default: next to the checkpoint, e.g. best.onnx)")
     p.add_argument("--calib-images", type=int, default=64, metavar="N",
                    help="training images used to calibrate INT8 (default 64)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
 
     p = sub.add_parser("benchmark", help="img/s and p50/p95 latency of a checkpoint on each runtime")
     p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/train/weights/best.pt")
@@ -220,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
                      max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime)
     elif command == "export":
         imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
-                      calibration_images=args.calib_images)
+                      calibration_images=args.calib_images, force=args.force)
     elif command == "benchmark":
         imgcls.benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, threads=args.threads,
                          out=args.out)

@@ -25,6 +25,7 @@ import numpy as np
 from ..console import progress_bar
 from ..errors import ImgclsError
 from ..pages import esc, page
+from ..record.files import is_inside
 from .images import ImageReadError, load_image
 
 # Perceptual hash: imagehash.phash with hash_size=16, i.e. 256 bits. Two images are near
@@ -493,6 +494,11 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
     root = Path(data).expanduser()
     if export_clean is not None:
         _check_export_target(root, Path(export_clean))
+    if write and out is not None:
+        _check_out_target(root, Path(out), None if export_clean is None else Path(export_clean))
+    elif write and root.is_dir() and is_inside(Path("runs"), root):
+        raise ImgclsError(f"--data {root}: holds the current folder, so the report (runs/check) would land among "
+                          "the images; pass --out DIR outside it")
     t0 = time.time()
     entries, layout, layout_issues = collect_entries(root)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
@@ -519,12 +525,37 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
 # ---------------------------------------------------------------- clean copy
 
 
+REPORT_FILES = ("check.json", "check.html", "class_counts.png")
+
+
 def _check_export_target(root: Path, dest: Path) -> None:
-    src, dst = root.resolve(), dest.resolve()
-    if dst == src or src in dst.parents or dst in src.parents:
+    if is_inside(dest, root) or is_inside(root, dest):
         raise ImgclsError(f"--export-clean {dest}: must be outside --data {root} (the source is never modified)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ImgclsError(f"--export-clean {dest}: already exists and is not empty; choose a new folder")
+
+
+def _check_out_target(root: Path, out: Path, export_clean: Path | None) -> None:
+    """--out must not drop report files among the images, nor replace files imgcls did not write."""
+    if is_inside(out, root):
+        raise ImgclsError(f"--out {out}: is inside --data {root}, so the report would land among the images; "
+                          "choose a folder outside it")
+    if export_clean is not None and (is_inside(out, export_clean) or is_inside(export_clean, out)):
+        raise ImgclsError(f"--out {out}: must not hold or be inside --export-clean {export_clean}; "
+                          "the clean copy holds images only")
+    if out.exists() and not out.is_dir():
+        raise ImgclsError(f"--out {out}: is a file; choose a folder")
+    taken = [name for name in REPORT_FILES if (out / name).exists()]
+    if taken and not _is_check_report(out / "check.json"):
+        raise ImgclsError(f"--out {out}: already holds {taken[0]}, which imgcls check did not write; "
+                          "choose a new folder")
+
+
+def _is_check_report(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == "imgcls-check"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]]]:
@@ -573,22 +604,19 @@ def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]
 
 
 def export_clean_copy(report: CheckReport, dest: Path) -> dict:
-    """Copy the kept files into dest with the same layout; written under a temporary name, then renamed."""
+    """Copy the kept files into dest with the same layout: written into a marked staging folder beside
+    dest, then renamed, so an interrupted export never looks finished and nothing else is ever removed."""
+    from ..record.files import staged_dir
+
     keep, dropped = clean_selection(report)
     root = Path(report.root)
     dest = Path(dest)
-    partial = dest.with_name(dest.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    for rel in keep:
-        target = partial / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / rel, target)
-    if dest.exists():
-        dest.rmdir()  # checked empty before the scan
-    os.replace(partial, dest)
-    summary = {"folder": str(dest), "kept": len(keep), "dropped": dropped}
-    return summary
+    with staged_dir(dest) as staging:
+        for rel in keep:
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, target)
+    return {"folder": str(dest), "kept": len(keep), "dropped": dropped}
 
 
 # ---------------------------------------------------------------- output
