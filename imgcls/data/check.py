@@ -26,7 +26,7 @@ from ..console import progress_bar
 from ..errors import ImgclsError
 from ..pages import esc, page
 from ..record.files import is_inside
-from .images import ImageReadError, load_image
+from .images import ImageReadError, load_image, read_image
 
 # Perceptual hash: imagehash.phash with hash_size=16, i.e. 256 bits. Two images are near
 # duplicates when their hashes differ in at most NEAR_THRESHOLD bits (docs/check.md has the
@@ -157,29 +157,18 @@ def read_record(path: Path, rel: str, class_name: str, split: str | None, *, per
         return record
     record.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        image = load_image(data, draft_size=HASH_DRAFT_SIZE if perceptual else PROVE_DRAFT_SIZE)
+        decoded = read_image(data, draft_size=HASH_DRAFT_SIZE if perceptual else PROVE_DRAFT_SIZE,
+                             count_colours=True)
     except ImageReadError as e:
         reason = str(e)
         if reason.startswith("not an image"):
             reason = _sniff_text(data) or reason
         record.error = reason
         return record
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as header:
-        record.format = header.format or ""
-        record.width, record.height = header.size
-        record.mode = header.mode
-        if header.mode == "P" and "transparency" in header.info:
-            record.mode = "PA"
-        try:
-            record.orientation = int(header.getexif().get(0x0112, 1) or 1)
-        except Exception:  # a malformed EXIF block does not make the picture unusable
-            record.orientation = 1
-    colours = image.getcolors(256)
-    record.colours = len(colours) if colours else None
+    record.format, record.width, record.height = decoded.format, decoded.width, decoded.height
+    record.mode, record.orientation, record.colours = decoded.mode, decoded.orientation, decoded.colours
     if perceptual:
-        record.phash = perceptual_hash(image)
+        record.phash = perceptual_hash(decoded.image)
     return record
 
 
