@@ -95,6 +95,14 @@ def _without_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def _signature(data: str, model: str, space: dict, fixed: dict, study_name: str | None, storage: str | None) -> dict:
+    """What a tune folder holds. The study itself is part of it: another --study-name or --storage gets its own
+    folder, so its trials.csv and best.yaml never replace those of an earlier study."""
+    return {"data": str(Path(data).resolve()), "model": model, "space": space,
+            "fixed": {k: v for k, v in sorted(fixed.items())}, "study_name": study_name or "imgcls",
+            "storage": _without_password(storage) if storage else STUDY_FILE}
+
+
 def _study_dir(project: str, name: str, signature: dict) -> Path:
     """Reuse the folder whose study has the same data, model, space, study name and storage (so a rerun
     resumes), else a new one (tune, tune2, ...)."""
@@ -142,11 +150,7 @@ def tune(data: str, model: str = "efficientnet_lite0", *, trials: int = 20, time
         raise ImgclsError(f"--trials {trials}: must be at least 1")
     seconds = parse_duration(timeout) if not isinstance(timeout, (int, float)) else float(timeout)
     check_project_outside_data(project, data)
-    # The study itself is part of what a folder holds: another --study-name or --storage gets its own folder,
-    # so its trials.csv and best.yaml never replace those of the earlier study.
-    signature = {"data": str(Path(data).resolve()), "model": model, "space": search_space,
-                 "fixed": {k: v for k, v in sorted(fixed.items())}, "study_name": study_name or "imgcls",
-                 "storage": _without_password(storage) if storage else STUDY_FILE}
+    signature = _signature(data, model, search_space, fixed, study_name, storage)
     tune_dir = _study_dir(project, name, signature)
     write_json(tune_dir / "tune.json", {"signature": signature})
     storage_url = storage or f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}"
