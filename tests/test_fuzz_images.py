@@ -25,6 +25,9 @@ from imagegen import make_class_folders, shape_image
 from imgcls.data.check import read_record
 from imgcls.data.images import ImageReadError, load_image
 
+# PIL warns about the malformed files it is fed here; imgcls's answer is what the tests check.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
+
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
 
 

@@ -137,7 +137,7 @@ def read_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int]
         facts = ImageFile(image, image.format or "", image.width, image.height,
                           "PA" if image.mode == "P" and "transparency" in image.info else image.mode,
                           _orientation(image))
-        if draft_size is not None and image.format == "JPEG":
+        if draft_size is not None and image.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG from cameras
             image.draft("RGB", draft_size)
         image.load()
         if count_colours:

@@ -15,7 +15,7 @@ import threading
 from importlib import resources
 
 from ..errors import ImgclsError
-from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, load_image
+from ..data.images import MAX_IMAGE_PIXELS, ImageReadError
 
 log = logging.getLogger("imgcls")
 
