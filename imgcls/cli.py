@@ -151,6 +151,9 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, default=20, metavar="MB",
                    help="largest request body accepted, in MB (default 20)")
     p.add_argument("--max-files", type=int, default=16, metavar="N", help="most images per request (default 16)")
+    p.add_argument("--max-pixels", type=int, default=89_478_485, metavar="N",
+                   help="largest image accepted, in pixels (width x height); larger uploads get 413 before they are "
+                        "decoded (default 89478485, PIL's limit)")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
@@ -165,6 +168,7 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="output file (default: next to the checkpoint, e.g. best.onnx)")
     p.add_argument("--calib-images", type=int, default=64, metavar="N",
                    help="training images used to calibrate INT8 (default 64)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
 
     p = sub.add_parser("benchmark", help="img/s and p50/p95 latency of a checkpoint on each runtime")
     p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/train/weights/best.pt")
@@ -217,10 +221,11 @@ def _run(args: argparse.Namespace) -> int:
                        out=args.out, device=args.device, runtime=args.runtime, workers=args.workers)
     elif command == "serve":
         imgcls.serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-                     max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime)
+                     max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime,
+                     max_pixels=args.max_pixels)
     elif command == "export":
         imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
-                      calibration_images=args.calib_images)
+                      calibration_images=args.calib_images, force=args.force)
     elif command == "benchmark":
         imgcls.benchmark(args.weights, args.backends, args.batch, seconds=args.seconds, threads=args.threads,
                          out=args.out)

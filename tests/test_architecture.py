@@ -124,3 +124,10 @@ def test_no_long_functions():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "functions over the limit:\n" + "\n".join(long)
+
+
+def test_ci_script_sets_ci_before_the_tests():
+    """With CI set, a missing browser fails the browser tests instead of skipping them; .ci/run sets it itself."""
+    lines = [line.strip() for line in (PACKAGE.parent / ".ci" / "run").read_text().splitlines()]
+    runs_tests = next(i for i, line in enumerate(lines) if line == "pytest" or line.startswith("pytest "))
+    assert "export CI=true" in lines[:runs_tests]

@@ -33,10 +33,13 @@ def test_benchmark_writes_table_for_each_backend_and_batch(cli, run):
     table = json.loads((run / "benchmark" / "benchmark.json").read_text())
     assert table["model"] == "simple_cnn" and len(table["results"]) == 6 and table["machine"]["cores"] >= 1
     assert table["machine"]["threads"] == 1 and table["machine"]["torch_threads"] == 1
-    # A second benchmark never overwrites the first.
+    # A second benchmark never overwrites the first: the first folder's files are byte for byte as they were.
+    first = {p.name: p.read_bytes() for p in (run / "benchmark").iterdir()}
     assert cli("benchmark", "--weights", run / "weights" / "best.pt", "--backends", "onnx", "--batch", "1",
                "--seconds", "0.05")[0] == 0
-    assert (run / "benchmark2" / "benchmark.csv").exists() and len(table["results"]) == 6
+    assert {p.name: p.read_bytes() for p in (run / "benchmark").iterdir()} == first
+    second = json.loads((run / "benchmark2" / "benchmark.json").read_text())
+    assert [(r["backend"], r["batch"]) for r in second["results"]] == [("onnx", 1)]
 
 
 def test_backend_without_its_package_is_skipped_with_the_package_named(cli, run, monkeypatch):

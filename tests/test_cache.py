@@ -273,17 +273,57 @@ def test_cached_onnx_runner_matches_pytorch_and_follows_the_weights(trained_run,
     np.testing.assert_allclose(fresh(images), expected + 1.0, rtol=1e-4, atol=1e-4)
 
 
-def test_bf16_autocast_on_cpu_trains_when_chosen(cli, flat_data, tmp_path, monkeypatch):
-    from imgcls.engine.runners import cpu_bf16_is_faster
+def _autocast_of_training_steps(cli, data, tmp_path, monkeypatch, name: str) -> set:
+    """Train one epoch; return the (autocast on?, dtype) pairs seen by the network's forward in training mode."""
     from imgcls.models.simple_cnn import SimpleCNN
 
-    assert cpu_bf16_is_faster(SimpleCNN(3), (3, 32, 32)) in (True, False)  # measured, never an error
-    monkeypatch.setenv("IMGCLS_CPU_BF16", "1")
-    code, _, err = cli("train", "--data", flat_data, "--model", "simple_cnn", "--no-pretrained", "--imgsz", "32",
-                       "--batch-size", "8", "--workers", "0", "--epochs", "1", "--project", tmp_path / "runs")
-    assert code == 0, err
-    assert "bf16 autocast: on for training" in err
-    import json
+    seen = set()
+    forward = SimpleCNN.forward
 
-    results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
-    assert 0 < results["epoch:1"]["train info"]["loss"] < 10
+    def spy(self, x):
+        if self.training:
+            seen.add((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, x)
+
+    monkeypatch.setattr(SimpleCNN, "forward", spy)
+    code, _, err = cli("train", "--data", data, "--model", "simple_cnn", "--no-pretrained", "--imgsz", "32",
+                       "--batch-size", "8", "--workers", "0", "--epochs", "1", "--project", tmp_path / "runs",
+                       "--name", name)
+    assert code == 0, err
+    results = json.loads((tmp_path / "runs" / name / "results.json").read_text())
+    assert 0 < results["epoch:1"]["train info"]["loss"] < 10  # bf16 or not, it trains
+    monkeypatch.setattr(SimpleCNN, "forward", forward)
+    return seen, err
+
+
+def test_bf16_autocast_on_cpu_trains_when_chosen(cli, flat_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLS_CPU_BF16", "1")
+    seen, err = _autocast_of_training_steps(cli, flat_data, tmp_path, monkeypatch, "bf16")
+    assert "bf16 autocast: on for training" in err
+    assert seen == {(True, torch.bfloat16)}  # every training step ran under bf16 autocast
+    monkeypatch.setenv("IMGCLS_CPU_BF16", "0")
+    seen, err = _autocast_of_training_steps(cli, flat_data, tmp_path, monkeypatch, "fp32")
+    assert "bf16 autocast" not in err and {on for on, _ in seen} == {False}
+
+
+class _Timed(torch.nn.Module):
+    """A network whose step takes 20 ms in one precision and 5 ms in the other."""
+
+    def __init__(self, bf16_faster: bool):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.bf16_faster = bf16_faster
+
+    def forward(self, x):
+        import time
+
+        bf16 = torch.is_autocast_enabled("cpu")
+        time.sleep(0.005 if bf16 == self.bf16_faster else 0.02)
+        return x.mean() * self.weight
+
+
+def test_bf16_is_chosen_only_where_it_measures_faster():
+    from imgcls.engine.runners import cpu_bf16_is_faster
+
+    assert cpu_bf16_is_faster(_Timed(bf16_faster=True), (3, 8, 8)) is True
+    assert cpu_bf16_is_faster(_Timed(bf16_faster=False), (3, 8, 8)) is False

@@ -75,10 +75,8 @@ def test_extensions_any_case_unicode_and_spaces(tmp_path):
     assert checked.items == source.items and "unusable" not in findings
 
 
-def test_missing_val_folder_and_class_only_in_val(tmp_path):
+def test_class_only_in_val_is_refused(tmp_path):
     make_class_folders(tmp_path / "a" / "train", per_class=3)
-    with pytest.raises(ImgclsError, match="no val/"):
-        discover(tmp_path / "a")
     make_class_folders(tmp_path / "a" / "val", classes=("circle", "square", "triangle", "hexagon"), per_class=2)
     with pytest.raises(ImgclsError, match=r"\['hexagon'\] in val/ are missing from train/"):
         discover(tmp_path / "a")
@@ -198,3 +196,47 @@ def test_a_file_that_breaks_mid_epoch_is_skipped_not_fatal(tmp_path):
     images, labels, indices = batch
     assert images.shape == (len(paths) - 1, 3, 16, 16)
     assert 1 not in indices.tolist()
+
+
+# --- large images are reduced while they are read ----------------------------------------------------
+
+def _gradient(width: int, height: int) -> np.ndarray:
+    x = np.linspace(0, 1, width)[None, :]
+    y = np.linspace(0, 1, height)[:, None]
+    return np.stack([x * np.ones_like(y), y * np.ones_like(x), (x + y) / 2], axis=-1)
+
+
+@pytest.mark.parametrize("strip_pixels", [4_000_000, 10_000])
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16", "1"])
+def test_large_images_are_reduced_as_read_and_look_the_same(tmp_path, monkeypatch, mode, strip_pixels):
+    """With the size the model needs, a 1200x900 image comes back near that size, not at full size, and
+    shows the same picture as a full decode shrunk afterwards (transparent parts white, as always)."""
+    from imgcls.data import images
+
+    monkeypatch.setattr(images, "STRIP_PIXELS", strip_pixels)  # small: converted in many strips
+    rgb = Image.fromarray((_gradient(1200, 900) * 255).astype(np.uint8), "RGB")
+    if mode == "I;16":
+        image = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
+    elif mode == "RGBA":
+        image = rgb.convert("RGBA")
+        image.paste((0, 0, 0, 0), (0, 0, 600, 450))  # a transparent corner
+    else:
+        image = rgb.convert(mode)
+    image.save(tmp_path / "big.png")
+    reduced = load_image(tmp_path / "big.png", draft_size=(100, 100))
+    assert reduced.mode == "RGB" and reduced.size == (134, 100)  # reduced 9x: still at least 100 px
+    full = load_image(tmp_path / "big.png").resize(reduced.size, Image.BOX)
+    difference = np.abs(np.asarray(reduced, dtype=float) - np.asarray(full, dtype=float))
+    assert difference.mean() < (5 if mode == "1" else 1.5), difference.mean()  # 1-bit: dithered dots average out
+
+
+def test_reduction_keeps_the_exif_rotation_and_small_images_alone(tmp_path):
+    image = Image.new("RGB", (1600, 400), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 200, 400))  # red strip on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.png", exif=exif.tobytes())
+    shown = load_image(tmp_path / "rotated.png", draft_size=(100, 100))
+    assert shown.size == (100, 400)  # reduced 4x (the short side stays >= 100), then turned upright
+    assert np.asarray(shown)[:20].mean(axis=(0, 1))[0] > 150  # the red strip is at the top
+    assert load_image(tmp_path / "rotated.png", draft_size=(300, 300)).size == (400, 1600)  # under 2x: as is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from conftest import TINY
@@ -37,17 +38,37 @@ def test_frozen_backbone_stays_put_until_unfreeze(cli, flat_data, tmp_path, trai
     assert not torch.equal(unfrozen["features.0.weight"], initial["features.0.weight"])
 
 
-def test_balance_weights_the_loss_for_rare_classes(cli, tmp_path):
+def test_balance_weights_the_loss_for_rare_classes(cli, tmp_path, monkeypatch):
+    """--balance: every training step minimises a loss weighted by inverse class frequency; without it, unweighted."""
     from imagegen import make_class_folders
 
     root = tmp_path / "imbalanced"
     make_class_folders(root, classes=("circle",), per_class=30)
     make_class_folders(root, classes=("square",), per_class=6, seed=1)
-    code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", "--balance", "--project", tmp_path / "runs")
-    assert code == 0, err
-    results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
-    assert results["train parameters"]["balance"] is True
-    assert results["dataset"]["train"]["circle"] > 3 * results["dataset"]["train"]["square"]
+    weights_seen = []
+    forward = torch.nn.CrossEntropyLoss.forward
+
+    def spy(self, logits, target):
+        weights_seen.append(None if self.weight is None else self.weight.tolist())
+        return forward(self, logits, target)
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", spy)
+    losses = {}
+    for name, flags in (("balanced", ["--balance"]), ("plain", [])):
+        weights_seen.clear()
+        code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", *flags, "--project", tmp_path / "runs",
+                           "--name", name)
+        assert code == 0, err
+        results = json.loads((tmp_path / "runs" / name / "results.json").read_text())
+        losses[name] = results["epoch:1"]["train info"]["loss"]
+        circles, squares = results["dataset"]["train"]["circle"], results["dataset"]["train"]["square"]
+        assert circles > 3 * squares
+        expected = [(circles + squares) / (2 * circles), (circles + squares) / (2 * squares)]
+        assert weights_seen, "the loss was never computed"
+        for weight in weights_seen:
+            assert (weight == pytest.approx(expected)) if flags else weight is None
+    assert results["train parameters"]["balance"] is False
+    assert losses["balanced"] != pytest.approx(losses["plain"], abs=1e-6)  # the same seed, another objective
 
 
 def test_class_weights_are_inverse_frequency():

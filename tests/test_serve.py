@@ -58,7 +58,7 @@ def test_model_health_page_and_docs(client):
     assert info["class_names"] == list(CLASSES) and info["model_name"] == "simple_cnn"
     assert info["preprocess"]["input_size"] == [3, 32, 32]
     assert 0.5 < info["metrics"]["val_accuracy"] <= 1
-    assert info["limits"] == {"max_upload_mb": 1, "max_files": 4, "topk": 2}
+    assert info["limits"] == {"max_upload_mb": 1, "max_files": 4, "topk": 2, "max_pixels": 89_478_485}
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="file-input"' in page.text
@@ -213,29 +213,33 @@ def server(weights, tmp_path_factory):
 
 
 def test_server_answers_a_burst_of_50_concurrent_requests(server):
+    """50 requests at once (some with several images, some junk): every image gets exactly the answer it gets
+    alone, so no request ever receives another's result, and junk only fails its own request."""
     import httpx
 
     url, log_path = server
     assert f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/" in log_path.read_text()
-    images = {kind: png_bytes(kind, seed=21) for kind in CLASSES}
 
-    def one(i: int):
-        kind = CLASSES[i % 3]
+    def files_for(i: int):
         if i % 10 == 9:  # a few bad uploads in the burst must not disturb the others
-            return "bad", httpx.post(url + "/predict", files={"files": ("x.txt", b"text", "text/plain")}, timeout=60)
-        return kind, httpx.post(url + "/predict", files={"files": (f"{i}.png", images[kind], "image/png")},
-                                timeout=60)
+            return [("files", (f"{i}.txt", b"text", "text/plain"))]
+        return [("files", (f"{i}-{k}.png", png_bytes(CLASSES[(i + k) % 3], seed=1000 * i + k), "image/png"))
+                for k in range(1 + i % 4)]
 
+    def post(i: int):
+        return httpx.post(url + "/predict", files=files_for(i), timeout=120)
+
+    alone = {i: post(i) for i in range(50) if i % 10 != 9}  # one at a time: the reference answers
     with ThreadPoolExecutor(max_workers=50) as pool:
-        answers = list(pool.map(one, range(50)))
-    assert len(answers) == 50
-    for kind, response in answers:
-        if kind == "bad":
-            assert response.status_code == 415
-        else:
-            assert response.status_code == 200, response.text
-    labels = {kind: r.json()["predictions"][0]["predicted"] for kind, r in answers if kind != "bad"}
-    assert len(labels) == 3  # each kind answered consistently, every time the same
+        burst = list(pool.map(post, range(50)))
+    for i, response in enumerate(burst):
+        if i % 10 == 9:
+            assert response.status_code == 415 and response.json()["detail"] == f"{i}.txt: not an image " \
+                "(the file content is not a known image format)"
+            continue
+        assert response.status_code == 200, response.text
+        assert response.json() == alone[i].json()  # filenames, labels and probabilities, image by image
+    assert len({p["predicted"] for r in alone.values() for p in r.json()["predictions"]}) == 3
     assert httpx.get(url + "/health", timeout=5).json()["status"] == "ok"
 
 
@@ -319,3 +323,71 @@ def test_serves_an_onnx_export_with_the_same_answers(client, weights, tmp_path):
     from_onnx = onnx_client.post("/predict", files=files).json()["predictions"]
     from_torch = client.post("/predict", files=files).json()["predictions"]
     assert [p["predicted"] for p in from_onnx] == [p["predicted"] for p in from_torch]
+
+
+def test_serving_pixel_limit_is_a_flag(weights):
+    from fastapi.testclient import TestClient
+
+    from imgcls.cli import build_parser
+    from imgcls.deploy.serve import create_app
+
+    assert build_parser().parse_args(["serve", "--weights", "w.pt"]).max_pixels == 89_478_485
+    client = TestClient(create_app(weights, max_pixels=100 * 100))
+    small = client.post("/predict", files={"files": ("small.png", png_bytes(size=100), "image/png")})
+    assert small.status_code == 200
+    large = client.post("/predict", files={"files": ("large.png", png_bytes(size=101), "image/png")})
+    assert large.status_code == 413 and large.json()["detail"] == (
+        "large.png: decompression bomb refused: 101x101 pixels is over the limit of 10,000 (the server's --max-pixels)")
+    with pytest.raises(Exception, match="--max-pixels 0: must be 1 or more"):
+        create_app(weights, max_pixels=0)
+
+
+def test_decode_slots_count_images_across_requests(weights, monkeypatch):
+    """However the images are spread over requests, no more of them are decoded at once than there are slots."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from imgcls.deploy import serve
+
+    monkeypatch.setattr(serve, "decode_slot_count", lambda: 2)
+    app = serve.create_app(weights)
+    predictor = app.state.predictor
+    decode, lock, state = predictor.decode, threading.Lock(), {"now": 0, "most": 0, "calls": 0}
+
+    def counted(data):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            state["calls"] += 1
+        time.sleep(0.02)
+        try:
+            return decode(data)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(predictor, "decode", counted)
+    client = TestClient(app)
+    files = [("files", (f"{k}.png", png_bytes(seed=k), "image/png")) for k in range(6)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: client.post("/predict", files=files), range(4)))
+    assert all(a.status_code == 200 and len(a.json()["predictions"]) == 6 for a in answers)
+    assert state["calls"] == 24 and state["most"] == 2
+
+
+def test_an_unexpected_failure_is_a_json_500_and_serving_goes_on(weights, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from imgcls.deploy.serve import create_app
+
+    app = create_app(weights)
+    client = TestClient(app, raise_server_exceptions=False)
+    predictor = app.state.predictor
+    real = predictor.probabilities
+    monkeypatch.setattr(predictor, "probabilities", lambda images: 1 / 0)
+    response = client.post("/predict", files={"files": ("a.png", png_bytes(), "image/png")})
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": "internal server error (ZeroDivisionError); the server keeps serving"}
+    monkeypatch.setattr(predictor, "probabilities", real)
+    assert client.post("/predict", files={"files": ("a.png", png_bytes(), "image/png")}).status_code == 200

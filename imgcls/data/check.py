@@ -25,7 +25,8 @@ import numpy as np
 from ..console import progress_bar
 from ..errors import ImgclsError
 from ..pages import esc, page
-from .images import ImageReadError, load_image
+from ..record.files import is_inside
+from .images import ImageReadError, load_image, read_image
 
 # Perceptual hash: imagehash.phash with hash_size=16, i.e. 256 bits. Two images are near
 # duplicates when their hashes differ in at most NEAR_THRESHOLD bits (docs/check.md has the
@@ -60,6 +61,7 @@ MODE_FAMILY = {
     "P": "palette", "CMYK": "CMYK",
 }
 SEVERITIES = ("error", "warning", "info")
+UNREAD_KINDS = ("ignored", "hidden", "unused")  # findings about files imgcls never reads: named, not pictured
 Entry = tuple[Path, str, str, "str | None"]  # (path, path relative to the root, class, split)
 
 
@@ -104,6 +106,7 @@ class CheckReport:
     ignored: list[str] = field(default_factory=list)
     out_dir: str | None = None
     export: dict | None = None
+    split_folders: dict[str, str] = field(default_factory=dict)  # split -> its folder, e.g. {"train": "Training/"}
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -115,6 +118,7 @@ class CheckReport:
     def to_dict(self) -> dict:
         return {
             "format": "imgcls-check", "version": 1, "root": self.root, "layout": self.layout,
+            "split_folders": self.split_folders,
             "settings": self.settings, "images": len(self.records), "seconds": round(self.seconds, 2),
             "counts": self.counts, "imbalance_ratio": self.imbalance_ratio,
             "errors": self.count("error"), "warnings": self.count("warning"), "infos": self.count("info"),
@@ -153,29 +157,18 @@ def read_record(path: Path, rel: str, class_name: str, split: str | None, *, per
         return record
     record.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        image = load_image(data, draft_size=HASH_DRAFT_SIZE if perceptual else PROVE_DRAFT_SIZE)
+        decoded = read_image(data, draft_size=HASH_DRAFT_SIZE if perceptual else PROVE_DRAFT_SIZE,
+                             count_colours=True)
     except ImageReadError as e:
         reason = str(e)
         if reason.startswith("not an image"):
             reason = _sniff_text(data) or reason
         record.error = reason
         return record
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as header:
-        record.format = header.format or ""
-        record.width, record.height = header.size
-        record.mode = header.mode
-        if header.mode == "P" and "transparency" in header.info:
-            record.mode = "PA"
-        try:
-            record.orientation = int(header.getexif().get(0x0112, 1) or 1)
-        except Exception:  # a malformed EXIF block does not make the picture unusable
-            record.orientation = 1
-    colours = image.getcolors(256)
-    record.colours = len(colours) if colours else None
+    record.format, record.width, record.height = decoded.format, decoded.width, decoded.height
+    record.mode, record.orientation, record.colours = decoded.mode, decoded.orientation, decoded.colours
     if perceptual:
-        record.phash = perceptual_hash(image)
+        record.phash = perceptual_hash(decoded.image)
     return record
 
 
@@ -451,64 +444,32 @@ def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, ne
 # ---------------------------------------------------------------- the data folder
 
 
-def collect_entries(root: Path) -> tuple[list[Entry], str, list[str], list[Finding], list[str]]:
-    """Files to check under root, as train reads them.
+def collect_entries(root: Path):
+    """Files to check under root, as train reads them: (entries, the folders.Layout, layout findings)."""
+    from .folders import scan_layout
 
-    Returns the entries, the layout name, the class names, layout findings and ignored files.
-    """
-    from .folders import find_split_dirs, list_class_images
-
-    if not root.exists():
-        raise ImgclsError(f"--data {root}: folder not found")
-    if not root.is_dir():
-        raise ImgclsError(f"--data {root}: is a file, expected a folder of class folders")
-    split_dirs = find_split_dirs(root)
-    layout = "splits" if split_dirs else "single tree"
-    trees = {s: list_class_images(d) for s, d in split_dirs.items()} if split_dirs else {None: list_class_images(root)}
-    findings: list[Finding] = []
-    entries, ignored = [], []
-    for split, (per_class, skipped) in trees.items():
-        ignored += [p.relative_to(root).as_posix() for p in skipped]
-        for class_name, files in per_class.items():
-            entries += [(p, p.relative_to(root).as_posix(), class_name, split) for p in files]
-    if split_dirs:
-        train_classes = sorted(trees["train"][0]) if "train" in trees else []
-        if "train" not in trees:
-            findings.append(Finding("error", "layout", f"{sorted(split_dirs)} folder(s) but no train/ folder"))
-        if "val" not in trees:
-            findings.append(Finding("error", "layout", "train/ but no val/ (or valid/, validation/) folder; "
-                                    "imgcls train needs one"))
-        for split, (per_class, _) in trees.items():
-            if split != "train" and train_classes:
-                extra = sorted(set(per_class) - set(train_classes))
-                if extra:
-                    findings.append(Finding("error", "layout",
-                                            f"class folder(s) {extra} in {split_dirs[split].name}/ are missing from "
-                                            "train/", [], {"classes": extra}))
-                absent = sorted(set(train_classes) - set(per_class))
-                if absent:
-                    findings.append(Finding("warning", "layout", f"class(es) {absent} have no images in "
-                                            f"{split_dirs[split].name}/", [], {"classes": absent}))
-        class_names = train_classes or sorted({c for per_class, _ in trees.values() for c in per_class})
-    else:
-        per_class = trees[None][0]
-        if not per_class:
-            raise ImgclsError(f"--data {root}: no class folders found; expected one sub-folder per class "
-                              "(or train/ and val/ folders of class folders)")
-        class_names = sorted(per_class)
-    for split, (per_class, _) in trees.items():
-        empty = sorted(c for c, files in per_class.items() if not files)
-        if empty:
-            where = f"{split_dirs[split].name}/" if split else "the data folder"
-            findings.append(Finding("error" if split in (None, "train") else "warning", "layout",
-                                    f"class folder(s) {empty} in {where} contain no images", [], {"classes": empty}))
-    if len(class_names) < 2:
-        findings.append(Finding("error", "layout", f"only {len(class_names)} class folder(s) {class_names}; "
-                                "a classifier needs at least 2"))
+    layout = scan_layout(root)
+    findings = [Finding(severity, "layout", message) for severity, message in layout.problems]
+    if not layout.trees.get(None, True):
+        raise ImgclsError(f"--data {root}: no class folders found; expected one sub-folder per class "
+                          "(or train/ and val/ folders of class folders)")
+    entries = [(p, p.relative_to(root).as_posix(), class_name, split)
+               for split, per_class in layout.trees.items() for class_name, files in per_class.items() for p in files]
+    if layout.split_dirs and "train" in layout.trees and "val" not in layout.trees:
+        findings.append(Finding("info", "layout", f"no validation folder: imgcls train carves a seeded, stratified "
+                                f"validation split from {layout.where('train')} (saved in the run's split.csv)"))
+    ignored = layout.relative(layout.ignored)
     if ignored:
         findings.append(Finding("info", "ignored", f"{len(ignored)} file(s) without an image extension are "
                                 "ignored by imgcls", ignored))
-    return entries, layout, class_names, findings, ignored
+    if layout.hidden:
+        findings.append(Finding("info", "hidden", f"{len(layout.hidden)} hidden or system file(s)/folder(s) "
+                                "(dot-names, __MACOSX, Thumbs.db, ...) are ignored by imgcls",
+                                layout.relative(layout.hidden)))
+    if layout.unused:
+        findings.append(Finding("info", "unused", f"{len(layout.unused)} file(s)/folder(s) outside the class "
+                                "folders are not used", layout.relative(layout.unused)))
+    return entries, layout, findings
 
 
 def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgsz: int = 224,
@@ -522,16 +483,22 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
     root = Path(data).expanduser()
     if export_clean is not None:
         _check_export_target(root, Path(export_clean))
+    if write and out is not None:
+        _check_out_target(root, Path(out), None if export_clean is None else Path(export_clean))
+    elif write and root.is_dir() and is_inside(Path("runs"), root):
+        raise ImgclsError(f"--data {root}: holds the current folder, so the report (runs/check) would land among "
+                          "the images; pass --out DIR outside it")
     t0 = time.time()
-    entries, layout, class_names, layout_issues, ignored = collect_entries(root)
+    entries, layout, layout_issues = collect_entries(root)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
-    findings, counts, ratio = analyse(records, class_names, imgsz=imgsz, near=near, threshold=threshold)
+    findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold)
     findings = sorted(layout_issues + findings, key=lambda f: SEVERITIES.index(f.severity))
     settings = {"imgsz": imgsz, "near_duplicates": near, "near_threshold_bits": threshold,
                 "tiny_below_px": max(1, int(imgsz * TINY_FRACTION)), "aspect_limit": ASPECT_LIMIT,
                 "imbalance_limit": IMBALANCE_LIMIT, "hash": f"imagehash.phash, {HASH_BITS} bits, on a draft decode"}
-    report = CheckReport(str(root), layout, records, findings, counts, ratio, settings,
-                         seconds=time.time() - t0, ignored=ignored)
+    report = CheckReport(str(root), "splits" if layout.split_dirs else "single tree", records, findings, counts,
+                         ratio, settings, seconds=time.time() - t0, ignored=layout.relative(layout.ignored),
+                         split_folders={s: layout.where(s) for s in layout.split_dirs})
     if export_clean is not None:
         report.export = export_clean_copy(report, Path(export_clean))
     if write:
@@ -547,12 +514,37 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
 # ---------------------------------------------------------------- clean copy
 
 
+REPORT_FILES = ("check.json", "check.html", "class_counts.png")
+
+
 def _check_export_target(root: Path, dest: Path) -> None:
-    src, dst = root.resolve(), dest.resolve()
-    if dst == src or src in dst.parents or dst in src.parents:
+    if is_inside(dest, root) or is_inside(root, dest):
         raise ImgclsError(f"--export-clean {dest}: must be outside --data {root} (the source is never modified)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ImgclsError(f"--export-clean {dest}: already exists and is not empty; choose a new folder")
+
+
+def _check_out_target(root: Path, out: Path, export_clean: Path | None) -> None:
+    """--out must not drop report files among the images, nor replace files imgcls did not write."""
+    if is_inside(out, root):
+        raise ImgclsError(f"--out {out}: is inside --data {root}, so the report would land among the images; "
+                          "choose a folder outside it")
+    if export_clean is not None and (is_inside(out, export_clean) or is_inside(export_clean, out)):
+        raise ImgclsError(f"--out {out}: must not hold or be inside --export-clean {export_clean}; "
+                          "the clean copy holds images only")
+    if out.exists() and not out.is_dir():
+        raise ImgclsError(f"--out {out}: is a file; choose a folder")
+    taken = [name for name in REPORT_FILES if (out / name).exists()]
+    if taken and not _is_check_report(out / "check.json"):
+        raise ImgclsError(f"--out {out}: already holds {taken[0]}, which imgcls check did not write; "
+                          "choose a new folder")
+
+
+def _is_check_report(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == "imgcls-check"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]]]:
@@ -601,22 +593,19 @@ def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]
 
 
 def export_clean_copy(report: CheckReport, dest: Path) -> dict:
-    """Copy the kept files into dest with the same layout; written under a temporary name, then renamed."""
+    """Copy the kept files into dest with the same layout: written into a marked staging folder beside
+    dest, then renamed, so an interrupted export never looks finished and nothing else is ever removed."""
+    from ..record.files import staged_dir
+
     keep, dropped = clean_selection(report)
     root = Path(report.root)
     dest = Path(dest)
-    partial = dest.with_name(dest.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    for rel in keep:
-        target = partial / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / rel, target)
-    if dest.exists():
-        dest.rmdir()  # checked empty before the scan
-    os.replace(partial, dest)
-    summary = {"folder": str(dest), "kept": len(keep), "dropped": dropped}
-    return summary
+    with staged_dir(dest) as staging:
+        for rel in keep:
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, target)
+    return {"folder": str(dest), "kept": len(keep), "dropped": dropped}
 
 
 # ---------------------------------------------------------------- output
@@ -629,7 +618,9 @@ def _short(paths: list[str], limit: int) -> str:
 
 def format_console(report: CheckReport, per_kind: int = 10) -> str:
     """The console summary: counts, then errors, warnings and info naming the files."""
-    lines = [f"imgcls check {report.root} ({report.layout}): {len(report.records)} files in {report.seconds:.1f}s"]
+    layout = report.layout + (": " + ", ".join(f"{s} = {f}" for s, f in report.split_folders.items())
+                              if report.split_folders else "")
+    lines = [f"imgcls check {report.root} ({layout}): {len(report.records)} files in {report.seconds:.1f}s"]
     classes = list(next(iter(report.counts.values()), {}).keys())
     if report.counts:
         width = max(len(c) for c in classes + ["class"])
@@ -649,7 +640,7 @@ def format_console(report: CheckReport, per_kind: int = 10) -> str:
             if shown[f.kind] > per_kind:
                 continue
             lines.append(f"  [{f.kind}] {f.message}")
-            if f.paths and (f.details.get("match") or f.kind in ("colour_mode", "exif_rotation", "ignored")):
+            if f.paths and (f.details.get("match") or f.kind in ("colour_mode", "exif_rotation", *UNREAD_KINDS)):
                 lines.append(f"      {_short(f.paths, 6)}")
         for kind, n in shown.items():
             if n > per_kind:
@@ -741,7 +732,7 @@ def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 
     for f in report.findings:
         parts.append(f"<div class='finding {f.severity}'><span class='sev'>{esc(f.severity)}</span> "
                      f"[{esc(f.kind)}] {esc(f.message)}")
-        if f.paths and f.kind != "ignored":
+        if f.paths and f.kind not in UNREAD_KINDS:
             parts.append("<div class='thumbs'>" + "".join(figure(p) for p in f.paths[:24]) + "</div>")
             if len(f.paths) > 24:
                 parts.append(f"<p>... and {len(f.paths) - 24} more (see check.json)</p>")
@@ -767,25 +758,45 @@ def write_outputs(report: CheckReport, out_dir: Path) -> None:
 
 
 def quick_check(source, *, min_side: int, workers: int = 2):
-    """What ``imgcls train`` runs before the first epoch: decode, content hashes, sizes; no perceptual hashes.
+    """What ``imgcls train`` runs before the first epoch: decode, content hashes, sizes.
 
-    Returns the source without unusable files and the compact findings block (empty when all is well).
+    Perceptual hashes only when the user gave two or more split folders (and imagehash is installed), so that
+    near-identical copies on both sides of their split are named as leakage; other near duplicates are left
+    to ``imgcls check``. Returns the source without unusable files and the compact findings block (empty
+    when all is well).
     """
     from .folders import DataSource
 
+    near = len(source.given) > 1 and _imagehash_installed()
     entries = [(source.root / rel, rel, source.class_names[label], split)
                for split, items in source.items.items() for rel, label in items]
-    records = read_records([(p, rel, c, s) for p, rel, c, s in entries], perceptual=False, workers=workers)
-    findings, _, _ = analyse(records, source.class_names, imgsz=min_side * 4, near=False)
+    records = read_records(entries, perceptual=near, workers=workers)
+    findings, _, _ = analyse(records, source.class_names, imgsz=min_side * 4, near=near)
+    findings = [f for f in findings if f.details.get("match") != "near" or f.kind == "leakage"]
     bad = {r.rel: r.error for r in records if r.error is not None}
     items = {s: [(rel, y) for rel, y in lst if rel not in bad] for s, lst in source.items.items()}
-    cleaned = DataSource(source.root, source.class_names, items, source.split_made, sorted(bad.items()))
+    cleaned = DataSource(source.root, source.class_names, items, source.split_made, sorted(bad.items()),
+                         source.given)
     return cleaned, format_compact(findings, len(records), str(source.root), imgsz=min_side * 4)
 
 
+def _imagehash_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("imagehash") is not None
+
+
 def _with_split(path: str, split: str | None) -> str:
-    """Name the split when the path does not (a split imgcls made from a single tree)."""
-    return path if not split or path.startswith(f"{split}/") else f"{path} ({split})"
+    """Name the split when the path does not (a split imgcls made, e.g. val carved from Training/)."""
+    from .folders import split_of
+
+    return path if not split or split_of(path.split("/")[0]) == split else f"{path} ({split})"
+
+
+def _copies(findings: list[Finding]) -> list[str]:
+    """'a.png = b.png' for each group of copies, naming the split of each copy when its path does not."""
+    return [" = ".join(_with_split(path, split) for path, split in zip(f.paths, f.details["path_splits"]))
+            for f in findings]
 
 
 def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int | None = None) -> str:
@@ -802,7 +813,6 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
     tiny = f" (under {max(1, int(imgsz * TINY_FRACTION))} px for {imgsz} px)" if imgsz else ""
     labels = {
         "label_conflict": "group(s) of identical files under different classes",
-        "leakage": "group(s) of identical files in more than one split (leakage)",
         "duplicate": "group(s) of identical files", "extension": "file(s) whose extension lies about the format",
         "placeholder": "placeholder-like image(s)", "tiny": f"image(s) far smaller than the model input{tiny}",
         "aspect_ratio": "image(s) with an extreme aspect ratio",
@@ -813,10 +823,14 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
             lines.extend(f"    {f.message}" for f in items[:20])
             if len(items) > 20:
                 lines.append(f"    ... and {len(items) - 20} more")
+        elif kind == "leakage":
+            what = "identical or near-identical images" if any(f.details["match"] == "near" for f in items) \
+                else "identical files"
+            lines.append(f"  {len(items)} group(s) ({sum(len(f.paths) for f in items)} images) of {what} in more "
+                         f"than one split (leakage): {_short(_copies(items), 3)}")
         elif kind in labels:
             if items[0].details.get("match"):
-                named = [" = ".join(_with_split(path, split) for path, split in zip(f.paths, f.details["path_splits"]))
-                         for f in items]
+                named = _copies(items)
             elif kind in ("tiny", "aspect_ratio"):
                 named = [f"{f.paths[0]} ({f.details['width']}x{f.details['height']})" for f in items]
             else:

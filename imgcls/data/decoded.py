@@ -25,7 +25,7 @@ from .images import ImageReadError, load_image
 log = logging.getLogger("imgcls")
 
 # Bump when the meaning of a cached entry changes (transforms, storage layout).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images far larger than the working size are box-reduced while decoded
 
 
 def draft_size_for(preprocess: dict) -> tuple[int, int]:

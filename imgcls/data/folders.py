@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,32 @@ from .images import is_image_path
 log = logging.getLogger("imgcls")
 
 SPLITS = ("train", "val", "test")
-SPLIT_DIR_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+# Split folders are found by name, in any case, alone or with a prefix or suffix word: train/, Training/,
+# seg_train/, training_set/, valid/, dev/, Testing/ ... (Kaggle and Ultralytics layouts).
+SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"),
+               "test": ("test", "testing")}
+SPLIT_SUFFIXES = frozenset({"set", "data", "dataset", "images", "imgs", "img", "split"})
+_SPLIT_OF_WORD = {word: split for split, words in SPLIT_WORDS.items() for word in words}
+# Folders and files that operating systems, archivers and notebooks leave behind; never read as data.
+SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin",
+                          "system volume information", "__pycache__", "lost+found"})
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-names (.DS_Store, .ipynb_checkpoints, ._photo.jpg) and system names (__MACOSX, Thumbs.db, ...)."""
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def split_of(name: str) -> str | None:
+    """'train', 'val' or 'test' for a split folder name (train, Training, seg_train, valid, test_set...), else None."""
+    tokens = [t for t in re.split(r"[_\-. ]+", name.lower()) if t]
+    hits = [i for i, t in enumerate(tokens) if t in _SPLIT_OF_WORD]
+    if len(hits) != 1 or len(tokens) > 3:
+        return None
+    i = hits[0]
+    if i > 1 or any(t not in SPLIT_SUFFIXES for t in tokens[i + 1:]):
+        return None
+    return _SPLIT_OF_WORD[tokens[i]]
 
 
 @dataclass
@@ -28,8 +54,9 @@ class DataSource:
     root: Path
     class_names: list[str]
     items: dict[str, list[tuple[str, int]]]
-    split_made: bool = False  # True when imgcls made the split (it is then saved as split.csv)
+    split_made: bool = False  # True when imgcls made (part of) the split (it is then saved as split.csv)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    given: tuple[str, ...] = ()  # splits the user gave as folders (train, test, ...)
 
     def paths(self, split: str) -> list[Path]:
         return [self.root / rel for rel, _ in self.items.get(split, [])]
@@ -48,37 +75,178 @@ class DataSource:
         return table
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+@dataclass
+class Layout:
+    """What a data folder holds, found from names alone (no image is read).
+
+    ``trees`` maps each split (None for a single tree of class folders) to {class: image paths}.
+    ``problems`` are (severity, message) pairs: an "error" means ``imgcls train`` cannot use the folder.
+    """
+
+    root: Path
+    split_dirs: dict[str, Path]
+    trees: dict[str | None, dict[str, list[Path]]]
+    ignored: list[Path] = field(default_factory=list)   # files inside class folders without an image extension
+    hidden: list[Path] = field(default_factory=list)    # hidden and system folders and files, never entered
+    unused: list[Path] = field(default_factory=list)    # loose files and other folders beside the class folders
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        base = self.trees.get("train", self.trees.get(None)) or {}
+        return sorted(base) or sorted({c for tree in self.trees.values() for c in tree})
+
+    def where(self, split: str | None) -> str:
+        """How messages name a split folder: 'Training/' (relative to the root), or 'the data folder'."""
+        if split is None:
+            return "the data folder"
+        return self.split_dirs[split].relative_to(self.root).as_posix() + "/"
+
+    def relative(self, paths: list[Path]) -> list[str]:
+        return [p.relative_to(self.root).as_posix() for p in paths]
 
 
-def find_split_dirs(root: Path) -> dict[str, Path]:
-    """Return {'train': dir, 'val': dir, 'test': dir} for the split folders present under root."""
-    found = {}
-    children = {p.name.lower(): p for p in _visible_dirs(root)}
-    for split, names in SPLIT_DIR_NAMES.items():
-        for name in names:
-            if name in children:
-                found[split] = children[name]
-                break
-    return found
+def _children(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Visible sub-folders, visible files and hidden entries of one folder, sorted by name."""
+    dirs, files, hidden = [], [], []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise ImgclsError(f"--data {folder}: cannot be read ({e.strerror or e})") from None
+    for path in entries:
+        if is_hidden(path.name):
+            hidden.append(path)
+        elif path.is_dir():
+            dirs.append(path)
+        else:
+            files.append(path)
+    return dirs, files, hidden
 
 
-def list_class_images(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Images per class folder (searched recursively), plus files ignored for their extension."""
+def list_class_images(folder: Path) -> tuple[dict[str, list[Path]], list[Path], list[Path], list[Path]]:
+    """Images per class folder (searched recursively), files ignored for their extension, hidden entries,
+    and loose files beside the class folders."""
     per_class: dict[str, list[Path]] = {}
     ignored: list[Path] = []
-    for class_dir in _visible_dirs(folder):
+    class_dirs, loose, hidden = _children(folder)
+    for class_dir in class_dirs:
         files = []
         for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            hidden += [Path(dirpath) / d for d in sorted(dirnames) if is_hidden(d)]
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
             for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
                 path = Path(dirpath) / name
-                (files if is_image_path(path) else ignored).append(path)
+                if is_hidden(name):
+                    hidden.append(path)
+                else:
+                    (files if is_image_path(path) else ignored).append(path)
         per_class[class_dir.name] = files
-    return per_class, ignored
+    return per_class, ignored, hidden, loose
+
+
+def _split_folder(folder: Path, split: str) -> Path:
+    """seg_train/seg_train/<class>/ (as some archives unpack) is read as seg_train/<class>/."""
+    dirs, files, _ = _children(folder)
+    if len(dirs) == 1 and split_of(dirs[0].name) == split and not any(is_image_path(f) for f in files):
+        return dirs[0]
+    return folder
+
+
+def _holds_split_folders(folder: Path) -> bool:
+    return any(split_of(d.name) and _children(d)[0] for d in _children(folder)[0])
+
+
+def find_split_dirs(root: Path) -> tuple[dict[str, Path], list[tuple[str, str]], list[Path]]:
+    """Split folders under root: ({'train': dir, ...}, problems, other folders beside them).
+
+    A folder counts as a split only when it holds sub-folders, so a class folder named "test" full of
+    images stays a class. A lone wrapper folder around the split folders (data/chest_xray/train/...)
+    is looked through.
+    """
+    dirs, files, _ = _children(root)
+    for _ in range(2):
+        if len(dirs) == 1 and not any(is_image_path(f) for f in files) and _holds_split_folders(dirs[0]):
+            dirs, files, _ = _children(dirs[0])
+    found: dict[str, list[Path]] = {}
+    others = []
+    for d in dirs:
+        split = split_of(d.name)
+        if split and _children(d)[0]:
+            found.setdefault(split, []).append(d)
+        else:
+            others.append(d)
+    problems = []
+    for split, folders in found.items():
+        if len(folders) > 1:
+            names = " and ".join(f"{f.name}/" for f in folders)
+            problems.append(("error", f"{names} both look like the {split} split; keep one (or rename the other)"))
+    split_dirs = {s: _split_folder(found[s][0], s) for s in SPLITS if s in found}
+    return split_dirs, problems, (others if split_dirs else [])
+
+
+def scan_layout(root: str | os.PathLike) -> Layout:
+    """Find the layout of a data folder: split folders of class folders, or one tree of class folders.
+
+    Raises ImgclsError only when the folder is missing or a file; everything else is a problem in the layout.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ImgclsError(f"--data {root}: folder not found")
+    if not root.is_dir():
+        raise ImgclsError(f"--data {root}: is a file, expected a folder of class folders")
+    split_dirs, problems, others = find_split_dirs(root)
+    layout = Layout(root, split_dirs, {}, problems=problems)
+    _, root_files, layout.hidden = _children(root)
+    for split, folder in (split_dirs or {None: root}).items():
+        per_class, ignored, hidden, loose = list_class_images(folder)
+        layout.trees[split] = per_class
+        layout.ignored += ignored
+        layout.hidden += hidden
+        layout.unused += loose
+        for between in folder.parents:  # a wrapper folder, or the outer one of seg_train/seg_train/
+            if between == root or root not in between.parents:
+                break
+            layout.hidden += _children(between)[2]
+    if split_dirs:
+        layout.unused = others + root_files + layout.unused
+    layout.hidden = sorted(set(layout.hidden))
+    layout.problems += _class_problems(layout)
+    return layout
+
+
+def _class_problems(layout: Layout) -> list[tuple[str, str]]:
+    """Why the class folders cannot train (errors) or look wrong (warnings)."""
+    problems = []
+    trees, split_dirs = layout.trees, layout.split_dirs
+    if split_dirs and "train" not in trees:
+        problems.append(("error", f"has {', '.join(layout.where(s) for s in trees)} but no train/ folder "
+                                  "(or training/, seg_train/, ...)"))
+    train_classes = sorted(trees.get("train", trees.get(None)) or {})
+    for split, per_class in trees.items():
+        if split in ("val", "test") and train_classes:
+            extra = sorted(set(per_class) - set(train_classes))
+            if extra:
+                problems.append(("error", f"class folder(s) {extra} in {layout.where(split)} are missing from "
+                                          f"{layout.where('train')}; every class needs training images"))
+            absent = sorted(set(train_classes) - set(per_class))
+            if absent:
+                problems.append(("warning", f"class(es) {absent} have no images in {layout.where(split)}"))
+        empty = sorted(c for c, files in per_class.items() if not files)
+        if empty:
+            where = "" if split is None else f" in {layout.where(split)}"
+            problems.append(("error" if split in (None, "train") else "warning",
+                             f"class folder(s) {empty}{where} contain no images "
+                             "(.jpg .jpeg .png .bmp .gif .webp .tif .tiff); add images or remove the folder"))
+    base = trees.get("train", trees.get(None))
+    if base is not None and not base:
+        loose = [p.name for p in layout.unused if p.is_file() and is_image_path(p)][:3]
+        hint = f" (found loose images such as {loose}; move them into one folder per class)" if loose else ""
+        where = "" if "train" not in trees else f" in {layout.where('train')}"
+        problems.append(("error", f"no class folders found{where}; expected one sub-folder per class{hint}"))
+    elif base is not None and len(base) < 2:
+        problems.append(("error", f"found only 1 class ({next(iter(base))!r}); a classifier needs at least 2 "
+                                  "class folders"))
+    return problems
 
 
 def parse_split_fractions(spec: str | list | tuple) -> tuple[float, float, float]:
@@ -171,84 +339,64 @@ def read_split_csv(path: Path, root: Path, class_names: list[str] | None = None)
 
 
 def discover(root: str | os.PathLike, split: str = "0.7,0.15,0.15", seed: int = 0) -> DataSource:
-    """Read a data folder: either train/val[/test] folders or one tree of class folders.
+    """Read a data folder: split folders (train/val/test under any common name) or one tree of class folders.
 
-    ``split`` is a fraction spec for a single tree, or the path of a saved split.csv to reuse.
-    Raises ImgclsError (one line) when the folder cannot be a classification data set.
+    ``split`` is a fraction spec for a single tree, or the path of a saved split.csv to reuse. With a train
+    folder but no validation folder, a seeded, stratified validation split (``split``'s val fraction) is
+    carved from train. Raises ImgclsError (one line) when the folder cannot be a classification data set.
     """
     root = Path(root).expanduser()
-    if not root.exists():
-        raise ImgclsError(f"--data {root}: folder not found")
-    if not root.is_dir():
-        raise ImgclsError(f"--data {root}: is a file, expected a folder of class folders")
-    if isinstance(split, (str, os.PathLike)) and str(split).endswith(".csv"):
+    if isinstance(split, (str, os.PathLike)) and str(split).endswith(".csv") and root.is_dir():
         return read_split_csv(Path(split), root)
-
-    split_dirs = find_split_dirs(root)
-    if split_dirs:
-        if "train" not in split_dirs:
-            raise ImgclsError(f"--data {root}: has {sorted(split_dirs)} folder(s) but no train/ folder")
-        if "val" not in split_dirs:
-            raise ImgclsError(
-                f"--data {root}: has train/ but no val/ (or valid/, validation/) folder; "
-                "add one, or put the class folders directly under --data to let imgcls split them"
-            )
-        per_split = {s: list_class_images(d) for s, d in split_dirs.items()}
-        train_classes = sorted(per_split["train"][0])
-        _check_classes(root / split_dirs["train"].name, per_split["train"][0])
-        for s in ("val", "test"):
-            if s in per_split:
-                extra = sorted(set(per_split[s][0]) - set(train_classes))
-                if extra:
-                    raise ImgclsError(
-                        f"--data {root}: class folder(s) {extra} in {split_dirs[s].name}/ are missing from train/; "
-                        "every class needs training images"
-                    )
-                absent = sorted(set(train_classes) - set(per_split[s][0]))
-                if absent:
-                    log.warning(f"WARNING: class(es) {absent} have no images in {split_dirs[s].name}/")
-        index = {name: i for i, name in enumerate(train_classes)}
-        items = {
-            s: [(str(p.relative_to(root)), index[c]) for c, files in per_split[s][0].items() for p in files]
-            for s in per_split
-        }
-        _warn_ignored(root, [p for s in per_split for p in per_split[s][1]])
-        return DataSource(root=root, class_names=train_classes, items=items, split_made=False)
-
-    per_class, ignored = list_class_images(root)
-    _check_classes(root, per_class)
-    _warn_ignored(root, ignored)
-    class_names = sorted(per_class)
-    all_items = [(str(p.relative_to(root)), i) for i, c in enumerate(class_names) for p in per_class[c]]
-    assignment = stratified_split([label for _, label in all_items], parse_split_fractions(split), seed)
-    items = {s: [item for item, a in zip(all_items, assignment) if a == s] for s in SPLITS}
+    layout = scan_layout(root)
+    errors = [message for severity, message in layout.problems if severity == "error"]
+    if errors:
+        raise ImgclsError(f"--data {root}: {errors[0]}")
+    for severity, message in layout.problems:
+        log.warning(f"WARNING: {message}")
+    _log_left_out(layout)
+    class_names = layout.class_names
+    index = {name: i for i, name in enumerate(class_names)}
+    found = {s: [(str(p.relative_to(root)), index[c]) for c in sorted(tree) for p in tree[c]]
+             for s, tree in layout.trees.items()}
+    given = tuple(s for s in SPLITS if s in layout.split_dirs)
+    if "val" in found:
+        return DataSource(root=root, class_names=class_names, items=found, split_made=False, given=given)
+    fractions = parse_split_fractions(split)
+    pool = found.get("train", found.get(None))
+    if "test" in found:  # train and test given: only validation images are carved from train
+        fractions = (1.0 - fractions[1], fractions[1], 0.0)
+    if fractions[1] <= 0:
+        raise ImgclsError(f"--data {root}: has no validation folder and --split {split} leaves none; "
+                          "give val a share such as --split 0.8,0.2, or add a val/ folder")
+    assignment = stratified_split([label for _, label in pool], fractions, seed)
+    items = {s: [item for item, a in zip(pool, assignment) if a == s] for s in SPLITS}
+    if "test" in found:
+        items["test"] = found["test"]
     if not items["val"]:
         raise ImgclsError(f"--data {root}: too few images to make a validation split; add images or use --split 0.8,0.2")
-    return DataSource(root=root, class_names=class_names, items=items, split_made=True)
+    if given:
+        carved = f"{fractions[1]:.0%} validation" + (f" and {fractions[2]:.0%} test" if fractions[2] else "")
+        log.info(f"No validation folder: a seeded, stratified {carved} split carved from {layout.where('train')} "
+                 f"(seed {seed}; saved in the run's split.csv)")
+    return DataSource(root=root, class_names=class_names, items=items, split_made=True, given=given)
 
 
-def _check_classes(folder: Path, per_class: dict[str, list[Path]]) -> None:
-    if not per_class:
-        loose = [p.name for p in folder.iterdir() if p.is_file() and is_image_path(p)][:3]
-        hint = f" (found loose images such as {loose}; move them into one folder per class)" if loose else ""
-        raise ImgclsError(f"--data {folder}: no class folders found; expected one sub-folder per class{hint}")
-    empty = sorted(c for c, files in per_class.items() if not files)
-    if empty:
-        raise ImgclsError(
-            f"--data {folder}: class folder(s) {empty} contain no images "
-            "(.jpg .jpeg .png .bmp .gif .webp .tif .tiff); add images or remove the folder"
-        )
-    if len(per_class) < 2:
-        raise ImgclsError(
-            f"--data {folder}: found only 1 class ({next(iter(per_class))!r}); a classifier needs at least 2 class folders"
-        )
+def _short_list(root: Path, paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _warn_ignored(root: Path, ignored: list[Path]) -> None:
-    if ignored:
-        shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5])
-        more = f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
-        log.warning(f"WARNING: ignored {len(ignored)} file(s) that are not images by extension: {shown}{more}")
+def _log_left_out(layout: Layout) -> None:
+    """Name, once, what imgcls does not read: non-image files, hidden/system entries, files outside classes."""
+    root = layout.root
+    if layout.ignored:
+        log.warning(f"WARNING: ignored {len(layout.ignored)} file(s) that are not images by extension: "
+                    f"{_short_list(root, layout.ignored)}")
+    if layout.hidden:
+        log.info(f"Ignored {len(layout.hidden)} hidden or system file(s)/folder(s): {_short_list(root, layout.hidden)}")
+    if layout.unused:
+        log.info(f"Not used (outside the class folders): {_short_list(root, layout.unused)}")
 
 
 def check_trainable(source: DataSource) -> None:

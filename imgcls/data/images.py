@@ -1,8 +1,11 @@
 """Reading images safely: any format, any colour mode, EXIF orientation, no decompression bombs.
 
-``load_image`` is the one reader of image files and uploads. Whatever goes wrong inside a decoder
-(truncated data, a lying header, a declared size of billions of pixels, a malformed TIFF tag) comes
-out as ``ImageReadError`` with a short reason, which callers turn into a named skip or a 4xx reply.
+``read_image`` (and ``load_image``, its picture alone) is the one reader of image files and uploads.
+Whatever goes wrong inside a decoder (truncated data, a lying header, a declared size of billions of
+pixels, a malformed TIFF tag) comes out as ``ImageReadError`` with a short reason, which callers turn
+into a named skip or a 4xx reply. Given the size the model needs, a large image is reduced as it is
+read (JPEG at a smaller DCT scale, other formats by an integer box filter), so its full-size pixels
+never outlive the read.
 """
 
 from __future__ import annotations
@@ -10,17 +13,28 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # Images above this many pixels are refused before decoding (PIL's own default limit).
 MAX_IMAGE_PIXELS = 89_478_485
-# imgcls enforces the limit itself with a clear message, so PIL's generic warning is only noise.
+# imgcls enforces the limit itself with a clear message, so PIL's generic warning is only noise; so are its
+# warnings about malformed metadata (TIFF tags, EXIF) in files that still decode.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Modes whose pixels Image.reduce may average channel by channel; others (palette, alpha, 1-bit, 16-bit)
+# are converted strip by strip first, so the full-size converted copy never exists.
+LINEAR_MODES = frozenset({"L", "RGB", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"})
+STRIP_PIXELS = 4_000_000
+# EXIF orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose does).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -96,27 +110,92 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int] | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode an image fully and return it as RGB with EXIF orientation applied.
+@dataclass
+class ImageFile:
+    """A decoded picture (RGB, upright, reduced when asked) and what the file's header said."""
 
-    ``draft_size`` lets JPEGs decode at a reduced DCT scale when the file is at least twice that
-    size, which is several times faster and visually the same after resizing.
+    image: Image.Image
+    format: str            # JPEG, PNG, ... as found in the content, whatever the extension
+    width: int             # as stored, before any reduction or rotation
+    height: int
+    mode: str              # as stored; "PA" for a palette with a transparent colour
+    orientation: int = 1   # EXIF orientation tag; 1 means upright
+    colours: int | None = None  # distinct colours when asked for and at most 256
+
+
+def read_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int] | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS, count_colours: bool = False) -> ImageFile:
+    """Decode an image once: RGB with EXIF orientation applied, plus its header facts.
+
+    ``draft_size`` is the smallest size the caller needs: an image at least twice as large on both sides
+    is reduced while it is read (JPEG draft mode, else ``Image.reduce`` by the largest integer factor that
+    keeps it at least that size), so a huge upload costs its full size only for a moment.
     Raises ``ImageReadError`` with a short reason for anything unusable, and nothing else.
     """
     try:
         image = _open(source, max_pixels)
-        if draft_size is not None and image.format == "JPEG":
+        facts = ImageFile(image, image.format or "", image.width, image.height,
+                          "PA" if image.mode == "P" and "transparency" in image.info else image.mode,
+                          _orientation(image))
+        if draft_size is not None and image.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG from cameras
             image.draft("RGB", draft_size)
         image.load()
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        if count_colours:
+            colours = image.getcolors(256)
+            facts.colours = len(colours) if colours else None
+        image = reduce_towards(image, draft_size)
+        if facts.orientation in UPRIGHT:
+            image = image.transpose(UPRIGHT[facts.orientation])
+        facts.image = to_rgb(image)
+        return facts
     except ImageReadError:
         raise
     except Exception as e:  # noqa: BLE001 - decoders raise anything on hostile data; all of it means "unusable"
         raise ImageReadError(_reason(e)) from None
+
+
+def load_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int] | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The picture of ``read_image``: RGB, upright, reduced towards ``draft_size`` when much larger.
+
+    Raises ``ImageReadError`` with a short reason for anything unusable, and nothing else.
+    """
+    return read_image(source, draft_size=draft_size, max_pixels=max_pixels).image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block does not make the picture unusable
+        return 1
+
+
+def reduce_towards(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """``image`` reduced by the largest integer factor that keeps it at least ``size``, when that factor is 2
+    or more (the rule of JPEG draft mode); otherwise ``image`` itself."""
+    factor = 1 if size is None else min(image.width // size[0], image.height // size[1])
+    return _reduce(image, factor) if factor >= 2 else image
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` shrunk by an integer ``factor`` with a box filter (every source pixel counts once).
+
+    Palette, alpha, 1-bit and 16-bit images are converted (to RGB on white, or 32-bit) a strip at a time,
+    so no converted full-size copy is ever made.
+    """
+    if image.mode in LINEAR_MODES:
+        return image.reduce(factor)
+    convert = (lambda part: part.convert("I")) if image.mode.startswith("I;16") else to_rgb
+    width, height = -(-image.width // factor), -(-image.height // factor)  # as Image.reduce: edge boxes count
+    rows = max(1, STRIP_PIXELS // (image.width * factor))  # output rows per strip
+    reduced = None
+    for top in range(0, height, rows):
+        bottom = min(image.height, (top + rows) * factor)
+        part = convert(image.crop((0, top * factor, image.width, bottom))).reduce(factor)
+        if reduced is None:
+            reduced = Image.new(part.mode, (width, height))
+        reduced.paste(part, (0, top))
+    return reduced
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,10 @@ from ..console import setup_logging
 from ..engine.runners import torch_runner
 from ..errors import ImgclsError
 from ..record.checkpoint import load_checkpoint
+from ..record.files import new_staging_dir, remove_staging_dir
 from .formats import FORMATS, format_of
 from .parity import MAX_LOGIT_DIFF, Parity, check_parity, reference_inputs
+from .quantize import int8_path_for
 
 log = logging.getLogger("imgcls")
 
@@ -38,12 +39,24 @@ def default_output(checkpoint_path: Path, fmt: str) -> Path:
     return checkpoint_path.with_suffix(FORMATS[fmt].suffix)
 
 
+def _check_targets(paths: list[Path], force: bool, given: bool) -> None:
+    """Refuse, before any work, to replace an existing file unless ``force``; never replace a folder."""
+    for p in paths:
+        if p.is_dir():
+            raise ImgclsError(f"--out {p}: is a folder; give a file name")
+    taken = [p for p in paths if p.exists() or p.is_symlink()]
+    if taken and not force:
+        where = f"--out {taken[0]}: already exists" if given else f"{taken[0]} already exists (an earlier export?)"
+        raise ImgclsError(f"{where}; pass --force to replace it, or choose another --out FILE")
+
+
 def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = False, dynamic_batch: bool = False,
            out: str | os.PathLike | None = None, calibration_images: int = CALIBRATION_IMAGES,
-           bench_seconds: float = 2.0) -> ExportResult:
+           bench_seconds: float = 2.0, force: bool = False) -> ExportResult:
     """Export a checkpoint, check parity with PyTorch on validation images, and (``int8``) quantize it.
 
-    Raises ImgclsError when the FP32 file disagrees with PyTorch; the file is then not kept.
+    Raises ImgclsError when the FP32 file disagrees with PyTorch; the file is then not kept. An existing
+    file at the output path is replaced only with ``force``.
     """
     from ..models.factory import model_from_checkpoint
 
@@ -65,11 +78,12 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
         raise ImgclsError(f"--out {path}: a {format} file should end in {fmt.suffix}")
     if path.resolve() == checkpoint_path.resolve():
         raise ImgclsError(f"--out {path}: is the checkpoint itself; choose another file name")
+    _check_targets(fmt.files(path) + ([int8_path_for(path)] if int8 else []), force, given=out is not None)
     model = model_from_checkpoint(checkpoint)
     batch, _, source = reference_inputs(checkpoint, "val")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".imgcls-export-", dir=path.parent) as tmp:
-        staged = Path(tmp) / path.name
+    staging = new_staging_dir(path)
+    try:
+        staged = staging / path.name
         fmt.write(model, checkpoint, staged, dynamic_batch)
         candidate, _ = fmt.load(staged, None)
         parity = check_parity(torch_runner(model), candidate, batch, source)
@@ -82,6 +96,8 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
         # Side files first (OpenVINO's .bin before its .xml): a reader never finds the main file without them.
         for staged_file, target in reversed(list(zip(fmt.files(staged), fmt.files(path)))):
             os.replace(staged_file, target)
+    finally:
+        remove_staging_dir(staging)
     size = sum(p.stat().st_size for p in fmt.files(path))
     log.info(f"Exported {format} ({size / 1e6:.2f} MB) to {path}")
     result = ExportResult(path=path, format=format, parity=parity)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..data.decoded import draft_size_for
-from ..data.images import ImageReadError, as_image, load_image
+from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, as_image, load_image, reduce_towards
 from ..data.transforms import eval_transform
 from ..engine.inference import predict_logits
 from ..engine.runners import Runner
@@ -125,15 +125,17 @@ class Predictor:
     """
 
     def __init__(self, weights: str | os.PathLike, *, device: str = "auto", topk: int = 5, batch_size: int = 32,
-                 runtime: str = "auto"):
+                 runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS):
         if topk < 1:
             raise ImgclsError(f"--topk {topk}: must be 1 or more")
         if batch_size < 1:
             raise ImgclsError(f"--batch-size {batch_size}: must be 1 or more")
+        if max_pixels < 1:
+            raise ImgclsError(f"--max-pixels {max_pixels}: must be 1 or more")
         self.model = load_model(weights, device, runtime)
         self.topk = min(topk, len(self.model.class_names))
         self.batch_size = batch_size
-        self.decode = Decoder(self.model.preprocess)
+        self.decode = Decoder(self.model.preprocess, max_pixels)
         self._lock = threading.Lock()
 
     @property
@@ -178,6 +180,14 @@ class Predictor:
                                              collate_fn=_keep_as_list)
         for batch in loader:
             yield from self._run_batch(batch, topk)
+
+    def predict_decoded(self, tensors: list[torch.Tensor], names: list[str], *,
+                        topk: int | None = None) -> list[Prediction]:
+        """Predictions for images already turned into model inputs by ``self.decode`` (``imgcls serve`` decodes
+        each upload as it arrives and keeps only this small tensor)."""
+        batch = [(name, tensor, None) for name, tensor in zip(names, tensors, strict=True)]
+        return [p for start in range(0, len(batch), self.batch_size)
+                for p in self._run_batch(batch[start:start + self.batch_size], topk)]
 
     def _prepare(self, number: int, item) -> tuple[str, torch.Tensor | None, str | None]:
         name = _item_name(number, item)
@@ -224,17 +234,19 @@ def _item_name(number: int, item) -> str:
 
 class Decoder:
     """An image (path, bytes, PIL image or array) to the model's input tensor, exactly as evaluation does it:
-    JPEG draft decoding where the image is large, then the eval transform."""
+    a large image reduced while it is read (JPEG draft mode, else a box filter), then the eval transform."""
 
-    def __init__(self, preprocess: dict):
+    def __init__(self, preprocess: dict, max_pixels: int = MAX_IMAGE_PIXELS):
         self.transform = eval_transform(preprocess)
         self.draft_size = draft_size_for(preprocess)
+        self.max_pixels = max_pixels
 
     def __call__(self, item) -> torch.Tensor:
         if isinstance(item, (str, os.PathLike, bytes, bytearray)):
-            image = load_image(bytes(item) if isinstance(item, bytearray) else item, draft_size=self.draft_size)
-        else:
-            image = as_image(item)
+            image = load_image(bytes(item) if isinstance(item, bytearray) else item, draft_size=self.draft_size,
+                               max_pixels=self.max_pixels)
+        else:  # an image already in memory is reduced the same way, so it gets the same answer as its file
+            image = reduce_towards(as_image(item), self.draft_size)
         return self.transform(image)
 
 

@@ -10,13 +10,12 @@ package's copy of Swagger UI and ReDoc when it is installed, so they work offlin
 # types they name are imported inside create_app so that importing imgcls never imports the web stack.
 
 import logging
-import os
 import socket
 import threading
 from importlib import resources
 
 from ..errors import ImgclsError
-from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, load_image
+from ..data.images import MAX_IMAGE_PIXELS, ImageReadError
 
 log = logging.getLogger("imgcls")
 
@@ -103,7 +102,27 @@ def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
     return {"model_name": model.model_name, "runtime": model.runtime, "weights": model.path.name,
             "class_names": model.class_names, "num_classes": len(model.class_names), "preprocess": model.preprocess,
             "temperature": model.temperature, "metrics": model.metrics,
-            "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk}}
+            "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk,
+                       "max_pixels": predictor.decode.max_pixels}}
+
+
+def decode_slot_count() -> int:
+    """Images decoded at once, server-wide: one per core (decoding is CPU-bound), 2 to 4.
+
+    Each decode briefly holds one full-size image (at most --max-pixels), so this bounds the memory a burst of
+    uploads can take, however the images are spread over requests.
+    """
+    from ..data.loaders import available_cpus
+
+    return max(2, min(4, available_cpus()))
+
+
+async def _json_server_error(request, exc):
+    """Anything unexpected is still one line of JSON (the traceback goes to the server's log)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); the server keeps serving"},
+                        status_code=500)
 
 
 async def _one_line_validation_error(request, exc):
@@ -137,11 +156,10 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         raise ImgclsError(f"--max-upload-mb {max_upload_mb}: must be above 0")
     if max_files < 1:
         raise ImgclsError(f"--max-files {max_files}: must be 1 or more")
-    predictor = Predictor(weights, device=device, topk=topk, runtime=runtime)
+    predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels)
     model = predictor.model
     page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
-    # Decoding a large photo takes a few hundred MB; this bounds how many are decoded at once under a burst.
-    decode_slots = threading.BoundedSemaphore(max(2, min(8, os.cpu_count() or 2)))
+    decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
     model_info = _model_card(predictor, max_upload_mb, max_files)
 
     app = app_class()(title="imgcls", version=__version__,
@@ -152,6 +170,7 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 1e6))
 
     app.add_exception_handler(RequestValidationError, _one_line_validation_error)
+    app.add_exception_handler(Exception, _json_server_error)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
@@ -165,6 +184,18 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
     def model_card():
         return model_info
 
+    def decode_upload(upload, name: str):
+        """One upload to the model's input, decoded in one of the server's decode slots and reduced as it is
+        read: only the small tensor outlives this call, so a request's images never coexist at full size."""
+        try:
+            with decode_slots:
+                return predictor.decode(upload.file.read())
+        except ImageReadError as e:
+            hint = " (the server's --max-pixels)" if str(e).startswith("decompression bomb") else ""
+            raise HTTPException(status_for(str(e)), f"{name}: {e}{hint}") from None
+        finally:
+            upload.file.close()  # a spooled upload's buffer goes now, not when the whole request ends
+
     @app.post("/predict", summary="Classify one or more images",
               description="multipart/form-data with one or more image files in fields named `files`.")
     def predict(files: list[UploadFile] = File(..., description="image files (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
@@ -172,17 +203,9 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         if len(files) > max_files:
             raise HTTPException(413, f"too many files: {len(files)} sent, at most {max_files} per request "
                                      "(--max-files)")
-        names, images = [], []
-        with decode_slots:
-            for number, upload in enumerate(files):
-                name = upload.filename or f"file {number + 1}"
-                try:
-                    images.append(load_image(upload.file.read(), draft_size=predictor.decode.draft_size,
-                                             max_pixels=max_pixels))
-                except ImageReadError as e:
-                    raise HTTPException(status_for(str(e)), f"{name}: {e}") from None
-                names.append(name)
-            results = predictor.predict(images, names=names, topk=topk)
+        names = [upload.filename or f"file {number + 1}" for number, upload in enumerate(files)]
+        inputs = [decode_upload(upload, name) for upload, name in zip(files, names)]
+        results = predictor.predict_decoded(inputs, names, topk=topk)
         return {
             "model_name": model.model_name,
             "predictions": [{"filename": r.path, "predicted": r.label, "confidence": r.confidence,
@@ -190,6 +213,23 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         }
 
     return app
+
+
+def return_freed_memory_to_the_system() -> None:
+    """Make large buffers freed after a decode go back to the operating system (glibc only; else nothing).
+
+    glibc raises its mmap threshold each time a large block is freed, so later image buffers come from the
+    heap, where a burst of uploads leaves them fragmented and the server's RSS stays at its peak for good.
+    A fixed threshold keeps every block of 1 MB or more in its own mapping, unmapped as soon as it is freed.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -204,7 +244,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
-          topk: int = 5, device: str = "auto", runtime: str = "auto") -> None:
+          topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Serve the page and API with uvicorn until Ctrl+C."""
     _require_web_stack()
     import uvicorn
@@ -213,7 +253,8 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: 
 
     setup_logging()
     app = create_app(weights, max_upload_mb=max_upload_mb, max_files=max_files, topk=topk, device=device,
-                     runtime=runtime)
+                     runtime=runtime, max_pixels=max_pixels)
+    return_freed_memory_to_the_system()
     _check_port_free(host, port)
     if host not in LOOPBACK_HOSTS:
         log.warning(f"WARNING: --host {host} makes the model reachable from other computers; "

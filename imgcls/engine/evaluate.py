@@ -56,7 +56,7 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     folders, otherwise the whole tree of class folders (split name "all"). Every class folder must be
     one of the checkpoint's classes.
     """
-    from ..data.folders import find_split_dirs, list_class_images, run_source
+    from ..data.folders import run_source, scan_layout
 
     class_names = checkpoint["class_names"]
     if data is None:
@@ -69,13 +69,13 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     if not root.is_dir():
         raise ImgclsError(f"--data {root}: {'is a file' if root.exists() else 'folder not found'}; "
                           "expected a folder of class folders (or with train/val/test folders)")
-    split_dirs = find_split_dirs(root)
+    layout = scan_layout(root)
+    split_dirs = layout.split_dirs
     if split_dirs and split not in split_dirs:
         raise ImgclsError(f"--data {root}: has {sorted(split_dirs)} folder(s) but no {split} folder; "
                           f"choose --split {' or '.join(sorted(split_dirs))}")
-    folder = split_dirs.get(split, root)
-    where = str(root) if folder == root else f"{root} ({folder.name}/)"
-    per_class, _ = list_class_images(folder)
+    where = str(root) if not split_dirs else f"{root} ({layout.where(split)})"
+    per_class = layout.trees[split if split_dirs else None]
     unknown = sorted(set(per_class) - set(class_names))
     if unknown:
         raise ImgclsError(f"--data {where}: class folder(s) {unknown} are not classes of this model "

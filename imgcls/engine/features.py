@@ -29,7 +29,7 @@ from . import distributed as dist
 log = logging.getLogger("imgcls")
 
 # Bump when the meaning of a cached entry changes (view seeding, transforms, storage layout).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images far larger than the working size are box-reduced while decoded
 EVAL_VIEW = "eval"
 SHARD_ROWS = 512  # features written per shard file: an interrupted extraction keeps what it did
 

@@ -20,7 +20,7 @@ from ..config import TrainConfig, make_config
 from ..console import setup_logging
 from ..errors import ImgclsError
 from ..record.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from ..record.files import new_run_dir, write_json, write_yaml
+from ..record.files import is_inside, new_run_dir, write_json, write_yaml
 from ..record.results import write_results
 from . import distributed as dist
 from .device import seed_everything, select_device
@@ -75,6 +75,7 @@ def _settings(cfg, cfg_file, resume, settings) -> tuple[TrainConfig, dict | None
         cfg = cfg or make_config(cfg_file, **settings)
         if not cfg.data:
             raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
+        check_project_outside_data(cfg.project, cfg.data)
         return cfg, None
     extra = sorted(k for k, v in settings.items() if v is not None) + (["--cfg"] if cfg_file else [])
     if extra or cfg is not None:
@@ -91,6 +92,13 @@ def _settings(cfg, cfg_file, resume, settings) -> tuple[TrainConfig, dict | None
         raise ImgclsError(f"--resume {resume}: this run already finished ({checkpoint['epoch']} epochs); "
                           "start a new run")
     return cfg, checkpoint
+
+
+def check_project_outside_data(project: str, data: str) -> None:
+    """A run folder inside the data folder would be read as a class folder by the next run."""
+    if Path(data).is_dir() and is_inside(project, data):
+        raise ImgclsError(f"--project {project}: is inside --data {data}, where the next run would read it as a "
+                          "class folder; choose a --project outside the data folder")
 
 
 def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True) -> Run:

@@ -81,8 +81,22 @@ def suggest(trial, space: dict, epochs: int) -> dict:
     return params
 
 
+def _without_password(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db, for what imgcls writes to disk."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _signature(data: str, model: str, space: dict, fixed: dict, study_name: str | None, storage: str | None) -> dict:
+    """What a tune folder holds. The study itself is part of it: another --study-name or --storage gets its own
+    folder, so its trials.csv and best.yaml never replace those of an earlier study."""
+    return {"data": str(Path(data).resolve()), "model": model, "space": space,
+            "fixed": {k: v for k, v in sorted(fixed.items())}, "study_name": study_name or "imgcls",
+            "storage": _without_password(storage) if storage else STUDY_FILE}
+
+
 def _study_dir(project: str, name: str, signature: dict) -> Path:
-    """Reuse the folder whose study has the same data/model/space (so a rerun resumes), else a new one."""
+    """Reuse the folder whose study has the same data, model, space, study name and storage (so a rerun
+    resumes), else a new one (tune, tune2, ...)."""
     project_path = Path(project)
     n = 1
     while True:
@@ -125,7 +139,7 @@ def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, t
     except ImportError:
         raise ImgclsError("imgcls tune needs Optuna: pip install 'imgcls[tune]'") from None
     from ..console import setup_logging
-    from .train import train
+    from .train import check_project_outside_data, train
 
     setup_logging()
     search_space = load_space(space)
@@ -133,8 +147,8 @@ def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, t
     if trials < 1:
         raise ImgclsError(f"--trials {trials}: must be at least 1")
     seconds = parse_duration(timeout, "--timeout") if not isinstance(timeout, (int, float)) else float(timeout)
-    signature = {"data": str(Path(data).resolve()), "model": model, "space": search_space,
-                 "fixed": {k: v for k, v in sorted(fixed.items())}}
+    check_project_outside_data(project, data)
+    signature = _signature(data, model, search_space, fixed, study_name, storage)
     tune_dir = _study_dir(project, name, signature)
     write_json(tune_dir / "tune.json", {"signature": signature})
     storage_url = storage or f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}"
@@ -150,7 +164,7 @@ def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, t
     if done:
         log.info(f"Resuming study in {tune_dir}: {done} trial(s) done, {remaining} to go")
     else:
-        log.info(f"Tuning {model} on {data}: {trials} trials; study in {storage_url}")
+        log.info(f"Tuning {model} on {data}: {trials} trials; study in {_without_password(storage_url)}")
 
     def objective(trial):
         params = suggest(trial, search_space, base.epochs)

@@ -1,15 +1,23 @@
-"""Run folders with numbered names that never collide, and atomic writes."""
+"""Run folders with numbered names that never collide, atomic writes, and marked staging folders."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from ..errors import ImgclsError
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` is ``folder`` or lies somewhere below it (symbolic links resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
 
 def _umask_mode() -> int:
@@ -77,3 +85,48 @@ def read_yaml(path: str | os.PathLike) -> dict:
     """A YAML mapping, or {} for an empty file."""
     content = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     return content if isinstance(content, dict) else {}
+
+
+# A staging folder holds a result while it is written; this file inside marks it as imgcls's own, and
+# only a folder carrying it is ever removed, so a user's folder can never be mistaken for one.
+STAGING_MARKER = ".imgcls-staging"
+
+
+def new_staging_dir(beside: str | os.PathLike) -> Path:
+    """A new hidden folder next to ``beside`` (.NAME.partial-XXXX), created here and marked as imgcls's."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{beside.name}.partial-", dir=beside.parent))
+    (folder / STAGING_MARKER).write_text("imgcls writes here, then renames the folder; safe to delete\n")
+    return folder
+
+
+def remove_staging_dir(folder: str | os.PathLike) -> bool:
+    """Remove a staging folder, and only one that carries imgcls's marker. Returns whether it was removed."""
+    folder = Path(folder)
+    if folder.is_dir() and not folder.is_symlink() and (folder / STAGING_MARKER).is_file():
+        shutil.rmtree(folder)
+        return True
+    return False
+
+
+@contextmanager
+def staged_dir(dest: str | os.PathLike):
+    """Yield a marked staging folder; when the block ends, rename it to ``dest`` (new, or an empty folder).
+
+    On any failure the staging folder is removed and ``dest`` is untouched, so an interrupted copy never
+    looks finished.
+    """
+    dest = Path(dest)
+    staging = new_staging_dir(dest)
+    try:
+        yield staging
+        (staging / STAGING_MARKER).unlink()
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        os.rename(staging, dest)  # fails rather than replace anything that appeared at dest meanwhile
+    except BaseException:
+        if staging.is_dir() and not staging.is_symlink():  # made by mkdtemp above: ours, marker or not
+            (staging / STAGING_MARKER).touch()
+            remove_staging_dir(staging)
+        raise

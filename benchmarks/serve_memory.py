@@ -1,0 +1,256 @@
+"""Peak and steady memory of a real `imgcls serve` under hostile and heavy uploads.
+
+    python benchmarks/serve_memory.py WEIGHTS [--side 8900] [--requests 8] [--files 16] [--stream 1000]
+
+Starts `imgcls serve` in its own process (uvicorn on a free loopback port) and watches its resident memory
+from outside (/proc/PID/status, sampled every 20 ms, plus the kernel's peak after a reset). Then:
+
+1. burst: ``--requests`` concurrent requests, each of ``--files`` copies of one ``--side`` x ``--side`` grey PNG
+   (about 79 megapixels, highly compressible: about 0.1 MB on the wire, 79 MB once decoded). Target: peak
+   RSS under 1.5 GB, every request answered 200.
+2. stream: ``--stream`` requests, 8 at a time, of ordinary photos (generated 1600x1200 JPEGs and PNGs), 10% of
+   them junk (text, truncated images, a decompression bomb, random bytes). Target: every status as expected
+   (200, or the 4xx for that junk) and flat memory (RSS after the last request within 64 MB of the RSS after
+   the first 100).
+
+Prints one JSON line per phase (see benchmarks/common.py) and a short table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import report  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def grey_png(side: int) -> bytes:
+    """A large, highly compressible picture: grey with a darker disc (a scan, a screenshot, a render)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (side, side), 200)
+    ImageDraw.Draw(image).ellipse([side // 4, side // 4, 3 * side // 4, 3 * side // 4], fill=60)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def photo(seed: int, fmt: str) -> bytes:
+    """A photo-sized image with texture (noise over gradients), as JPEG or PNG."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:1200, 0:1600]
+    base = np.stack([x / 1600 * 255, y / 1200 * 255, (x + y) / 2800 * 255], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def bomb_png() -> bytes:
+    """A small valid PNG whose header claims 30,000 x 30,000 pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "white").save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", 30_000, 30_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def junk_cases(good_png: bytes) -> list[tuple[str, bytes, int]]:
+    """(file name, content, the status imgcls must answer)."""
+    return [("notes.txt", b"these are my notes, not a picture\n" * 20, 415),
+            ("cut.png", good_png[: len(good_png) // 3], 422),
+            ("bomb.png", bomb_png(), 413),
+            ("noise.jpg", random.Random(7).randbytes(50_000), 415),
+            ("empty.jpg", b"", 422)]
+
+
+class Server:
+    """`imgcls serve` in a child process, with its memory read from /proc."""
+
+    def __init__(self, weights: str, extra: list[str]):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, "-m", "imgcls", "serve", "--weights", weights, "--port",
+                                         str(self.port), "--device", "cpu", *extra],
+                                        stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"imgcls serve exited:\n{Path(self.log.name).read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        sys.exit("imgcls serve did not start in time")
+
+    def status(self, key: str) -> int:
+        """VmRSS or VmHWM of the server, in bytes."""
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def reset_peak(self) -> bool:
+        """Start the kernel's peak-RSS count (VmHWM) afresh; False where the kernel does not allow it."""
+        try:
+            with open(f"/proc/{self.process.pid}/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def start_sampling(self) -> None:
+        def sample():
+            while not self._stop.is_set():
+                try:
+                    self.samples.append((time.time(), self.status("VmRSS")))
+                except (OSError, KeyError):
+                    return
+                time.sleep(0.02)
+
+        threading.Thread(target=sample, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def burst(server: Server, big: bytes, requests: int, files: int) -> dict:
+    import httpx
+
+    server.reset_peak()
+    start = time.time()
+    before = server.status("VmRSS")
+
+    def one(i: int):
+        upload = [("files", (f"grey{i}-{k}.png", big, "image/png")) for k in range(files)]
+        return httpx.post(server.url + "/predict", files=upload, timeout=1800)
+
+    with ThreadPoolExecutor(max_workers=requests) as pool:
+        answers = list(pool.map(one, range(requests)))
+    seconds = time.time() - start
+    sampled_peak = max(rss for t, rss in server.samples if t >= start)
+    time.sleep(2)
+    return {"requests": requests, "images_per_request": files, "image_bytes": len(big),
+            "statuses": sorted({a.status_code for a in answers}), "seconds": round(seconds, 1),
+            "rss_before_mb": round(before / MB), "peak_rss_mb": round(max(server.status("VmHWM"), sampled_peak) / MB),
+            "rss_after_mb": round(server.status("VmRSS") / MB)}
+
+
+def stream(server: Server, total: int, junk_share: float) -> dict:
+    import httpx
+
+    goods = [("photo.jpg", photo(s, "JPEG"), 200) for s in range(3)] + [("photo.png", photo(9, "PNG"), 200)]
+    junk = junk_cases(goods[-1][1])
+    rng = random.Random(0)
+    plan = [rng.choice(junk) if rng.random() < junk_share else rng.choice(goods) for _ in range(total)]
+    wrong, rss_at = [], {}
+    done = [0]
+    lock = threading.Lock()
+
+    def one(case):
+        name, data, expected = case
+        response = httpx.post(server.url + "/predict", files={"files": (name, data, "application/octet-stream")},
+                              timeout=600)
+        ok = response.status_code == expected and response.headers.get("content-type") == "application/json"
+        with lock:
+            if not ok:
+                wrong.append((name, expected, response.status_code, response.text[:200]))
+            done[0] += 1
+            if done[0] % 100 == 0:
+                rss_at[done[0]] = round(server.status("VmRSS") / MB)
+
+    start = time.time()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, plan))
+    seconds = time.time() - start
+    time.sleep(2)
+    first, last = rss_at[min(rss_at)], round(server.status("VmRSS") / MB)
+    return {"requests": total, "junk": sum(1 for c in plan if c[2] != 200), "wrong_status": len(wrong),
+            "examples_of_wrong": wrong[:3], "seconds": round(seconds, 1), "rss_mb_every_100": rss_at,
+            "rss_after_mb": last, "growth_after_first_100_mb": last - first}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("weights")
+    parser.add_argument("--side", type=int, default=8900)
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--stream", type=int, default=1000)
+    parser.add_argument("--junk", type=float, default=0.1)
+    parser.add_argument("--serve-args", default="", help="extra `imgcls serve` flags, e.g. '--max-pixels 50000000'")
+    args = parser.parse_args()
+
+    big = grey_png(args.side)
+    server = Server(args.weights, args.serve_args.split())
+    try:
+        server.wait_ready()
+        import httpx
+
+        # Warm-up with a full request of ordinary photos, so that the runtime's buffers for the largest batch
+        # already exist: what the burst adds on top of that is the cost of the large uploads.
+        warm = httpx.post(server.url + "/predict", timeout=300,
+                          files=[("files", (f"w{k}.jpg", photo(k, "JPEG"), "image/jpeg")) for k in range(args.files)])
+        assert warm.status_code == 200, warm.text
+        server.start_sampling()
+        idle = round(server.status("VmRSS") / MB)
+        first = burst(server, big, args.requests, args.files)
+        report("serve_memory_burst", idle_rss_mb=idle, **first)
+        second = stream(server, args.stream, args.junk) if args.stream else {}
+        if second:
+            report("serve_memory_stream", **second)
+    finally:
+        server.stop()
+    print(f"idle after warm-up: {idle} MB RSS")
+    print(f"burst: {first['requests']} x {first['images_per_request']} grey {args.side}x{args.side} PNGs "
+          f"({first['image_bytes'] / 1e3:.0f} KB each): statuses {first['statuses']}, peak RSS {first['peak_rss_mb']} MB, "
+          f"after {first['rss_after_mb']} MB, {first['seconds']} s")
+    if second:
+        print(f"stream: {second['requests']} requests ({second['junk']} junk), {second['wrong_status']} wrong status, "
+              f"RSS every 100: {list(second['rss_mb_every_100'].values())} MB, growth after the first 100: "
+              f"{second['growth_after_first_100_mb']} MB, {second['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
