@@ -36,6 +36,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser, run_flags: bool = True
         text = field.metadata["help"] + _default_note(field)
         if kind is bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif field.metadata.get("repeatable"):
+            parser.add_argument(flag, dest=field.name, action="append", default=None, metavar="VALUE", help=text)
         else:
             metavar = {"int": "N", "float": "X", "str": "VALUE"}[kind.__name__]
             parser.add_argument(flag, dest=field.name, type=kind, default=None, metavar=metavar, help=text)
@@ -47,7 +49,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser, run_flags: bool = True
 def _train_settings(args: argparse.Namespace) -> dict:
     from .config import FIELDS
 
-    return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    settings = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    # a repeatable flag (--logger a --logger b) arrives as a list: the setting is one comma-separated text
+    return {k: ",".join(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 
 class _Parser(argparse.ArgumentParser):
