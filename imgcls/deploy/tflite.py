@@ -12,7 +12,6 @@ here transposes imgcls's NCHW batches, and apps feed camera frames as they come.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from ..engine.runners import Runner, export_onnx_bytes
 from ..errors import ImgclsError
 from ..record.files import atomic_write_bytes
 
-log = logging.getLogger("imgcls")
 
 METADATA_KEY = "imgcls"
 INPUT_LAYOUT = "NHWC"
