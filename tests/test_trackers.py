@@ -155,3 +155,30 @@ def test_metric_names_are_safe_for_mlflow():
 def test_api_refuses_unknown_logger():
     with pytest.raises(ImgclsError, match="--logger 'neptune'"):
         make_config(data="x", logger="neptune")
+
+
+def test_interrupted_run_ends_killed_in_mlflow_and_resume_continues_it(tmp_path, monkeypatch):
+    from imagegen import make_class_folders
+    from mlflow.tracking import MlflowClient
+
+    from imgcls.engine.train import train
+
+    monkeypatch.chdir(tmp_path)  # ./mlruns lands here
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = make_class_folders(tmp_path / "data", per_class=6)
+
+    def interrupt(epoch, valid_info):
+        raise KeyboardInterrupt  # Ctrl-C right after epoch 1 was saved and logged
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data=str(data), model="simple_cnn", pretrained=False, imgsz=32, batch_size=8, workers=0, epochs=2,
+              project=str(tmp_path / "runs"), logger="mlflow", progress=False, on_epoch_end=interrupt)
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("imgcls").experiment_id
+    (killed,) = client.search_runs([experiment])
+    assert killed.info.status == "KILLED"
+
+    train(resume=tmp_path / "runs" / "train", progress=False)
+    (resumed,) = client.search_runs([experiment])  # the same MLflow run, not a second one
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val/accuracy")] == [1, 2]

@@ -1,6 +1,7 @@
 """The one table of deployment formats. Each format knows how to write a checkpoint's network with the
 imgcls metadata inside (class names, preprocessing, model name, temperature), and how to load a
-written file back as a Runner plus that metadata. export, benchmark, predict and serve all use it.
+written file back as a Runner plus that metadata; ONNX and TFLite also write INT8 files. export,
+benchmark, predict and serve all use it. TFLite's and Core ML's converters live in tflite.py and coreml.py.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ class Format:
     verify: Callable | None = None            # (model, checkpoint, path, batch, source) -> Parity | None,
                                               # for files that cannot be loaded here (default: load + parity)
     batch_one: bool = False                   # always exported for batch 1 (--dynamic-batch is refused)
-    notes: str = ""                           # said in the missing-package and --dynamic-batch errors
+    notes: str = ""                           # added to the missing-package error (e.g. the extra to install)
 
     def files(self, path: Path) -> list[Path]:
         return [path, *[path.with_suffix(s) for s in self.side_suffixes]]
