@@ -145,7 +145,8 @@ def test_metric_names_are_safe_for_mlflow():
     from imgcls.engine.trackers import epoch_metrics, metric_key
 
     record = {"train info": {"loss": 0.5, "accuracy": 0.8},
-              "valid info": {"loss": 0.6, "accuracy": 0.7, "mean F1 score": 0.65, "crème brûlée: 1": {"F1 score": 0.5}},
+              "valid info": {"loss": 0.6, "accuracy": 0.7, "mean F1 score": 0.65,
+                             "crème brûlée: 1": {"F1 score": 0.5}},
               "lr": 0.01}
     metrics = epoch_metrics(record, ["crème brûlée: 1"])
     assert metrics["val_f1/crème brûlée: 1"] == 0.5 and metrics["val/accuracy"] == 0.7
