@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.tflite,
                                  reason=f"the tflite extra is not installed (missing {', '.join(MISSING)})")]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _installed():
     if MISSING:  # only reached where IMGCLS_TEST_TFLITE=1 promised the packages
         pytest.fail(f"IMGCLS_TEST_TFLITE=1 but {', '.join(MISSING)} is not installed")
