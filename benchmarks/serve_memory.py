@@ -1,6 +1,7 @@
-"""Peak and steady memory of a real `imgcls serve` under hostile and heavy uploads.
+"""Peak and steady memory, and latency, of a real `imgcls serve` under hostile and heavy uploads.
 
     python benchmarks/serve_memory.py WEIGHTS [--side 8900] [--requests 8] [--files 16] [--stream 1000]
+                                              [--photos DIR]
 
 Starts `imgcls serve` in its own process (uvicorn on a free loopback port) and watches its resident memory
 from outside (/proc/PID/status, sampled every 20 ms, plus the kernel's peak after a reset). Then:
@@ -11,7 +12,9 @@ from outside (/proc/PID/status, sampled every 20 ms, plus the kernel's peak afte
 2. stream: ``--stream`` requests, 8 at a time, of ordinary photos (generated 1600x1200 JPEGs and PNGs), 10% of
    them junk (text, truncated images, a decompression bomb, random bytes). Target: every status as expected
    (200, or the 4xx for that junk) and flat memory (RSS after the last request within 64 MB of the RSS after
-   the first 100).
+   the first 100). Each answered photo's latency (request sent to answer read, one image per request) is
+   recorded: p50 and p95. ``--photos DIR`` sends real photos (every image file under DIR, in turn) instead
+   of the generated ones; ``--requests 0`` skips the burst.
 
 Prints one JSON line per phase (see benchmarks/common.py) and a short table.
 """
@@ -177,23 +180,42 @@ def burst(server: Server, big: bytes, requests: int, files: int) -> dict:
             "rss_after_mb": round(server.status("VmRSS") / MB)}
 
 
-def stream(server: Server, total: int, junk_share: float) -> dict:
+def real_photos(folder: str) -> list[tuple[str, bytes, int]]:
+    """Every image file under ``folder``, as (name, content, 200)."""
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in suffixes)
+    if not paths:
+        sys.exit(f"--photos {folder}: no image files found")
+    return [(p.name, p.read_bytes(), 200) for p in paths]
+
+
+def stream(server: Server, total: int, junk_share: float, photos: str | None = None) -> dict:
     import httpx
 
-    goods = [("photo.jpg", photo(s, "JPEG"), 200) for s in range(3)] + [("photo.png", photo(9, "PNG"), 200)]
-    junk = junk_cases(goods[-1][1])
+    if photos:
+        goods = real_photos(photos)
+        pick = iter(goods * (total // len(goods) + 1))
+    else:
+        goods = [("photo.jpg", photo(s, "JPEG"), 200) for s in range(3)] + [("photo.png", photo(9, "PNG"), 200)]
+        pick = None
+    junk = junk_cases(photo(9, "PNG"))
     rng = random.Random(0)
-    plan = [rng.choice(junk) if rng.random() < junk_share else rng.choice(goods) for _ in range(total)]
-    wrong, rss_at = [], {}
+    plan = [rng.choice(junk) if rng.random() < junk_share else (next(pick) if pick else rng.choice(goods))
+            for _ in range(total)]
+    wrong, rss_at, latencies = [], {}, []
     done = [0]
     lock = threading.Lock()
 
     def one(case):
         name, data, expected = case
+        sent = time.perf_counter()
         response = httpx.post(server.url + "/predict", files={"files": (name, data, "application/octet-stream")},
                               timeout=600)
+        seconds = time.perf_counter() - sent
         ok = response.status_code == expected and response.headers.get("content-type") == "application/json"
         with lock:
+            if ok and expected == 200:
+                latencies.append(seconds)
             if not ok:
                 wrong.append((name, expected, response.status_code, response.text[:200]))
             done[0] += 1
@@ -206,7 +228,11 @@ def stream(server: Server, total: int, junk_share: float) -> dict:
     seconds = time.time() - start
     time.sleep(2)
     first, last = rss_at[min(rss_at)], round(server.status("VmRSS") / MB)
+    latencies.sort()
+    p50, p95 = (latencies[int(q * (len(latencies) - 1))] * 1000 if latencies else None for q in (0.5, 0.95))
     return {"requests": total, "junk": sum(1 for c in plan if c[2] != 200), "wrong_status": len(wrong),
+            "photos": photos or "generated 1600x1200", "latency_p50_ms": p50 and round(p50),
+            "latency_p95_ms": p95 and round(p95), "images_per_second": round(len(latencies) / seconds, 1),
             "examples_of_wrong": wrong[:3], "seconds": round(seconds, 1), "rss_mb_every_100": rss_at,
             "rss_after_mb": last, "growth_after_first_100_mb": last - first}
 
@@ -219,6 +245,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--junk", type=float, default=0.1)
+    parser.add_argument("--photos", help="send the photos under this folder instead of generated ones")
     parser.add_argument("--serve-args", default="", help="extra `imgcls serve` flags, e.g. '--max-pixels 50000000'")
     args = parser.parse_args()
 
@@ -235,21 +262,24 @@ def main() -> None:
         assert warm.status_code == 200, warm.text
         server.start_sampling()
         idle = round(server.status("VmRSS") / MB)
-        first = burst(server, big, args.requests, args.files)
-        report("serve_memory_burst", idle_rss_mb=idle, **first)
-        second = stream(server, args.stream, args.junk) if args.stream else {}
+        first = burst(server, big, args.requests, args.files) if args.requests else {}
+        if first:
+            report("serve_memory_burst", idle_rss_mb=idle, **first)
+        second = stream(server, args.stream, args.junk, args.photos) if args.stream else {}
         if second:
             report("serve_memory_stream", **second)
     finally:
         server.stop()
     print(f"idle after warm-up: {idle} MB RSS")
-    print(f"burst: {first['requests']} x {first['images_per_request']} grey {args.side}x{args.side} PNGs "
-          f"({first['image_bytes'] / 1e3:.0f} KB each): statuses {first['statuses']}, peak RSS {first['peak_rss_mb']} MB, "
-          f"after {first['rss_after_mb']} MB, {first['seconds']} s")
+    if first:
+        print(f"burst: {first['requests']} x {first['images_per_request']} grey {args.side}x{args.side} PNGs "
+              f"({first['image_bytes'] / 1e3:.0f} KB each): statuses {first['statuses']}, peak RSS {first['peak_rss_mb']} MB, "
+              f"after {first['rss_after_mb']} MB, {first['seconds']} s")
     if second:
         print(f"stream: {second['requests']} requests ({second['junk']} junk), {second['wrong_status']} wrong status, "
               f"RSS every 100: {list(second['rss_mb_every_100'].values())} MB, growth after the first 100: "
-              f"{second['growth_after_first_100_mb']} MB, {second['seconds']} s")
+              f"{second['growth_after_first_100_mb']} MB, {second['seconds']} s; latency p50 "
+              f"{second['latency_p50_ms']} ms, p95 {second['latency_p95_ms']} ms")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,52 @@ def test_softmax_is_stable_and_honours_temperature():
     assert probs[1] == pytest.approx([1 / 3] * 3)
     logits = np.array([[2.0, 0.0]])
     assert softmax(logits, 2.0)[0, 0] == pytest.approx(float(torch.softmax(torch.tensor([1.0, 0.0]), 0)[0]))
+
+
+def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
+    """What serve relies on: images sent together come back in fewer model calls, each to its own sender."""
+    import threading
+
+    from imgcls.engine.inference import Batcher
+
+    calls, started, release = [], threading.Event(), threading.Event()
+
+    def model(x):
+        calls.append(len(x))
+        started.set()
+        release.wait(5)
+        return x.numpy() * 10
+
+    batched = Batcher(model, max_batch=32)
+    answers = {}
+
+    def ask(i):
+        answers[i] = batched(torch.full((1, 3), float(i)))
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    started.wait(5)  # the first call is running: the next six queue up behind it
+    others = [threading.Thread(target=ask, args=(i,)) for i in range(1, 7)]
+    for t in others:
+        t.start()
+    while len(batched._queue) < 6:
+        threading.Event().wait(0.01)
+    release.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert calls == [1, 6]
+    assert all(answers[i].tolist() == [[i * 10.0] * 3] for i in range(7))
+
+
+def test_an_error_in_a_shared_batch_reaches_every_caller_and_the_next_call_runs():
+    from imgcls.engine.inference import Batcher
+
+    def model(x):
+        if (x < 0).any():
+            raise ValueError("bad input")
+        return x.numpy()
+
+    batched = Batcher(model)
+    with pytest.raises(ValueError, match="bad input"):
+        batched(torch.full((2, 3), -1.0))
+    assert batched(torch.ones(1, 3)).tolist() == [[1.0, 1.0, 1.0]]

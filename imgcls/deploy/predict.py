@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from PIL import Image
 from ..data.decoded import draft_size_for
 from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, as_image, load_image, reduce_towards
 from ..data.transforms import eval_transform
-from ..engine.inference import predict_logits
+from ..engine.inference import Batcher, predict_logits
 from ..engine.runners import Runner
 from ..errors import ImgclsError
 from ..metrics import softmax
@@ -121,7 +120,8 @@ class Predictor:
             print(p.path, p.label, p.confidence, p.topk)
 
     Unreadable items give a ``Prediction`` with ``error`` set instead of raising, so one bad file never
-    ends a batch. One Predictor may be shared by threads: model calls are serialised.
+    ends a batch. One Predictor may be shared by threads: model calls run one at a time, and calls that
+    arrive together are merged into one batch.
     """
 
     def __init__(self, weights: str | os.PathLike, *, device: str = "auto", topk: int = 5, batch_size: int = 32,
@@ -136,7 +136,7 @@ class Predictor:
         self.topk = min(topk, len(self.model.class_names))
         self.batch_size = batch_size
         self.decode = Decoder(self.model.preprocess, max_pixels)
-        self._lock = threading.Lock()
+        self._batched = Batcher(self._probabilities, max_batch=batch_size)
 
     @property
     def class_names(self) -> list[str]:
@@ -197,10 +197,14 @@ class Predictor:
             return name, None, str(e)
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
-        """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
+        """Class probabilities of a preprocessed batch. Threads share the model: calls that arrive while one
+        runs are merged into the next batch."""
+        return self._batched(images)
+
+    def _probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """The one inference path, then the temperature."""
         no_labels = torch.full((len(images),), -1, dtype=torch.long)
-        with self._lock:
-            out = predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))])
+        out = predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))])
         return softmax(out.logits, self.model.temperature)
 
     def _run_batch(self, batch, topk: int | None) -> list[Prediction]:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -52,3 +53,67 @@ def predict_logits(runner: Runner, batches: Iterable, *, tta: bool = False, prog
         empty = np.zeros(0, dtype=np.int64)
         return Logits(np.zeros((0, 0), dtype=np.float32), empty, empty)
     return Logits(np.concatenate(logits), np.concatenate(labels), np.concatenate(indices))
+
+
+@dataclass
+class _Call:
+    inputs: torch.Tensor
+    result: object = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+@dataclass
+class Batcher:
+    """Thread-safe ``fn(inputs) -> rows`` that runs one call at a time and merges the inputs of callers that
+    arrive while a call is running into the next one (up to ``max_batch`` rows).
+
+    A lone caller runs at once, with no waiting for company; under concurrent load (``imgcls serve`` with
+    several requests in flight) the model sees batches instead of single images, which is faster per image
+    and never runs two models at once on the same cores.
+    """
+
+    fn: Callable[[torch.Tensor], np.ndarray]
+    max_batch: int = 32
+    _queue: list = field(default_factory=list)
+    _running: bool = False
+    _cv: threading.Condition = field(default_factory=threading.Condition)
+
+    def __call__(self, inputs: torch.Tensor) -> np.ndarray:
+        call = _Call(inputs)
+        with self._cv:
+            self._queue.append(call)
+        while True:
+            with self._cv:
+                while self._running and not call.done:
+                    self._cv.wait()
+                if call.done:
+                    break
+                self._running, taken = True, self._take()
+            self._run(taken)
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _take(self) -> list[_Call]:
+        taken = [self._queue.pop(0)]
+        rows = len(taken[0].inputs)
+        while self._queue and rows + len(self._queue[0].inputs) <= self.max_batch:
+            rows += len(self._queue[0].inputs)
+            taken.append(self._queue.pop(0))
+        return taken
+
+    def _run(self, taken: list[_Call]) -> None:
+        try:
+            out = self.fn(torch.cat([c.inputs for c in taken]) if len(taken) > 1 else taken[0].inputs)
+            ends = np.cumsum([len(c.inputs) for c in taken])
+            for call, end in zip(taken, ends):
+                call.result = out[end - len(call.inputs):end]
+        except BaseException as e:  # every caller of this batch gets the error, none waits for ever
+            for call in taken:
+                call.error = e
+        with self._cv:
+            for call in taken:
+                call.done = True
+            self._running = False
+            self._cv.notify_all()
