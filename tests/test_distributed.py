@@ -63,6 +63,22 @@ def test_two_processes_share_the_feature_cache(tmp_path, trained_run):
     _val_matches_single_process(tmp_path / "runs" / "train")
 
 
+def test_two_processes_run_one_budget_plan(tmp_path, trained_run):
+    """The default (planned) path under torchrun: rank 0 measures and plans, every rank runs that plan."""
+    data = make_class_folders(tmp_path / "data", per_class=15)
+    proc = _torchrun("train", "--data", data, "--model", "simple_cnn", "--weights", trained_run / "weights" / "best.pt",
+                     "--imgsz", "32", "--batch-size", "8", "--workers", "0", "--budget", "30s",
+                     "--project", tmp_path / "runs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("Plan for --budget 30s") == 1
+    run = tmp_path / "runs" / "train"
+    results = _val_matches_single_process(run)
+    phases = results["phases"]
+    assert [p["name"] for p in phases] == ["probe", "tune"]
+    ran = [results[f"epoch:{i}"]["phase"] for i in range(1, 1 + sum(k.startswith("epoch:") for k in results))]
+    assert ran[:phases[0]["epochs"]] == ["probe"] * phases[0]["epochs"] and set(ran[phases[0]["epochs"]:]) == {"tune"}
+
+
 def test_a_failing_rank_ends_the_run_with_a_clear_message(tmp_path):
     proc = _torchrun("train", "--data", tmp_path / "missing", *TINY, cwd=tmp_path)
     assert proc.returncode != 0
