@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from imgcls.engine.budget import Costs, choose, estimate
+from imgcls.engine.budget import RECIPE, Costs, choose, epochs_that_fit, estimate
 
 COUNTS = {"train": 2000, "val": 250, "test": 250}
 COSTS = Costs(lower=0.02, top_train=0.02, top_eval=0.005, head=0.0001)  # seconds per image, a slow CPU
@@ -33,6 +33,40 @@ def test_estimate_counts_every_image_view_once():
                .steps)
     caching = next(v for k, v in est.items() if k.startswith("caching"))
     assert caching == pytest.approx((10 * 4 + 3 + 2) * (1.0 + 0.004))
+
+
+def test_the_tune_phase_refits_to_the_time_left():
+    assert epochs_that_fit(1, 3, epoch_seconds=25, seconds_left=600) == RECIPE["max_tune_epochs"]  # room: grows
+    assert epochs_that_fit(1, 8, epoch_seconds=60, seconds_left=300) == 6
+    assert epochs_that_fit(1, 8, epoch_seconds=60, seconds_left=0) == RECIPE["min_tune_epochs"]  # late: shrinks
+    assert epochs_that_fit(1, 2, epoch_seconds=60, seconds_left=-50) == 2  # never below a short plan's own length
+
+
+def test_a_pessimistic_measurement_is_corrected_by_the_runs_own_epochs(cli, split_data, trained_run, tmp_path,
+                                                                         monkeypatch):
+    """The measurement before the run says the tune phase is slow, so the plan has few tune epochs; its first
+    epoch shows it is fast, so the phase grows into the budget, and the record says so everywhere."""
+    import yaml
+
+    import imgcls.engine.budget as budget
+
+    monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: Costs(lower=0.004, top_train=0.5,
+                                                                           top_eval=0.005, head=1e-4))
+    code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs",
+                            "--patience", "0")
+    assert code == 0, err
+    assert "tune: 2 epoch(s)" in err, err  # what the slow measurement allows
+    assert "Re-planned with this run's own speed" in err
+    run = tmp_path / "runs" / "train"
+    results = json.loads((run / "results.json").read_text())
+    probe, tune = results["phases"]
+    assert tune["epochs"] == RECIPE["max_tune_epochs"]
+    total = probe["epochs"] + tune["epochs"]
+    assert f"epoch:{total}" in results and f"epoch:{total + 1}" not in results
+    assert results["train parameters"]["epochs"] == total
+    assert yaml.safe_load((run / "args.yaml").read_text())["epochs"] == total
+    last = torch.load(run / "weights" / "last.pt", weights_only=True)
+    assert last["plan"] == results["phases"] and last["args"]["epochs"] == total
 
 
 @pytest.fixture(autouse=True)

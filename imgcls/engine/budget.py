@@ -57,6 +57,11 @@ class Estimate:
     def total(self) -> float:
         return sum(seconds for _, seconds in self.steps)
 
+    @property
+    def after_training(self) -> float:
+        """Seconds the run needs once training ends: the final evaluation (the last step), then the report."""
+        return self.steps[-1][1] + FIXED_SECONDS / 2 if self.steps else FIXED_SECONDS
+
     def lines(self) -> list[str]:
         return [f"  {what}: {_minutes(seconds)}" for what, seconds in self.steps]
 
@@ -103,6 +108,16 @@ def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int) 
     return views, probe, tune, estimate(costs, counts, views, probe, tune)
 
 
+def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
+    """The tune phase's epochs, re-fitted once its first ``done`` epochs have taken ``epoch_seconds`` each and
+    ``seconds_left`` of the budget remain after the final evaluation: as many as fit, within the recipe's
+    bounds (never below what is done). A measurement before the run cannot see everything (another job on
+    the cores, batch effects); the run's own epochs can."""
+    fit = done + int(max(0.0, seconds_left) // max(epoch_seconds, 1e-3))
+    floor = max(done, min(planned, RECIPE["min_tune_epochs"]))
+    return max(floor, min(fit, RECIPE["max_tune_epochs"]))
+
+
 def _per_image(fn, batch: torch.Tensor, repeats: int = 3) -> float:
     """Seconds per image: the best of ``repeats`` timed calls after a warm-up (other jobs only slow a call down)."""
     fn(batch)  # warm-up: kernels chosen, memory allocated
@@ -114,8 +129,10 @@ def _per_image(fn, batch: torch.Tensor, repeats: int = 3) -> float:
     return min(times) / len(batch)
 
 
-def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 8) -> Costs:
-    """Time the parts of the plan on random inputs of the real size, with the runtime extraction will use."""
+def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 32) -> Costs:
+    """Time the parts of the plan on random inputs of the real size and at the batch sizes the run uses
+    (``batch`` for extraction and training, twice that for the pooled features), with the runtime extraction
+    will use. Small batches would overstate the cost per image several times over on a CPU."""
     from ..models.parts import Lower, Upper
     from .runners import fastest_runner
 
@@ -135,7 +152,7 @@ def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 8
     upper.zero_grad(set_to_none=True)
     model.eval()
     with torch.inference_mode():
-        top_eval = _per_image(upper, activations)
+        top_eval = _per_image(upper, torch.cat([activations, activations]))
     return Costs(lower=_per_image(runner, images), top_train=top_train, top_eval=top_eval, head=top_eval / 50)
 
 
@@ -150,7 +167,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         return _whole_network_plan(cfg, counts), min(cfg.cache_views, RECIPE["views"]), None
     cut = stages - RECIPE["top_stages"]
     t0 = time.time()
-    costs = measure(model, cut, preprocess["input_size"], cfg.runtime)
+    costs = measure(model, cut, preprocess["input_size"], cfg.runtime, batch=cfg.batch_size)
     views, probe, tune, est = choose(costs, counts, budget, RECIPE["max_views"])
     log.info(f"Measured this machine in {time.time() - t0:.1f}s: {costs.lower * 1000:.1f} ms per image below "
              f"stage {cut}, {costs.top_train * 1000:.1f} ms to train the stages above it")

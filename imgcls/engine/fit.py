@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ..data.folders import DataSource
 from ..metrics import confusion_matrix, cross_entropy, summary
 from ..models.parts import Lower, PreLogits, Upper, set_backbone_trainable, set_trainable
 from ..record.checkpoint import save_checkpoint
+from ..record.files import write_yaml
 from ..record.results import write_results
 from . import distributed as dist
 from .inference import Logits, predict_logits
@@ -53,6 +55,8 @@ class Run:
     amp: bool | str = False
     started: float = field(default_factory=time.time)   # when this process began the run (or resumed it)
     elapsed_before: float = 0.0                           # wall time the run had taken before a resume
+    budget: float | None = None      # seconds: a fresh budget plan re-fits its last phase to the time left
+    reserve: float = 0.0             # seconds of the budget kept for the final evaluation and the report
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
@@ -91,7 +95,9 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         trained = torch.compile(trained)
     evaluated = nn.Sequential(lower, upper) if lower is not None else upper
     last_epoch = sum(p.epochs for p in run.plan)
-    for epoch in range(state.epoch + 1, before + phase.epochs + 1):
+    epoch = state.epoch
+    while epoch < before + phase.epochs:  # the last phase of a budget plan may re-fit its length
+        epoch += 1
         t0 = time.time()
         with _single_thread(phase.trains == "head" and not images and run.device.type == "cpu"):
             tr = train_one_epoch(trained, inputs.train_loader(phase, epoch), opt, device=run.device, step=state.step,
@@ -105,6 +111,10 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
         improved = state.add_epoch(record, record["seconds"])
         state.elapsed = record["elapsed"] = round(run.elapsed(), 1)
+        if epoch == before + 1 and not resumed and run.budget is not None and phase == run.plan[-1]:
+            steps_per_epoch = opt.total_steps // phase.epochs
+            phase = _refit_last_phase(run, phase, record["seconds"])
+            opt.total_steps, last_epoch = steps_per_epoch * phase.epochs, sum(p.epochs for p in run.plan)
         stop = bool(cfg.patience and state.stale >= cfg.patience and epoch < last_epoch)
         state.finished = stop or epoch == last_epoch
         if run.main:
@@ -115,6 +125,28 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         if stop:
             log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
             return
+
+
+def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float) -> Phase:
+    """After the first epoch of a budget plan's last phase: as many epochs as the rest of the budget holds,
+    decided by rank 0 for every rank, and recorded wherever the plan is (results.json, checkpoints, args)."""
+    from .budget import epochs_that_fit
+
+    left = run.budget - run.elapsed() - run.reserve
+    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left) if run.main else None)
+    if epochs == phase.epochs:
+        return phase
+    log.info(f"Re-planned with this run's own speed ({epoch_seconds:.1f}s per epoch, {max(left, 0) / 60:.1f} min "
+             f"of the budget left): phase {phase.name} trains {epochs} epochs instead of {phase.epochs}")
+    refitted = dataclasses.replace(phase, epochs=epochs)
+    run.plan[-1] = refitted
+    run.cfg = dataclasses.replace(run.cfg, epochs=sum(p.epochs for p in run.plan))
+    records = [p.to_dict() for p in run.plan]
+    run.results["phases"], run.checkpoint_base["plan"] = records, records
+    run.results["train parameters"] = run.checkpoint_base["args"] = run.cfg.to_dict()
+    if run.main:
+        write_yaml(run.run_dir / "args.yaml", run.cfg.to_dict())
+    return refitted
 
 
 def phase_network(model: nn.Module, phase: Phase) -> tuple[nn.Module | None, nn.Module]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig, make_config
+from ..config import TrainConfig, make_config, parse_duration
 from ..console import setup_logging
 from ..errors import ImgclsError
 from ..record.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
@@ -155,6 +155,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
               device=device, plan=plan, results={}, checkpoint_base={}, workers=workers,
               main=main, progress=progress and main, distiller=distiller)
+    if estimate is not None:  # a fresh budget plan: its last phase re-fits to the time left after its first epoch
+        run.budget, run.reserve = parse_duration(cfg.budget), estimate.after_training
     set_backbone_trainable(model, run.plan[0].trains == "all")  # as the first phase trains it
     run.results = _results_header(run, weights_desc)
     run.checkpoint_base = {"format": CHECKPOINT_FORMAT, "version": 1, "model_name": cfg.model,
