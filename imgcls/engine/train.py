@@ -24,6 +24,7 @@ from ..record.files import is_inside, new_run_dir, write_json, write_yaml
 from ..record.results import write_results
 from . import distributed as dist
 from .device import seed_everything, select_device
+from .evaluate import store_rejection
 from .fit import Run, fit
 from .plan import explicit_plan, plan_from_records
 from .state import TrainState
@@ -308,6 +309,8 @@ def finish(run: Run) -> TrainResult:
             e = evaluations[split]
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
                                   e.class_names)
+    if "val" in evaluations:
+        store_rejection(run.run_dir / "weights" / "best.pt", evaluations["val"].logits)
     if "test" in evaluations:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),
