@@ -36,6 +36,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser, run_flags: bool = True
         text = field.metadata["help"] + _default_note(field)
         if kind is bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif field.metadata.get("repeatable"):
+            parser.add_argument(flag, dest=field.name, action="append", default=None, metavar="VALUE", help=text)
         else:
             metavar = {"int": "N", "float": "X", "str": "VALUE"}[kind.__name__]
             parser.add_argument(flag, dest=field.name, type=kind, default=None, metavar=metavar, help=text)
@@ -47,7 +49,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser, run_flags: bool = True
 def _train_settings(args: argparse.Namespace) -> dict:
     from .config import FIELDS
 
-    return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    settings = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
+    # a repeatable flag (--logger a --logger b) arrives as a list: the setting is one comma-separated text
+    return {k: ",".join(v) if isinstance(v, list) else v for k, v in settings.items()}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,7 +148,7 @@ def _evaluation_commands(sub) -> None:
 def _deployment_commands(sub) -> None:
     p = sub.add_parser("predict", help="label images from a file, folder, glob or list file")
     p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported file "
-                                                    "(.onnx, .xml, .torchscript)")
+                                                    "(.onnx, .xml, .torchscript, .tflite; .mlpackage on macOS)")
     p.add_argument("--source", required=True,
                    help="an image, a folder (searched recursively), a quoted glob such as 'photos/*.jpg', "
                         "or a .txt file listing one path per line")
@@ -174,13 +178,15 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
     _add_reject(p)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO or TFLite, parity-checked")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO, TFLite or Core ML, "
+                                      "parity-checked")
     p.add_argument("--weights", required=True, help="checkpoint to export, e.g. runs/train/weights/best.pt")
-    p.add_argument("--format", default="onnx", help="onnx (default), torchscript, openvino or tflite")
+    p.add_argument("--format", default="onnx", help="onnx (default), torchscript, openvino, tflite or coreml")
     p.add_argument("--int8", action="store_true",
-                   help="also write an INT8 ONNX file (static quantization calibrated on training images) and "
-                        "compare its size, speed and accuracy with FP32")
-    p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
+                   help="onnx and tflite: also write an INT8 file (calibrated on training images) and compare its "
+                        "size, speed, accuracy and agreement with PyTorch with FP32")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="onnx, torchscript, openvino: accept any batch size (default: batch 1)")
     p.add_argument("--out", metavar="FILE", help="output file (default: next to the checkpoint, e.g. best.onnx)")
     p.add_argument("--calib-images", type=int, default=64, metavar="N",
                    help="training images used to calibrate INT8 (default 64)")
@@ -189,7 +195,8 @@ def _deployment_commands(sub) -> None:
     p = sub.add_parser("benchmark", help="img/s and p50/p95 latency of a checkpoint on each runtime")
     p.add_argument("--weights", required=True, help="checkpoint, e.g. runs/train/weights/best.pt")
     p.add_argument("--backends", default="torch,onnx,onnx-int8,openvino",
-                   help="comma list from torch, onnx, onnx-int8, openvino, torchscript (default: the first four)")
+                   help="comma list from torch, onnx, onnx-int8, openvino, torchscript, tflite, tflite-int8 "
+                        "(default: the first four)")
     p.add_argument("--batch", default="1,32", help="batch sizes, comma separated (default 1,32)")
     p.add_argument("--seconds", type=float, default=3.0, help="time spent on each measurement (default 3)")
     p.add_argument("--threads", type=int, help="intra-op threads for every runtime (default: each runtime's own)")

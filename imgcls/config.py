@@ -17,6 +17,7 @@ OPTIMIZERS = ("SGD", "Adam", "AdamW")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 RESIZE_MODES = ("crop", "squash", "pad")
+LOGGERS = ("tensorboard", "mlflow")   # experiment trackers (engine/trackers.py)
 
 
 def parse_imgsz(imgsz) -> tuple[int, int] | None:
@@ -49,9 +50,17 @@ def parse_duration(text, flag: str = "--budget") -> float | None:
     return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
-def setting(default, help: str):
-    """A TrainConfig field whose help text (for --help and the docs) travels with it."""
-    return field(default=default, metadata={"help": help})
+def parse_loggers(spec: str | None) -> list[str]:
+    """--logger: "tensorboard", "mlflow" or both ("tensorboard,mlflow", or the flag repeated); [] when off."""
+    text = ",".join(spec) if isinstance(spec, (list, tuple)) else str(spec or "")
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    return list(dict.fromkeys(names))
+
+
+def setting(default, help: str, repeatable: bool = False):
+    """A TrainConfig field whose help text (for --help and the docs) travels with it. A ``repeatable`` text
+    setting may be given several times on the command line; the values are joined with commas."""
+    return field(default=default, metadata={"help": help, "repeatable": repeatable})
 
 
 @dataclass
@@ -110,6 +119,9 @@ class TrainConfig:
     project: str = setting("runs", "parent folder of runs")
     name: str = setting("train", "run folder name; repeats become name2, name3, ...")
     exist_ok: bool = setting(False, "write into an existing --project/--name folder")
+    logger: str | None = setting(None, "also send the run to an experiment tracker: tensorboard (event files in the "
+                                 "run folder) or mlflow (./mlruns unless MLFLOW_TRACKING_URI is set); repeat "
+                                 "for both", repeatable=True)
 
     def __post_init__(self):
         self.validate()
@@ -161,6 +173,9 @@ class TrainConfig:
             bad("runtime", "choose auto, torch or onnxruntime")
         if self.cache_views < 1:
             bad("cache_views", "must be at least 1")
+        unknown = [name for name in parse_loggers(self.logger) if name not in LOGGERS]
+        if unknown:
+            bad("logger", f"choose {' or '.join(LOGGERS)} (repeat --logger for both)")
 
     @property
     def planned(self) -> bool:

@@ -197,17 +197,19 @@ def test_openvino_export_has_parity_and_metadata(cli, run):
     assert _metadata(xml)["class_names"] == ["circle", "square", "triangle"]
 
 
-@pytest.mark.skipif(_has("litert_torch"), reason="litert-torch is installed here")
-def test_tflite_without_its_package_says_which_package(cli, run):
+@pytest.mark.skipif(_has("tensorflow"), reason="TensorFlow is installed here (tests/test_tflite.py converts)")
+def test_tflite_without_tensorflow_says_which_package(cli, run):
     code, _, err = cli("export", "--weights", run / "weights" / "best.pt", "--format", "tflite")
     assert code == 2
-    assert err.strip() == "imgcls: error: missing package litert-torch: install it with `pip install litert-torch`"
+    assert err.strip() == ("imgcls: error: missing package tensorflow: install it with `pip install tensorflow` "
+                           "(or `pip install 'imgcls[tflite]'`)")
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
 
 
 @pytest.mark.parametrize("fmt, module, package", [
     ("openvino", "openvino", "openvino"),
-    ("tflite", "litert_torch", "litert-torch"),
+    ("tflite", "tensorflow", "tensorflow"),
+    ("coreml", "coremltools", "coremltools"),
     ("onnx", "onnxruntime", "onnxruntime"),
 ])
 def test_missing_package_error_names_the_package(cli, run, monkeypatch, fmt, module, package):
@@ -219,8 +221,10 @@ def test_missing_package_error_names_the_package(cli, run, monkeypatch, fmt, mod
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "coreml"], "--format 'coreml': choose one of onnx, torchscript, openvino, tflite"),
-    (["--format", "torchscript", "--int8"], "--int8 is offered for --format onnx"),
+    (["--format", "tensorrt"], "--format 'tensorrt': choose one of onnx, torchscript, openvino, tflite, coreml"),
+    (["--format", "torchscript", "--int8"], "--int8 is offered for --format onnx and tflite, not torchscript"),
+    (["--format", "tflite", "--dynamic-batch"], "--dynamic-batch: tflite files are exported for batch 1"),
+    (["--format", "coreml", "--dynamic-batch"], "--dynamic-batch: coreml files are exported for batch 1"),
     (["--out", "model.pt"], "a onnx file should end in .onnx"),
 ])
 def test_bad_export_options_are_one_line_errors(cli, run, args, message):

@@ -23,7 +23,7 @@ from ..record.files import atomic_write_text, new_run_dir, write_json
 
 log = logging.getLogger("imgcls")
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "torchscript")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "torchscript", "tflite", "tflite-int8")
 DEFAULT_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 CSV_COLUMNS = ["backend", "batch", "img_per_s", "p50_ms", "p95_ms", "runs"]
 
@@ -52,23 +52,23 @@ def parse_batches(spec: str | list) -> list[int]:
 
 def _build_runner(name: str, checkpoint: dict, model, workdir: Path, threads: int | None) -> Runner:
     """The backend as a Runner: eager PyTorch, or the network written in that format (from the table of
-    formats) and loaded back; onnx-int8 is the ONNX file quantized on the run's training images."""
+    formats) and loaded back; NAME-int8 is that format's INT8 file calibrated on the run's training images.
+    Files are written for any batch size where the format allows it (TFLite: batch 1, fed one image at a time)."""
     from .formats import FORMATS
 
     if name == "torch":
         return torch_runner(model)
-    fmt = FORMATS["onnx" if name == "onnx-int8" else name]
+    fmt = FORMATS[name.removesuffix("-int8")]
     fmt.require()
     path = workdir / f"model{fmt.suffix}"
     if not path.exists():
-        fmt.write(model, checkpoint, path, True)
-    if name == "onnx-int8":
+        fmt.write(model, checkpoint, path, not fmt.batch_one)
+    if name.endswith("-int8"):
         from .parity import reference_inputs
-        from .quantize import quantize_onnx
 
         calibration, _, _ = reference_inputs(checkpoint, "train", limit=32)
-        quantize_onnx(path, workdir / "model_int8.onnx", calibration)
-        path = workdir / "model_int8.onnx"
+        fmt.write_int8(model, checkpoint, path, fmt.int8_path(path), calibration)
+        path = fmt.int8_path(path)
     return fmt.load(path, threads)[0]
 
 

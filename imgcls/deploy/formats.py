@@ -1,13 +1,16 @@
 """The one table of deployment formats. Each format knows how to write a checkpoint's network with the
 imgcls metadata inside (class names, preprocessing, model name, temperature), and how to load a
-written file back as a Runner plus that metadata. export, benchmark, predict and serve all use it.
+written file back as a Runner plus that metadata; ONNX and TFLite also write INT8 files. export,
+benchmark, predict and serve all use it. TFLite's and Core ML's converters live in tflite.py and coreml.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -21,6 +24,8 @@ import torch
 from ..engine.runners import Runner, export_onnx_bytes, onnx_runner, torch_runner
 from ..errors import ImgclsError
 from ..record.files import atomic_write_bytes
+
+log = logging.getLogger("imgcls")
 
 METADATA_FORMAT = "imgcls-onnx"   # the tag every export carries (named when ONNX was the only format)
 METADATA_KEY = "imgcls"
@@ -150,15 +155,87 @@ def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, dict]:
 
 
 def _write_tflite(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
-    """TFLite through litert-torch; the metadata goes to a side file PATH.json (TFLite has no simple slot)."""
-    litert_torch = require("litert_torch", "litert-torch")
-    edge_model = litert_torch.convert(model.eval(), (sample_input(checkpoint),))
-    edge_model.export(str(path))
-    atomic_write_bytes(Path(str(path) + ".json"), json.dumps(export_metadata(checkpoint), indent=2).encode())
+    """TFLite through ONNX and onnx2tf (deploy/tflite.py); the metadata goes inside the flatbuffer."""
+    from . import tflite
+
+    tflite.convert(model, checkpoint, export_metadata(checkpoint), fp32_path=path)
+
+
+def _write_tflite_int8(model, checkpoint: dict, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """Full-integer TFLite (int8 weights, activations, input and output), calibrated on ``calibration``."""
+    from . import tflite
+
+    tflite.convert(model, checkpoint, export_metadata(checkpoint), int8_path=int8_path, calibration=calibration)
 
 
 def _load_tflite(path: Path, threads: int | None) -> tuple[Runner, dict]:
-    raise ImgclsError(f"--weights {path}: running .tflite files is not supported yet")
+    from . import tflite
+
+    require("ai_edge_litert", "ai-edge-litert")  # LiteRT alone runs the file: no TensorFlow needed
+    meta = check_metadata(tflite.file_metadata(path), path)
+    try:
+        runner = tflite.litert_runner(path, threads)
+    except (RuntimeError, ValueError) as e:
+        raise ImgclsError(f"--weights {path}: LiteRT cannot load it ({str(e).strip()[:160]})") from None
+    return runner, meta
+
+
+def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """Static QDQ quantization: int8 weights (per channel), uint8 activations, ranges from ``calibration``.
+
+    uint8 activations with int8 weights is the combination onnxruntime's x86 and ARM kernels are fastest on.
+    """
+    require("onnxruntime", "onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(range(len(calibration)))
+
+        def get_next(self):
+            i = next(self.rows, None)
+            return None if i is None else {INPUT_NAME: calibration[i:i + 1]}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            # Shape inference and graph folding first, as onnxruntime recommends; optional for odd graphs.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        except Exception as e:  # noqa: BLE001 - any failure here only costs some speed
+            log.warning(f"WARNING: quantization pre-processing skipped ({type(e).__name__}: {str(e)[:120]})")
+            prepared = fp32_path
+        staged = Path(tmp) / "int8.onnx"
+        quantize_static(str(prepared), str(staged), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        atomic_write_bytes(int8_path, staged.read_bytes())
+
+
+def _write_onnx_int8(model, checkpoint: dict, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    quantize_onnx(fp32_path, int8_path, calibration)
+
+
+def _write_coreml(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+    from . import coreml
+
+    coreml.write(model, checkpoint, export_metadata(checkpoint), path)
+
+
+def _load_coreml(path: Path, threads: int | None) -> tuple[Runner, dict]:
+    from . import coreml
+
+    meta = check_metadata(coreml.read_spec(path)["metadata"], path)
+    # the model applies the temperature itself and returns probabilities; the runner gives their logarithm
+    return coreml.coreml_runner(path, meta), meta | {"temperature": 1.0}
+
+
+def _verify_coreml(model, checkpoint: dict, path: Path, batch: np.ndarray, source: str):
+    """The spec everywhere; the numbers on macOS only (None elsewhere: not checked, and said so)."""
+    from . import coreml
+
+    metadata = export_metadata(checkpoint)
+    coreml.check_spec(path, metadata)
+    return coreml.check_numbers(model, metadata, path, batch, source)
 
 
 @dataclass(frozen=True)
@@ -169,21 +246,52 @@ class Format:
     write: Callable                           # (model, checkpoint, path, dynamic_batch) -> None
     load: Callable                            # (path, threads) -> (Runner, metadata)
     side_suffixes: tuple[str, ...] = ()       # files written next to the main one (OpenVINO's .bin)
+    write_int8: Callable | None = None        # (model, checkpoint, fp32_path, int8_path, calibration) -> None
+    verify: Callable | None = None            # (model, checkpoint, path, batch, source) -> Parity | None,
+                                              # for files that cannot be loaded here (default: load + parity)
+    batch_one: bool = False                   # always exported for batch 1 (--dynamic-batch is refused)
+    notes: str = ""                           # added to the missing-package error (e.g. the extra to install)
 
     def files(self, path: Path) -> list[Path]:
         return [path, *[path.with_suffix(s) for s in self.side_suffixes]]
 
     def require(self) -> None:
+        """Name the first missing package before any work is done (found, not imported: TFLite's TensorFlow
+        must never be imported into this process)."""
         for module, package in self.packages:
-            require(module, package)
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise ImgclsError(f"missing package {package}: install it with `pip install {package}`"
+                                  + (f" ({self.notes})" if self.notes else ""))
 
+    def int8_path(self, fp32_path: Path) -> Path:
+        """best.onnx -> best_int8.onnx"""
+        return fp32_path.with_name(f"{fp32_path.stem}_int8{self.suffix}")
+
+
+TFLITE_PACKAGES = (("tensorflow", "tensorflow"), ("tf_keras", "tf-keras"), ("onnx2tf", "onnx2tf"),
+                   ("onnx_graphsurgeon", "onnx-graphsurgeon"), ("sng4onnx", "sng4onnx"), ("psutil", "psutil"),
+                   ("ai_edge_litert", "ai-edge-litert"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"))
 
 FORMATS = {f.name: f for f in (
-    Format("onnx", ".onnx", (("onnx", "onnx"), ("onnxruntime", "onnxruntime")), _write_onnx, _load_onnx),
+    Format("onnx", ".onnx", (("onnx", "onnx"), ("onnxruntime", "onnxruntime")), _write_onnx, _load_onnx,
+           write_int8=_write_onnx_int8),
     Format("torchscript", ".torchscript", (), _write_torchscript, _load_torchscript),
     Format("openvino", ".xml", (("openvino", "openvino"),), _write_openvino, _load_openvino, (".bin",)),
-    Format("tflite", ".tflite", (("litert_torch", "litert-torch"),), _write_tflite, _load_tflite, (".tflite.json",)),
+    Format("tflite", ".tflite", TFLITE_PACKAGES, _write_tflite, _load_tflite, write_int8=_write_tflite_int8,
+           batch_one=True, notes="or `pip install 'imgcls[tflite]'`"),
+    Format("coreml", ".mlpackage", (("coremltools", "coremltools"),), _write_coreml, _load_coreml,
+           verify=_verify_coreml, batch_one=True),
 )}
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a file, or of everything in a folder (a Core ML .mlpackage)."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def format_of(path: str | os.PathLike) -> Format | None:
@@ -198,6 +306,6 @@ def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[
     fmt = format_of(path)
     if fmt is None:
         raise ImgclsError(f"--weights {path}: not an exported model ({', '.join(f.suffix for f in FORMATS.values())})")
-    if not path.is_file():
+    if not path.exists():  # a Core ML .mlpackage is a folder
         raise ImgclsError(f"--weights {path}: file not found")
     return fmt.load(path, threads)

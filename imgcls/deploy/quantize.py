@@ -1,18 +1,20 @@
-"""INT8 static quantization with onnxruntime, calibrated on the run's training images, and its price list:
-file size, speed and validation accuracy next to FP32."""
+"""INT8, calibrated on the run's training images, and its price list: file size, speed, validation accuracy
+and top-1 agreement with PyTorch next to FP32. ONNX: onnxruntime static quantization (here); TFLite:
+full-integer conversion (deploy/tflite.py), compared here the same way."""
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..engine.runners import measure, onnx_runner
+from ..engine.runners import measure, onnx_runner, torch_runner
 from ..record.files import atomic_write_bytes
-from .formats import INPUT_NAME, onnx_bytes, require
+from .formats import file_size, onnx_bytes, quantize_onnx, require
 from .parity import reference_inputs, split_images
 
 log = logging.getLogger("imgcls")
@@ -27,37 +29,6 @@ def int8_path_for(fp32_path: Path) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}_int8.onnx")
 
 
-def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
-    """Static QDQ quantization: int8 weights (per channel), uint8 activations, ranges from ``calibration``.
-
-    uint8 activations with int8 weights is the combination onnxruntime's x86 and ARM kernels are fastest on.
-    """
-    require("onnxruntime", "onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Images(CalibrationDataReader):
-        def __init__(self):
-            self.rows = iter(range(len(calibration)))
-
-        def get_next(self):
-            i = next(self.rows, None)
-            return None if i is None else {INPUT_NAME: calibration[i:i + 1]}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:
-            # Shape inference and graph folding first, as onnxruntime recommends; optional for odd graphs.
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        except Exception as e:  # noqa: BLE001 - any failure here only costs some speed
-            log.warning(f"WARNING: quantization pre-processing skipped ({type(e).__name__}: {str(e)[:120]})")
-            prepared = fp32_path
-        staged = Path(tmp) / "int8.onnx"
-        quantize_static(str(prepared), str(staged), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        atomic_write_bytes(int8_path, staged.read_bytes())
-
-
 def _fix_batch(path: Path, batch: int) -> None:
     """Pin the 'batch' dimension of a dynamic-batch file, for users who asked for a fixed-batch export."""
     import onnx
@@ -69,9 +40,10 @@ def _fix_batch(path: Path, batch: int) -> None:
     atomic_write_bytes(path, proto.SerializeToString())
 
 
-def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_IMAGES) -> tuple[dict, int]:
+def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_IMAGES,
+                        reference=None) -> tuple[dict, int, dict]:
     """Top-1 accuracy of each runner on up to ``limit`` validation images (through the one inference path),
-    and the number of images."""
+    the number of images, and each runner's top-1 agreement with ``reference`` (PyTorch) on them."""
     from ..data.decoded import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
@@ -79,16 +51,29 @@ def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_I
 
     paths, labels, _ = split_images(checkpoint, "val")
     if not paths:
-        return {name: None for name in runners}, 0
+        return {name: None for name in runners}, 0, {name: None for name in runners}
     preprocess = checkpoint["preprocess"]
     dataset = ImageDataset(paths[:limit], labels[:limit], eval_transform(preprocess),
                            draft_size=draft_size_for(preprocess))
-    accuracy, seen = {}, 0
-    for name, runner in runners.items():
+    top1, accuracy, seen = {}, {}, 0
+    for name, runner in (({"reference": reference} if reference else {}) | runners).items():
         out = predict_logits(runner, make_loader(dataset, batch_size=32, shuffle=False, workers=0))
         seen = len(out)
-        accuracy[name] = float(np.mean(out.logits.argmax(1) == out.labels)) if seen else None
-    return accuracy, seen
+        top1[name] = out.logits.argmax(1) if seen else None
+        accuracy[name] = float(np.mean(top1[name] == out.labels)) if seen else None
+    agreement = {name: float(np.mean(top1[name] == top1["reference"])) if reference and seen else None
+                 for name in runners}
+    accuracy.pop("reference", None)
+    return accuracy, seen, agreement
+
+
+def calibration_batch(checkpoint: dict, calibration_images: int) -> tuple[np.ndarray, str]:
+    """Preprocessed training images to calibrate INT8 ranges on, and where they came from."""
+    calibration, _, source = reference_inputs(checkpoint, "train", limit=calibration_images)
+    if source.endswith("random input(s)"):
+        log.warning("WARNING: INT8 ranges calibrated on random inputs are poor; keep the run's data folder in place")
+    log.info(f"Calibrating INT8 on {source}")
+    return calibration, source
 
 
 def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Path, *, dynamic_batch: bool,
@@ -99,10 +84,7 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
     from .formats import export_metadata, set_onnx_metadata
 
     int8_path = int8_path_for(fp32_path)
-    calibration, _, source = reference_inputs(checkpoint, "train", limit=calibration_images)
-    if source.endswith("random input(s)"):
-        log.warning("WARNING: INT8 ranges calibrated on random inputs are poor; keep the run's data folder in place")
-    log.info(f"Calibrating INT8 on {source}")
+    calibration, source = calibration_batch(checkpoint, calibration_images)
     with tempfile.TemporaryDirectory() as tmp:
         # Quantize and time dynamic-batch twins so batch 32 can be measured whatever the user's batch setting.
         fp32_dynamic = Path(tmp) / "fp32.onnx"
@@ -113,23 +95,46 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
         set_onnx_metadata(proto, export_metadata(checkpoint))
         int8_dynamic.write_bytes(proto.SerializeToString())
         runners = {"FP32": onnx_runner(fp32_dynamic), "INT8": onnx_runner(int8_dynamic)}
-        shape = tuple(checkpoint["preprocess"]["input_size"])
-        speed = {(name, b): measure(runner, np.random.default_rng(0).standard_normal((b, *shape), np.float32),
-                                    seconds=bench_seconds) for name, runner in runners.items() for b in batches}
-        accuracy, n_val = validation_accuracy(runners, checkpoint)
         atomic_write_bytes(int8_path, int8_dynamic.read_bytes())
-    if not dynamic_batch:
-        _fix_batch(int8_path, 1)
-    report = {
-        "fp32": {"path": str(fp32_path), "size_bytes": fp32_path.stat().st_size, "val_accuracy": accuracy["FP32"]},
-        "int8": {"path": str(int8_path), "size_bytes": int8_path.stat().st_size, "val_accuracy": accuracy["INT8"]},
-        "val_images": n_val, "calibration": source,
-    }
+        if not dynamic_batch:
+            _fix_batch(int8_path, 1)
+        report = compare_int8(runners, {"FP32": fp32_path, "INT8": int8_path}, checkpoint, model, source,
+                              bench_seconds, batches)
+    return int8_path, report
+
+
+def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp32_path: Path, *,
+                              calibration_images: int, bench_seconds: float = 2.0,
+                              batches: tuple[int, ...] = (1, 32)) -> tuple[Path, dict]:
+    """INT8 for the other formats that offer it (TFLite): FP32_STEM_int8 written by the format next to the
+    FP32 file, then both files loaded back and compared side by side."""
+    int8_path = fmt.int8_path(fp32_path)
+    calibration, source = calibration_batch(checkpoint, calibration_images)
+    with tempfile.TemporaryDirectory(prefix=".imgcls-int8-", dir=fp32_path.parent) as tmp:
+        staged = Path(tmp) / int8_path.name
+        fmt.write_int8(model, checkpoint, fp32_path, staged, calibration)
+        os.replace(staged, int8_path)
+    runners = {"FP32": fmt.load(fp32_path, None)[0], "INT8": fmt.load(int8_path, None)[0]}
+    report = compare_int8(runners, {"FP32": fp32_path, "INT8": int8_path}, checkpoint, model, source,
+                          bench_seconds, batches)
+    return int8_path, report
+
+
+def compare_int8(runners: dict, paths: dict, checkpoint: dict, model, source: str, bench_seconds: float,
+                 batches) -> dict:
+    """Size, speed, validation accuracy and top-1 agreement with PyTorch of the FP32 and INT8 runners, printed."""
+    shape = tuple(checkpoint["preprocess"]["input_size"])
+    speed = {(name, b): measure(runner, np.random.default_rng(0).standard_normal((b, *shape), np.float32),
+                                seconds=bench_seconds) for name, runner in runners.items() for b in batches}
+    accuracy, n_val, agreement = validation_accuracy(runners, checkpoint, reference=torch_runner(model))
+    report = {"val_images": n_val, "calibration": source}
     for name in ("FP32", "INT8"):
-        report[name.lower()]["speed"] = {str(b): speed[(name, b)] for b in batches}
+        report[name.lower()] = {"path": str(paths[name]), "size_bytes": file_size(paths[name]),
+                                "val_accuracy": accuracy[name], "top1_agreement_with_pytorch": agreement[name],
+                                "speed": {str(b): speed[(name, b)] for b in batches}}
     report["verdicts"] = int8_verdicts(report, batches)
     print(format_int8_report(report, batches))
-    return int8_path, report
+    return report
 
 
 def int8_verdicts(report: dict, batches) -> list[str]:
@@ -160,6 +165,9 @@ def format_int8_report(report: dict, batches) -> str:
                      f"{report['int8']['speed'][str(b)]['img_per_s']:.1f}"))
     rows.append((f"val accuracy ({report['val_images']} images)", acc(report["fp32"]["val_accuracy"]),
                  acc(report["int8"]["val_accuracy"])))
+    if report["fp32"].get("top1_agreement_with_pytorch") is not None:
+        rows.append(("top-1 agreement with PyTorch", acc(report["fp32"]["top1_agreement_with_pytorch"]),
+                     acc(report["int8"]["top1_agreement_with_pytorch"])))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r))
              for r in rows]

@@ -28,6 +28,7 @@ from .evaluate import store_rejection
 from .fit import Run, fit
 from .plan import explicit_plan, plan_from_records
 from .state import TrainState
+from .trackers import open_trackers
 
 log = logging.getLogger("imgcls")
 
@@ -62,10 +63,30 @@ def train(cfg: TrainConfig | None = None, *, cfg_file: str | None = None, resume
     """
     setup_logging()
     started = time.time()
-    run = prepare(*_settings(cfg, cfg_file, resume, settings), progress=progress)
+    cfg, last = _settings(cfg, cfg_file, resume, settings)
+    trackers = open_trackers(cfg.logger if dist.is_main() else None)  # a missing package: named before any work
+    run = prepare(cfg, last, progress=progress)
     run.started = started
-    fit(run, on_epoch_end)
-    return finish(run)
+    trackers.start(run.run_dir, run.cfg.to_dict(), resumed=last is not None)
+    try:
+        fit(run, _tracked(run, trackers, on_epoch_end))
+        result = finish(run)
+    except BaseException as e:
+        trackers.close("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    trackers.finish(run.run_dir, {"best_val_accuracy": (result.best or {}).get("accuracy"),
+                                  "test_accuracy": (result.test or {}).get("accuracy")})
+    return result
+
+
+def _tracked(run: Run, trackers, on_epoch_end):
+    """The epoch callback: the trackers get each epoch's record after its checkpoint is saved, then the caller's."""
+    def epoch_end(epoch: int, valid_info: dict) -> None:
+        trackers.log_epoch(epoch, run.state.history[-1], run.source.class_names)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, valid_info)
+
+    return epoch_end
 
 
 def _settings(cfg, cfg_file, resume, settings) -> tuple[TrainConfig, dict | None]:

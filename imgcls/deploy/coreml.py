@@ -1,0 +1,216 @@
+"""Core ML: an ML Program (``.mlpackage``, a folder) converted by coremltools, that classifies on its own.
+
+The model takes an RGB image of the checkpoint's input size (``image``; resizing and cropping are the
+app's, as Vision's ``VNCoreMLRequest`` does them) and does the rest inside: scaling to [0, 1], the
+per-channel mean/std normalisation, the network, softmax with the calibration temperature. It outputs
+``classLabel`` (the top class name) and ``classLabel_probs`` (every class's probability), computed in
+FP32. The imgcls metadata is in the model's user-defined metadata under "imgcls".
+
+Core ML runs only on macOS. coremltools converts and reads models on any platform, so on Linux and
+Windows export checks the written spec (input, outputs, class labels, metadata) and says plainly that
+numeric parity was not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine.runners import Runner
+from ..errors import ImgclsError
+from .parity import Parity, compare_logits
+
+log = logging.getLogger("imgcls")
+
+INPUT_NAME, LABEL_OUTPUT, PROBS_OUTPUT = "image", "classLabel", "classLabel_probs"
+METADATA_KEY = "imgcls"
+NOT_CHECKED = ("numeric parity was NOT checked: Core ML models run only on macOS (checked here: the input, "
+               "the outputs, the class labels and the metadata)")
+
+
+def import_coremltools():
+    """coremltools, without letting it import TensorFlow: it probes for TF at import, which is slow and,
+    with torch's triton loaded afterwards, crashes the process."""
+    blocked = "tensorflow" not in sys.modules
+    if blocked:
+        sys.modules["tensorflow"] = None  # `import tensorflow` raises ImportError inside coremltools
+    try:
+        with warnings.catch_warnings(), _quiet_logger("coremltools"):
+            warnings.simplefilter("ignore")
+            import coremltools
+    except ImportError:
+        raise ImgclsError("missing package coremltools: install it with `pip install coremltools`") from None
+    finally:
+        if blocked:
+            del sys.modules["tensorflow"]
+    return coremltools
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """coremltools logs that this torch/scikit-learn version is untested; the spec check is what counts."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class ImageClassifier(nn.Module):
+    """[0, 1] RGB image -> class probabilities: normalisation and softmax inside the graph. Core ML's image
+    input has one scale for all channels, so a per-channel std can only be exact here; and its classifier
+    reports its input as the probabilities, so it must be softmax, not logits."""
+
+    def __init__(self, model: nn.Module, mean, std, temperature: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.temperature = float(temperature)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return torch.softmax(self.model((x - self.mean) / self.std) / self.temperature, dim=1)
+
+
+def write(model: nn.Module, checkpoint: dict, metadata: dict, path: Path) -> None:
+    ct = import_coremltools()
+    pre = checkpoint["preprocess"]
+    channels, height, width = pre["input_size"]
+    net = ImageClassifier(model.eval(), pre["mean"], pre["std"], metadata.get("temperature", 1.0)).eval()
+    # its progress bars go to stderr: quiet, like the other exports
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("coremltools"), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, torch.rand(1, channels, height, width))
+        mlmodel = ct.convert(
+            traced, inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, channels, height, width), scale=1 / 255.0,
+                                         bias=[0.0] * channels, color_layout=ct.colorlayout.RGB)],
+            classifier_config=ct.ClassifierConfig(list(metadata["class_names"])), convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS15, compute_precision=ct.precision.FLOAT32,
+            skip_model_load=sys.platform != "darwin")
+    mlmodel.user_defined_metadata[METADATA_KEY] = json.dumps(metadata)
+    mlmodel.short_description = (f"imgcls {metadata['model_name']} classifier: {len(metadata['class_names'])} "
+                                 f"classes, RGB input {width}x{height}")
+    mlmodel.save(str(path))
+
+
+def read_spec(path: Path) -> dict:
+    """What can be read from a saved model on any platform: input, outputs, class labels, metadata."""
+    ct = import_coremltools()
+    try:
+        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    except Exception as e:  # noqa: BLE001 - not a model package, damaged protobuf...
+        raise ImgclsError(f"--weights {path}: cannot be read as a Core ML model ({str(e)[:160]})") from None
+    desc = spec.description
+    inputs = []
+    for feature in desc.input:
+        kind = feature.type.WhichOneof("Type")
+        entry = {"name": feature.name, "type": kind}
+        if kind == "imageType":
+            image = feature.type.imageType
+            entry.update(width=image.width, height=image.height,
+                         color=ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace))
+        inputs.append(entry)
+    return {"type": spec.WhichOneof("Type"), "inputs": inputs,
+            "outputs": {f.name: f.type.WhichOneof("Type") for f in desc.output},
+            "predicted_feature": desc.predictedFeatureName, "probabilities": desc.predictedProbabilitiesName,
+            "class_labels": _program_class_labels(spec), "metadata": desc.metadata.userDefined.get(METADATA_KEY)}
+
+
+def _program_class_labels(spec) -> list[str]:
+    """An ML Program keeps its labels as the "classes" argument of its classify operation."""
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                if op.type == "classify":
+                    labels = []
+                    for item in op.inputs["classes"].arguments[0].value.immediateValue.list.values:
+                        tensor = item.immediateValue.tensor
+                        labels += list(tensor.strings.values) or [str(v) for v in tensor.longInts.values]
+                    return labels
+    return []
+
+
+def check_spec(path: Path, metadata: dict) -> dict:
+    """Refuse a converted model whose input, outputs, labels or metadata are not what imgcls wrote."""
+    spec = read_spec(path)
+    _, height, width = metadata["preprocess"]["input_size"]
+    expected = [{"name": INPUT_NAME, "type": "imageType", "width": width, "height": height, "color": "RGB"}]
+    problems = []
+    if spec["type"] != "mlProgram":
+        problems.append(f"model type {spec['type']}, expected mlProgram")
+    if spec["inputs"] != expected:
+        problems.append(f"input {spec['inputs']}, expected {expected}")
+    if spec["outputs"] != {LABEL_OUTPUT: "stringType", PROBS_OUTPUT: "dictionaryType"} or \
+            (spec["predicted_feature"], spec["probabilities"]) != (LABEL_OUTPUT, PROBS_OUTPUT):
+        problems.append(f"outputs {spec['outputs']}")
+    if spec["class_labels"] != list(metadata["class_names"]):
+        problems.append(f"class labels {spec['class_labels'][:5]}..., expected {metadata['class_names'][:5]}...")
+    if not spec["metadata"] or json.loads(spec["metadata"]) != metadata:
+        problems.append("the imgcls metadata is missing or differs")
+    if problems:
+        raise ImgclsError(f"--format coreml: the converted model is not what was asked for ({'; '.join(problems)}); "
+                          "nothing was written")
+    return spec
+
+
+# -------------------------------------------------------------------------------------- running (macOS only)
+
+def to_images(batch: np.ndarray, preprocess: dict) -> np.ndarray:
+    """Normalised NCHW floats back to the uint8 NHWC RGB images Core ML takes."""
+    mean = np.asarray(preprocess["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(preprocess["std"], np.float32).reshape(1, -1, 1, 1)
+    pixels = np.clip(np.round((np.asarray(batch, np.float32) * std + mean) * 255), 0, 255).astype(np.uint8)
+    return pixels.transpose(0, 2, 3, 1)
+
+
+def from_images(images: np.ndarray, preprocess: dict) -> np.ndarray:
+    mean = np.asarray(preprocess["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(preprocess["std"], np.float32).reshape(1, -1, 1, 1)
+    return ((images.transpose(0, 3, 1, 2).astype(np.float32) / 255) - mean) / std
+
+
+def coreml_runner(path: Path, metadata: dict) -> Runner:
+    """Log-probabilities from Core ML (softmax of them gives its probabilities back). macOS only."""
+    if sys.platform != "darwin":
+        raise ImgclsError(f"--weights {path}: Core ML models run only on macOS (Apple's Core ML framework); "
+                          "on this machine use the .onnx or .tflite export of the same checkpoint")
+    from PIL import Image
+
+    ct = import_coremltools()
+    mlmodel = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+    names = list(metadata["class_names"])
+
+    def run(inputs):
+        batch = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
+        rows = []
+        for image in to_images(batch, metadata["preprocess"]):
+            probs = mlmodel.predict({INPUT_NAME: Image.fromarray(image)})[PROBS_OUTPUT]
+            rows.append([probs[name] for name in names])
+        return np.log(np.maximum(np.asarray(rows, np.float32), 1e-30))
+
+    return Runner("coreml", run, fixed_batch=1)
+
+
+def check_numbers(model: nn.Module, metadata: dict, path: Path, batch: np.ndarray, source: str) -> Parity | None:
+    """On macOS: Core ML's probabilities against PyTorch's on the same 8-bit images. Elsewhere: None."""
+    if sys.platform != "darwin":
+        log.warning(f"WARNING: {NOT_CHECKED}")
+        return None
+    pre = metadata["preprocess"]
+    exact = from_images(to_images(batch, pre), pre)  # what Core ML sees: the image rounded to 8 bits
+    with torch.inference_mode():
+        expected = torch.softmax(model.eval()(torch.from_numpy(exact)) / metadata.get("temperature", 1.0), 1)
+    got = np.exp(coreml_runner(path, metadata)(exact))
+    return compare_logits(expected.numpy(), got, f"{source} (probabilities)")
