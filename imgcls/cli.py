@@ -90,7 +90,8 @@ def _training_commands(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit with status 1 when there are errors (for CI)")
     p.add_argument("--export-clean", metavar="DIR", help="write a cleaned copy to this new folder")
     p.add_argument("--imgsz", type=int, default=224, metavar="N",
-                   help="model input size, to flag images far smaller than it (default 224)")
+                   help="model input size, to flag images far smaller than it and, with --labels, the size the "
+                        "backbone sees (default 224)")
     p.add_argument("--near-threshold", type=int, default=None, metavar="BITS",
                    help="perceptual-hash distance (of 256 bits) that counts as a near duplicate (default 26)")
     p.add_argument("--no-near", action="store_true", help="skip the perceptual-hash near-duplicate search")

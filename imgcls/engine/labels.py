@@ -37,7 +37,7 @@ def require_cleanlab():
         import cleanlab.filter
         import cleanlab.rank  # noqa: F401
     except ImportError:
-        raise ImgclsError("--labels needs the cleanlab package: pip install 'imgcls[labels]'") from None
+        raise ImgclsError('--labels needs the cleanlab package: pip install "imgcls[labels]"') from None
     return cleanlab
 
 
@@ -138,14 +138,14 @@ def suggested_classes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- the review
 
-def review(records: list[FileRecord], class_names: list[str], root: Path, *, model_name: str, device: str = "auto",
-           runtime: str = "auto", known_groups: list[set[str]] = (), progress: bool = False
+def review(records: list[FileRecord], class_names: list[str], root: Path, *, model_name: str, imgsz: int = 224,
+           device: str = "auto", runtime: str = "auto", known_groups: list[set[str]] = (), progress: bool = False
            ) -> tuple[list[Finding], dict]:
     """Findings (label_issue, outlier, semantic_duplicate) and the check.json "labels" section for the readable
     images among ``records``; ``known_groups`` are copies the perceptual hash already reported."""
     t0 = time.time()
     usable = [r for r in records if r.error is None]
-    features, kept = _features(usable, root, model_name, device, runtime, progress)
+    features, kept = _features(usable, root, model_name, imgsz, device, runtime, progress)
     usable = [usable[i] for i in kept]
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.array([index[r.class_name] for r in usable], dtype=np.int64)
@@ -176,7 +176,8 @@ def review(records: list[FileRecord], class_names: list[str], root: Path, *, mod
     return findings, section
 
 
-def _features(usable: list[FileRecord], root: Path, model_name: str, device: str, runtime: str, progress: bool):
+def _features(usable: list[FileRecord], root: Path, model_name: str, imgsz: int, device: str, runtime: str,
+              progress: bool):
     from ..data.loaders import default_workers
     from ..data.transforms import make_preprocess
     from ..models.factory import create_model
@@ -185,7 +186,7 @@ def _features(usable: list[FileRecord], root: Path, model_name: str, device: str
 
     torch_device = select_device(device)
     model, pretrained_cfg, _ = create_model(model_name, 2, pretrained=True)
-    preprocess = make_preprocess(pretrained_cfg, None, "crop")  # as `imgcls train` preprocesses by default
+    preprocess = make_preprocess(pretrained_cfg, imgsz, "crop")  # as `imgcls train --imgsz IMGSZ` preprocesses
     return image_features(model.to(torch_device), model_name, preprocess, [str(root / r.rel) for r in usable],
                           device=torch_device, runtime=runtime, workers=default_workers(), progress=progress)
 
@@ -247,20 +248,23 @@ def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgs
     ``export_relabel`` writes the editable relabel CSV (needs ``labels``); ``relabel`` applies such a CSV to the
     ``export_clean`` copy. The source folder is never modified.
     """
-    from ..models.factory import DEFAULT_MODEL
+    from ..models.factory import DEFAULT_MODEL, SIMPLE_CNN
 
     if export_relabel is not None and not labels:
         raise ImgclsError("--export-relabel writes the findings of --labels; add --labels")
     if model is not None and not labels:
         raise ImgclsError("--model chooses the backbone of --labels; add --labels")
+    model_name = model or DEFAULT_MODEL
     if labels:
         require_cleanlab()
-    model_name = model or DEFAULT_MODEL
+        if model_name == SIMPLE_CNN:
+            raise ImgclsError("--model simple_cnn: --labels compares images by the features of a pretrained backbone, "
+                              "and simple_cnn has none; choose a timm model (default tf_efficientnet_lite0)")
     reviewer = None
     if labels:
         def reviewer(records, class_names, root, known_groups):
-            return review(records, class_names, root, model_name=model_name, device=device, runtime=runtime,
-                          known_groups=known_groups, progress=progress)
+            return review(records, class_names, root, model_name=model_name, imgsz=imgsz, device=device,
+                          runtime=runtime, known_groups=known_groups, progress=progress)
     return run_check(data, out=out, imgsz=imgsz, near=near, threshold=threshold, workers=workers,
                      export_clean=export_clean, write=write, progress=progress, review=reviewer,
                      export_relabel=export_relabel, relabel=relabel)
