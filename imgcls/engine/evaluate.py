@@ -91,19 +91,11 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
 def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, int]], split: str, *,
                            tta: bool = False, device: torch.device | str = "cpu", runtime: str = "auto",
                            batch_size: int = 32, workers: int = 0, progress: bool = False) -> EvalResult:
-    """Logits of every image through the one inference path, and the evaluation record."""
-    from ..data.decoded import draft_size_for
-    from ..data.loaders import ImageDataset, make_loader
-    from ..data.transforms import eval_transform
-    from .inference import predict_logits
-    from .runners import checkpoint_runner
-
-    preprocess = checkpoint["preprocess"]
-    dataset = ImageDataset([Path(root) / rel for rel, _ in items], [label for _, label in items],
-                           eval_transform(preprocess), draft_size=draft_size_for(preprocess))
-    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
-    out = predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
-                         tta=tta, progress=progress, desc=split)
+    """Logits of every image through the one inference path, and the evaluation record (with the open-set block:
+    the share --reject rejects here)."""
+    out = checkpoint_logits(checkpoint, [Path(root) / rel for rel, _ in items], [label for _, label in items],
+                            tta=tta, device=device, runtime=runtime, batch_size=batch_size, workers=workers,
+                            progress=progress, desc=split)
     if not len(out):
         raise ImgclsError("none of the images could be read; see the warnings above")
     paths = [items[i][0] for i in out.indices]
@@ -111,7 +103,25 @@ def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, 
     probs = softmax(out.logits, temperature)
     metrics = evaluation_record(checkpoint, root, split, tta, temperature, paths, out.labels, probs,
                                 skipped=sorted(set(rel for rel, _ in items) - set(paths)))
+    metrics["open_set"] = open_set_block(checkpoint, out.logits)
     return EvalResult(metrics, list(checkpoint["class_names"]), paths, out.labels, probs, logits=out.logits)
+
+
+def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *, tta: bool = False, device="cpu",
+                      runtime: str = "auto", batch_size: int = 32, workers: int = 0, progress: bool = False,
+                      desc: str = "val"):
+    """predict_logits over image files with the checkpoint's eval transform (unreadable files are skipped)."""
+    from ..data.decoded import draft_size_for
+    from ..data.loaders import ImageDataset, make_loader
+    from ..data.transforms import eval_transform
+    from .inference import predict_logits
+    from .runners import checkpoint_runner
+
+    preprocess = checkpoint["preprocess"]
+    dataset = ImageDataset(paths, labels, eval_transform(preprocess), draft_size=draft_size_for(preprocess))
+    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
+    return predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
+                          tta=tta, progress=progress, desc=desc)
 
 
 def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, temperature: float, paths: list[str],
@@ -166,9 +176,9 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
         checkpoint["rejection"] = store_rejection(checkpoint["path"], result.logits)
     ood_logits = None
     if ood_paths is not None:
-        ood_logits = image_logits(checkpoint, ood_paths, tta=tta, device=torch_device, runtime=runtime,
-                                  batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                                  progress=progress)
+        ood_logits = checkpoint_logits(checkpoint, ood_paths, [-1] * len(ood_paths), tta=tta, device=torch_device,
+                                       runtime=runtime, batch_size=batch_size, progress=progress, desc="ood",
+                                       workers=default_workers() if workers is None else workers).logits
     result.metrics["open_set"] = open_set_block(checkpoint, result.logits, ood_logits, ood)
     if save:
         result.out_dir = new_run_dir(run_dir_of(checkpoint["path"]), "val")
@@ -206,23 +216,7 @@ def ood_images(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
-def image_logits(checkpoint: dict, paths: list[Path], *, tta: bool = False, device="cpu", runtime: str = "auto",
-                 batch_size: int = 32, workers: int = 0, progress: bool = False) -> np.ndarray:
-    """Logits of unlabelled images through the one inference path (unreadable files are skipped)."""
-    from ..data.decoded import draft_size_for
-    from ..data.loaders import ImageDataset, make_loader
-    from ..data.transforms import eval_transform
-    from .inference import predict_logits
-    from .runners import checkpoint_runner
-
-    preprocess = checkpoint["preprocess"]
-    dataset = ImageDataset(paths, [-1] * len(paths), eval_transform(preprocess), draft_size=draft_size_for(preprocess))
-    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
-    return predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
-                          tta=tta, progress=progress, desc="ood").logits
-
-
-def open_set_block(checkpoint: dict, logits: np.ndarray, ood_logits: np.ndarray | None, ood) -> dict:
+def open_set_block(checkpoint: dict, logits: np.ndarray, ood_logits: np.ndarray | None = None, ood=None) -> dict:
     """metrics.json's "open_set": the share of these images --reject rejects at the stored threshold (calibrated
     here when the checkpoint has none), and with OOD images the AUROC and the false-accept rate."""
     spec = checkpoint.get("rejection") or rejection_spec(logits, REJECT_KEEP)

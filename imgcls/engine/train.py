@@ -341,8 +341,8 @@ def finish(run: Run) -> TrainResult:
             e = evaluations[split]
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
                                   e.class_names)
-    if "val" in evaluations:
-        store_rejection(run.run_dir / "weights" / "best.pt", evaluations["val"].logits)
+            if split == "val":  # --reject's threshold, before test is scored with it
+                best["rejection"] = store_rejection(run.run_dir / "weights" / "best.pt", e.logits)
     if "test" in evaluations:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),
