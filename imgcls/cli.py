@@ -90,11 +90,23 @@ def _training_commands(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit with status 1 when there are errors (for CI)")
     p.add_argument("--export-clean", metavar="DIR", help="write a cleaned copy to this new folder")
     p.add_argument("--imgsz", type=int, default=224, metavar="N",
-                   help="model input size, to flag images far smaller than it (default 224)")
+                   help="model input size, to flag images far smaller than it and, with --labels, the size the "
+                        "backbone sees (default 224)")
     p.add_argument("--near-threshold", type=int, default=None, metavar="BITS",
                    help="perceptual-hash distance (of 256 bits) that counts as a near duplicate (default 26)")
     p.add_argument("--no-near", action="store_true", help="skip the perceptual-hash near-duplicate search")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="reading threads (default: cores + 1)")
+    p.add_argument("--labels", action="store_true",
+                   help="also find likely label errors (K-fold cross-validation on cached backbone features, ranked "
+                        "by cleanlab), outliers and semantic near-duplicates")
+    p.add_argument("--export-relabel", metavar="FILE",
+                   help="with --labels: write an editable CSV (path, given, suggested, score, action), most likely "
+                        "label error first")
+    p.add_argument("--relabel", metavar="FILE",
+                   help="apply an edited relabel CSV to the --export-clean copy (the source is never modified)")
+    p.add_argument("--model", default=None,
+                   help="backbone whose features --labels uses (default tf_efficientnet_lite0)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("tune", help="search training settings with Optuna (resumable)",
                        description="Every training flag given here is fixed for all trials; the others are searched.")
@@ -115,7 +127,10 @@ def _evaluation_commands(sub) -> None:
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split (default val)")
     p.add_argument("--tta", action="store_true", help="average the predictions of each image and its mirror image")
     p.add_argument("--calibrate", action="store_true",
-                   help="fit a temperature on the val split and store it in the checkpoint")
+                   help="fit a temperature and the --reject threshold on the val split and store them in the checkpoint")
+    p.add_argument("--ood", metavar="DIR",
+                   help="a folder of images of none of the classes: report the AUROC of the open-set score and the "
+                        "false-accept rate of --reject")
     p.add_argument("--errors", type=int, default=16, metavar="N", help="mistakes shown in errors.png (default 16)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="data loading processes")
@@ -146,6 +161,7 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
+    _add_reject(p)
 
     p = sub.add_parser("serve", help="a local web page and REST API for a trained model")
     p.add_argument("--weights", required=True, help="RUN/weights/best.pt from imgcls train, or an exported file")
@@ -161,6 +177,7 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
+    _add_reject(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO, TFLite or Core ML, "
                                       "parity-checked")
@@ -188,6 +205,12 @@ def _deployment_commands(sub) -> None:
                                                 "RUN/benchmark2, ...)")
 
 
+def _add_reject(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reject", nargs="?", const=True, default=False, type=float, metavar="KEEP",
+                        help="label images unlike the training data 'unknown', at the threshold calibrated on the "
+                             "validation split (keeping 95%% of it); --reject 0.9 keeps 90%% instead")
+
+
 def _run(args: argparse.Namespace) -> int:
     import imgcls
 
@@ -206,7 +229,9 @@ def _run(args: argparse.Namespace) -> int:
 
         report = imgcls.check(args.data, out=args.out, imgsz=args.imgsz, near=not args.no_near,
                               threshold=NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold,
-                              workers=args.workers, export_clean=args.export_clean, progress=sys.stderr.isatty())
+                              workers=args.workers, export_clean=args.export_clean, labels=args.labels,
+                              export_relabel=args.export_relabel, relabel=args.relabel, model=args.model,
+                              device=args.device, progress=sys.stderr.isatty())
         print(format_console(report))
         return 1 if args.strict and report.errors else 0
     elif command == "tune":
@@ -218,18 +243,20 @@ def _run(args: argparse.Namespace) -> int:
                     seed=settings.get("seed", 0), **fixed)
     elif command == "val":
         imgcls.evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
-                        batch_size=args.batch_size, workers=args.workers, device=args.device, runtime=args.runtime)
+                        batch_size=args.batch_size, workers=args.workers, device=args.device, runtime=args.runtime,
+                        ood=args.ood)
     elif command == "report":
         print(imgcls.report(args.run))
     elif command == "compare":
         imgcls.compare(args.runs, sort=args.sort, out_dir=args.out)
     elif command == "predict":
         imgcls.predict(args.weights, args.source, topk=args.topk, batch_size=args.batch_size, save_img=args.save_img,
-                       out=args.out, device=args.device, runtime=args.runtime, workers=args.workers)
+                       out=args.out, device=args.device, runtime=args.runtime, workers=args.workers,
+                       reject=args.reject)
     elif command == "serve":
         imgcls.serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                      max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime,
-                     max_pixels=args.max_pixels)
+                     max_pixels=args.max_pixels, reject=args.reject)
     elif command == "export":
         imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
                       calibration_images=args.calib_images, force=args.force)

@@ -75,6 +75,9 @@ class TrainConfig:
                           "image stretched) or pad (the whole image, letterboxed)")
     augment: str = setting("light", "training augmentation: none, light or strong")
     balance: bool = setting(False, "weight the loss by inverse class frequency, for imbalanced data")
+    relabel: str | None = setting(None, "apply an edited relabel CSV (from `imgcls check --labels --export-relabel`): "
+                                  "its relabel and drop rows change the labels this run trains and evaluates on; "
+                                  "the source folders are never touched")
     # model
     model: str = setting("tf_efficientnet_lite0",
         "any timm model name, or simple_cnn; see `imgcls models`")

@@ -305,3 +305,87 @@ def mistake_rows(paths: list[str], y_true, probs, class_names: list[str], n: int
         rows.append({"path": paths[i], "true": class_names[int(y_true[i])], "predicted": class_names[predicted],
                      "confidence": round(float(probs[i][predicted]), 6)})
     return rows
+
+
+# ---------------------------------------------------------------- open-set recognition: "none of these"
+
+OPEN_SET_SCORES = ("energy", "max_logit")
+
+
+def open_set_score(logits, kind: str = "energy") -> np.ndarray:
+    """How much an input looks like the training data, from its logits alone (higher = more familiar).
+
+    ``energy``: logsumexp of the logits, the negative free energy (Liu et al., 2020); ``max_logit``: the largest
+    logit (Hendrycks et al., 2022). Both use raw logits, so a later temperature does not move them, and both
+    work with every runtime and exported format, since every one of them gives logits.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if len(z) == 0:
+        return np.zeros(0)
+    if kind == "max_logit":
+        return z.max(axis=1)
+    if kind != "energy":
+        raise ValueError(f"unknown open-set score {kind!r}; choose from {OPEN_SET_SCORES}")
+    top = z.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def rejection_threshold(scores, keep: float) -> float:
+    """The score below which an input is rejected so that a share ``keep`` of ``scores`` (in-distribution
+    images) is kept: their (1 - keep) quantile."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        raise ValueError("no scores to calibrate a threshold on")
+    return float(np.quantile(scores, 1.0 - keep, method="lower"))
+
+
+def score_quantiles(scores, points: int = 101) -> list[float]:
+    """``points`` evenly spaced quantiles of the scores (0%, 1%, ..., 100% by default): enough to place a threshold
+    for any share kept later without the scores themselves."""
+    return [float(q) for q in np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0.0, 1.0, points))]
+
+
+def threshold_from_quantiles(quantiles: list[float], keep: float) -> float:
+    """rejection_threshold from stored quantiles, interpolated between them."""
+    grid = np.linspace(0.0, 1.0, len(quantiles))
+    return float(np.interp(1.0 - keep, grid, np.asarray(quantiles, dtype=np.float64)))
+
+
+def auroc(in_scores, out_scores) -> float | None:
+    """Probability that an in-distribution input scores above an out-of-distribution one (ties count half):
+    the area under the ROC curve of telling them apart. None when either side is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    a = np.asarray(in_scores, dtype=np.float64)
+    b = np.asarray(out_scores, dtype=np.float64)
+    if len(a) == 0 or len(b) == 0:
+        return None
+    return float(roc_auc_score(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]))
+
+
+def open_set_report(in_scores, out_scores, threshold: float) -> dict:
+    """AUROC and, at ``threshold``, the share of in-distribution inputs rejected and of out-of-distribution
+    inputs accepted (the false-accept rate)."""
+    a = np.asarray(in_scores, dtype=np.float64)
+    b = np.asarray(out_scores, dtype=np.float64)
+    area = auroc(a, b)
+    return {"auroc": None if area is None else round(area, 6),
+            "in_rejected": round(float((a < threshold).mean()), 6) if len(a) else None,
+            "false_accept_rate": round(float((b >= threshold).mean()), 6) if len(b) else None,
+            "in_images": int(len(a)), "ood_images": int(len(b))}
+
+
+def rejection_spec(logits, keep: float = 0.95, kind: str = "energy", split: str = "val") -> dict:
+    """What a checkpoint and its exports store to say "none of these": the score, the threshold that keeps a
+    share ``keep`` of these (in-distribution) images, and the scores' quantiles so that another share can be
+    chosen later (``threshold_from_quantiles``)."""
+    scores = open_set_score(logits, kind)
+    return {"score": kind, "keep": float(keep), "threshold": rejection_threshold(scores, keep),
+            "calibrated_on": split, "images": int(len(scores)), "quantiles": score_quantiles(scores)}
+
+
+def threshold_for(spec: dict, keep: float | None = None) -> float:
+    """The stored threshold, or the one for another share kept, from the stored quantiles."""
+    if keep is None or abs(keep - spec["keep"]) < 1e-9:
+        return float(spec["threshold"])
+    return threshold_from_quantiles(spec["quantiles"], keep)

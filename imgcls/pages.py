@@ -35,6 +35,7 @@ code{background:#fff;border:1px solid #e3e6ec;border-radius:3px;padding:0 4px}
 .thumbs{display:flex;flex-wrap:wrap;gap:8px;margin-top:6px}
 .thumbs figure{width:136px;font-size:.72em;word-break:break-all;padding:4px;max-width:none}
 .thumbs figure img{max-width:128px;max-height:128px;border:1px solid #ddd}
+.thumbs .beside{align-self:center;color:#5a6272;font-size:.85em;max-width:90px}
 .nothumb{width:128px;height:80px;background:#eee;display:flex;align-items:center;justify-content:center;color:#c0392b}
 pre{white-space:pre-wrap}
 """

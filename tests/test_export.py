@@ -57,7 +57,8 @@ def test_onnx_export_classifies_on_its_own(cli, run):
     checkpoint = load_checkpoint(best)
     assert meta == {"format": "imgcls-onnx", "version": 1, "model_name": "simple_cnn",
                     "class_names": ["circle", "square", "triangle"], "preprocess": checkpoint["preprocess"],
-                    "temperature": 1.0}
+                    "temperature": 1.0, "rejection": checkpoint["rejection"]}
+    assert meta["rejection"]["score"] == "energy" and meta["rejection"]["keep"] == 0.95  # --reject's threshold
 
     # Only the file: preprocessing from its metadata, then onnxruntime. Same top-1 as the .pt in PyTorch.
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

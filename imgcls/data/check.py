@@ -61,6 +61,7 @@ MODE_FAMILY = {
     "P": "palette", "CMYK": "CMYK",
 }
 SEVERITIES = ("error", "warning", "info")
+LABEL_ISSUES_PICTURED = 100  # check.html pictures this many likely label errors (check.json lists them all)
 UNREAD_KINDS = ("ignored", "hidden", "unused")  # findings about files imgcls never reads: named, not pictured
 Entry = tuple[Path, str, str, "str | None"]  # (path, path relative to the root, class, split)
 
@@ -107,6 +108,7 @@ class CheckReport:
     out_dir: str | None = None
     export: dict | None = None
     split_folders: dict[str, str] = field(default_factory=dict)  # split -> its folder, e.g. {"train": "Training/"}
+    labels: dict | None = None               # the --labels review (engine/labels.py): ranked images and counts
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -126,6 +128,7 @@ class CheckReport:
             "ignored_files": self.ignored,
             "files": [asdict(r) | {"phash": None if r.phash is None else f"{r.phash:064x}"} for r in self.records],
             **({"export_clean": self.export} if self.export else {}),
+            **({"labels": self.labels} if self.labels else {}),
         }
 
 
@@ -475,32 +478,41 @@ def collect_entries(root: Path):
 def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgsz: int = 224,
               near: bool = True, threshold: int = NEAR_THRESHOLD, workers: int | None = None,
               export_clean: str | os.PathLike | None = None, write: bool = True,
-              progress: bool = False) -> CheckReport:
+              progress: bool = False, review=None, export_relabel: str | os.PathLike | None = None,
+              relabel: str | os.PathLike | None = None) -> CheckReport:
     """Check a data folder end to end; write check.json, check.html and class_counts.png into ``out``.
 
-    ``out`` defaults to a new folder runs/check, runs/check2, ...; ``export_clean`` writes a cleaned copy.
+    ``out`` defaults to a new folder runs/check, runs/check2, ...; ``export_clean`` writes a cleaned copy, with the
+    ``relabel`` CSV applied to it when given. ``review(records, class_names, root, known_groups)`` adds findings
+    and the "labels" section (``imgcls check --labels``, engine/labels.py), which ``export_relabel`` writes out as
+    an editable CSV.
     """
     root = Path(data).expanduser()
-    if export_clean is not None:
-        _check_export_target(root, Path(export_clean))
-    if write and out is not None:
-        _check_out_target(root, Path(out), None if export_clean is None else Path(export_clean))
-    elif write and root.is_dir() and is_inside(Path("runs"), root):
-        raise ImgclsError(f"--data {root}: holds the current folder, so the report (runs/check) would land among "
-                          "the images; pass --out DIR outside it")
+    _check_targets(root, write, out, export_clean, export_relabel, relabel)
     t0 = time.time()
     entries, layout, layout_issues = collect_entries(root)
+    relabelled = _read_relabel(relabel, entries)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
     findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold)
+    section = None
+    if review is not None:
+        known = [set(f.paths) for f in findings if f.details.get("match")]
+        more, section = review(records, layout.class_names, root, known)
+        findings += more
     findings = sorted(layout_issues + findings, key=lambda f: SEVERITIES.index(f.severity))
     settings = {"imgsz": imgsz, "near_duplicates": near, "near_threshold_bits": threshold,
                 "tiny_below_px": max(1, int(imgsz * TINY_FRACTION)), "aspect_limit": ASPECT_LIMIT,
                 "imbalance_limit": IMBALANCE_LIMIT, "hash": f"imagehash.phash, {HASH_BITS} bits, on a draft decode"}
     report = CheckReport(str(root), "splits" if layout.split_dirs else "single tree", records, findings, counts,
                          ratio, settings, seconds=time.time() - t0, ignored=layout.relative(layout.ignored),
-                         split_folders={s: layout.where(s) for s in layout.split_dirs})
+                         split_folders={s: layout.where(s) for s in layout.split_dirs}, labels=section)
     if export_clean is not None:
-        report.export = export_clean_copy(report, Path(export_clean))
+        report.export = export_clean_copy(report, Path(export_clean), relabelled)
+    if export_relabel is not None:
+        from .relabel import write_relabel_csv
+
+        write_relabel_csv(export_relabel, relabel_rows(section))
+        section["relabel_file"] = str(export_relabel)
     if write:
         from ..record.files import new_run_dir
 
@@ -509,6 +521,43 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
         write_outputs(report, out_dir)
         report.out_dir = str(out_dir)
     return report
+
+
+def relabel_rows(section: dict) -> list[dict]:
+    """Rows of the relabel CSV, most likely label error first: images cleanlab flags are proposed for relabelling
+    to the suggested class, every other image is kept; a person edits the actions before applying it."""
+    return [row | {"action": "relabel" if row["flagged"] else "keep"} for row in section["ranked"]]
+
+
+def _read_relabel(relabel, entries: list[Entry]):
+    if relabel is None:
+        return None
+    from .relabel import read_relabel_csv
+
+    return read_relabel_csv(relabel, {rel: class_name for _, rel, class_name, _ in entries})
+
+
+def _check_targets(root: Path, write: bool, out, export_clean, export_relabel, relabel) -> None:
+    """Every output must be new and outside the data folder; refused before anything is read."""
+    if export_clean is not None:
+        _check_export_target(root, Path(export_clean))
+    if relabel is not None and export_clean is None:
+        raise ImgclsError(f"--relabel {relabel}: applies to the --export-clean DIR copy here (or use "
+                          "`imgcls train --relabel FILE`); add --export-clean DIR")
+    if export_relabel is not None:
+        target = Path(export_relabel)
+        if is_inside(target, root):
+            raise ImgclsError(f"--export-relabel {target}: is inside --data {root}; write it outside the data folder")
+        if target.exists():
+            raise ImgclsError(f"--export-relabel {target}: already exists (it may hold your edits); choose a new "
+                              "file name")
+        if not target.parent.is_dir():
+            raise ImgclsError(f"--export-relabel {target}: its folder {target.parent} does not exist")
+    if write and out is not None:
+        _check_out_target(root, Path(out), None if export_clean is None else Path(export_clean))
+    elif write and root.is_dir() and is_inside(Path("runs"), root):
+        raise ImgclsError(f"--data {root}: holds the current folder, so the report (runs/check) would land among the "
+                          "images; pass --out DIR outside it")
 
 
 # ---------------------------------------------------------------- clean copy
@@ -592,20 +641,56 @@ def clean_selection(report: CheckReport) -> tuple[list[str], dict[str, list[str]
     return keep, {k: sorted(v) for k, v in dropped.items()}
 
 
-def export_clean_copy(report: CheckReport, dest: Path) -> dict:
+def export_clean_copy(report: CheckReport, dest: Path, relabel=None) -> dict:
     """Copy the kept files into dest with the same layout: written into a marked staging folder beside
-    dest, then renamed, so an interrupted export never looks finished and nothing else is ever removed."""
+    dest, then renamed, so an interrupted export never looks finished and nothing else is ever removed.
+
+    With a ``relabel`` file (data/relabel.py) applied: its dropped images stay out, and each relabelled image is
+    copied into its new class folder (the source keeps it where it was).
+    """
     from ..record.files import staged_dir
 
     keep, dropped = clean_selection(report)
+    moved = {}
+    if relabel is not None:
+        dropped["relabel_drop"] = sorted(rel for rel in keep if rel in relabel.drop)
+        keep = [rel for rel in keep if rel not in relabel.drop]
+        moved = _relabel_targets(report, keep, relabel)
     root = Path(report.root)
     dest = Path(dest)
     with staged_dir(dest) as staging:
         for rel in keep:
-            target = staging / rel
+            target = staging / moved.get(rel, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, target)
-    return {"folder": str(dest), "kept": len(keep), "dropped": dropped}
+    result = {"folder": str(dest), "kept": len(keep), "dropped": dropped}
+    if relabel is not None:
+        result["relabelled"] = {rel: moved[rel] for rel in sorted(moved)}
+        result["relabel_file"] = relabel.file
+    return result
+
+
+def _relabel_targets(report: CheckReport, keep: list[str], relabel) -> dict[str, str]:
+    """rel -> its path in the clean copy, for the relabelled images; a name already taken there gets a suffix."""
+    from .relabel import moved_path
+
+    by_rel = {r.rel: r for r in report.records}
+    taken = set(keep)
+    moved = {}
+    for rel in keep:
+        if rel not in relabel.new_class:
+            continue
+        record = by_rel[rel]
+        prefix = report.split_folders.get(record.split, "") if record.split else ""
+        target = moved_path(rel, prefix, relabel.new_class[rel])
+        stem, dot, suffix = target.rpartition(".")
+        n = 2
+        while target in taken:
+            target = f"{stem}_{n}.{suffix}" if dot else f"{suffix}_{n}"
+            n += 1
+        taken.add(target)
+        moved[rel] = target
+    return moved
 
 
 # ---------------------------------------------------------------- output
@@ -629,6 +714,8 @@ def format_console(report: CheckReport, per_kind: int = 10) -> str:
             lines.append("  " + c.ljust(width) + "".join(f"{report.counts[s].get(c, 0):>8}" for s in report.counts))
     if report.imbalance_ratio is not None:
         lines.append(f"  imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}")
+    if report.labels:
+        lines.append(label_summary(report.labels))
     for severity in SEVERITIES:
         items = [f for f in report.findings if f.severity == severity]
         if not items:
@@ -652,9 +739,23 @@ def format_console(report: CheckReport, per_kind: int = 10) -> str:
         d = report.export["dropped"]
         lines.append(f"Clean copy: {report.export['kept']} images in {report.export['folder']} (dropped "
                      + ", ".join(f"{len(v)} {k}" for k, v in d.items()) + ")")
+    if report.export and "relabelled" in report.export:
+        lines.append(f"  with {report.export['relabel_file']} applied: {len(report.export['relabelled'])} image(s) "
+                     f"in a new class folder, {len(report.export['dropped']['relabel_drop'])} dropped")
+    if report.labels and report.labels.get("relabel_file"):
+        lines.append(f"Relabel file: {report.labels['relabel_file']} (every image, most likely label error first; "
+                     "edit the action column, then `imgcls train --relabel FILE`)")
     if report.out_dir:
         lines.append(f"Report: {Path(report.out_dir) / 'check.html'} (and check.json, class_counts.png)")
     return "\n".join(lines)
+
+
+def label_summary(labels: dict) -> str:
+    """One line about the --labels review."""
+    return (f"  labels ({labels['model']} features, {labels['folds']}-fold cross-validation, accuracy "
+            f"{labels['cross_validated_accuracy']:.1%}, {labels['seconds']:.1f}s): {labels['label_issues']} likely "
+            f"label error(s), {labels['outliers']} outlier(s), {labels['semantic_duplicates']} group(s) of semantic "
+            "near-duplicates")
 
 
 def class_count_chart(counts: dict[str, dict[str, int]]) -> bytes:
@@ -693,7 +794,7 @@ def thumbnail_uri(path: Path, size: int = 128) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 400) -> str:
+def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 800) -> str:
     """check.html: self-contained (styles inline, images as data: URIs), readable offline."""
     root = Path(report.root)
     cache: dict[str, str | None] = {}
@@ -726,13 +827,24 @@ def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 
         if chart_png:
             parts.append("<img alt='images per class' src='data:image/png;base64,"
                          + base64.b64encode(chart_png).decode("ascii") + "'>")
+    if report.labels:
+        parts.append("<h2>Labels</h2><p>" + esc(label_summary(report.labels).strip()) + ". Each likely label error is "
+                     "shown beside the most similar images of the class it looks like; the full ranking is in "
+                     "check.json (<code>labels.ranked</code>) and, with --export-relabel, in an editable CSV.</p>")
     parts.append("<h2>Findings</h2>")
     if not report.findings:
         parts.append("<p>No problems found.</p>")
+    shown_issues = 0
     for f in report.findings:
         parts.append(f"<div class='finding {f.severity}'><span class='sev'>{esc(f.severity)}</span> "
                      f"[{esc(f.kind)}] {esc(f.message)}")
-        if f.paths and f.kind not in UNREAD_KINDS:
+        if f.kind == "label_issue":
+            shown_issues += 1
+            if shown_issues <= LABEL_ISSUES_PICTURED:
+                parts.append("<div class='thumbs'>" + figure(f.paths[0]) + "<div class='beside'>looks like "
+                             f"<b>{esc(f.details['suggested'])}</b>:</div>"
+                             + "".join(figure(p) for p in f.details["similar"]) + "</div>")
+        elif f.paths and f.kind not in UNREAD_KINDS:
             parts.append("<div class='thumbs'>" + "".join(figure(p) for p in f.paths[:24]) + "</div>")
             if len(f.paths) > 24:
                 parts.append(f"<p>... and {len(f.paths) - 24} more (see check.json)</p>")

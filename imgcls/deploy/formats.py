@@ -33,10 +33,12 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
 def export_metadata(checkpoint: dict) -> dict:
-    """What an exported file needs to classify on its own: labels, preprocessing, model, temperature."""
+    """What an exported file needs to classify on its own: labels, preprocessing, model, temperature, and the
+    open-set rejection threshold calibrated on the validation split (``--reject``)."""
     return {"format": METADATA_FORMAT, "version": 1, "model_name": checkpoint["model_name"],
             "class_names": list(checkpoint["class_names"]), "preprocess": dict(checkpoint["preprocess"]),
-            "temperature": float(checkpoint.get("temperature", 1.0))}
+            "temperature": float(checkpoint.get("temperature", 1.0)),
+            **({"rejection": dict(checkpoint["rejection"])} if checkpoint.get("rejection") else {})}
 
 
 def check_metadata(text: str | None, path: Path) -> dict:

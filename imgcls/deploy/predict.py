@@ -7,6 +7,7 @@ DataLoader, and every result is written to the run folder as soon as its batch i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -28,12 +29,13 @@ from ..data.transforms import eval_transform
 from ..engine.inference import Batcher, predict_logits
 from ..engine.runners import Runner
 from ..errors import ImgclsError
-from ..metrics import softmax
+from ..metrics import open_set_score, softmax, threshold_for
 
 log = logging.getLogger("imgcls")
 
 LIST_FILE_SUFFIX = ".txt"  # a --source file with this suffix lists one image path per line
 _SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}  # --save-img keeps these; others become .png
+UNKNOWN = "unknown"  # the label of an image rejected by --reject as unlike the training data
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -51,6 +53,7 @@ class LoadedModel:
     runner: Runner
     temperature: float = 1.0
     metrics: dict = field(default_factory=dict)
+    rejection: dict | None = None   # metrics.rejection_spec: score, threshold, share kept on val, quantiles
 
     @property
     def runtime(self) -> str:
@@ -74,12 +77,13 @@ def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = 
             raise ImgclsError(f"--runtime {runtime}: applies to .pt checkpoints; {path.name} runs on its own runtime")
         runner, meta = load_exported(path)
         return LoadedModel(path, meta["model_name"], meta["class_names"], meta["preprocess"], runner,
-                           float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}))
+                           float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}),
+                           meta.get("rejection"))
     checkpoint = load_checkpoint(path)
     runner = checkpoint_runner(checkpoint, device=select_device(device), kind=runtime)
     return LoadedModel(Path(checkpoint["path"]), checkpoint["model_name"], list(checkpoint["class_names"]),
                        checkpoint["preprocess"], runner, float(checkpoint.get("temperature", 1.0)),
-                       dict(checkpoint.get("metrics") or {}))
+                       dict(checkpoint.get("metrics") or {}), checkpoint.get("rejection"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -90,23 +94,28 @@ def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = 
 class Prediction:
     """One image's result. ``path`` is the file, or ``<array 3>`` / ``<PIL.Image 3>`` for in-memory items.
 
-    A failed image has ``error`` set and no label.
+    A failed image has ``error`` set and no label. With rejection on (``reject``), an image that looks unlike the
+    training data has ``unknown`` set and the label ``"unknown"``; ``confidence`` and ``topk`` still name the
+    closest classes, and ``score`` is its open-set score (higher = more like the training data).
     """
 
     path: str
-    label: str | None = None                        # the top-1 class
-    confidence: float | None = None                 # its probability
-    class_index: int | None = None
+    label: str | None = None                        # the top-1 class, or "unknown" when rejected
+    confidence: float | None = None                 # the top-1 class's probability
+    class_index: int | None = None                  # None when rejected
     topk: tuple[tuple[str, float], ...] = ()        # (class, probability), most likely first
     error: str | None = None
+    unknown: bool = False                           # rejected as unlike the training data (--reject)
+    score: float | None = None                      # the open-set score, when rejection is on
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict:
+        rejection = {} if self.score is None else {"unknown": self.unknown, "score": self.score}
         return {"path": self.path, "predicted": self.label, "confidence": self.confidence,
-                "topk": [{"class": c, "probability": p} for c, p in self.topk], "error": self.error}
+                "topk": [{"class": c, "probability": p} for c, p in self.topk], **rejection, "error": self.error}
 
 
 _SINGLE_ITEM = (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)
@@ -122,21 +131,37 @@ class Predictor:
     Unreadable items give a ``Prediction`` with ``error`` set instead of raising, so one bad file never
     ends a batch. One Predictor may be shared by threads: model calls run one at a time, and calls that
     arrive together are merged into one batch.
+
+    ``reject=True`` labels images unlike the training data ``unknown``, at the threshold calibrated on the
+    validation split (keeping 95% of its images); ``reject=0.9`` keeps 90% instead.
     """
 
     def __init__(self, weights: str | os.PathLike, *, device: str = "auto", topk: int = 5, batch_size: int = 32,
-                 runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS):
+                 runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS, reject: bool | float = False):
         if topk < 1:
             raise ImgclsError(f"--topk {topk}: must be 1 or more")
         if batch_size < 1:
             raise ImgclsError(f"--batch-size {batch_size}: must be 1 or more")
         if max_pixels < 1:
             raise ImgclsError(f"--max-pixels {max_pixels}: must be 1 or more")
+        keep = rejection_keep(reject)
         self.model = load_model(weights, device, runtime)
+        self.threshold = self._threshold(keep) if reject is not False and reject is not None else None
         self.topk = min(topk, len(self.model.class_names))
         self.batch_size = batch_size
         self.decode = Decoder(self.model.preprocess, max_pixels)
-        self._batched = Batcher(self._probabilities, max_batch=batch_size)
+        self._batched = Batcher(self._logits, max_batch=batch_size)
+
+    def _threshold(self, keep: float | None) -> float:
+        spec = self.model.rejection
+        if not spec:
+            raise ImgclsError(f"--reject: {self.model.path.name} holds no rejection threshold (made before imgcls "
+                              "calibrated one); run `imgcls val --weights CHECKPOINT --calibrate`, then export again")
+        return threshold_for(spec, keep)
+
+    @property
+    def rejecting(self) -> bool:
+        return self.threshold is not None
 
     @property
     def class_names(self) -> list[str]:
@@ -196,21 +221,26 @@ class Predictor:
         except ImageReadError as e:
             return name, None, str(e)
 
-    def probabilities(self, images: torch.Tensor) -> np.ndarray:
-        """Class probabilities of a preprocessed batch. Threads share the model: calls that arrive while one
-        runs are merged into the next batch."""
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        """Logits of a preprocessed batch. Threads share the model: calls that arrive while one runs are merged
+        into the next batch."""
         return self._batched(images)
 
-    def _probabilities(self, images: torch.Tensor) -> np.ndarray:
-        """The one inference path, then the temperature."""
+    def _logits(self, images: torch.Tensor) -> np.ndarray:
+        """The one inference path."""
         no_labels = torch.full((len(images),), -1, dtype=torch.long)
-        out = predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))])
-        return softmax(out.logits, self.model.temperature)
+        return predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))]).logits
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
+        return softmax(self.logits(images), self.model.temperature)
 
     def _run_batch(self, batch, topk: int | None) -> list[Prediction]:
         k = min(topk or self.topk, len(self.class_names))
         good = [tensor for _, tensor, _ in batch if tensor is not None]
-        probs = self.probabilities(torch.stack(good)) if good else np.zeros((0, len(self.class_names)))
+        logits = self.logits(torch.stack(good)) if good else np.zeros((0, len(self.class_names)), np.float32)
+        probs = softmax(logits, self.model.temperature) if len(logits) else logits
+        scores = open_set_score(logits, self.model.rejection["score"]) if self.rejecting else None
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         results, row = [], 0
         for name, tensor, error in batch:
@@ -218,10 +248,25 @@ class Predictor:
                 results.append(Prediction(path=name, error=error))
                 continue
             top = tuple((self.class_names[j], round(float(probs[row, j]), 6)) for j in order[row])
-            results.append(Prediction(path=name, label=top[0][0], confidence=top[0][1],
-                                      class_index=int(order[row, 0]), topk=top))
+            found = Prediction(path=name, label=top[0][0], confidence=top[0][1], class_index=int(order[row, 0]),
+                               topk=top)
+            if scores is not None:
+                unknown = bool(scores[row] < self.threshold)
+                found = dataclasses.replace(found, unknown=unknown, score=round(float(scores[row]), 6),
+                                            **({"label": UNKNOWN, "class_index": None} if unknown else {}))
+            results.append(found)
             row += 1
         return results
+
+
+def rejection_keep(reject: bool | float | None) -> float | None:
+    """The share of familiar images --reject keeps: None for the calibrated one (``True``), else the number."""
+    if reject is None or isinstance(reject, bool):
+        return None
+    if not 0 < float(reject) < 1:
+        raise ImgclsError(f"--reject {reject}: the share of familiar images to keep, between 0 and 1 (e.g. 0.95); "
+                          "or --reject alone for the share calibrated on the validation split")
+    return float(reject)
 
 
 def _item_name(number: int, item) -> str:
@@ -353,7 +398,7 @@ class PredictResult:
     out_dir: Path
     total: int
     failed: int
-    counts: dict[str, int]      # images predicted as each class
+    counts: dict[str, int]      # images predicted as each class ("unknown" too, with --reject)
     seconds: float
 
     @property
@@ -365,15 +410,17 @@ class PredictResult:
         return self.out_dir / "predictions.json"
 
 
-def csv_header(topk: int) -> list[str]:
+def csv_header(topk: int, reject: bool = False) -> list[str]:
     extra = [name for i in range(2, topk + 1) for name in (f"top{i}", f"top{i}_confidence")]
-    return ["path", "predicted", "confidence", *extra, "error"]
+    return ["path", "predicted", "confidence", *extra, *(["unknown", "score"] if reject else []), "error"]
 
 
-def csv_row(p: Prediction, topk: int) -> list[str]:
+def csv_row(p: Prediction, topk: int, reject: bool = False) -> list[str]:
     extra = []
     for i in range(1, topk):
         extra += [p.topk[i][0], f"{p.topk[i][1]:.6f}"] if i < len(p.topk) else ["", ""]
+    if reject:
+        extra += ["", ""] if not p.ok else [str(p.unknown).lower(), f"{p.score:.6f}"]
     if not p.ok:
         return [p.path, "", "", *extra, p.error]
     return [p.path, p.label, f"{p.confidence:.6f}", *extra, ""]
@@ -386,18 +433,18 @@ class _RunWriter:
     order), then "summary". Rows are flushed every batch, so an interrupted run keeps a valid CSV.
     """
 
-    def __init__(self, out_dir: Path, header: dict, topk: int):
-        self.topk = topk
+    def __init__(self, out_dir: Path, header: dict, topk: int, reject: bool = False):
+        self.topk, self.reject = topk, reject
         self._csv_file = open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._csv_file, lineterminator="\n")
-        self._csv.writerow(csv_header(topk))
+        self._csv.writerow(csv_header(topk, reject))
         self._json = open(out_dir / "predictions.json", "w", encoding="utf-8")
         self._json.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n"
                                           for k, v in header.items()) + '  "predictions": [')
         self._first = True
 
     def write(self, p: Prediction) -> None:
-        self._csv.writerow(csv_row(p, self.topk))
+        self._csv.writerow(csv_row(p, self.topk, self.reject))
         self._json.write(("\n    " if self._first else ",\n    ") + json.dumps(p.to_dict(), ensure_ascii=False))
         self._first = False
 
@@ -414,9 +461,11 @@ class _RunWriter:
 
 def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int = 5, batch_size: int = 32,
             save_img: bool = False, out: str | os.PathLike = "runs/predict", device: str = "auto",
-            runtime: str = "auto", workers: int | None = None, progress: bool = True) -> PredictResult:
+            runtime: str = "auto", workers: int | None = None, reject: bool | float = False,
+            progress: bool = True) -> PredictResult:
     """Predict every image a source names and write OUT (then OUT2, OUT3, ...): predictions.csv,
-    predictions.json and, with ``save_img``, labelled copies under images/."""
+    predictions.json and, with ``save_img``, labelled copies under images/. ``reject`` labels images unlike the
+    training data ``unknown`` (see Predictor)."""
     from tqdm import tqdm
 
     from ..console import setup_logging
@@ -428,7 +477,8 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     total = paths.count()
     if total == 0:
         raise ImgclsError(f"--source {source}: no files found")
-    predictor = Predictor(weights, device=device, topk=topk, batch_size=batch_size, runtime=runtime)
+    predictor = Predictor(weights, device=device, topk=topk, batch_size=batch_size, runtime=runtime, reject=reject)
+    names = predictor.class_names + ([UNKNOWN] if predictor.rejecting else [])
     out = Path(out)
     out_dir = new_run_dir(out.parent, out.name)
     paths.exclude = os.path.realpath(out_dir)  # --source . must not pick up the labelled copies being written
@@ -438,9 +488,11 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     k = predictor.topk
     log.info(f"Predicting {total} file(s) from {source} with {predictor.model_name} ({predictor.runtime}, "
              f"{len(predictor.class_names)} classes) -> {out_dir}")
+    rejection = {"rejection": {"score": predictor.model.rejection["score"], "threshold": predictor.threshold}} \
+        if predictor.rejecting else {}
     writer = _RunWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
                                   "runtime": predictor.runtime, "class_names": predictor.class_names,
-                                  "source": str(source), "topk": k}, k)
+                                  "source": str(source), "topk": k, **rejection}, k, predictor.rejecting)
     counts: Counter[str] = Counter()
     failures: list[Prediction] = []
     started = time.time()
@@ -464,8 +516,8 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
         seconds = time.time() - started
         failed = done - sum(counts.values())
         writer.close({"images": done, "predicted": done - failed, "failed": failed, "seconds": round(seconds, 2),
-                      "per_class": {c: counts.get(c, 0) for c in predictor.class_names}})
-    result = PredictResult(out_dir, done, failed, {c: counts.get(c, 0) for c in predictor.class_names}, seconds)
+                      "per_class": {c: counts.get(c, 0) for c in names}})
+    result = PredictResult(out_dir, done, failed, {c: counts.get(c, 0) for c in names}, seconds)
     _log_summary(result, failures)
     return result
 

@@ -102,6 +102,9 @@ def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
     return {"model_name": model.model_name, "runtime": model.runtime, "weights": model.path.name,
             "class_names": model.class_names, "num_classes": len(model.class_names), "preprocess": model.preprocess,
             "temperature": model.temperature, "metrics": model.metrics,
+            "rejection": {"on": predictor.rejecting, "score": (model.rejection or {}).get("score"),
+                          "threshold": predictor.threshold,
+                          "calibrated": bool(model.rejection)},
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk,
                        "max_pixels": predictor.decode.max_pixels}}
 
@@ -142,7 +145,7 @@ async def _one_line_validation_error(request, exc):
 
 
 def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk: int = 5, device: str = "auto",
-               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS):
+               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS, reject: bool | float = False):
     """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient)."""
     _require_web_stack()
     from fastapi import File, HTTPException, Query, UploadFile
@@ -156,7 +159,7 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         raise ImgclsError(f"--max-upload-mb {max_upload_mb}: must be above 0")
     if max_files < 1:
         raise ImgclsError(f"--max-files {max_files}: must be 1 or more")
-    predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels)
+    predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels, reject=reject)
     model = predictor.model
     page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
     decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
@@ -208,11 +211,17 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         results = predictor.predict_decoded(inputs, names, topk=topk)
         return {
             "model_name": model.model_name,
-            "predictions": [{"filename": r.path, "predicted": r.label, "confidence": r.confidence,
-                             "topk": [{"class": c, "probability": p} for c, p in r.topk]} for r in results],
+            "predictions": [answer(r) for r in results],
         }
 
     return app
+
+
+def answer(r) -> dict:
+    """One image in the REST answer; with --reject also ``unknown`` and the open-set ``score``."""
+    found = {"filename": r.path, "predicted": r.label, "confidence": r.confidence,
+             "topk": [{"class": c, "probability": p} for c, p in r.topk]}
+    return found if r.score is None else found | {"unknown": r.unknown, "score": r.score}
 
 
 def return_freed_memory_to_the_system() -> None:
@@ -244,7 +253,8 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
-          topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+          topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS,
+          reject: bool | float = False) -> None:
     """Serve the page and API with uvicorn until Ctrl+C."""
     _require_web_stack()
     import uvicorn
@@ -253,7 +263,7 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: 
 
     setup_logging()
     app = create_app(weights, max_upload_mb=max_upload_mb, max_files=max_files, topk=topk, device=device,
-                     runtime=runtime, max_pixels=max_pixels)
+                     runtime=runtime, max_pixels=max_pixels, reject=reject)
     return_freed_memory_to_the_system()
     _check_port_free(host, port)
     if host not in LOOPBACK_HOSTS:

@@ -17,13 +17,14 @@ import torch
 from ..console import setup_logging
 from ..errors import ImgclsError
 from ..metrics import (evaluation_report, expected_calibration_error, fit_temperature, log_loss, mistake_rows,
-                       softmax)
+                       open_set_report, open_set_score, rejection_spec, softmax, threshold_for)
 from ..record.checkpoint import load_checkpoint, run_dir_of, save_checkpoint
 from ..record.files import new_run_dir, write_json
 
 log = logging.getLogger("imgcls")
 
 GALLERY_SIZE = 16
+REJECT_KEEP = 0.95  # the open-set threshold keeps this share of the validation images
 
 
 @dataclass
@@ -90,19 +91,11 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
 def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, int]], split: str, *,
                            tta: bool = False, device: torch.device | str = "cpu", runtime: str = "auto",
                            batch_size: int = 32, workers: int = 0, progress: bool = False) -> EvalResult:
-    """Logits of every image through the one inference path, and the evaluation record."""
-    from ..data.decoded import draft_size_for
-    from ..data.loaders import ImageDataset, make_loader
-    from ..data.transforms import eval_transform
-    from .inference import predict_logits
-    from .runners import checkpoint_runner
-
-    preprocess = checkpoint["preprocess"]
-    dataset = ImageDataset([Path(root) / rel for rel, _ in items], [label for _, label in items],
-                           eval_transform(preprocess), draft_size=draft_size_for(preprocess))
-    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
-    out = predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
-                         tta=tta, progress=progress, desc=split)
+    """Logits of every image through the one inference path, and the evaluation record (with the open-set block:
+    the share --reject rejects here)."""
+    out = checkpoint_logits(checkpoint, [Path(root) / rel for rel, _ in items], [label for _, label in items],
+                            tta=tta, device=device, runtime=runtime, batch_size=batch_size, workers=workers,
+                            progress=progress, desc=split)
     if not len(out):
         raise ImgclsError("none of the images could be read; see the warnings above")
     paths = [items[i][0] for i in out.indices]
@@ -110,7 +103,25 @@ def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, 
     probs = softmax(out.logits, temperature)
     metrics = evaluation_record(checkpoint, root, split, tta, temperature, paths, out.labels, probs,
                                 skipped=sorted(set(rel for rel, _ in items) - set(paths)))
+    metrics["open_set"] = open_set_block(checkpoint, out.logits)
     return EvalResult(metrics, list(checkpoint["class_names"]), paths, out.labels, probs, logits=out.logits)
+
+
+def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *, tta: bool = False, device="cpu",
+                      runtime: str = "auto", batch_size: int = 32, workers: int = 0, progress: bool = False,
+                      desc: str = "val"):
+    """predict_logits over image files with the checkpoint's eval transform (unreadable files are skipped)."""
+    from ..data.decoded import draft_size_for
+    from ..data.loaders import ImageDataset, make_loader
+    from ..data.transforms import eval_transform
+    from .inference import predict_logits
+    from .runners import checkpoint_runner
+
+    preprocess = checkpoint["preprocess"]
+    dataset = ImageDataset(paths, labels, eval_transform(preprocess), draft_size=draft_size_for(preprocess))
+    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
+    return predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
+                          tta=tta, progress=progress, desc=desc)
 
 
 def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, temperature: float, paths: list[str],
@@ -129,12 +140,14 @@ def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, tempe
 def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, split: str = "val", *,
              tta: bool = False, calibrate: bool = False, batch_size: int = 32, workers: int | None = None,
              device: str = "auto", runtime: str = "auto", errors: int = GALLERY_SIZE, save: bool = True,
-             progress: bool = True) -> EvalResult:
+             ood: str | os.PathLike | None = None, progress: bool = True) -> EvalResult:
     """Evaluate a checkpoint exactly as ``imgcls val`` does.
 
     ``imgcls.evaluate("runs/train/weights/best.pt")`` scores the run's own validation split and
     writes RUN/val (or val2, ...): metrics.json, predictions.csv and the plots. ``calibrate`` fits a
-    temperature on this split and stores it in the checkpoint.
+    temperature and the open-set rejection threshold on this split and stores them in the checkpoint.
+    metrics.json's "open_set" gives the share of these images ``--reject`` would reject; with ``ood`` (a folder
+    of images of none of the classes) also the AUROC of the open-set score and the false-accept rate.
     """
     from ..data.folders import SPLITS
     from ..data.loaders import default_workers
@@ -146,6 +159,7 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     if calibrate and split != "val":
         raise ImgclsError(f"--calibrate fits the temperature on the validation split; drop --split {split}")
     _check_positive(batch_size=batch_size, errors=errors + 1)
+    ood_paths = ood_images(ood) if ood is not None else None
     checkpoint = load_checkpoint(weights)
     root, items, split = eval_items(checkpoint, data, split)
     torch_device = select_device(device)
@@ -158,11 +172,64 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
         log.warning(f"WARNING: class(es) {result.metrics['missing_classes']} have no images here; their recall, "
                     "ROC AUC and AP are undefined")
     before = _calibrate(result, checkpoint) if calibrate else None
+    if calibrate:
+        checkpoint["rejection"] = store_rejection(checkpoint["path"], result.logits)
+    ood_logits = None
+    if ood_paths is not None:
+        ood_logits = checkpoint_logits(checkpoint, ood_paths, [-1] * len(ood_paths), tta=tta, device=torch_device,
+                                       runtime=runtime, batch_size=batch_size, progress=progress, desc="ood",
+                                       workers=default_workers() if workers is None else workers).logits
+    result.metrics["open_set"] = open_set_block(checkpoint, result.logits, ood_logits, ood)
     if save:
         result.out_dir = new_run_dir(run_dir_of(checkpoint["path"]), "val")
         result.files = _write_eval_files(result, checkpoint, root, torch_device, errors, before)
     _log_summary(result)
     return result
+
+
+def store_rejection(path: str | os.PathLike, logits: np.ndarray, keep: float = REJECT_KEEP) -> dict:
+    """Calibrate the open-set threshold on validation logits (keeping ``keep`` of them) and store it in the
+    checkpoint atomically, other keys kept; exports carry it from there (deploy/formats.export_metadata)."""
+    spec = rejection_spec(logits, keep)
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    save_checkpoint(path, stored | {"rejection": spec})
+    log.info(f"Open-set rejection: {spec['score']} threshold {spec['threshold']:.4f} keeps {keep:.0%} of "
+             f"{spec['images']} validation images (stored in {Path(path).name}; predict/serve --reject use it)")
+    return spec
+
+
+def ood_images(folder: str | os.PathLike) -> list[Path]:
+    """Every image under an out-of-distribution folder (searched recursively, hidden entries skipped)."""
+    from ..data.folders import is_hidden
+    from ..data.images import is_image_path
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ImgclsError(f"--ood {root}: {'is a file' if root.exists() else 'folder not found'}; expected a folder "
+                          "of images of none of the model's classes")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        found += [Path(dirpath) / n for n in sorted(filenames) if not is_hidden(n) and is_image_path(Path(n))]
+    if not found:
+        raise ImgclsError(f"--ood {root}: no images found")
+    return found
+
+
+def open_set_block(checkpoint: dict, logits: np.ndarray, ood_logits: np.ndarray | None = None, ood=None) -> dict:
+    """metrics.json's "open_set": the share of these images --reject rejects at the stored threshold (calibrated
+    here when the checkpoint has none), and with OOD images the AUROC and the false-accept rate."""
+    spec = checkpoint.get("rejection") or rejection_spec(logits, REJECT_KEEP)
+    threshold = threshold_for(spec)
+    scores = open_set_score(logits, spec["score"])
+    block = {"score": spec["score"], "threshold": round(threshold, 6), "keep_on_val": spec["keep"],
+             "threshold_from": "checkpoint" if checkpoint.get("rejection") else "these images",
+             "rejected": round(float((scores < threshold).mean()), 6) if len(scores) else None}
+    if ood_logits is not None:
+        report = open_set_report(scores, open_set_score(ood_logits, spec["score"]), threshold)
+        block |= {"ood": str(Path(ood).resolve()), "auroc": report["auroc"],
+                  "false_accept_rate": report["false_accept_rate"], "ood_images": report["ood_images"]}
+    return block
 
 
 def _check_positive(**values) -> None:
@@ -219,6 +286,17 @@ def _write_eval_files(result: EvalResult, checkpoint: dict, root: Path, device, 
     return [out / "metrics.json", *files]
 
 
+def open_set_line(block: dict, split: str) -> str:
+    where = "the checkpoint's threshold" if block["threshold_from"] == "checkpoint" else \
+        "a threshold calibrated on these images (the checkpoint has none: `imgcls val --calibrate` stores one)"
+    line = (f"open set ({block['score']} score): --reject rejects {block['rejected']:.1%} of {split} at {where} "
+            f"{block['threshold']:.4f}")
+    if "auroc" in block:
+        line += (f"; {block['ood_images']} OOD images: AUROC {block['auroc']:.4f}, false-accept rate "
+                 f"{block['false_accept_rate']:.1%}")
+    return line
+
+
 def _log_summary(result: EvalResult) -> None:
     m = result.metrics
     macro = m["macro_avg"]
@@ -233,5 +311,7 @@ def _log_summary(result: EvalResult) -> None:
     if m["most_confused_pairs"]:
         top = ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused_pairs"][:3])
         log.info(f"most confused: {top}")
+    if m.get("open_set"):
+        log.info(open_set_line(m["open_set"], m["split"]))
     if result.out_dir is not None:
         log.info(f"Results saved to {result.out_dir}")

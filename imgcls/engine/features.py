@@ -321,3 +321,37 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
     evaluation = {split: store.matrix(hashes[split], EVAL_VIEW) for split in ("val", "test") if split in hashes}
     labels = {split: source.labels(split) for split in paths}
     return SplitFeatures(train_views, evaluation, labels)
+
+
+def image_features(model: nn.Module, model_name: str, preprocess: dict, paths: list[str], *,
+                   device: torch.device, runtime: str = "auto", batch_size: int = 32, workers: int = 1,
+                   progress: bool = True) -> tuple[np.ndarray, list[int]]:
+    """Pooled features of the eval view of every image in ``paths``, from the same cache as training (a run on
+    the same data and backbone finds the val/test ones already there, and vice versa).
+
+    Returns (features of the images that could be read, their positions in ``paths``).
+    """
+    import time
+
+    from ..data.decoded import draft_size_for
+    from ..data.transforms import eval_transform
+    from ..models.parts import PreLogits
+    from .runners import fastest_runner
+
+    start = time.time()
+    hashes = file_hashes(paths, workers=2)
+    store = FeatureStore(feature_key(model_name, weights_hash(model), preprocess)).load()
+    requests = [(p, h, [EVAL_VIEW]) for p, h in zip(paths, hashes)]
+    found = sum(1 for h in dict.fromkeys(hashes) if (h, EVAL_VIEW) in store)
+    if found == len(set(hashes)):
+        log.info(f"Feature cache hit: all {len(paths)} images of {model_name} found in {store.folder}")
+    else:
+        runner = fastest_runner(PreLogits(model).eval(), preprocess["input_size"], device=device, kind=runtime)
+        log.info(f"Feature cache: {found} of {len(set(hashes))} images found; computing the rest once with "
+                 f"{runner.name}")
+        fill_feature_store(store, runner, requests, {EVAL_VIEW: eval_transform(preprocess)},
+                           draft_size=draft_size_for(preprocess), batch_size=batch_size, workers=workers,
+                           progress=progress)
+        log.info(f"Feature cache: stored in {store.folder} ({time.time() - start:.1f}s)")
+    kept = [i for i, h in enumerate(hashes) if (h, EVAL_VIEW) in store]
+    return store.matrix([hashes[i] for i in kept], EVAL_VIEW), kept

@@ -24,6 +24,7 @@ from ..record.files import is_inside, new_run_dir, write_json, write_yaml
 from ..record.results import write_results
 from . import distributed as dist
 from .device import seed_everything, select_device
+from .evaluate import store_rejection
 from .fit import Run, fit
 from .plan import explicit_plan, plan_from_records
 from .state import TrainState
@@ -145,7 +146,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         source = _checked(source, preprocess, workers, main)
     plan, views, estimate = _plan(cfg, last, model, preprocess, source, device, main)
     resolved = dataclasses.replace(
-        cfg, data=str(Path(cfg.data).resolve()), epochs=sum(p.epochs for p in plan), cache_views=views,
+        cfg, data=str(Path(cfg.data).resolve()), relabel=str(Path(cfg.relabel).resolve()) if cfg.relabel else None,
+        epochs=sum(p.epochs for p in plan), cache_views=views,
         freeze=None if cfg.planned else cfg.frozen_backbone, lr=None if cfg.planned else cfg.base_lr,
         workers=workers, imgsz=_imgsz(preprocess), device=str(device),
         teacher=distiller.description["teacher"] if distiller else None)
@@ -208,10 +210,20 @@ def _source(cfg: TrainConfig, last: dict | None):
     from ..data.folders import DataSource, discover
 
     if last is None:
-        return discover(cfg.data, cfg.split, cfg.seed)
+        source = discover(cfg.data, cfg.split, cfg.seed)
+        return _relabelled(source, cfg.relabel) if cfg.relabel else source
     data = last["data"]
     return DataSource(root=Path(data["root"]), class_names=last["class_names"], split_made=data["split_made"],
                       items={k: [tuple(x) for x in v] for k, v in data["items"].items()})
+
+
+def _relabelled(source, relabel_file: str):
+    """The data with an edited relabel CSV applied (recorded in the run's split.csv); the folders stay as they are."""
+    from ..data.relabel import apply_to_source, read_relabel_csv, source_classes
+
+    relabel = read_relabel_csv(relabel_file, source_classes(source))
+    log.info(f"Relabel file: {relabel.describe()}")
+    return apply_to_source(source, relabel)
 
 
 def _checked(source, preprocess: dict, workers: int, main: bool):
@@ -331,6 +343,8 @@ def finish(run: Run) -> TrainResult:
             e = evaluations[split]
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
                                   e.class_names)
+            if split == "val":  # --reject's threshold, before test is scored with it
+                best["rejection"] = store_rejection(run.run_dir / "weights" / "best.pt", e.logits)
     if "test" in evaluations:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),

@@ -1,0 +1,187 @@
+"""Open-set rejection: --reject says "unknown" for images unlike the training data, in predict, serve and val.
+
+The model is a linear head on the packaged tf_efficientnet_lite0 at 64 px (`--fast`): the way the benchmark trains,
+and a few seconds on a CPU. The out-of-distribution images are a colour and patterns no training image has.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagegen import make_split_folders, shape_image
+from imgcls import metrics
+from imgcls.errors import ImgclsError
+
+
+def unseen_images(folder: Path, more: bool = False) -> list[Path]:
+    """Colours and patterns no training image has (the shapes are red, green and blue on light noise): a
+    yellow-on-black checkerboard, flat magenta and flat black; with ``more`` also flat cyan, two shifted
+    checkerboards, orange-and-purple stripes and yellow rings (which a small model may well call a red circle)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.indices((64, 64))
+    board = (yy // 8 % 2 ^ xx // 8 % 2)[..., None] * np.array([255, 230, 0])
+    images = {"checkerboard.png": board, "magenta.png": np.full((64, 64, 3), (255, 0, 255)),
+              "black.png": np.zeros((64, 64, 3))}
+    if more:
+        stripe = ((yy + xx) // 6 % 2)[..., None]
+        images |= {"cyan.png": np.full((64, 64, 3), (0, 230, 230)), "board_3.png": np.roll(board, 3, axis=0),
+                   "board_5.png": np.roll(board, 5, axis=1),
+                   "stripes.png": stripe * np.array([255, 140, 0]) + (1 - stripe) * np.array([90, 0, 140]),
+                   "rings.png": (np.hypot(yy - 32, xx - 32) // 5 % 2)[..., None] * np.array([255, 200, 0])}
+    for name, pixels in images.items():
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / name)
+    return sorted(folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory) -> Path:
+    """A --fast run: linear head on cached lite0 features, 3 classes of shapes, train/val/test."""
+    from imgcls.engine.train import train
+
+    base = tmp_path_factory.mktemp("open_set")
+    data = make_split_folders(base / "data", counts=(10, 8, 4), size=64)
+    result = train(data=str(data), model="tf_efficientnet_lite0", imgsz=64, fast=True, cache_views=1,
+                   batch_size=16, workers=0, project=str(base / "runs"), name="train", progress=False)
+    return result.run_dir
+
+
+@pytest.fixture
+def run(fast_run, tmp_path):
+    return shutil.copytree(fast_run, tmp_path / "run")
+
+
+def test_train_calibrates_the_threshold_on_val_and_stores_it(fast_run):
+    checkpoint = torch.load(fast_run / "weights" / "best.pt", weights_only=True)
+    spec = checkpoint["rejection"]
+    assert spec["score"] == "energy" and spec["keep"] == 0.95 and spec["calibrated_on"] == "val"
+    assert spec["images"] == 24 and len(spec["quantiles"]) == 101
+    val = json.loads((fast_run / "results.json").read_text())["test"]["open_set"]
+    assert val["threshold_from"] == "checkpoint" and val["threshold"] == pytest.approx(spec["threshold"], abs=1e-6)
+
+
+def test_predict_reject_says_unknown_for_a_pattern_never_seen(cli, fast_run, tmp_path):
+    odd = unseen_images(tmp_path / "source")
+    for i, kind in enumerate(("circle", "square", "triangle")):
+        shape_image(kind, 64, seed=900 + i).save(tmp_path / "source" / f"{kind}.png")
+    weights = fast_run / "weights" / "best.pt"
+    code, _, err = cli("predict", "--weights", weights, "--source", tmp_path / "source", "--reject",
+                       "--out", tmp_path / "predict", "--workers", "0")
+    assert code == 0, err
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "predict" / "predictions.csv"))}
+    for path in odd:
+        assert rows[path.name]["predicted"] == "unknown" and rows[path.name]["unknown"] == "true", rows[path.name]
+    for kind in ("circle", "square", "triangle"):
+        assert rows[f"{kind}.png"]["predicted"] == kind and rows[f"{kind}.png"]["unknown"] == "false"
+    summary = json.loads((tmp_path / "predict" / "predictions.json").read_text())
+    assert summary["summary"]["per_class"]["unknown"] == 3 and summary["rejection"]["score"] == "energy"
+
+    # without --reject the same images get a confident-looking class: what --reject is for
+    code, _, err = cli("predict", "--weights", weights, "--source", odd[0], "--out", tmp_path / "plain")
+    row = next(csv.DictReader(open(tmp_path / "plain" / "predictions.csv")))
+    assert row["predicted"] in ("circle", "square", "triangle") and "unknown" not in row
+
+
+def test_threshold_round_trips_through_the_onnx_export(cli, run, tmp_path):
+    from imgcls.deploy.formats import load_exported
+    from imgcls.deploy.predict import Predictor
+
+    weights = run / "weights" / "best.pt"
+    assert cli("export", "--weights", weights)[0] == 0
+    stored = torch.load(weights, weights_only=True)["rejection"]
+    assert load_exported(run / "weights" / "best.onnx")[1]["rejection"] == stored
+    odd = [str(p) for p in unseen_images(tmp_path / "odd")]
+    from_pt, from_onnx = Predictor(weights, reject=True), Predictor(run / "weights" / "best.onnx", reject=True)
+    assert from_onnx.threshold == from_pt.threshold == stored["threshold"]
+    assert [p.unknown for p in from_onnx.predict(odd)] == [True] * 3
+    assert [p.score for p in from_onnx.predict(odd)] == pytest.approx([p.score for p in from_pt.predict(odd)],
+                                                                       abs=1e-3)
+    # --reject 0.8 keeps 80% of val instead: a higher threshold, from the stored quantiles
+    assert Predictor(run / "weights" / "best.onnx", reject=0.8).threshold > stored["threshold"]
+
+
+def test_serve_answers_unknown_true_and_the_score(fast_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from imgcls.deploy.serve import create_app
+
+    buffer, odd = io.BytesIO(), io.BytesIO()
+    shape_image("circle", 64, seed=950).save(buffer, format="PNG")
+    Image.fromarray(np.full((64, 64, 3), (255, 0, 255), np.uint8)).save(odd, format="PNG")
+    files = [("files", ("circle.png", buffer.getvalue(), "image/png")), ("files", ("odd.png", odd.getvalue(),
+                                                                                    "image/png"))]
+    client = TestClient(create_app(fast_run / "weights" / "best.pt", reject=True))
+    circle, magenta = client.post("/predict", files=files).json()["predictions"]
+    assert circle["predicted"] == "circle" and circle["unknown"] is False
+    assert magenta["predicted"] == "unknown" and magenta["unknown"] is True
+    assert magenta["score"] < client.get("/model").json()["rejection"]["threshold"] < circle["score"]
+    plain = TestClient(create_app(fast_run / "weights" / "best.pt")).post("/predict", files=files).json()
+    assert "unknown" not in plain["predictions"][1] and plain["predictions"][1]["predicted"] != "unknown"
+
+
+def test_val_reports_the_rejection_rate_and_ood_auroc(cli, run, tmp_path):
+    unseen_images(tmp_path / "ood", more=True)
+    code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--ood", tmp_path / "ood", "--workers", "0")
+    assert code == 0, err
+    block = json.loads((run / "val" / "metrics.json").read_text())["open_set"]
+    assert block["ood_images"] == 8 and block["threshold_from"] == "checkpoint"
+    assert block["rejected"] <= 0.05 + 1e-9  # calibrated on this very split to keep 95%
+    assert block["auroc"] >= 0.9 and block["false_accept_rate"] <= 0.25
+    assert "AUROC" in err and "false-accept rate" in err
+
+
+def test_reject_and_ood_refuse_bad_input_in_one_line(cli, run, tmp_path):
+    weights = run / "weights" / "best.pt"
+    code, _, err = cli("predict", "--weights", weights, "--source", tmp_path, "--reject", "1.5")
+    assert code == 2 and "--reject 1.5: the share of familiar images to keep, between 0 and 1" in err
+    code, _, err = cli("val", "--weights", weights, "--ood", tmp_path / "nowhere")
+    assert code == 2 and err.strip().splitlines()[-1].endswith("folder not found; expected a folder of images of "
+                                                               "none of the model's classes")
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("val", "--weights", weights, "--ood", tmp_path / "empty")
+    assert code == 2 and "no images found" in err
+    old = torch.load(weights, weights_only=True)
+    old.pop("rejection")
+    torch.save(old, tmp_path / "old.pt")
+    from imgcls.deploy.predict import Predictor
+
+    with pytest.raises(ImgclsError, match="holds no rejection threshold") as refused:
+        Predictor(tmp_path / "old.pt", reject=True)
+    assert "run `imgcls val --weights CHECKPOINT --calibrate`, then export again" in str(refused.value)
+    assert not list(run.glob("val*")) and not list(tmp_path.glob("runs*"))
+
+
+# ------------------------------------------------------------------------------------------ pure functions
+
+def test_energy_and_max_logit_scores():
+    logits = np.array([[2.0, 0.0, 0.0], [0.1, 0.1, 0.1]])
+    assert metrics.open_set_score(logits, "energy") == pytest.approx(np.log(np.exp(logits).sum(axis=1)))
+    assert metrics.open_set_score(logits, "max_logit").tolist() == [2.0, 0.1]
+    assert metrics.open_set_score(logits * 1000, "energy")[0] == pytest.approx(2000)  # no overflow
+    with pytest.raises(ValueError):
+        metrics.open_set_score(logits, "entropy")
+
+
+def test_threshold_keeps_the_asked_share_and_is_recoverable_from_quantiles():
+    scores = np.random.default_rng(0).normal(size=1000)
+    spec = metrics.rejection_spec(np.c_[scores, np.full(1000, -50.0)], keep=0.95, kind="max_logit")
+    assert (scores >= spec["threshold"]).mean() == pytest.approx(0.95, abs=0.002)
+    assert metrics.threshold_for(spec) == spec["threshold"]
+    assert (scores >= metrics.threshold_for(spec, 0.8)).mean() == pytest.approx(0.8, abs=0.01)
+
+
+def test_auroc_and_false_accept_rate():
+    assert metrics.auroc([3, 4, 5], [0, 1, 2]) == 1.0 and metrics.auroc([1, 1], [1, 1]) == 0.5
+    assert metrics.auroc([], [1]) is None
+    report = metrics.open_set_report([2, 3, 4, 5], [0, 1, 2.5, 6], threshold=2.5)
+    assert report["in_rejected"] == 0.25 and report["false_accept_rate"] == 0.5
+    assert report["auroc"] == pytest.approx(11 / 16)
