@@ -26,7 +26,7 @@ RECIPE = {
     "views": 4,              # augmented views cached per training image (more only when the budget allows)
     "max_views": 8,
     "probe_epochs": 10,      # linear probe on the pooled features of the cached views
-    "probe_lr": 1e-2,        # AdamW, per 32 images
+    "probe_lr": 3e-3,        # AdamW, per 32 images (1e-2 overfits the head: val -2.5 points on aid30, flowers5)
     "tune_epochs": 8,        # the top stages on the cached activations
     "min_tune_epochs": 3,
     "max_tune_epochs": 12,
