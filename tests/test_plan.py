@@ -72,7 +72,7 @@ def test_a_pessimistic_measurement_is_corrected_by_the_runs_own_epochs(cli, spli
 @pytest.fixture(autouse=True)
 def steady_machine(monkeypatch):
     """Plans follow measured speed; tests pin the measurement so the plan does not depend on the machine's load.
-    With these costs a 60 s budget grows the recipe to its largest plan: 8 views, 10 probe + 12 tune epochs."""
+    With these costs a 60 s budget grows the recipe to its largest plan: 8 views, 10 probe + 20 tune epochs."""
     import imgcls.engine.budget as budget
 
     monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: Costs(lower=0.004, top_train=0.02,

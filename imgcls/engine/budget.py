@@ -29,7 +29,7 @@ RECIPE = {
     "probe_lr": 3e-3,        # AdamW, per 32 images (1e-2 overfits the head: val -2.5 points on aid30, flowers5)
     "tune_epochs": 8,        # the top stages on the cached activations
     "min_tune_epochs": 3,
-    "max_tune_epochs": 12,
+    "max_tune_epochs": 20,   # a re-fit may grow the phase this far when its epochs are quicker than measured
     "tune_lr": 1e-3,         # AdamW, the same for the top stages and the head
     "top_stages": 2,         # stages trained above the cut
 }
