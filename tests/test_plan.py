@@ -52,15 +52,14 @@ def test_a_pessimistic_measurement_is_corrected_by_the_runs_own_epochs(cli, spli
 
     monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: Costs(lower=0.004, top_train=0.5,
                                                                            top_eval=0.005, head=1e-4))
-    code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs",
-                            "--patience", "0")
+    code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs")
     assert code == 0, err
     assert "tune: 2 epoch(s)" in err, err  # what the slow measurement allows
     assert "Re-planned with this run's own speed" in err
     run = tmp_path / "runs" / "train"
     results = json.loads((run / "results.json").read_text())
     probe, tune = results["phases"]
-    assert tune["epochs"] == RECIPE["max_tune_epochs"]
+    assert 2 < tune["epochs"] <= RECIPE["max_tune_epochs"]  # grew into the time left (how far depends on the load)
     total = probe["epochs"] + tune["epochs"]
     assert f"epoch:{total}" in results and f"epoch:{total + 1}" not in results
     assert results["train parameters"]["epochs"] == total
@@ -90,7 +89,7 @@ def _stages(state: dict) -> dict[int, dict]:
 
 def _planned(cli, data, weights, project, *extra):
     return cli("train", "--data", data, "--model", "simple_cnn", "--weights", weights, "--imgsz", "32",
-               "--batch-size", "8", "--workers", "0", "--budget", "60s", "--project", project, *extra)
+               "--batch-size", "8", "--workers", "0", "--budget", "60s", "--patience", "0", "--project", project, *extra)
 
 
 def test_each_phase_trains_what_it_says(cli, split_data, trained_run, tmp_path):
@@ -148,7 +147,8 @@ def test_resume_mid_phase_continues_the_same_plan(cli, split_data, trained_run, 
 
     with pytest.raises(KeyboardInterrupt):
         imgcls.train(data=str(split_data), model="simple_cnn", weights=str(weights), imgsz=32, batch_size=8,
-                     workers=0, budget="60s", project=str(tmp_path / "runs"), progress=False, on_epoch_end=interrupt)
+                     workers=0, budget="60s", project=str(tmp_path / "runs"), progress=False, on_epoch_end=interrupt,
+                     patience=0)
     run = tmp_path / "runs" / "train"
     planned = json.loads((run / "results.json").read_text())["phases"]
     interrupted = torch.load(run / "weights" / "last.pt", weights_only=True)
