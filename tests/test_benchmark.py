@@ -6,7 +6,6 @@ import csv
 import json
 import shutil
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -63,12 +62,20 @@ def test_bad_benchmark_options_are_one_line_errors(cli, run, args, message):
     assert code == 2 and message in err
 
 
-def test_measure_reports_throughput_and_latency_percentiles():
-    def ten_ms(batch):
-        time.sleep(0.01)
+def test_measure_reports_throughput_and_latency_percentiles(monkeypatch):
+    """On a fake clock (a loaded CI machine must not change the answer): calls of 10 ms, one slow call of 50 ms."""
+    import imgcls.engine.runners as runners
 
-    result = measure(ten_ms, np.zeros((4, 1)), seconds=0.1, warmup=0, min_runs=5)
-    assert result["runs"] >= 5
-    assert 9.5 <= result["p50_ms"] <= result["p95_ms"]
-    assert result["img_per_s"] == pytest.approx(4 / (result["p50_ms"] / 1000), rel=0.5)
+    clock = [0.0]
+    monkeypatch.setattr(runners.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def call(batch):
+        calls.append(1)
+        clock[0] += 0.05 if len(calls) == 3 else 0.01
+
+    result = measure(call, np.zeros((4, 1)), seconds=0.2, warmup=0, min_runs=5)
+    assert result["runs"] == len(calls) == 16  # calls until 0.2 s of fake time: 15 of 10 ms and the slow one
+    assert result["p50_ms"] == pytest.approx(10) and result["p95_ms"] > 10
+    assert result["img_per_s"] == pytest.approx(4 * 16 / clock[0])
     assert parse_batches("1, 32") == [1, 32]
