@@ -160,7 +160,7 @@ def _deployment_commands(sub) -> None:
                    help="output folder; repeats become DIR2, DIR3, ... (default runs/predict)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding processes (default: cores - 1)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: cores - 1)")
     _add_reject(p)
 
     p = sub.add_parser("serve", help="a local web page and REST API for a trained model")

@@ -327,3 +327,22 @@ def test_bf16_is_chosen_only_where_it_measures_faster():
 
     assert cpu_bf16_is_faster(_Timed(bf16_faster=True), (3, 8, 8)) is True
     assert cpu_bf16_is_faster(_Timed(bf16_faster=False), (3, 8, 8)) is False
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_onnx_runner_on_several_cores_gives_every_row_its_own_logits_in_order(trained_run, rows):
+    """On N cores a batch is split into N slices run at once: the rows come back whole and in their order."""
+    pytest.importorskip("onnxruntime")
+    from imgcls.engine.runners import export_onnx_bytes, onnx_runner
+    from imgcls.models.factory import model_from_checkpoint
+
+    checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
+    model = model_from_checkpoint(checkpoint).eval()
+    data = export_onnx_bytes(model, checkpoint["preprocess"]["input_size"])
+    images = torch.randn(rows, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    for threads in (1, 2, 3):
+        got = onnx_runner(data, threads=threads)(images)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

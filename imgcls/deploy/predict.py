@@ -1,7 +1,7 @@
 """``imgcls predict``: label images from a file, folder, glob or list file, with a .pt checkpoint or an .onnx export.
 
-Memory stays bounded on any number of images: paths are listed lazily, decoded a few batches ahead by a
-DataLoader, and every result is written to the run folder as soon as its batch is done.
+Memory stays bounded on any number of images: paths are listed lazily, decoded a few batches ahead by
+threads, and every result is written to the run folder as soon as its batch is done.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import csv
 import dataclasses
 import glob
 import io
+import itertools
 import json
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -198,13 +199,27 @@ class Predictor:
     def predict_stream(self, source: str | os.PathLike, *, workers: int = 0, topk: int | None = None,
                        exclude: str | os.PathLike | None = None) -> Iterator[Prediction]:
         """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list),
-        decoding in ``workers`` processes, in source order."""
+        in source order, with ``workers`` threads decoding the next batches while the model runs this one.
+
+        Threads rather than processes: Pillow and torch release the GIL while they decode and resize, and a
+        decoded batch needs no copy between processes; at most ``workers + 1`` batches wait decoded, so memory
+        stays bounded on any number of files.
+        """
         paths = source if isinstance(source, SourcePaths) else SourcePaths(source, exclude=exclude)
-        dataset = _DecodedPaths(paths, self.decode, chunk=self.batch_size)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, num_workers=workers,
-                                             collate_fn=_keep_as_list)
-        for batch in loader:
-            yield from self._run_batch(batch, topk)
+        batches = _chunks(iter(paths), self.batch_size)
+        if workers < 1:
+            for batch in batches:
+                yield from self._run_batch([_decode_path(self.decode, path) for path in batch], topk)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="imgcls-decode") as pool:
+            decode = lambda batch: [_decode_path(self.decode, path) for path in batch]  # noqa: E731
+            waiting = deque(pool.submit(decode, batch) for batch in itertools.islice(batches, workers + 1))
+            while waiting:
+                done = waiting.popleft().result()
+                waiting.extend(pool.submit(decode, batch) for batch in itertools.islice(batches, 1))
+                yield from self._run_batch(done, topk)
 
     def predict_decoded(self, tensors: list[torch.Tensor], names: list[str], *,
                         topk: int | None = None) -> list[Prediction]:
@@ -361,32 +376,20 @@ class SourcePaths:
         return sum(1 for _ in self)
 
 
-class _DecodedPaths(torch.utils.data.IterableDataset):
-    """Decodes the paths of a source; with N workers, worker w takes chunks w, w+N, ... of ``chunk`` paths.
-
-    The DataLoader asks workers for batches in turn, so with chunk == batch_size batches come out in
-    source order.
-    """
-
-    def __init__(self, paths: SourcePaths, decode: Decoder, chunk: int):
-        self.paths, self.decode, self.chunk = paths, decode, chunk
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for i, path in enumerate(self.paths):
-            if (i // self.chunk) % workers != worker:
-                continue
-            try:
-                yield path, self.decode(path), None
-            except ImageReadError as e:
-                yield path, None, str(e)
-            except Exception as e:  # anything else about one file must not end a batch of thousands
-                yield path, None, f"cannot be read ({type(e).__name__}: {e})"
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
-def _keep_as_list(samples):
-    return samples
+def _decode_path(decode: Decoder, path: str) -> tuple[str, torch.Tensor | None, str | None]:
+    """(path, model input, None), or (path, None, why) for a file that cannot be used: one bad file among
+    thousands must not end the run."""
+    try:
+        return path, decode(path), None
+    except ImageReadError as e:
+        return path, None, str(e)
+    except Exception as e:  # noqa: BLE001 - anything else about one file
+        return path, None, f"cannot be read ({type(e).__name__}: {e})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -483,7 +486,6 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     out_dir = new_run_dir(out.parent, out.name)
     paths.exclude = os.path.realpath(out_dir)  # --source . must not pick up the labelled copies being written
     workers = default_workers() if workers is None else workers
-    # worker processes cost a second to start: not worth it for one batch, and idle ones only cost that
     workers = 0 if total <= batch_size else min(workers, (total + batch_size - 1) // batch_size)
     k = predictor.topk
     log.info(f"Predicting {total} file(s) from {source} with {predictor.model_name} ({predictor.runtime}, "

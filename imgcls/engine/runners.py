@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -37,6 +38,7 @@ PARITY_RTOL = 1e-3   # largest output difference from eager PyTorch, relative to
 ONNX_OPSET = 17
 TORCH = "torch channels_last"
 ORT = "onnxruntime"
+RACE_BATCH = 4       # images per call when runtimes race: enough to rank them, cheap for the slow one
 
 
 @dataclass
@@ -93,7 +95,12 @@ def export_onnx_bytes(module: nn.Module, input_size, *, dynamic_batch: bool = Tr
 
 
 def onnx_runner(model: str | Path | bytes, *, threads: int | None = None, name: str = ORT) -> Runner:
-    """A CPU ONNX Runtime session (full graph optimisation) over a file or bytes."""
+    """A CPU ONNX Runtime session (full graph optimisation) over a file or bytes, on ``threads`` cores.
+
+    Each core runs its own share of a batch on one thread: the session is thread-safe and releases the GIL,
+    and on small CPUs this beats one call spread over the cores, whose threads wait for each other at every
+    layer (lite0 on 2 cores: about 1.2x the images per second; docs/benchmarks.md).
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -101,17 +108,35 @@ def onnx_runner(model: str | Path | bytes, *, threads: int | None = None, name: 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = 1
     source = model if isinstance(model, bytes) else str(model)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
+    split = _Split(threads or torch.get_num_threads())
 
     def run(inputs):
         array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
-        return session.run(None, {first.name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return split(lambda part: session.run(None, {first.name: part})[0], array)
 
     return Runner(name, run, fixed_batch=fixed, metadata=dict(session.get_modelmeta().custom_metadata_map))
+
+
+class _Split:
+    """Runs ``fn`` on up to ``ways`` slices of a batch at once, one thread each, and joins the results."""
+
+    def __init__(self, ways: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ways = max(1, ways)
+        self._pool = ThreadPoolExecutor(self.ways, thread_name_prefix="imgcls-runner")  # threads start on use
+
+    def __call__(self, fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+        ways = min(self.ways, len(batch))
+        if ways < 2:
+            return fn(batch)
+        return np.concatenate(list(self._pool.map(fn, np.array_split(batch, ways))))
 
 
 def parity_error(runner: Runner, module: nn.Module, inputs: torch.Tensor) -> float:
@@ -200,22 +225,23 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     choice = _choice_key(f"{checkpoint['model_name']}|{checkpoint.get('model_kwargs')}|"
                          f"{len(checkpoint['class_names'])}", input_size)
     remembered = _remembered(choice) if kind == "auto" else None
+    network = functools.cache(lambda: model_from_checkpoint(checkpoint))  # built once, and only when needed
     candidates = []
     if remembered != TORCH:
         try:
-            candidates.append(onnx_runner(cached_onnx(checkpoint), name=f"{ORT} (cached ONNX)"))
+            candidates.append(onnx_runner(cached_onnx(checkpoint, network), name=f"{ORT} (cached ONNX)"))
         except Exception as e:  # noqa: BLE001 - as in fastest_runner
             if kind == "onnxruntime":
                 raise ImgclsError(f"--runtime onnxruntime: {e}") from None
             _explain_ort_failure(e, kind)
     if kind == "auto" and (remembered != ORT or not candidates):
-        candidates.append(torch_runner(_channels_last_copy(model_from_checkpoint(checkpoint)), "cpu",
-                                       channels_last=True))
-    return _faster(candidates, _probe(input_size), choice)
+        candidates.append(torch_runner(_channels_last_copy(network()), "cpu", channels_last=True))
+    return _faster(candidates, _probe(input_size, RACE_BATCH), choice)
 
 
-def cached_onnx(checkpoint: dict, model: nn.Module | None = None) -> Path:
-    """The checkpoint's network as an ONNX file in the cache, exported and parity-checked on first use."""
+def cached_onnx(checkpoint: dict, network: Callable[[], nn.Module] | None = None) -> Path:
+    """The checkpoint's network as an ONNX file in the cache, exported and parity-checked on first use
+    (``network`` builds the PyTorch module when the file must be made)."""
     from ..models.factory import model_from_checkpoint
     from ..record.cache import cache_root
     from ..record.checkpoint import network_key
@@ -226,7 +252,7 @@ def cached_onnx(checkpoint: dict, model: nn.Module | None = None) -> Path:
     path = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
     if path.exists():
         return path
-    model = model or model_from_checkpoint(checkpoint)
+    model = network() if network is not None else model_from_checkpoint(checkpoint)
     input_size = checkpoint["preprocess"]["input_size"]
     data = export_onnx_bytes(model, input_size)
     if not _agrees(onnx_runner(data), model, _probe(input_size)):
