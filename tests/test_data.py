@@ -230,6 +230,17 @@ def test_large_images_are_reduced_as_read_and_look_the_same(tmp_path, monkeypatc
     assert difference.mean() < (5 if mode == "1" else 1.5), difference.mean()  # 1-bit: dithered dots average out
 
 
+def test_a_large_12_bit_image_reduced_as_read_looks_like_its_full_decode(tmp_path):
+    """16-bit files holding 12-bit values (scans): the reduced image gets the same brightness as the full one."""
+    values = (np.linspace(0, 4000, 1200)[None, :] * np.ones((900, 1))).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "scan.png")
+    reduced = load_image(tmp_path / "scan.png", draft_size=(100, 100))
+    full = load_image(tmp_path / "scan.png").resize(reduced.size, Image.BOX)
+    assert reduced.size == (134, 100)
+    difference = np.abs(np.asarray(reduced, dtype=float) - np.asarray(full, dtype=float))
+    assert difference.mean() < 1.5, difference.mean()
+
+
 def test_reduction_keeps_the_exif_rotation_and_small_images_alone(tmp_path):
     image = Image.new("RGB", (1600, 400), (0, 0, 255))
     image.paste((255, 0, 0), (0, 0, 200, 400))  # red strip on the left

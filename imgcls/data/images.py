@@ -195,7 +195,8 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
         if reduced is None:
             reduced = Image.new(part.mode, (width, height))
         reduced.paste(part, (0, top))
-    return reduced
+    # back to 16 bits, so to_rgb scales the reduced image by the same rule as the full one
+    return reduced.convert("I;16") if image.mode.startswith("I;16") else reduced
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
