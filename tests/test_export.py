@@ -153,6 +153,8 @@ def test_int8_verdicts_say_plainly_when_int8_is_worse():
     assert "95.0%" in text and "90.0%" in text and "1.00 MB" in text
     report["int8"]["val_accuracy"], report["int8"]["speed"]["32"] = 0.945, speed(400.0)
     assert int8_verdicts(report, (1, 32)) == []
+    report["int8"]["speed"]["32"] = speed(299.96)  # the same speed as FP32 within timing noise: not "SLOWER"
+    assert int8_verdicts(report, (1, 32)) == []
 
 
 def test_torchscript_export_has_parity_and_metadata(cli, run):
