@@ -83,3 +83,31 @@ def trained_run(tmp_path_factory) -> Path:
                    epochs=4, lr=0.01, warmup_epochs=0, project=str(base / "runs"), name="train",
                    progress=False)
     return result.run_dir
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian chromium through selenium. Skips on a developer's machine without it; fails in CI."""
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Debian chromium and chromium-driver for the browser tests")
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,2400", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -185,3 +185,38 @@ def test_auroc_and_false_accept_rate():
     report = metrics.open_set_report([2, 3, 4, 5], [0, 1, 2.5, 6], threshold=2.5)
     assert report["in_rejected"] == 0.25 and report["false_accept_rate"] == 0.5
     assert report["auroc"] == pytest.approx(11 / 16)
+
+
+def test_the_page_shows_not_sure_in_a_real_browser(fast_run, browser, tmp_path):
+    """Served with --reject, the web page shows "not sure" for an image unlike the training data, and the
+    class for one like it (uploaded through the page's own file input, as a user does)."""
+    pytest.importorskip("fastapi")
+    import threading
+
+    import uvicorn
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from imgcls.deploy.serve import create_app
+
+    shape_image("circle", 64, seed=950).save(tmp_path / "circle.png")
+    Image.fromarray(np.full((64, 64, 3), (255, 0, 255), np.uint8)).save(tmp_path / "magenta.png")
+    server = uvicorn.Server(uvicorn.Config(create_app(fast_run / "weights" / "best.pt", reject=True),
+                                           host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        WebDriverWait(None, 60, poll_frequency=0.1).until(lambda _: server.started)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        browser.get(f"http://127.0.0.1:{port}/")
+        upload = browser.find_element(By.CSS_SELECTOR, "input[type=file]")
+        upload.send_keys(f"{tmp_path / 'magenta.png'}\n{tmp_path / 'circle.png'}")
+        WebDriverWait(browser, 60).until(lambda b: "2 classified" in b.find_element(By.TAG_NAME, "body").text)
+        cards = browser.find_elements(By.CSS_SELECTOR, "#results > *")
+        texts = {card.text.splitlines()[0]: card.text for card in cards}
+        assert "not sure" in texts["magenta.png"] and "unlike the images" in texts["magenta.png"]
+        assert "not sure" not in texts["circle.png"] and "\ncircle\n" in texts["circle.png"]
+        assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture
@@ -119,39 +115,19 @@ def test_report_on_a_folder_that_is_not_a_run(cli, tmp_path):
     assert code == 2 and "folder not found" in err
 
 
-def test_report_renders_in_headless_chromium(trained_run):
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Debian chromium and chromium-driver for the browser smoke test")
-        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_report_renders_in_headless_chromium(trained_run, browser):
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,2400"):
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="imgcls-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.get((trained_run / "report.html").as_uri())
-        assert driver.title.startswith("imgcls report")
-        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-        assert errors == []
-        widths = driver.execute_script("return [...document.images].map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) >= 13 and all(w > 100 for w in widths), widths
-        # data set, model, per-class metrics and test tables at least (more when there are mistakes)
-        assert len(driver.find_elements(By.TAG_NAME, "table")) >= 4
-        text = driver.find_element(By.TAG_NAME, "body").text
-        assert "Data set" in text and "Validation, best epoch" in text and "precision" in text
-        artifacts = REPO / "test-artifacts"
-        artifacts.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(artifacts / "report.png"))
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    browser.get((trained_run / "report.html").as_uri())
+    assert browser.title.startswith("imgcls report")
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+    widths = browser.execute_script("return [...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) >= 13 and all(w > 100 for w in widths), widths
+    # data set, model, per-class metrics and test tables at least (more when there are mistakes)
+    assert len(browser.find_elements(By.TAG_NAME, "table")) >= 4
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "Data set" in text and "Validation, best epoch" in text and "precision" in text
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(artifacts / "report.png"))
