@@ -200,7 +200,8 @@ def _deployment_commands(sub) -> None:
                         "(default: the first four)")
     p.add_argument("--batch", default="1,32", help="batch sizes, comma separated (default 1,32)")
     p.add_argument("--seconds", type=float, default=3.0, help="time spent on each measurement (default 3)")
-    p.add_argument("--threads", type=int, help="intra-op threads for every runtime (default: each runtime's own)")
+    p.add_argument("--threads", type=int, help="cores for every runtime (default: each runtime's own); "
+                                               "ONNX Runtime runs one single-threaded slice of a batch per core")
     p.add_argument("--out", metavar="DIR", help="folder for benchmark.csv/.json (default: RUN/benchmark, "
                                                 "RUN/benchmark2, ...)")
 
