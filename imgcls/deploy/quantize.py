@@ -22,7 +22,6 @@ log = logging.getLogger("imgcls")
 # INT8 that loses more accuracy than this (in points, i.e. percent) is called out plainly.
 MAX_ACCURACY_LOSS_POINTS = 1.0
 SPEED_NOISE = 0.05  # speeds within 5% of each other are the same speed: two timings differ that much
-
 ACCURACY_IMAGES = 1000
 
 
