@@ -27,6 +27,8 @@ def _cases(tmp, run):
         (["val", "--weights", best, "--runtime", "tpu"], lambda: imgcls.evaluate(best, runtime="tpu")),
         (["predict", "--weights", best, "--source", missing], lambda: imgcls.predict(best, missing)),
         (["predict", "--weights", best, "--source", tmp, "--topk", "0"], lambda: imgcls.predict(best, tmp, topk=0)),
+        (["predict", "--weights", best, "--source", tmp, "--workers", "-1"],
+         lambda: imgcls.predict(best, tmp, workers=-1)),
         (["export", "--weights", best, "--format", "pdf"], lambda: imgcls.export(best, "pdf")),
         (["export", "--weights", best, "--calib-images", "0"], lambda: imgcls.export(best, calibration_images=0)),
         (["export", "--weights", best, "--format", "tflite", "--dynamic-batch"],

@@ -476,6 +476,8 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     from ..record.files import new_run_dir
 
     setup_logging()
+    if workers is not None and workers < 0:
+        raise ImgclsError(f"--workers {workers}: must be 0 or more (0 decodes in the main thread)")
     paths = SourcePaths(source)
     total = paths.count()
     if total == 0:
