@@ -239,10 +239,9 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     return _faster(candidates, _probe(input_size, RACE_BATCH), choice)
 
 
-def cached_onnx(checkpoint: dict, network: Callable[[], nn.Module] | None = None) -> Path:
+def cached_onnx(checkpoint: dict, network: Callable[[], nn.Module]) -> Path:
     """The checkpoint's network as an ONNX file in the cache, exported and parity-checked on first use
     (``network`` builds the PyTorch module when the file must be made)."""
-    from ..models.factory import model_from_checkpoint
     from ..record.cache import cache_root
     from ..record.checkpoint import network_key
     from ..record.files import atomic_write_bytes
@@ -252,7 +251,7 @@ def cached_onnx(checkpoint: dict, network: Callable[[], nn.Module] | None = None
     path = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
     if path.exists():
         return path
-    model = network() if network is not None else model_from_checkpoint(checkpoint)
+    model = network()
     input_size = checkpoint["preprocess"]["input_size"]
     data = export_onnx_bytes(model, input_size)
     if not _agrees(onnx_runner(data), model, _probe(input_size)):
