@@ -219,3 +219,35 @@ def test_outliers_and_semantic_duplicates_from_feature_space():
     twin = np.concatenate([unit, unit[[4]] * 1.0001])
     assert (4, 31) in label_review.semantic_pairs(label_review.normalise(twin))
     assert label_review.most_similar_of_class(unit, 0, np.arange(10), n=3)[0] != 0
+
+
+def test_train_names_likely_label_errors_and_writes_a_relabel_file_it_accepts(cli, tmp_path):
+    """train's data check reviews the labels on the features its head trains on: the planted errors are named in
+    the log, lead RUN/relabel.csv and the "label review" block, and that file is what --relabel takes next."""
+    data = planted_data(tmp_path / "shapes")
+    before = tree_digest(data)
+    common = ["--fast", "--imgsz", "64", "--epochs", "2", "--batch-size", "16", "--workers", "0",
+              "--project", tmp_path / "runs"]
+    code, _, err = cli("train", "--data", data, *common)
+    assert code == 0, err
+    run = tmp_path / "runs" / "train"
+    assert "look mislabelled" in err and "labelled square, looks like circle" in err
+    assert f"--relabel {run / 'relabel.csv'}" in err
+    rows = read_csv(run / "relabel.csv")
+    assert len(rows) == 49
+    assert {r["path"] for r in rows[:len(PLANTED)]} == set(PLANTED)
+    assert all(r["suggested"] == PLANTED[r["path"]] for r in rows[:len(PLANTED)])
+    review = json.loads((run / "results.json").read_text())["label review"]
+    flagged = {r["path"] for r in review["likely_errors"]}
+    assert review["images"] == 49 and len(flagged) == review["label_issues"] >= 2  # cleanlab's own cut
+    assert {r["path"] for r in rows if r["action"] == "relabel"} == flagged
+    assert flagged <= set(PLANTED) | {OFF_TOPIC}
+    html = (run / "report.html").read_text()
+    assert "<h2>Label review</h2>" in html and all(path in html for path in flagged)
+    assert tree_digest(data) == before
+
+    code, _, err = cli("train", "--data", data, "--relabel", run / "relabel.csv", "--name", "fixed", *common)
+    assert code == 0, err
+    assert "relabelled" in err and not (tmp_path / "runs" / "fixed" / "relabel.csv").exists()
+    split = {r["path"]: r["class"] for r in read_csv(tmp_path / "runs" / "fixed" / "split.csv")}
+    assert all(split[path] == (PLANTED[path] if path in flagged else path.split("/")[0]) for path in PLANTED)

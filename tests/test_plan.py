@@ -28,6 +28,14 @@ def test_the_plan_fits_the_budget_and_uses_it():
     assert views >= 1 and tune >= 1
 
 
+def test_the_label_review_is_planned_inside_the_budget():
+    budget = 8 * 60
+    plain = choose(COSTS, COUNTS, budget, 8)
+    reviewed = choose(COSTS, COUNTS, budget, 8, review_seconds=90.0)
+    assert dict(reviewed[3].steps)["label review"] == 90.0 and "label review" not in dict(plain[3].steps)
+    assert reviewed[3].total <= budget and (reviewed[0], reviewed[2]) < (plain[0], plain[2])  # less left to train
+
+
 def test_estimate_counts_every_image_view_once():
     est = dict(estimate(Costs(lower=1.0, top_train=0.0, top_eval=0.0), {"train": 10, "val": 3, "test": 2}, 4, 0, 0)
                .steps)

@@ -13,6 +13,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -70,14 +71,17 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int, tune_epochs: int) -> Estimate:
-    """Seconds of each step of the cut-and-cache plan for ``counts`` images per split (pure: testable)."""
+def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int, tune_epochs: int,
+             review_seconds: float = 0.0) -> Estimate:
+    """Seconds of each step of the cut-and-cache plan for ``counts`` images per split (pure: testable);
+    ``review_seconds``: the label review of the data check, when it runs."""
     train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
     cached_views = train * views + val + test
     return Estimate([
         ("set-up, data check and report", FIXED_SECONDS),
         (f"caching {cached_views:,} image views", cached_views * (costs.lower + DECODE_SECONDS)),
         ("pooled features for the probe", cached_views * costs.top_eval),
+        *([("label review", review_seconds)] if review_seconds else []),
         (f"probe: {probe_epochs} epochs", probe_epochs * (train + val) * costs.head),
         (f"fine-tuning the top stages: {tune_epochs} epochs", tune_epochs * (train * costs.top_train
                                                                             + val * costs.top_eval)),
@@ -85,11 +89,13 @@ def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int
     ])
 
 
-def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int) -> tuple[int, int, int, Estimate]:
+def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int,
+           review_seconds: float = 0.0) -> tuple[int, int, int, Estimate]:
     """(views, probe epochs, tune epochs, estimate): the recipe, shrunk until it fits the budget (fewer tune
     epochs, then fewer views), or grown while it fits with room to spare (more views, then more epochs)."""
     views, probe, tune = min(RECIPE["views"], max_views), RECIPE["probe_epochs"], RECIPE["tune_epochs"]
-    while estimate(costs, counts, views, probe, tune).total > budget:
+    cost = partial(estimate, review_seconds=review_seconds)
+    while cost(costs, counts, views, probe, tune).total > budget:
         if tune > RECIPE["min_tune_epochs"]:
             tune -= 1
         elif views > 1:
@@ -101,11 +107,11 @@ def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int) 
     while True:
         bigger = [(v, t) for v, t in ((views + 2, tune + 1), (views, tune + 1))
                   if v <= min(RECIPE["max_views"], max_views) and t <= RECIPE["max_tune_epochs"]]
-        fits = [(v, t) for v, t in bigger if estimate(costs, counts, v, probe, t).total <= 0.9 * budget]
+        fits = [(v, t) for v, t in bigger if cost(costs, counts, v, probe, t).total <= 0.9 * budget]
         if not fits:
             break
         views, tune = fits[0]
-    return views, probe, tune, estimate(costs, counts, views, probe, tune)
+    return views, probe, tune, cost(costs, counts, views, probe, tune)
 
 
 def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
@@ -160,6 +166,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
                 device: torch.device) -> tuple[list[Phase], int, Estimate | None]:
     """The default plan for this run: (phases, views to cache, estimate) within cfg.budget."""
     from ..models.parts import cut_points
+    from .labels import REVIEW_SECONDS_PER_IMAGE, train_reviews_labels
 
     budget = parse_duration(cfg.budget)
     stages = cut_points(model)
@@ -168,7 +175,9 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     cut = stages - RECIPE["top_stages"]
     t0 = time.time()
     costs = measure(model, cut, preprocess["input_size"], cfg.runtime, batch=cfg.batch_size)
-    views, probe, tune, est = choose(costs, counts, budget, RECIPE["max_views"])
+    images = sum(counts.values())
+    review = images * REVIEW_SECONDS_PER_IMAGE if train_reviews_labels(images) else 0.0
+    views, probe, tune, est = choose(costs, counts, budget, RECIPE["max_views"], review)
     log.info(f"Measured this machine in {time.time() - t0:.1f}s: {costs.lower * 1000:.1f} ms per image below "
              f"stage {cut}, {costs.top_train * 1000:.1f} ms to train the stages above it")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),

@@ -65,12 +65,26 @@ class Run:
 def fit(run: Run, on_epoch_end=None) -> TrainState:
     """Train every phase of ``run.plan`` that is not done yet (a resumed run continues mid-phase)."""
     inputs = PhaseInputs(run)
+    first = run.plan[0]
+    if run.state.epoch == 0 and run.main and run.cfg.pretrained and first.trains == "head" \
+            and first.inputs == "features" and first.cut is None:
+        _review_labels(run, inputs)
     for phase, before in phases_of(run.plan):
         if run.state.finished:
             break
         if run.state.epoch < before + phase.epochs:
             _fit_phase(run, phase, before, inputs, on_epoch_end)
     return run.state
+
+
+def _review_labels(run: Run, inputs: "PhaseInputs") -> None:
+    """The label review of train's data check, on the pooled features the first phase trains on anyway."""
+    from .labels import review_training_labels
+
+    section = review_training_labels(inputs.features(None), run.source, run.run_dir,
+                                     relabelled=bool(run.cfg.relabel))
+    if section is not None:
+        run.results["label review"] = run.checkpoint_base["label review"] = section
 
 
 def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_epoch_end) -> None:

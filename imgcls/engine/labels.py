@@ -136,6 +136,14 @@ def suggested_classes(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return masked.argmax(axis=1)
 
 
+def score_labels(x: np.ndarray, labels: np.ndarray, num_classes: int):
+    """(out-of-sample probabilities, score that the given label is wrong, cleanlab's flag, suggested class) of
+    every row of normalised features ``x``: the one label review that `check --labels` and train both run."""
+    probs = out_of_sample_probs(x, labels, num_classes)
+    score, flagged = rank_label_issues(labels, probs)
+    return probs, score, flagged, suggested_classes(labels, probs)
+
+
 # ---------------------------------------------------------------------------------------- the review
 
 def review(records: list[FileRecord], class_names: list[str], root: Path, *, model_name: str, imgsz: int = 224,
@@ -155,9 +163,7 @@ def review(records: list[FileRecord], class_names: list[str], root: Path, *, mod
                           "cross-validation; add images or leave --labels out")
     cached = time.time() - t0
     x = normalise(features)
-    probs = out_of_sample_probs(x, labels, len(class_names))
-    score, flagged = rank_label_issues(labels, probs)
-    suggested = suggested_classes(labels, probs)
+    probs, score, flagged, suggested = score_labels(x, labels, len(class_names))
     outliers = outlier_scores(x)
     order = np.argsort(-score, kind="stable")
     rels = [r.rel for r in usable]
@@ -268,3 +274,81 @@ def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgs
     return run_check(data, out=out, imgsz=imgsz, near=near, threshold=threshold, workers=workers,
                      export_clean=export_clean, write=write, progress=progress, review=reviewer,
                      export_relabel=export_relabel, relabel=relabel)
+
+
+# ---------------------------------------------------------------------------------------- train's review
+
+TRAIN_REVIEW_MAX_IMAGES = 10_000  # train reviews its labels up to this many images (seconds); beyond, `check --labels`
+TRAIN_REVIEW_SHOWN = 5            # likely label errors named in train's log (all are in the run's relabel.csv)
+TRAIN_REVIEW_KEPT = 20            # ... and in results.json
+REVIEW_SECONDS_PER_IMAGE = 0.006  # the cross-validation on this 2-core machine (docs/benchmarks.md)
+RELABEL_FILE = "relabel.csv"
+
+
+def train_reviews_labels(images: int) -> bool:
+    """Whether ``imgcls train`` runs its label review on a data set of this many images (cleanlab installed)."""
+    from importlib.util import find_spec
+
+    return images <= TRAIN_REVIEW_MAX_IMAGES and find_spec("cleanlab") is not None
+
+
+def review_training_labels(features, source, run_dir: Path | None, *, relabelled: bool = False) -> dict | None:
+    """train's label review, on the pooled backbone features its linear head trains on, so that it costs only the
+    cross-validation: likely label errors named in the log, every image ranked in RUN/relabel.csv (the file
+    ``train --relabel`` applies once a person has edited it; not written when this run already applies one), and
+    the returned "label review" block of results.json. None when skipped (cleanlab missing, too many images, or a
+    class with fewer than 2 images): the run goes on without it."""
+    images = sum(len(items) for items in source.items.values())
+    if not train_reviews_labels(images):
+        why = (f"{images:,} images (over {TRAIN_REVIEW_MAX_IMAGES:,}, it would take minutes)"
+               if images > TRAIN_REVIEW_MAX_IMAGES else 'cleanlab is not installed: pip install "imgcls[labels]"')
+        log.info(f"Label review skipped: {why}; `imgcls check --data DATA --labels` runs it on its own")
+        return None
+    t0 = time.time()
+    rels, labels, blocks = [], [], []
+    for split in ("train", "val", "test"):
+        items = source.items.get(split) or []
+        if items:
+            rels += [str(rel).replace(os.sep, "/") for rel, _ in items]
+            labels += [label for _, label in items]
+            blocks.append(sum(features.train_views) / len(features.train_views) if split == "train"
+                          else features.evaluation[split])  # training images: the mean of their augmented views
+    y, names = np.asarray(labels, dtype=np.int64), source.class_names
+    counts = np.bincount(y, minlength=len(names))
+    if (counts[counts > 0] < 2).any() or (counts > 0).sum() < 2:
+        return None
+    probs, score, flagged, suggested = score_labels(normalise(np.concatenate(blocks)), y, len(names))
+    ranked = [{"path": rels[i], "given": names[y[i]], "suggested": names[suggested[i]],
+               "score": round(float(score[i]), 6), "flagged": bool(flagged[i]),
+               "suggested_probability": round(float(probs[i, suggested[i]]), 4)}
+              for i in np.argsort(-score, kind="stable")]
+    if run_dir is not None and not relabelled:
+        from ..data.check import relabel_rows
+        from ..data.relabel import write_relabel_csv
+
+        write_relabel_csv(Path(run_dir) / RELABEL_FILE, relabel_rows({"ranked": ranked}))
+    section = {"images": images, "folds": int(min(FOLDS, counts[counts > 0].min())),
+               "label_issues": int(flagged.sum()),
+               "cross_validated_accuracy": round(float((probs.argmax(axis=1) == y).mean()), 6),
+               "seconds": round(time.time() - t0, 2), "file": None if relabelled or run_dir is None else RELABEL_FILE,
+               "likely_errors": [row for row in ranked if row["flagged"]][:TRAIN_REVIEW_KEPT]}
+    _log_review(section, run_dir)
+    return section
+
+
+def _log_review(section: dict, run_dir: Path | None) -> None:
+    found = section["label_issues"]
+    head = (f"Label review ({section['folds']}-fold linear head on the cached features, cleanlab, "
+            f"{section['seconds']:.1f}s): {found} of {section['images']:,} images look mislabelled")
+    if not found:
+        log.info(head)
+        return
+    lines = [f"  {r['path']}: labelled {r['given']}, looks like {r['suggested']} ({r['suggested_probability']:.0%})"
+             for r in section["likely_errors"][:TRAIN_REVIEW_SHOWN]]
+    if found > TRAIN_REVIEW_SHOWN:
+        lines.append(f"  ... and {found - TRAIN_REVIEW_SHOWN} more")
+    if section["file"]:
+        csv_path = Path(run_dir) / section["file"]
+        lines.append(f"  Every image is ranked in {csv_path}: look at the top ones, set each action (keep, relabel, "
+                     f"drop), then train again with --relabel {csv_path}")
+    log.warning("\n".join([head, *lines]))

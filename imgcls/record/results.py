@@ -90,6 +90,11 @@ class RunRecord:
         return self.results.get("phases", [])
 
     @property
+    def label_review(self) -> dict | None:
+        """train's label review before the first epoch (runs with cleanlab installed, from this version on)."""
+        return self.results.get("label review")
+
+    @property
     def train_seconds(self) -> float | None:
         return self.results.get("train seconds")
 

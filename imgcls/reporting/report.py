@@ -175,6 +175,22 @@ def _data_and_model(run: RunRecord) -> str:
     return "".join(out)
 
 
+def _label_review_section(run: RunRecord) -> str:
+    review = run.label_review
+    if not review:
+        return ""
+    intro = (f"<p>A {review['folds']}-fold cross-validated linear head on the cached backbone features, ranked by "
+             f"cleanlab: <b>{review['label_issues']}</b> of {review['images']:,} images look mislabelled "
+             f"(cross-validated accuracy {review['cross_validated_accuracy']:.1%}).")
+    if review.get("file"):
+        intro += (f" Every image is ranked in <code>{esc(review['file'])}</code> in this folder: set each action "
+                  "(keep, relabel, drop) and train again with <code>--relabel</code> it.")
+    rows = [[r["path"], r["given"], r["suggested"], f"{r['suggested_probability']:.0%}"]
+            for r in review["likely_errors"]]
+    return ("<h2>Label review</h2>" + intro + "</p>"
+            + (table(["image", "labelled", "looks like", "probability"], rows) if rows else ""))
+
+
 def _test_section(run: RunRecord) -> str:
     test = run.test
     if not test:
@@ -193,7 +209,7 @@ def build_report(run_dir: str | os.PathLike) -> str:
     """The report's HTML, from the run folder's files (the plots must be drawn: see plots.plot_run)."""
     run = read_run(run_dir)
     val_predictions = read_predictions_csv(run.run_dir / "predictions_val.csv", run.class_names)
-    out = [_summary(run), _data_and_model(run), "<h2>Training curves</h2>",
+    out = [_summary(run), _data_and_model(run), _label_review_section(run), "<h2>Training curves</h2>",
            _grid(_png(run, "accuracy_time.png", "accuracy against wall time, by training phase"),
                  _png(run, "loss.png", "loss"), _png(run, "accuracy.png", "accuracy"),
                  _png(run, "lr.png", "learning rate")),
