@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from imgcls.engine.budget import RECIPE, Costs, choose, epochs_that_fit, estimate
+from imgcls.engine.budget import RECIPE, Costs, choose, choose_size, epochs_that_fit, estimate, larger_sizes
 
 COUNTS = {"train": 2000, "val": 250, "test": 250}
 COSTS = Costs(lower=0.02, top_train=0.02, top_eval=0.005, head=0.0001)  # seconds per image, a slow CPU
@@ -34,6 +34,22 @@ def test_the_label_review_is_planned_inside_the_budget():
     reviewed = choose(COSTS, COUNTS, budget, 8, review_seconds=90.0)
     assert dict(reviewed[3].steps)["label review"] == 90.0 and "label review" not in dict(plain[3].steps)
     assert reviewed[3].total <= budget and (reviewed[0], reviewed[2]) < (plain[0], plain[2])  # less left to train
+
+
+def test_a_larger_input_only_when_the_budget_holds_the_whole_recipe_at_it():
+    sizes = larger_sizes((224, 224))
+    assert sizes == [(224, 224), (256, 256), (288, 288)] and larger_sizes((240, 320))[0] == (240, 320)
+    at_288 = Costs(lower=0.02, top_train=0.02, top_eval=0.005, head=0.0001)
+    roomy = choose_size(at_288, sizes, COUNTS, 60 * 60, 8)
+    assert roomy[0] == (288, 288) and roomy[4].total <= 60 * 60
+    tight = choose_size(at_288, sizes, COUNTS, 6 * 60, 8)  # the recipe does not fit whole at any larger size
+    assert tight[0] == (224, 224) and tight[4].total <= 6 * 60
+    assert tight[1:4] == choose(Costs(lower=0.02 * 224 ** 2 / 288 ** 2, top_train=0.02 * 224 ** 2 / 288 ** 2,
+                                      top_eval=0.005 * 224 ** 2 / 288 ** 2, head=0.0001), COUNTS, 6 * 60, 8)[:3]
+    for minutes in (10, 15, 20, 30):  # whatever size is chosen, the recipe at it is whole, or it is the smallest
+        size, views, _, tune, est = choose_size(at_288, sizes, COUNTS, minutes * 60, 8)
+        assert est.total <= minutes * 60
+        assert size == (224, 224) or (views >= RECIPE["views"] and tune >= RECIPE["tune_epochs"])
 
 
 def test_estimate_counts_every_image_view_once():

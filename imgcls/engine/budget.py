@@ -34,6 +34,7 @@ RECIPE = {
     "tune_lr": 1e-3,         # AdamW, the same for the top stages and the head
     "top_stages": 2,         # stages trained above the cut
 }
+SIZE_STEPS = (1.0, 8 / 7, 9 / 7)  # input sizes the plan weighs: the model's own (lite0: 224), then 256 and 288
 FIXED_SECONDS = 20.0          # data check, model and runtime set-up, report: measured once, not per image
 DECODE_SECONDS = 0.004        # decoding and augmenting one view, beside the network (per image)
 
@@ -114,6 +115,35 @@ def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int,
     return views, probe, tune, cost(costs, counts, views, probe, tune)
 
 
+def larger_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The input sizes the plan weighs, smallest first: ``size`` (the model's own) scaled by SIZE_STEPS, in
+    multiples of 16 pixels."""
+    out = []
+    for step in SIZE_STEPS:
+        scaled = tuple(max(16, round(side * step / 16) * 16) if step != 1.0 else side for side in size)
+        if scaled not in out:
+            out.append(scaled)
+    return out
+
+
+def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: dict[str, int], budget: float,
+                max_views: int, review_seconds: float = 0.0):
+    """(size, views, probe epochs, tune epochs, estimate): the largest input size at which the budget still holds
+    the whole recipe (at least RECIPE's views and tune epochs), else the smallest. Costs are measured once at the
+    largest size and scaled by the number of pixels for the others (the network's work is per pixel).
+
+    Larger inputs are what helped most where it was measured (aid30, 150-pixel photos: the frozen head gained 6
+    points from 224 to 288 pixels, docs/benchmarks.md), but only when they leave the recipe whole."""
+    largest = sizes[-1][0] * sizes[-1][1]
+    for size in reversed(sizes):
+        scale = size[0] * size[1] / largest
+        costs = Costs(lower=costs_at_largest.lower * scale, top_train=costs_at_largest.top_train * scale,
+                      top_eval=costs_at_largest.top_eval * scale, head=costs_at_largest.head)
+        views, probe, tune, est = choose(costs, counts, budget, max_views, review_seconds)
+        if size == sizes[0] or (views >= min(RECIPE["views"], max_views) and tune >= RECIPE["tune_epochs"]):
+            return size, views, probe, tune, est
+
+
 def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
     """The tune phase's epochs, re-fitted once its first ``done`` epochs have taken ``epoch_seconds`` each and
     ``seconds_left`` of the budget remain after the final evaluation: as many as fit, within the recipe's
@@ -163,26 +193,30 @@ def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 3
 
 
 def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: dict[str, int],
-                device: torch.device) -> tuple[list[Phase], int, Estimate | None]:
-    """The default plan for this run: (phases, views to cache, estimate) within cfg.budget."""
+                device: torch.device) -> tuple[list[Phase], int, Estimate | None, tuple[int, int] | None]:
+    """The default plan for this run: (phases, views to cache, estimate, input size) within cfg.budget. The input
+    size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
     from ..models.parts import cut_points
     from .labels import REVIEW_SECONDS_PER_IMAGE, train_reviews_labels
 
     budget = parse_duration(cfg.budget)
     stages = cut_points(model)
     if device.type != "cpu" or stages < 3 or not cfg.pretrained:
-        return _whole_network_plan(cfg, counts), min(cfg.cache_views, RECIPE["views"]), None
+        return _whole_network_plan(cfg, counts), min(cfg.cache_views, RECIPE["views"]), None, None
     cut = stages - RECIPE["top_stages"]
     t0 = time.time()
-    costs = measure(model, cut, preprocess["input_size"], cfg.runtime, batch=cfg.batch_size)
+    sizes = larger_sizes(tuple(preprocess["input_size"][1:])) if cfg.imgsz is None else \
+        [tuple(preprocess["input_size"][1:])]
+    costs = measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size)
     images = sum(counts.values())
     review = images * REVIEW_SECONDS_PER_IMAGE if train_reviews_labels(images) else 0.0
-    views, probe, tune, est = choose(costs, counts, budget, RECIPE["max_views"], review)
-    log.info(f"Measured this machine in {time.time() - t0:.1f}s: {costs.lower * 1000:.1f} ms per image below "
-             f"stage {cut}, {costs.top_train * 1000:.1f} ms to train the stages above it")
+    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review)
+    log.info(f"Measured this machine in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
+             f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
+             "stages above it")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
             Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut)]
-    return plan, views, est
+    return plan, views, est, size
 
 
 def _whole_network_plan(cfg: TrainConfig, counts: dict[str, int]) -> list[Phase]:

@@ -254,7 +254,7 @@ def cached_onnx(checkpoint: dict, network: Callable[[], nn.Module]) -> Path:
     model = network()
     input_size = checkpoint["preprocess"]["input_size"]
     data = export_onnx_bytes(model, input_size)
-    if not _agrees(onnx_runner(data), model, _probe(input_size)):
+    if not _agrees(onnx_runner(data), model, _probe(input_size, RACE_BATCH)):
         raise RuntimeError("the ONNX export differs from PyTorch")
     atomic_write_bytes(path, data)
     log.info(f"Exported the network to ONNX once for fast inference ({path})")

@@ -144,7 +144,11 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main)
-    plan, views, estimate = _plan(cfg, last, model, preprocess, source, device, main)
+    plan, views, estimate, size = _plan(cfg, last, model, preprocess, source, device, main)
+    if size is not None and list(size) != preprocess["input_size"][1:]:
+        preprocess = _preprocess(pretrained_cfg, dataclasses.replace(cfg, imgsz=f"{size[0]},{size[1]}"))
+        log.info(f"Input size {size[0]}x{size[1]}: the budget holds the whole plan at this larger size, which "
+                 "sees more detail (--imgsz sets it yourself)")
     resolved = dataclasses.replace(
         cfg, data=str(Path(cfg.data).resolve()), relabel=str(Path(cfg.relabel).resolve()) if cfg.relabel else None,
         epochs=sum(p.epochs for p in plan), cache_views=views,
@@ -182,19 +186,18 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
 
 
 def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, device, main: bool):
-    """(phases, views to cache, estimate lines): the recorded plan when resuming, the budget plan by default,
-    or the plan that explicit flags spell out. Rank 0 measures; every rank runs the same plan."""
+    """(phases, views to cache, estimate, input size or None): the recorded plan when resuming, the budget plan
+    by default, or the plan that explicit flags spell out. Rank 0 measures; every rank runs the same plan."""
     if last is not None:
         records = last.get("plan") or [p.to_dict() for p in explicit_plan(cfg)]  # runs from before plans
-        return plan_from_records(records), cfg.cache_views, None
+        return plan_from_records(records), cfg.cache_views, None, None
     if not cfg.planned:
-        return explicit_plan(cfg), cfg.cache_views, None
+        return explicit_plan(cfg), cfg.cache_views, None, None
     from .budget import budget_plan
 
     counts = {split: len(items) for split, items in source.items.items()}
     made = budget_plan(cfg, model, preprocess, counts, device) if main else None
-    plan, views, estimate = dist.broadcast(made)
-    return plan, views, estimate
+    return dist.broadcast(made)
 
 
 def _imgsz(preprocess: dict) -> int | str:
