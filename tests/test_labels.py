@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -231,7 +232,8 @@ def test_train_names_likely_label_errors_and_writes_a_relabel_file_it_accepts(cl
     code, _, err = cli("train", "--data", data, *common)
     assert code == 0, err
     run = tmp_path / "runs" / "train"
-    assert "look mislabelled" in err and "labelled square, looks like circle" in err
+    assert "may be mislabelled, most likely first:" in err
+    assert re.search(r"labelled square \(\d+%\), looks like circle \(\d+%\)", err)
     assert f"--relabel {run / 'relabel.csv'}" in err
     rows = read_csv(run / "relabel.csv")
     assert len(rows) == 49

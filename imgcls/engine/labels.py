@@ -320,7 +320,8 @@ def review_training_labels(features, source, run_dir: Path | None, *, relabelled
     probs, score, flagged, suggested = score_labels(normalise(np.concatenate(blocks)), y, len(names))
     ranked = [{"path": rels[i], "given": names[y[i]], "suggested": names[suggested[i]],
                "score": round(float(score[i]), 6), "flagged": bool(flagged[i]),
-               "suggested_probability": round(float(probs[i, suggested[i]]), 4)}
+               "suggested_probability": round(float(probs[i, suggested[i]]), 4),
+               "given_probability": round(float(probs[i, y[i]]), 4)}
               for i in np.argsort(-score, kind="stable")]
     if run_dir is not None and not relabelled:
         from ..data.check import relabel_rows
@@ -339,11 +340,13 @@ def review_training_labels(features, source, run_dir: Path | None, *, relabelled
 def _log_review(section: dict, run_dir: Path | None) -> None:
     found = section["label_issues"]
     head = (f"Label review ({section['folds']}-fold linear head on the cached features, cleanlab, "
-            f"{section['seconds']:.1f}s): {found} of {section['images']:,} images look mislabelled")
+            f"{section['seconds']:.1f}s): {found} of {section['images']:,} images may be mislabelled"
+            + (", most likely first:" if found else ""))
     if not found:
         log.info(head)
         return
-    lines = [f"  {r['path']}: labelled {r['given']}, looks like {r['suggested']} ({r['suggested_probability']:.0%})"
+    lines = [f"  {r['path']}: labelled {r['given']} ({r['given_probability']:.0%}), looks like {r['suggested']} "
+             f"({r['suggested_probability']:.0%})"
              for r in section["likely_errors"][:TRAIN_REVIEW_SHOWN]]
     if found > TRAIN_REVIEW_SHOWN:
         lines.append(f"  ... and {found - TRAIN_REVIEW_SHOWN} more")

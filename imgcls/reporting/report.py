@@ -180,15 +180,15 @@ def _label_review_section(run: RunRecord) -> str:
     if not review:
         return ""
     intro = (f"<p>A {review['folds']}-fold cross-validated linear head on the cached backbone features, ranked by "
-             f"cleanlab: <b>{review['label_issues']}</b> of {review['images']:,} images look mislabelled "
+             f"cleanlab: <b>{review['label_issues']}</b> of {review['images']:,} images may be mislabelled "
              f"(cross-validated accuracy {review['cross_validated_accuracy']:.1%}).")
     if review.get("file"):
         intro += (f" Every image is ranked in <code>{esc(review['file'])}</code> in this folder: set each action "
                   "(keep, relabel, drop) and train again with <code>--relabel</code> it.")
-    rows = [[r["path"], r["given"], r["suggested"], f"{r['suggested_probability']:.0%}"]
-            for r in review["likely_errors"]]
+    rows = [[r["path"], r["given"], f"{r['given_probability']:.0%}", r["suggested"],
+             f"{r['suggested_probability']:.0%}"] for r in review["likely_errors"]]
     return ("<h2>Label review</h2>" + intro + "</p>"
-            + (table(["image", "labelled", "looks like", "probability"], rows) if rows else ""))
+            + (table(["image", "labelled", "its probability", "looks like", "probability"], rows) if rows else ""))
 
 
 def _test_section(run: RunRecord) -> str:
