@@ -175,6 +175,10 @@ def _data_and_model(run: RunRecord) -> str:
     return "".join(out)
 
 
+def _percent(value) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
 def _label_review_section(run: RunRecord) -> str:
     review = run.label_review
     if not review:
@@ -184,9 +188,9 @@ def _label_review_section(run: RunRecord) -> str:
              f"(cross-validated accuracy {review['cross_validated_accuracy']:.1%}).")
     if review.get("file"):
         intro += (f" Every image is ranked in <code>{esc(review['file'])}</code> in this folder: set each action "
-                  "(keep, relabel, drop) and train again with <code>--relabel</code> it.")
-    rows = [[r["path"], r["given"], f"{r['given_probability']:.0%}", r["suggested"],
-             f"{r['suggested_probability']:.0%}"] for r in review["likely_errors"]]
+                  "(keep, relabel, drop), then pass it to <code>--relabel</code> when you train again.")
+    rows = [[r["path"], r["given"], _percent(r.get("given_probability")), r["suggested"],
+             _percent(r.get("suggested_probability"))] for r in review["likely_errors"]]
     return ("<h2>Label review</h2>" + intro + "</p>"
             + (table(["image", "labelled", "its probability", "looks like", "probability"], rows) if rows else ""))
 
