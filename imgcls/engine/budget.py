@@ -129,18 +129,20 @@ def larger_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
 def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: dict[str, int], budget: float,
                 max_views: int, review_seconds: float = 0.0):
     """(size, views, probe epochs, tune epochs, estimate): the largest input size at which the budget still holds
-    the whole recipe (at least RECIPE's views and tune epochs), else the smallest. Costs are measured once at the
-    largest size and scaled by the number of pixels for the others (the network's work is per pixel).
+    the full recipe (the most views, and at least RECIPE's tune epochs), else the smallest. Costs are measured
+    once at the largest size and scaled by the number of pixels for the others (the network's work is per pixel).
 
-    Larger inputs are what helped most where it was measured (aid30, 150-pixel photos: the frozen head gained 6
-    points from 224 to 288 pixels, docs/benchmarks.md), but only when they leave the recipe whole."""
+    Larger inputs are what helped most where there was time to spare (aid30, 150-pixel photos: +6 points for the
+    frozen head from 224 to 288 pixels, +1.6 for the plan), but bought with views and epochs they cost accuracy
+    (flowers5: 256 pixels with 4 views and 7 tune epochs, 0.761; 224 with 4 views and 10, 0.781; same seed):
+    docs/benchmarks.md."""
     largest = sizes[-1][0] * sizes[-1][1]
     for size in reversed(sizes):
         scale = size[0] * size[1] / largest
         costs = Costs(lower=costs_at_largest.lower * scale, top_train=costs_at_largest.top_train * scale,
                       top_eval=costs_at_largest.top_eval * scale, head=costs_at_largest.head)
         views, probe, tune, est = choose(costs, counts, budget, max_views, review_seconds)
-        if size == sizes[0] or (views >= min(RECIPE["views"], max_views) and tune >= RECIPE["tune_epochs"]):
+        if size == sizes[0] or (views >= min(RECIPE["max_views"], max_views) and tune >= RECIPE["tune_epochs"]):
             return size, views, probe, tune, est
 
 

@@ -147,7 +147,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     plan, views, estimate, size = _plan(cfg, last, model, preprocess, source, device, main)
     if size is not None and list(size) != preprocess["input_size"][1:]:
         preprocess = _preprocess(pretrained_cfg, dataclasses.replace(cfg, imgsz=f"{size[0]},{size[1]}"))
-        log.info(f"Input size {size[0]}x{size[1]}: the budget holds the whole plan at this larger size, which "
+        log.info(f"Input size {size[0]}x{size[1]}: the budget holds the full plan at this larger size, which "
                  "sees more detail (--imgsz sets it yourself)")
     resolved = dataclasses.replace(
         cfg, data=str(Path(cfg.data).resolve()), relabel=str(Path(cfg.relabel).resolve()) if cfg.relabel else None,
