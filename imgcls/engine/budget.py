@@ -34,7 +34,7 @@ RECIPE = {
     "tune_lr": 1e-3,         # AdamW, the same for the top stages and the head
     "top_stages": 2,         # stages trained above the cut
 }
-SIZE_STEPS = (1.0, 8 / 7, 9 / 7)  # input sizes the plan weighs: the model's own (lite0: 224), then 256 and 288
+LARGER_STEPS = (8 / 7, 9 / 7)  # input sizes the plan weighs beside the model's own (lite0 224): 256 and 288
 FIXED_SECONDS = 20.0          # data check, model and runtime set-up, report: measured once, not per image
 DECODE_SECONDS = 0.004        # decoding and augmenting one view, beside the network (per image)
 
@@ -116,11 +116,11 @@ def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int,
 
 
 def larger_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
-    """The input sizes the plan weighs, smallest first: ``size`` (the model's own) scaled by SIZE_STEPS, in
-    multiples of 16 pixels."""
-    out = []
-    for step in SIZE_STEPS:
-        scaled = tuple(max(16, round(side * step / 16) * 16) if step != 1.0 else side for side in size)
+    """The input sizes the plan weighs, smallest first: ``size`` (the model's own), then it scaled by LARGER_STEPS
+    in multiples of 16 pixels."""
+    out = [size]
+    for step in LARGER_STEPS:
+        scaled = tuple(max(16, round(side * step / 16) * 16) for side in size)
         if scaled not in out:
             out.append(scaled)
     return out

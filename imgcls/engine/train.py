@@ -165,14 +165,12 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         run.budget, run.reserve = parse_duration(cfg.budget), estimate.after_training
     set_backbone_trainable(model, run.plan[0].trains == "all")  # as the first phase trains it
     run.results = _results_header(run, weights_desc)
-    if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
-        run.results["label review"] = last["label review"]
     run.checkpoint_base = {"format": CHECKPOINT_FORMAT, "version": 1, "model_name": cfg.model,
                            "model_kwargs": {"se": cfg.se}, "class_names": source.class_names,
                            "preprocess": preprocess, "args": resolved.to_dict(), "weights_source": weights_desc,
                            "plan": [p.to_dict() for p in plan]}
-    if "label review" in run.results:
-        run.checkpoint_base["label review"] = run.results["label review"]
+    if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
+        run.results["label review"] = run.checkpoint_base["label review"] = last["label review"]
     if last is not None:
         model.load_state_dict(last["state_dict"])
         run.state = TrainState.from_checkpoint(last)
