@@ -15,6 +15,7 @@ from PIL import Image
 from imgcls.data.decoded import DecodedImages, decode_to_working
 from imgcls.engine.features import FeatureStore, feature_key, weights_hash
 from imgcls.record.cache import file_hash
+from imgcls.errors import ImgclsError
 from imgcls.record.checkpoint import load_checkpoint
 from imgcls.data.transforms import eval_transform
 
@@ -271,6 +272,30 @@ def test_cached_onnx_runner_matches_pytorch_and_follows_the_weights(trained_run,
     fresh = checkpoint_runner(changed, kind="onnxruntime")
     assert len(list((cache_dir / "onnx").glob("*.onnx"))) == 2  # a new export, never the stale one
     np.testing.assert_allclose(fresh(images), expected + 1.0, rtol=1e-4, atol=1e-4)
+
+
+def test_an_export_that_differs_from_pytorch_is_neither_used_nor_cached(trained_run, cache_dir, monkeypatch):
+    """The first call on a new checkpoint checks the export against PyTorch before it keeps it: a wrong export
+    falls back to PyTorch with a warning (or is refused with --runtime onnxruntime) and leaves no file behind."""
+    pytest.importorskip("onnxruntime")
+    from imgcls.engine import runners
+    from imgcls.models.factory import model_from_checkpoint
+
+    checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
+    wrong = model_from_checkpoint(checkpoint)
+    with torch.no_grad():
+        wrong.get_classifier().bias += 5.0
+    export = runners.export_onnx_bytes
+    monkeypatch.setattr(runners, "export_onnx_bytes", lambda module, size, **kw: export(wrong, size, **kw))
+
+    warned = []
+    monkeypatch.setattr(runners.log, "warning", warned.append)
+    runner = runners.checkpoint_runner(checkpoint, kind="auto")
+    assert runner.name == runners.TORCH and "differs from eager PyTorch" in " ".join(warned)
+    assert not list(cache_dir.glob("onnx/*.onnx"))
+    with pytest.raises(ImgclsError, match="--runtime onnxruntime: the ONNX export differs"):
+        runners.checkpoint_runner(checkpoint, kind="onnxruntime")
+    assert not list(cache_dir.glob("onnx/*.onnx"))
 
 
 def _autocast_of_training_steps(cli, data, tmp_path, monkeypatch, name: str) -> set:

@@ -38,18 +38,23 @@ def test_the_label_review_is_planned_inside_the_budget():
 
 def test_a_larger_input_only_when_the_budget_holds_the_whole_recipe_at_it():
     sizes = larger_sizes((224, 224))
-    assert sizes == [(224, 224), (256, 256), (288, 288)] and larger_sizes((240, 320))[0] == (240, 320)
-    at_288 = Costs(lower=0.02, top_train=0.02, top_eval=0.005, head=0.0001)
-    roomy = choose_size(at_288, sizes, COUNTS, 60 * 60, 8)
-    assert roomy[0] == (288, 288) and roomy[4].total <= 60 * 60
-    tight = choose_size(at_288, sizes, COUNTS, 6 * 60, 8)  # the full recipe fits at no larger size
+    assert sizes == [(224, 224), (256, 256), (288, 288), (320, 320), (352, 352)]
+    assert larger_sizes((240, 320))[0] == (240, 320)
+    at_largest = Costs(lower=0.03, top_train=0.03, top_eval=0.008, head=0.0001)
+    roomy = choose_size(at_largest, sizes, COUNTS, 60 * 60, 8)
+    assert roomy[0] == (352, 352) and roomy[4].total <= 60 * 60
+    tight = choose_size(at_largest, sizes, COUNTS, 6 * 60, 8)  # the full recipe fits at no larger size
+    scale = 224 ** 2 / 352 ** 2
     assert tight[0] == (224, 224) and tight[4].total <= 6 * 60
-    assert tight[1:4] == choose(Costs(lower=0.02 * 224 ** 2 / 288 ** 2, top_train=0.02 * 224 ** 2 / 288 ** 2,
-                                      top_eval=0.005 * 224 ** 2 / 288 ** 2, head=0.0001), COUNTS, 6 * 60, 8)[:3]
-    for minutes in (10, 15, 20, 30):  # whatever size is chosen, the recipe at it is whole, or it is the smallest
-        size, views, _, tune, est = choose_size(at_288, sizes, COUNTS, minutes * 60, 8)
+    assert tight[1:4] == choose(Costs(lower=0.03 * scale, top_train=0.03 * scale, top_eval=0.008 * scale,
+                                      head=0.0001), COUNTS, 6 * 60, 8)[:3]
+    chosen = set()
+    for minutes in (8, 10, 15, 20, 30):  # whatever size is chosen, the recipe at it is whole, or it is the smallest
+        size, views, _, tune, est = choose_size(at_largest, sizes, COUNTS, minutes * 60, 8)
+        chosen.add(size)
         assert est.total <= minutes * 60
         assert size == (224, 224) or (views == RECIPE["max_views"] and tune >= RECIPE["tune_epochs"])
+    assert len(chosen) >= 3  # the size grows with the budget
 
 
 def test_estimate_counts_every_image_view_once():

@@ -132,6 +132,28 @@ def test_workers_keep_source_order(weights, photos):
     assert parallel == serial and len(serial) == 11
 
 
+def test_a_checkpoint_new_to_this_machine_is_exported_on_the_first_predict(cli, weights, photos, tmp_path,
+                                                                          monkeypatch):
+    """The first predict on a checkpoint exports and checks it (with decoding threads at work): the same rows in
+    the same order as a serial pass; a bad flag is one line that leaves no output folder."""
+    from imgcls import Predictor
+
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))  # nothing exported yet
+    out = tmp_path / "p"
+    code, _, err = cli("predict", "--weights", weights, "--source", photos, "--out", out, "--batch-size", "2",
+                       "--workers", "1", "--topk", "1")
+    assert code == 0, err
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported and checked once
+    serial = [(p.path, p.label or "", p.error or "") for p in Predictor(weights, batch_size=2).predict_stream(photos)]
+    assert [(r["path"], r["predicted"], r["error"]) for r in read_csv(out / "predictions.csv")] == serial
+
+    for bad, says in ((["--topk", "0"], "--topk 0"), (["--runtime", "tpu"], "--runtime 'tpu'")):
+        code, _, err = cli("predict", "--weights", weights, "--source", photos, "--out", tmp_path / "q",
+                           "--batch-size", "2", "--workers", "1", *bad)
+        assert code == 2 and says in err and "Traceback" not in err, err
+        assert not (tmp_path / "q").exists()
+
+
 def test_predictor_api_paths_pil_numpy(weights, tmp_path):
     import imgcls
 

@@ -34,7 +34,7 @@ RECIPE = {
     "tune_lr": 1e-3,         # AdamW, the same for the top stages and the head
     "top_stages": 2,         # stages trained above the cut
 }
-LARGER_STEPS = (8 / 7, 9 / 7)  # input sizes the plan weighs beside the model's own (lite0 224): 256 and 288
+LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
 FIXED_SECONDS = 20.0          # data check, model and runtime set-up, report: measured once, not per image
 DECODE_SECONDS = 0.004        # decoding and augmenting one view, beside the network (per image)
 
