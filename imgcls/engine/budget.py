@@ -132,8 +132,8 @@ def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: d
     the full recipe (the most views, and at least RECIPE's tune epochs), else the smallest. Costs are measured
     once at the largest size and scaled by the number of pixels for the others (the network's work is per pixel).
 
-    Larger inputs are what helped most where there was time to spare (aid30, 150-pixel photos: +6 points for the
-    frozen head from 224 to 288 pixels, +1.6 for the plan), but bought with views and epochs they cost accuracy
+    Larger inputs are what helped most where there was time to spare (aid30, 150-pixel photos: +9 points for the
+    frozen head from 224 to 352 pixels, +2 for the plan), but bought with views and epochs they cost accuracy
     (flowers5: 256 pixels with 4 views and 7 tune epochs, 0.761; 224 with 4 views and 10, 0.781; same seed):
     docs/benchmarks.md."""
     largest = sizes[-1][0] * sizes[-1][1]
