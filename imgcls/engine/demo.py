@@ -30,7 +30,7 @@ def demo(data: str | Path = "data/digits", project: str = "runs", **overrides):
     log.info(
         "\nNext, try:\n"
         f"  imgcls train --data {root} --model simple_cnn --no-pretrained --imgsz 32 --epochs 15\n"
-        f"  imgcls train --data path/to/your/class/folders --epochs 30\n"
+        "  imgcls train --data path/to/your/class/folders   # planned to fit --budget 15m; add --fast for about 2 min\n"
         f"  imgcls val --weights {result.run_dir}/weights/best.pt --split test\n"
         f"  imgcls predict --weights {result.run_dir}/weights/best.pt --source {root}/test\n"
         f"  imgcls serve --weights {result.run_dir}/weights/best.pt\n"
