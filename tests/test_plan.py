@@ -142,6 +142,12 @@ def test_each_phase_trains_what_it_says(cli, split_data, trained_run, tmp_path):
     assert not torch.equal(final["classifier.weight"], start["classifier.weight"])
     args = json.loads(json.dumps(results["train parameters"]))
     assert args["epochs"] == probe["epochs"] + tune["epochs"] and args["budget"] == "60s"
+    # The record and the report count what each phase trains: the head alone, then the top stages with it.
+    model = results["model"]
+    trained = model["trainable parameters per phase"]
+    assert trained["probe"] == final["classifier.weight"].numel() + final["classifier.bias"].numel()
+    assert trained["probe"] < trained["tune"] == model["trainable parameters"] < model["total parameters"]
+    assert f"probe: {trained['probe']:,}, tune: {trained['tune']:,}" in (run / "report.html").read_text()
 
 
 def test_probe_phase_leaves_the_backbone_alone(cli, split_data, trained_run, tmp_path):

@@ -185,6 +185,12 @@ def phase_network(model: nn.Module, phase: Phase) -> tuple[nn.Module | None, nn.
     return (None if cached else Lower(model, phase.cut)), upper
 
 
+def trained_parameters(model: nn.Module, phase: Phase) -> int:
+    """How many parameters ``phase`` trains: those ``phase_network`` unfreezes."""
+    part = {"all": lambda: model, "head": model.get_classifier, "top": lambda: Upper(model, phase.cut)}[phase.trains]()
+    return sum(p.numel() for p in part.parameters())
+
+
 def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -> Optimization:
     cfg = run.cfg
     head_ids = {id(p) for p in run.model.get_classifier().parameters()}

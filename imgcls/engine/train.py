@@ -25,7 +25,7 @@ from ..record.results import write_results
 from . import distributed as dist
 from .device import seed_everything, select_device
 from .evaluate import store_rejection
-from .fit import Run, fit
+from .fit import Run, fit, trained_parameters
 from .plan import explicit_plan, plan_from_records
 from .state import TrainState
 from .trackers import open_trackers
@@ -286,10 +286,12 @@ def _results_header(run: Run, weights_desc: str) -> dict:
         table[split] = dict(per_class, total=sum(per_class.values()))
     if source.skipped:
         table["skipped files"] = [{"path": rel, "reason": reason} for rel, reason in source.skipped]
-    total, trainable = count_parameters(run.model)
+    total, _ = count_parameters(run.model)
+    per_phase = {phase.name: trained_parameters(run.model, phase) for phase in run.plan}
     header = {"train parameters": run.cfg.to_dict(), "dataset": table, "model": {
         "name": run.cfg.model, "weights": weights_desc, "total parameters": total,
-        "trainable parameters": trainable, "FLOPs per image": count_flops(run.model, run.preprocess["input_size"]),
+        "trainable parameters": max(per_phase.values()), "trainable parameters per phase": per_phase,
+        "FLOPs per image": count_flops(run.model, run.preprocess["input_size"]),
         "input size": run.preprocess["input_size"], "preprocess": run.preprocess}}
     if run.distiller:
         header["distillation"] = run.distiller.description

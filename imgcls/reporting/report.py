@@ -24,6 +24,13 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _trainable(model: dict) -> str:
+    """The most any phase trains, and each phase's count when the plan has several (older runs recorded one)."""
+    per_phase = model.get("trainable parameters per phase") or {}
+    most = f"{model.get('trainable parameters', 0):,}"
+    return most if len(per_phase) < 2 else most + " (" + ", ".join(f"{k}: {v:,}" for k, v in per_phase.items()) + ")"
+
+
 def _human(n) -> str:
     if n is None:
         return "n/a"
@@ -162,7 +169,7 @@ def _data_and_model(run: RunRecord) -> str:
     out += ["<h2>Model</h2>", table(["", "value"], [
         ["architecture", model.get("name", "?")], ["starting weights", model.get("weights", "?")],
         ["parameters", f"{model.get('total parameters', 0):,}"],
-        ["trainable parameters", f"{model.get('trainable parameters', 0):,}"],
+        ["trainable parameters", _trainable(model)],
         ["FLOPs per image", _human(model.get("FLOPs per image"))],
         ["input size", "x".join(str(x) for x in model.get("input size", []))]])]
     if run.phases:
