@@ -79,6 +79,20 @@ def standardised(score, train: np.ndarray):
     return lambda x: (score(x) - reference.mean()) / reference.std()
 
 
+def familiarity_scorers(train: np.ndarray, labels: np.ndarray, classes: int) -> dict:
+    """imgcls's own --reject score (models/familiarity.py) at several numbers of principal directions."""
+    import torch
+
+    from imgcls.models.familiarity import Familiarity, fit_familiarity
+
+    out = {}
+    for dims in (32, 64, 128, 256):
+        scorer = Familiarity(fit_familiarity(train, labels, classes, dims))
+        out[f"familiarity (--reject), {dims} dims"] = \
+            lambda x, f=scorer: f(torch.tensor(x, dtype=torch.float32)).double().numpy()
+    return out
+
+
 def scorers(train: np.ndarray, labels: np.ndarray, weight: np.ndarray, bias: np.ndarray, classes: int) -> dict:
     """name -> score function of features (higher = more familiar), every one fitted on the train split only."""
     from imgcls.metrics import open_set_score
@@ -100,6 +114,7 @@ def scorers(train: np.ndarray, labels: np.ndarray, weight: np.ndarray, bias: np.
     out["ViM, 256 principal dimensions"] = vim_score(train, weight, bias, 256)
     on_sphere = mahalanobis_fit(normalised(train), labels, classes, 0.1)
     out["Mahalanobis on normalised, shrinkage 0.1"] = lambda x: -min_mahalanobis(normalised(x), *on_sphere)
+    out |= familiarity_scorers(train, labels, classes)
     for k in (1, 5, 10, 20, 50):
         out[f"kNN k={k}"] = lambda x, k=k: knn_score(train, x, k)
     for share in (0.5, 0.25, 0.1):

@@ -309,16 +309,21 @@ def mistake_rows(paths: list[str], y_true, probs, class_names: list[str], n: int
 
 # ---------------------------------------------------------------- open-set recognition: "none of these"
 
-OPEN_SET_SCORES = ("energy", "max_logit")
+OPEN_SET_SCORES = ("energy", "max_logit", "familiarity")
 
 
-def open_set_score(logits, kind: str = "energy") -> np.ndarray:
-    """How much an input looks like the training data, from its logits alone (higher = more familiar).
+def open_set_score(logits, kind: str = "energy", familiarity=None) -> np.ndarray:
+    """How much an input looks like the training data (higher = more familiar).
 
     ``energy``: logsumexp of the logits, the negative free energy (Liu et al., 2020); ``max_logit``: the largest
-    logit (Hendrycks et al., 2022). Both use raw logits, so a later temperature does not move them, and both
-    work with every runtime and exported format, since every one of them gives logits.
+    logit (Hendrycks et al., 2022). Both use raw logits, so a later temperature does not move them, and every
+    runtime and exported format gives them. ``familiarity``: the network's own second output, which adds the
+    distance of the pooled features to the classes (models/familiarity.py), passed as ``familiarity``.
     """
+    if kind == "familiarity":
+        if familiarity is None:
+            raise ValueError("the familiarity score needs the network's familiarity output")
+        return np.asarray(familiarity, dtype=np.float64).reshape(-1)
     z = np.asarray(logits, dtype=np.float64)
     if len(z) == 0:
         return np.zeros(0)
@@ -375,13 +380,25 @@ def open_set_report(in_scores, out_scores, threshold: float) -> dict:
             "in_images": int(len(a)), "ood_images": int(len(b))}
 
 
-def rejection_spec(logits, keep: float = 0.95, kind: str = "energy", split: str = "val") -> dict:
+def rejection_spec(logits, keep: float = 0.95, kind: str = "energy", split: str = "val", familiarity=None) -> dict:
     """What a checkpoint and its exports store to say "none of these": the score, the threshold that keeps a
     share ``keep`` of these (in-distribution) images, and the scores' quantiles so that another share can be
-    chosen later (``threshold_from_quantiles``)."""
-    scores = open_set_score(logits, kind)
-    return {"score": kind, "keep": float(keep), "threshold": rejection_threshold(scores, keep),
-            "calibrated_on": split, "images": int(len(scores)), "quantiles": score_quantiles(scores)}
+    chosen later (``threshold_from_quantiles``). With ``familiarity`` (the network's second output) the spec is
+    that score's, with the logits' ``kind`` spec under "fallback" for a file that gives logits only."""
+    def spec(score: str) -> dict:
+        scores = open_set_score(logits, score, familiarity)
+        return {"score": score, "keep": float(keep), "threshold": rejection_threshold(scores, keep),
+                "calibrated_on": split, "images": int(len(scores)), "quantiles": score_quantiles(scores)}
+
+    return spec(kind) if familiarity is None else spec("familiarity") | {"fallback": spec(kind)}
+
+
+def usable_spec(spec: dict, has_familiarity: bool) -> dict:
+    """The part of a stored rejection spec that a network can use: the familiarity score's when it gives that
+    output, else the logits' fallback (a file exported without it, or a TFLite or Core ML file)."""
+    if spec.get("score") == "familiarity" and not has_familiarity:
+        return spec["fallback"]
+    return spec
 
 
 def threshold_for(spec: dict, keep: float | None = None) -> float:

@@ -279,12 +279,12 @@ def test_an_export_that_differs_from_pytorch_is_neither_used_nor_cached(trained_
     falls back to PyTorch with a warning (or is refused with --runtime onnxruntime) and leaves no file behind."""
     pytest.importorskip("onnxruntime")
     from imgcls.engine import runners
-    from imgcls.models.factory import model_from_checkpoint
+    from imgcls.models.factory import network_from_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
-    wrong = model_from_checkpoint(checkpoint)
+    wrong = network_from_checkpoint(checkpoint)  # with the familiarity output when the run fitted one
     with torch.no_grad():
-        wrong.get_classifier().bias += 5.0
+        getattr(wrong, "model", wrong).get_classifier().bias += 5.0
     export = runners.export_onnx_bytes
     monkeypatch.setattr(runners, "export_onnx_bytes", lambda module, size, **kw: export(wrong, size, **kw))
 

@@ -57,13 +57,14 @@ def test_onnx_export_classifies_on_its_own(cli, run):
     checkpoint = load_checkpoint(best)
     assert meta == {"format": "imgcls-onnx", "version": 1, "model_name": "simple_cnn",
                     "class_names": ["circle", "square", "triangle"], "preprocess": checkpoint["preprocess"],
-                    "temperature": 1.0, "rejection": checkpoint["rejection"]}
-    assert meta["rejection"]["score"] == "energy" and meta["rejection"]["keep"] == 0.95  # --reject's threshold
+                    "temperature": 1.0, "outputs": ["logits", "familiarity"], "rejection": checkpoint["rejection"]}
+    assert meta["rejection"]["score"] == "familiarity" and meta["rejection"]["keep"] == 0.95  # --reject's threshold
+    assert meta["rejection"]["fallback"]["score"] == "energy"  # for a file that gives logits only
 
     # Only the file: preprocessing from its metadata, then onnxruntime. Same top-1 as the .pt in PyTorch.
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
-    assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert [o.name for o in session.get_outputs()] == ["logits", "familiarity"]
     model = model_from_checkpoint(checkpoint)
     transform = eval_transform(meta["preprocess"])
     for path in _val_images(run):
@@ -95,7 +96,7 @@ def test_export_that_disagrees_with_pytorch_fails_and_writes_nothing(cli, run, m
 
     def drifting_load(path, threads=None):
         runner, meta = onnx.load(path, threads)
-        return dataclasses.replace(runner, run=lambda batch: runner.run(batch) + 0.01), meta
+        return dataclasses.replace(runner, run=lambda batch: (runner(batch) + 0.01, *runner.outputs(batch)[1:])), meta
 
     monkeypatch.setitem(formats.FORMATS, "onnx", dataclasses.replace(onnx, load=drifting_load))
     code, _, err = cli("export", "--weights", run / "weights" / "best.pt")
@@ -133,7 +134,13 @@ def test_int8_export_reports_size_speed_and_accuracy(run, capsys):
     assert meta["class_names"] == ["circle", "square", "triangle"]
     session = ort.InferenceSession(str(result.int8_path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == 1
-    assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(result.int8_path)).graph.node)
+    graph = __import__("onnx").load(str(result.int8_path)).graph
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    # the familiarity score (--reject) stays in float: its distances are small differences of large terms
+    familiarity = [n for n in graph.node if n.name.startswith("/familiarity/")]
+    assert familiarity and all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in familiarity)
+    matmuls = [n for n in familiarity if n.op_type == "MatMul"]
+    assert matmuls and not any(i.endswith("_DequantizeLinear_Output") for n in matmuls for i in n.input[1:])
 
 
 def test_int8_verdicts_say_plainly_when_int8_is_worse():

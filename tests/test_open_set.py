@@ -62,8 +62,11 @@ def run(fast_run, tmp_path):
 def test_train_calibrates_the_threshold_on_val_and_stores_it(fast_run):
     checkpoint = torch.load(fast_run / "weights" / "best.pt", weights_only=True)
     spec = checkpoint["rejection"]
-    assert spec["score"] == "energy" and spec["keep"] == 0.95 and spec["calibrated_on"] == "val"
+    assert spec["score"] == "familiarity" and spec["keep"] == 0.95 and spec["calibrated_on"] == "val"
     assert spec["images"] == 24 and len(spec["quantiles"]) == 101
+    assert spec["fallback"]["score"] == "energy" and spec["fallback"]["images"] == 24
+    stats = checkpoint["familiarity"]  # fitted on the 30 training images' pooled lite0 features (1,280 numbers)
+    assert stats["means"].shape == (3, 1280) and stats["basis"].shape[0] == 1280
     val = json.loads((fast_run / "results.json").read_text())["test"]["open_set"]
     assert val["threshold_from"] == "checkpoint" and val["threshold"] == pytest.approx(spec["threshold"], abs=1e-6)
 
@@ -82,7 +85,7 @@ def test_predict_reject_says_unknown_for_a_pattern_never_seen(cli, fast_run, tmp
     for kind in ("circle", "square", "triangle"):
         assert rows[f"{kind}.png"]["predicted"] == kind and rows[f"{kind}.png"]["unknown"] == "false"
     summary = json.loads((tmp_path / "predict" / "predictions.json").read_text())
-    assert summary["summary"]["per_class"]["unknown"] == 3 and summary["rejection"]["score"] == "energy"
+    assert summary["summary"]["per_class"]["unknown"] == 3 and summary["rejection"]["score"] == "familiarity"
 
     # without --reject the same images get a confident-looking class: what --reject is for
     code, _, err = cli("predict", "--weights", weights, "--source", odd[0], "--out", tmp_path / "plain")
@@ -97,7 +100,8 @@ def test_threshold_round_trips_through_the_onnx_export(cli, run, tmp_path):
     weights = run / "weights" / "best.pt"
     assert cli("export", "--weights", weights)[0] == 0
     stored = torch.load(weights, weights_only=True)["rejection"]
-    assert load_exported(run / "weights" / "best.onnx")[1]["rejection"] == stored
+    runner, meta = load_exported(run / "weights" / "best.onnx")
+    assert meta["rejection"] == stored and meta["outputs"] == runner.metadata["outputs"] == ["logits", "familiarity"]
     odd = [str(p) for p in unseen_images(tmp_path / "odd")]
     from_pt, from_onnx = Predictor(weights, reject=True), Predictor(run / "weights" / "best.onnx", reject=True)
     assert from_onnx.threshold == from_pt.threshold == stored["threshold"]
@@ -106,6 +110,26 @@ def test_threshold_round_trips_through_the_onnx_export(cli, run, tmp_path):
                                                                        abs=1e-3)
     # --reject 0.8 keeps 80% of val instead: a higher threshold, from the stored quantiles
     assert Predictor(run / "weights" / "best.onnx", reject=0.8).threshold > stored["threshold"]
+
+
+def test_a_file_without_the_familiarity_output_falls_back_to_energy(run, tmp_path):
+    """TFLite and Core ML files give logits only: --reject then uses the energy threshold stored beside."""
+    from imgcls.deploy.formats import FORMATS
+    from imgcls.deploy.predict import Predictor
+    from imgcls.metrics import open_set_score
+    from imgcls.models.factory import model_from_checkpoint
+    from imgcls.record.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(run / "weights" / "best.pt")
+    FORMATS["onnx"].write(model_from_checkpoint(checkpoint), checkpoint, tmp_path / "logits_only.onnx", False)
+    predictor = Predictor(tmp_path / "logits_only.onnx", reject=True)
+    fallback = checkpoint["rejection"]["fallback"]
+    assert predictor.model.outputs == ("logits",) and predictor.threshold == fallback["threshold"]
+    odd = [str(p) for p in unseen_images(tmp_path / "odd")]
+    found = predictor.predict(odd)
+    energy = open_set_score(predictor.logits(torch.stack([predictor.decode(p) for p in odd])), "energy")
+    assert [p.score for p in found] == pytest.approx(energy.tolist(), abs=1e-5)
+    assert [p.unknown for p in found] == [s < fallback["threshold"] for s in energy]
 
 
 def test_serve_answers_unknown_true_and_the_score(fast_run):
@@ -220,3 +244,39 @@ def test_the_page_shows_not_sure_in_a_real_browser(fast_run, browser, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_familiarity_is_the_mahalanobis_distance_under_its_fitted_covariance():
+    """The distance is (x - mean)' C^-1 (x - mean) of the normalised features to the nearest class mean, C the
+    probabilistic-PCA covariance the statistics describe (kept directions with their variances, one variance for
+    the rest)."""
+    from imgcls.models.familiarity import Familiarity, fit_familiarity, unit
+
+    rng = np.random.default_rng(0)
+    dims, classes = 24, 3
+    labels = rng.integers(0, classes, 400)
+    features = rng.normal(size=(400, dims)) * np.linspace(0.3, 4, dims) + 3 * labels[:, None]
+    stats = fit_familiarity(features, labels, classes, dims=5)
+    basis, weights = stats["basis"].double().numpy(), stats["weights"].double().numpy()
+    residual = 1 / float(stats["residual_precision"])
+    kept = 1 / (weights + 1 / residual)
+    assert basis.shape == (dims, 5) and np.all(kept >= residual - 1e-9)
+    covariance = basis @ np.diag(kept) @ basis.T + residual * (np.eye(dims) - basis @ basis.T)
+    precision = np.linalg.inv(covariance)
+    means = np.stack([unit(features)[labels == c].mean(0) for c in range(classes)])
+    queries = unit(rng.normal(size=(6, dims)) * 3)
+    expected = np.min([np.einsum("nd,de,ne->n", queries - m, precision, queries - m) for m in means], axis=0)
+    got = Familiarity(stats).distance(torch.tensor(queries * 7, dtype=torch.float32)).double().numpy()
+    assert got == pytest.approx(expected, rel=1e-3)  # the length of a feature vector does not count
+
+
+def test_familiarity_scores_points_far_from_every_class_lowest():
+    from imgcls.models.familiarity import Familiarity, fit_familiarity
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 32)) * 4
+    labels = rng.integers(0, 4, 600)
+    score = Familiarity(fit_familiarity(centres[labels] + rng.normal(size=(600, 32)), labels, 4))
+    near = torch.tensor(centres + rng.normal(size=(4, 32)), dtype=torch.float32)
+    far = torch.tensor(rng.normal(size=(4, 32)) * 4, dtype=torch.float32)  # no class's direction
+    assert score(near).min() > score(far).max()

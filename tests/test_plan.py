@@ -57,6 +57,27 @@ def test_a_larger_input_only_when_the_budget_holds_the_whole_recipe_at_it():
     assert len(chosen) >= 3  # the size grows with the budget
 
 
+def test_a_slow_moment_before_the_run_does_not_cost_the_larger_input(monkeypatch):
+    """The input size is chosen once, before caching: when the first measurement allows only a smaller size, the
+    machine is measured again and the quicker of each cost counts; a machine slow both times keeps the smaller."""
+    import imgcls.engine.budget as budget
+    from imgcls.config import TrainConfig
+    from imgcls.models.simple_cnn import SimpleCNN
+
+    slow, quick = Costs(0.03, 0.12, 0.03, 1e-4), Costs(0.006, 0.02, 0.006, 1e-4)
+    counts, preprocess = {"train": 1000, "val": 200, "test": 200}, {"input_size": (3, 224, 224)}
+
+    def plan_with(*measured):
+        calls = iter(measured)
+        monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: next(calls))
+        return budget.budget_plan(TrainConfig(data="photos", budget="10m"), SimpleCNN(3), preprocess, counts,
+                                  torch.device("cpu"))
+
+    assert plan_with(slow, quick)[3] == (352, 352)   # measured twice: the quick measurement counts
+    assert plan_with(quick)[3] == (352, 352)         # the largest size at once: measured once (next() would fail)
+    assert plan_with(slow, slow)[3] == (224, 224)    # really slow: slow twice
+
+
 def test_estimate_counts_every_image_view_once():
     est = dict(estimate(Costs(lower=1.0, top_train=0.0, top_eval=0.0), {"train": 10, "val": 3, "test": 2}, 4, 0, 0)
                .steps)

@@ -395,10 +395,10 @@ def test_an_unexpected_failure_is_a_json_500_and_serving_goes_on(weights, monkey
     app = create_app(weights)
     client = TestClient(app, raise_server_exceptions=False)
     predictor = app.state.predictor
-    real = predictor.logits
-    monkeypatch.setattr(predictor, "logits", lambda images: 1 / 0)
+    real = predictor.outputs
+    monkeypatch.setattr(predictor, "outputs", lambda images: 1 / 0)
     response = client.post("/predict", files={"files": ("a.png", png_bytes(), "image/png")})
     assert response.status_code == 500 and response.headers["content-type"] == "application/json"
     assert response.json() == {"detail": "internal server error (ZeroDivisionError); the server keeps serving"}
-    monkeypatch.setattr(predictor, "logits", real)
+    monkeypatch.setattr(predictor, "outputs", real)
     assert client.post("/predict", files={"files": ("a.png", png_bytes(), "image/png")}).status_code == 200

@@ -61,7 +61,7 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     Raises ImgclsError when the FP32 file disagrees with PyTorch; the file is then not kept. An existing
     file at the output path is replaced only with ``force``.
     """
-    from ..models.factory import model_from_checkpoint
+    from ..models.factory import model_from_checkpoint, network_from_checkpoint
 
     setup_logging()
     fmt = _checked_format(weights, format, int8, dynamic_batch, calibration_images)
@@ -74,7 +74,7 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     if path.resolve() == checkpoint_path.resolve():
         raise ImgclsError(f"--out {path}: is the checkpoint itself; choose another file name")
     _check_targets(fmt.files(path) + ([fmt.int8_path(path)] if int8 else []), force, given=out is not None)
-    model = model_from_checkpoint(checkpoint)
+    model = (network_from_checkpoint if fmt.familiarity else model_from_checkpoint)(checkpoint)
     batch, _, source = reference_inputs(checkpoint, "val")
     staging = new_staging_dir(path)
     try:

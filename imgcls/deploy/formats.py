@@ -32,13 +32,21 @@ METADATA_KEY = "imgcls"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
-def export_metadata(checkpoint: dict) -> dict:
-    """What an exported file needs to classify on its own: labels, preprocessing, model, temperature, and the
-    open-set rejection threshold calibrated on the validation split (``--reject``)."""
+def export_metadata(checkpoint: dict, model: torch.nn.Module | None = None) -> dict:
+    """What an exported file needs to classify on its own: labels, preprocessing, model, temperature, the
+    open-set rejection threshold calibrated on the validation split (``--reject``), and the outputs of ``model``,
+    the network written (logits, and the familiarity score when it is models/familiarity.Scored)."""
     return {"format": METADATA_FORMAT, "version": 1, "model_name": checkpoint["model_name"],
             "class_names": list(checkpoint["class_names"]), "preprocess": dict(checkpoint["preprocess"]),
-            "temperature": float(checkpoint.get("temperature", 1.0)),
+            "temperature": float(checkpoint.get("temperature", 1.0)), "outputs": list(module_outputs(model)),
             **({"rejection": dict(checkpoint["rejection"])} if checkpoint.get("rejection") else {})}
+
+
+def module_outputs(model: torch.nn.Module | None) -> tuple[str, ...]:
+    """The names of a network's outputs in exported files."""
+    from ..models.familiarity import OUTPUTS, Scored
+
+    return OUTPUTS if isinstance(model, Scored) else OUTPUTS[:1]
 
 
 def check_metadata(text: str | None, path: Path) -> dict:
@@ -82,8 +90,8 @@ def onnx_bytes(model: torch.nn.Module, checkpoint: dict, dynamic_batch: bool) ->
     """The network as ONNX with the imgcls metadata inside."""
     onnx = require("onnx", "onnx")
     proto = onnx.load_from_string(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
-                                                    dynamic_batch=dynamic_batch))
-    set_onnx_metadata(proto, export_metadata(checkpoint))
+                                                    dynamic_batch=dynamic_batch, output_name=module_outputs(model)))
+    set_onnx_metadata(proto, export_metadata(checkpoint, model))
     return proto.SerializeToString()
 
 
@@ -114,7 +122,7 @@ def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
 def _write_torchscript(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
     with quiet(), torch.no_grad():
         traced = torch.jit.trace(model, sample_input(checkpoint))
-        torch.jit.save(traced, str(path), _extra_files={"imgcls.json": json.dumps(export_metadata(checkpoint))})
+        torch.jit.save(traced, str(path), _extra_files={"imgcls.json": json.dumps(export_metadata(checkpoint, model))})
 
 
 def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, dict]:
@@ -130,9 +138,9 @@ def _write_openvino(model, checkpoint: dict, path: Path, dynamic_batch: bool) ->
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_path.write_bytes(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
-                                                dynamic_batch=dynamic_batch))
+                                                dynamic_batch=dynamic_batch, output_name=module_outputs(model)))
         ov_model = ov.convert_model(str(onnx_path))
-        ov_model.set_rt_info(json.dumps(export_metadata(checkpoint)), [METADATA_KEY])
+        ov_model.set_rt_info(json.dumps(export_metadata(checkpoint, model)), [METADATA_KEY])
         ov.save_model(ov_model, str(path), compress_to_fp16=False)
 
 
@@ -149,7 +157,8 @@ def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, dict]:
 
     def run(batch):
         array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
-        return np.asarray(compiled(np.ascontiguousarray(array, dtype=np.float32))[0])
+        results = compiled(np.ascontiguousarray(array, dtype=np.float32))
+        return tuple(np.asarray(results[output]) for output in compiled.outputs)
 
     return Runner("openvino", run, fixed_batch=dim.get_length() if dim.is_static else None), meta
 
@@ -207,8 +216,16 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
             prepared = fp32_path
         staged = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(staged), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=_familiarity_nodes(prepared))
         atomic_write_bytes(int8_path, staged.read_bytes())
+
+
+def _familiarity_nodes(path: Path) -> list[str]:
+    """The nodes of the familiarity score (models/familiarity.Familiarity), which INT8 leaves in float: its
+    distances are small differences of large terms, which 8 bits would swamp."""
+    onnx = require("onnx", "onnx")
+    return [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith("/familiarity/")]
 
 
 def _write_onnx_int8(model, checkpoint: dict, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
@@ -250,6 +267,8 @@ class Format:
     verify: Callable | None = None            # (model, checkpoint, path, batch, source) -> Parity | None,
                                               # for files that cannot be loaded here (default: load + parity)
     batch_one: bool = False                   # always exported for batch 1 (--dynamic-batch is refused)
+    familiarity: bool = True                  # carries the familiarity output (else logits only: --reject then
+                                              # falls back to the energy score)
     notes: str = ""                           # added to the missing-package error (e.g. the extra to install)
 
     def files(self, path: Path) -> list[Path]:
@@ -282,9 +301,9 @@ FORMATS = {f.name: f for f in (
     Format("torchscript", ".torchscript", (), _write_torchscript, _load_torchscript),
     Format("openvino", ".xml", (("openvino", "openvino"),), _write_openvino, _load_openvino, (".bin",)),
     Format("tflite", ".tflite", TFLITE_PACKAGES, _write_tflite, _load_tflite, write_int8=_write_tflite_int8,
-           batch_one=True, notes="or `pip install 'imgcls[tflite]'`"),
+           batch_one=True, familiarity=False, notes="or `pip install 'imgcls[tflite]'`"),
     Format("coreml", ".mlpackage", (("coremltools", "coremltools"),), _write_coreml, _load_coreml,
-           verify=_verify_coreml, batch_one=True),
+           verify=_verify_coreml, batch_one=True, familiarity=False),
 )}
 
 

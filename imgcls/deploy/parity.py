@@ -50,8 +50,16 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "
 
 
 def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
+    """Logits compared as Parity; any further output (the familiarity score) must match as closely, relative to
+    its scale, or the file is refused."""
+    from ..engine.runners import outputs_error
+
     inputs = torch.from_numpy(np.ascontiguousarray(batch))
-    return compare_logits(reference(inputs), candidate(inputs), source)
+    expected, got = reference.outputs(inputs), candidate.outputs(inputs)
+    if len(expected) != len(got) or (len(got) > 1 and outputs_error(got[1:], expected[1:]) > MAX_LOGIT_DIFF):
+        raise ImgclsError(f"the exported model's outputs after the logits differ from PyTorch's "
+                          f"({len(got)} outputs against {len(expected)}); nothing was written")
+    return compare_logits(expected[0], got[0], source)
 
 
 def split_images(checkpoint: dict, split: str) -> tuple[list[Path], list[int], str]:

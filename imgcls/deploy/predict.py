@@ -30,7 +30,7 @@ from ..data.transforms import eval_transform
 from ..engine.inference import Batcher, predict_logits
 from ..engine.runners import Runner
 from ..errors import ImgclsError
-from ..metrics import open_set_score, softmax, threshold_for
+from ..metrics import open_set_score, softmax, threshold_for, usable_spec
 
 log = logging.getLogger("imgcls")
 
@@ -55,10 +55,16 @@ class LoadedModel:
     temperature: float = 1.0
     metrics: dict = field(default_factory=dict)
     rejection: dict | None = None   # metrics.rejection_spec: score, threshold, share kept on val, quantiles
+    outputs: tuple[str, ...] = ("logits",)   # the network's outputs: "familiarity" too when it gives that score
 
     @property
     def runtime(self) -> str:
         return self.runner.name
+
+    @property
+    def usable_rejection(self) -> dict | None:
+        """The rejection spec this network can apply (metrics.usable_spec), None when it has none."""
+        return usable_spec(self.rejection, "familiarity" in self.outputs) if self.rejection else None
 
 
 def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = "auto") -> LoadedModel:
@@ -67,6 +73,7 @@ def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = 
     PyTorch (``runtime`` forces one)."""
     from ..engine.device import select_device
     from ..engine.runners import RUNTIMES, checkpoint_runner
+    from ..models.factory import output_names
     from ..record.checkpoint import load_checkpoint
     from .formats import format_of, load_exported
 
@@ -79,12 +86,12 @@ def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = 
         runner, meta = load_exported(path)
         return LoadedModel(path, meta["model_name"], meta["class_names"], meta["preprocess"], runner,
                            float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}),
-                           meta.get("rejection"))
+                           meta.get("rejection"), tuple(meta.get("outputs") or ("logits",)))
     checkpoint = load_checkpoint(path)
     runner = checkpoint_runner(checkpoint, device=select_device(device), kind=runtime)
     return LoadedModel(Path(checkpoint["path"]), checkpoint["model_name"], list(checkpoint["class_names"]),
                        checkpoint["preprocess"], runner, float(checkpoint.get("temperature", 1.0)),
-                       dict(checkpoint.get("metrics") or {}), checkpoint.get("rejection"))
+                       dict(checkpoint.get("metrics") or {}), checkpoint.get("rejection"), output_names(checkpoint))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -154,7 +161,7 @@ class Predictor:
         self._batched = Batcher(self._logits, max_batch=batch_size)
 
     def _threshold(self, keep: float | None) -> float:
-        spec = self.model.rejection
+        spec = self.model.usable_rejection
         if not spec:
             raise ImgclsError(f"--reject: {self.model.path.name} holds no rejection threshold (made before imgcls "
                               "calibrated one); run `imgcls val --weights CHECKPOINT --calibrate`, then export again")
@@ -239,12 +246,18 @@ class Predictor:
     def logits(self, images: torch.Tensor) -> np.ndarray:
         """Logits of a preprocessed batch. Threads share the model: calls that arrive while one runs are merged
         into the next batch."""
+        return self.outputs(images)[0]
+
+    def outputs(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, familiarity scores) of a preprocessed batch, the scores empty when the network gives none;
+        merged with other threads' calls like ``logits``."""
         return self._batched(images)
 
-    def _logits(self, images: torch.Tensor) -> np.ndarray:
-        """The one inference path."""
+    def _logits(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The one inference path: (logits, familiarity scores, empty when the network gives none)."""
         no_labels = torch.full((len(images),), -1, dtype=torch.long)
-        return predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))]).logits
+        out = predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))])
+        return out.logits, out.familiarity if out.familiarity is not None else np.zeros(0, np.float32)
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
@@ -253,9 +266,11 @@ class Predictor:
     def _run_batch(self, batch, topk: int | None) -> list[Prediction]:
         k = min(topk or self.topk, len(self.class_names))
         good = [tensor for _, tensor, _ in batch if tensor is not None]
-        logits = self.logits(torch.stack(good)) if good else np.zeros((0, len(self.class_names)), np.float32)
+        logits, familiarity = self.outputs(torch.stack(good)) if good else \
+            (np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.float32))
         probs = softmax(logits, self.model.temperature) if len(logits) else logits
-        scores = open_set_score(logits, self.model.rejection["score"]) if self.rejecting else None
+        scores = open_set_score(logits, self.model.usable_rejection["score"], familiarity) if self.rejecting \
+            else None
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         results, row = [], 0
         for name, tensor, error in batch:
@@ -492,7 +507,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     k = predictor.topk
     log.info(f"Predicting {total} file(s) from {source} with {predictor.model_name} ({predictor.runtime}, "
              f"{len(predictor.class_names)} classes) -> {out_dir}")
-    rejection = {"rejection": {"score": predictor.model.rejection["score"], "threshold": predictor.threshold}} \
+    rejection = {"rejection": {"score": predictor.model.usable_rejection["score"], "threshold": predictor.threshold}} \
         if predictor.rejecting else {}
     writer = _RunWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
                                   "runtime": predictor.runtime, "class_names": predictor.class_names,

@@ -93,7 +93,7 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
         int8_dynamic = Path(tmp) / "int8.onnx"
         quantize_onnx(fp32_dynamic, int8_dynamic, calibration)
         proto = onnx.load(str(int8_dynamic))
-        set_onnx_metadata(proto, export_metadata(checkpoint))
+        set_onnx_metadata(proto, export_metadata(checkpoint, model))
         int8_dynamic.write_bytes(proto.SerializeToString())
         runners = {"FP32": onnx_runner(fp32_dynamic), "INT8": onnx_runner(int8_dynamic)}
         atomic_write_bytes(int8_path, int8_dynamic.read_bytes())

@@ -102,7 +102,7 @@ def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
     return {"model_name": model.model_name, "runtime": model.runtime, "weights": model.path.name,
             "class_names": model.class_names, "num_classes": len(model.class_names), "preprocess": model.preprocess,
             "temperature": model.temperature, "metrics": model.metrics,
-            "rejection": {"on": predictor.rejecting, "score": (model.rejection or {}).get("score"),
+            "rejection": {"on": predictor.rejecting, "score": (model.usable_rejection or {}).get("score"),
                           "threshold": predictor.threshold,
                           "calibrated": bool(model.rejection)},
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from ..console import setup_logging
 from ..errors import ImgclsError
 from ..metrics import (evaluation_report, expected_calibration_error, fit_temperature, log_loss, mistake_rows,
-                       open_set_report, open_set_score, rejection_spec, softmax, threshold_for)
+                       open_set_report, open_set_score, rejection_spec, softmax, threshold_for, usable_spec)
 from ..record.checkpoint import load_checkpoint, run_dir_of, save_checkpoint
 from ..record.files import new_run_dir, write_json
 
@@ -25,6 +26,8 @@ log = logging.getLogger("imgcls")
 
 GALLERY_SIZE = 16
 REJECT_KEEP = 0.95  # the open-set threshold keeps this share of the validation images
+FAMILIARITY_IMAGES = 1000  # training images the familiarity score is fitted on (at most; spread over the split)
+FEW_IMAGES = 200           # up to this many, features are computed in PyTorch without an ONNX export first
 
 
 @dataclass
@@ -37,6 +40,7 @@ class EvalResult:
     y_true: np.ndarray
     probs: np.ndarray             # softmax(logits / temperature), logits averaged over the flip with tta
     logits: np.ndarray | None = None
+    familiarity: np.ndarray | None = None   # the network's familiarity score per image, when it gives one
     out_dir: Path | None = None   # RUN/val, RUN/val2, ... (None when nothing was saved)
     files: list[Path] = field(default_factory=list)
 
@@ -103,14 +107,16 @@ def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, 
     probs = softmax(out.logits, temperature)
     metrics = evaluation_record(checkpoint, root, split, tta, temperature, paths, out.labels, probs,
                                 skipped=sorted(set(rel for rel, _ in items) - set(paths)))
-    metrics["open_set"] = open_set_block(checkpoint, out.logits)
-    return EvalResult(metrics, list(checkpoint["class_names"]), paths, out.labels, probs, logits=out.logits)
+    metrics["open_set"] = open_set_block(checkpoint, out)
+    return EvalResult(metrics, list(checkpoint["class_names"]), paths, out.labels, probs, logits=out.logits,
+                      familiarity=out.familiarity)
 
 
 def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *, tta: bool = False, device="cpu",
                       runtime: str = "auto", batch_size: int = 32, workers: int = 0, progress: bool = False,
-                      desc: str = "val"):
-    """predict_logits over image files with the checkpoint's eval transform (unreadable files are skipped)."""
+                      desc: str = "val", runner=None):
+    """predict_logits over image files with the checkpoint's eval transform (unreadable files are skipped), on
+    the checkpoint's own runner unless ``runner`` is given."""
     from ..data.decoded import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
@@ -119,9 +125,41 @@ def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *,
 
     preprocess = checkpoint["preprocess"]
     dataset = ImageDataset(paths, labels, eval_transform(preprocess), draft_size=draft_size_for(preprocess))
-    runner = checkpoint_runner(checkpoint, device=device, kind=runtime)
+    runner = runner or checkpoint_runner(checkpoint, device=device, kind=runtime)
     return predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
                           tta=tta, progress=progress, desc=desc)
+
+
+def fit_checkpoint_familiarity(checkpoint: dict, root: Path, items: list[tuple[str, int]], *, device="cpu",
+                               runtime: str = "auto", batch_size: int = 32, workers: int = 0,
+                               progress: bool = False) -> dict | None:
+    """The familiarity score's statistics (models/familiarity.fit_familiarity) for the checkpoint's network, from
+    the pooled features and logits of up to FAMILIARITY_IMAGES training images seen as predict sees them; None
+    when there are none, or the network's head does more than a linear layer on its pooled features."""
+    from ..models.factory import model_from_checkpoint
+    from ..models.familiarity import FeaturesAndLogits, fit_familiarity, head_reproduces_logits
+    from .runners import fastest_runner
+
+    model = model_from_checkpoint(checkpoint)
+    input_size = checkpoint["preprocess"]["input_size"]
+    if len(items) < 2 or not head_reproduces_logits(model, input_size):
+        return None
+    started = time.perf_counter()
+    chosen = np.linspace(0, len(items) - 1, min(len(items), FAMILIARITY_IMAGES)).round().astype(int)
+    # a few images run at once in PyTorch; many repay an ONNX export and the race between runtimes
+    kind = runtime if len(chosen) > FEW_IMAGES else "torch"
+    runner = fastest_runner(FeaturesAndLogits(model), input_size, device=device, kind=kind)
+    out = checkpoint_logits(checkpoint, [Path(root) / items[i][0] for i in chosen], [items[i][1] for i in chosen],
+                            batch_size=batch_size, workers=workers, progress=progress, desc="familiarity",
+                            runner=runner)
+    classes = len(checkpoint["class_names"])
+    if len(out) < 2:
+        return None
+    stats = fit_familiarity(out.logits[:, :-classes], out.labels, classes)
+    log.info(f"Open-set rejection: familiarity score fitted on the pooled features of {len(out)} training images "
+             f"({stats['means'].shape[1]} numbers each, {stats['basis'].shape[1]} principal directions) in "
+             f"{time.perf_counter() - started:.1f}s")
+    return stats
 
 
 def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, temperature: float, paths: list[str],
@@ -163,23 +201,27 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     checkpoint = load_checkpoint(weights)
     root, items, split = eval_items(checkpoint, data, split)
     torch_device = select_device(device)
+    workers = default_workers() if workers is None else workers
+    if calibrate:
+        checkpoint["familiarity"] = _familiarity_for_calibration(checkpoint, data, torch_device, runtime,
+                                                                 batch_size, workers, progress)
     log.info(f"Evaluating {checkpoint['path']} on {len(items)} images of {root} (split {split})"
              + (" with flip TTA" if tta else ""))
     result = evaluate_checkpoint_on(checkpoint, root, items, split, tta=tta, device=torch_device, runtime=runtime,
-                                    batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                                    progress=progress)
+                                    batch_size=batch_size, workers=workers, progress=progress)
     if result.metrics["missing_classes"]:
         log.warning(f"WARNING: class(es) {result.metrics['missing_classes']} have no images here; their recall, "
                     "ROC AUC and AP are undefined")
     before = _calibrate(result, checkpoint) if calibrate else None
     if calibrate:
-        checkpoint["rejection"] = store_rejection(checkpoint["path"], result.logits)
-    ood_logits = None
+        checkpoint["rejection"] = store_rejection(checkpoint["path"], result.logits, result.familiarity,
+                                                  checkpoint.get("familiarity"))
+    ood_out = None
     if ood_paths is not None:
-        ood_logits = checkpoint_logits(checkpoint, ood_paths, [-1] * len(ood_paths), tta=tta, device=torch_device,
-                                       runtime=runtime, batch_size=batch_size, progress=progress, desc="ood",
-                                       workers=default_workers() if workers is None else workers).logits
-    result.metrics["open_set"] = open_set_block(checkpoint, result.logits, ood_logits, ood)
+        ood_out = checkpoint_logits(checkpoint, ood_paths, [-1] * len(ood_paths), tta=tta, device=torch_device,
+                                    runtime=runtime, batch_size=batch_size, progress=progress, desc="ood",
+                                    workers=workers)
+    result.metrics["open_set"] = open_set_block(checkpoint, result, ood_out, ood)
     if save:
         result.out_dir = new_run_dir(run_dir_of(checkpoint["path"]), "val")
         result.files = _write_eval_files(result, checkpoint, root, torch_device, errors, before)
@@ -187,12 +229,28 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     return result
 
 
-def store_rejection(path: str | os.PathLike, logits: np.ndarray, keep: float = REJECT_KEEP) -> dict:
-    """Calibrate the open-set threshold on validation logits (keeping ``keep`` of them) and store it in the
-    checkpoint atomically, other keys kept; exports carry it from there (deploy/formats.export_metadata)."""
-    spec = rejection_spec(logits, keep)
+def _familiarity_for_calibration(checkpoint: dict, data, device, runtime: str, batch_size: int, workers: int,
+                                 progress: bool) -> dict | None:
+    """``--calibrate`` refits the familiarity score on the training images (of --data, or the run's own split);
+    without any, the checkpoint keeps the energy score."""
+    try:
+        root, items, _ = eval_items(checkpoint, data, "train")
+    except ImgclsError:
+        log.info("Open-set rejection: no training images found to fit the familiarity score on; using energy")
+        return None
+    return fit_checkpoint_familiarity(checkpoint, root, items, device=device, runtime=runtime,
+                                      batch_size=batch_size, workers=workers, progress=progress)
+
+
+def store_rejection(path: str | os.PathLike, logits: np.ndarray, familiarity: np.ndarray | None = None,
+                    stats: dict | None = None, keep: float = REJECT_KEEP) -> dict:
+    """Calibrate the open-set threshold on validation outputs (keeping ``keep`` of them) and store it in the
+    checkpoint atomically, with the familiarity score's statistics ``stats`` (None removes them), other keys
+    kept; exports carry both from there (deploy/formats.export_metadata, models/familiarity.Scored)."""
+    spec = rejection_spec(logits, keep, familiarity=familiarity if stats else None)
     stored = torch.load(path, map_location="cpu", weights_only=True)
-    save_checkpoint(path, stored | {"rejection": spec})
+    stored.pop("familiarity", None)
+    save_checkpoint(path, stored | {"rejection": spec} | ({"familiarity": stats} if stats else {}))
     log.info(f"Open-set rejection: {spec['score']} threshold {spec['threshold']:.4f} keeps {keep:.0%} of "
              f"{spec['images']} validation images (stored in {Path(path).name}; predict/serve --reject use it)")
     return spec
@@ -216,17 +274,20 @@ def ood_images(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
-def open_set_block(checkpoint: dict, logits: np.ndarray, ood_logits: np.ndarray | None = None, ood=None) -> dict:
-    """metrics.json's "open_set": the share of these images --reject rejects at the stored threshold (calibrated
-    here when the checkpoint has none), and with OOD images the AUROC and the false-accept rate."""
-    spec = checkpoint.get("rejection") or rejection_spec(logits, REJECT_KEEP)
+def open_set_block(checkpoint: dict, out, ood_out=None, ood=None) -> dict:
+    """metrics.json's "open_set": the share of these images (``out``: Logits or EvalResult) --reject rejects at the
+    stored threshold (calibrated here when the checkpoint has none), and with OOD images (``ood_out``) the AUROC
+    and the false-accept rate."""
+    stored = checkpoint.get("rejection")
+    spec = usable_spec(stored, out.familiarity is not None) if stored else \
+        rejection_spec(out.logits, REJECT_KEEP, familiarity=out.familiarity)
     threshold = threshold_for(spec)
-    scores = open_set_score(logits, spec["score"])
+    scores = open_set_score(out.logits, spec["score"], out.familiarity)
     block = {"score": spec["score"], "threshold": round(threshold, 6), "keep_on_val": spec["keep"],
              "threshold_from": "checkpoint" if checkpoint.get("rejection") else "these images",
              "rejected": round(float((scores < threshold).mean()), 6) if len(scores) else None}
-    if ood_logits is not None:
-        report = open_set_report(scores, open_set_score(ood_logits, spec["score"]), threshold)
+    if ood_out is not None:
+        report = open_set_report(scores, open_set_score(ood_out.logits, spec["score"], ood_out.familiarity), threshold)
         block |= {"ood": str(Path(ood).resolve()), "auroc": report["auroc"],
                   "false_accept_rate": report["false_accept_rate"], "ood_images": report["ood_images"]}
     return block

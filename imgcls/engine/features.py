@@ -262,7 +262,7 @@ def _half(runner):
     """The runner's outputs as float16, the storage type of cached activation maps."""
     import dataclasses
 
-    return dataclasses.replace(runner, run=lambda x: np.asarray(runner.run(x), dtype=np.float16))
+    return dataclasses.replace(runner, run=lambda x: np.asarray(runner(x), dtype=np.float16))
 
 
 def split_features(model: nn.Module, model_name: str, preprocess: dict, source, *, augment: str, views: int,

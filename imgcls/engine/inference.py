@@ -16,23 +16,25 @@ from .runners import Runner
 
 @dataclass
 class Logits:
-    """Logits of every input that could be read, with its label (-1 when unknown) and its dataset index."""
+    """Logits of every input that could be read, with its label (-1 when unknown) and its dataset index; and the
+    familiarity score of each (models/familiarity) when the network gives one."""
 
     logits: np.ndarray    # (N, classes) float32
     labels: np.ndarray    # (N,) int64
     indices: np.ndarray   # (N,) int64, positions in the dataset the batches came from
+    familiarity: np.ndarray | None = None   # (N,) float32
 
     def __len__(self) -> int:
         return len(self.indices)
 
 
-def logits_of(runner: Runner, inputs: torch.Tensor, tta: bool = False) -> np.ndarray:
-    """One batch. With ``tta`` the logits of each image and its mirror image are averaged: averaging logits
-    rather than probabilities keeps one temperature valid for the result."""
-    logits = runner(inputs)
+def outputs_of(runner: Runner, inputs: torch.Tensor, tta: bool = False) -> tuple[np.ndarray, ...]:
+    """Every output of one batch (logits first). With ``tta`` the outputs of each image and its mirror image are
+    averaged: averaging logits rather than probabilities keeps one temperature valid for the result."""
+    outputs = runner.outputs(inputs)
     if tta:
-        logits = (logits + runner(torch.flip(inputs, dims=[3]))) / 2
-    return np.asarray(logits, dtype=np.float32)
+        outputs = tuple((a + b) / 2 for a, b in zip(outputs, runner.outputs(torch.flip(inputs, dims=[3]))))
+    return tuple(np.asarray(o, dtype=np.float32) for o in outputs)
 
 
 def predict_logits(runner: Runner, batches: Iterable, *, tta: bool = False, progress: bool = False,
@@ -41,18 +43,20 @@ def predict_logits(runner: Runner, batches: Iterable, *, tta: bool = False, prog
 
     A batch that is None (every file in it was unreadable) is skipped.
     """
-    logits, labels, indices = [], [], []
+    outputs, labels, indices = [], [], []
     for batch in progress_bar(batches, desc, progress, unit="batch"):
         if batch is None:
             continue
         inputs, batch_labels, batch_indices = batch
-        logits.append(logits_of(runner, inputs, tta))
+        outputs.append(outputs_of(runner, inputs, tta))
         labels.append(np.asarray(batch_labels, dtype=np.int64))
         indices.append(np.asarray(batch_indices, dtype=np.int64))
-    if not logits:
+    if not outputs:
         empty = np.zeros(0, dtype=np.int64)
         return Logits(np.zeros((0, 0), dtype=np.float32), empty, empty)
-    return Logits(np.concatenate(logits), np.concatenate(labels), np.concatenate(indices))
+    columns = [np.concatenate(column) for column in zip(*outputs)]
+    return Logits(columns[0], np.concatenate(labels), np.concatenate(indices),
+                  columns[1].reshape(-1) if len(columns) > 1 else None)
 
 
 @dataclass
@@ -65,7 +69,7 @@ class _Call:
 
 @dataclass
 class Batcher:
-    """Thread-safe ``fn(inputs) -> rows`` that runs one call at a time and merges the inputs of callers that
+    """Thread-safe ``fn(inputs) -> rows`` (an array, or a tuple of arrays of the same length) that runs one call at a time and merges the inputs of callers that
     arrive while a call is running into the next one (up to ``max_batch`` rows).
 
     A lone caller runs at once, with no waiting for company; under concurrent load (``imgcls serve`` with
@@ -108,7 +112,8 @@ class Batcher:
             out = self.fn(torch.cat([c.inputs for c in taken]) if len(taken) > 1 else taken[0].inputs)
             ends = np.cumsum([len(c.inputs) for c in taken])
             for call, end in zip(taken, ends):
-                call.result = out[end - len(call.inputs):end]
+                rows = slice(end - len(call.inputs), end)
+                call.result = tuple(o[rows] for o in out) if isinstance(out, tuple) else out[rows]
         except BaseException as e:  # every caller of this batch gets the error, none waits for ever
             for call in taken:
                 call.error = e

@@ -1,4 +1,6 @@
-"""Runtimes. A ``Runner`` maps a float32 batch (N x 3 x H x W images, or cached inputs) to a numpy array.
+"""Runtimes. A ``Runner`` maps a float32 batch (N x 3 x H x W images, or cached inputs) to numpy arrays: the
+network's outputs, of which the first is the logits (or features) and a classifier with a familiarity score
+(models/familiarity.Scored) has that score as its second.
 
 On CPU the candidates are ONNX Runtime and PyTorch (channels_last, inference mode); each must first
 agree with eager PyTorch, then the faster one on a probe batch wins, and the winner is remembered
@@ -43,7 +45,8 @@ RACE_BATCH = 4       # images per call when runtimes race: enough to rank them, 
 
 @dataclass
 class Runner:
-    """A forward pass: float32 batch (torch or numpy) in, float32 numpy out.
+    """A forward pass: float32 batch (torch or numpy) in, the network's outputs as float32 numpy arrays out
+    (``run`` gives one array, or a tuple of them). Calling it gives the first output; ``outputs`` gives them all.
 
     ``fixed_batch``: a file exported for one batch size is fed exactly that many rows at a time.
     """
@@ -55,11 +58,25 @@ class Runner:
     metadata: dict = field(default_factory=dict)   # what the file says about itself (ONNX metadata_props)
 
     def __call__(self, inputs) -> np.ndarray:
+        return self.outputs(inputs)[0]
+
+    def outputs(self, inputs) -> tuple[np.ndarray, ...]:
         step = self.fixed_batch
         if not step or len(inputs) == step:
-            return self.run(inputs)
-        parts = [self.run(inputs[i:i + step]) for i in range(0, len(inputs), step)]
-        return np.concatenate(parts)
+            return self._run(inputs)
+        parts = [self._run(inputs[i:i + step]) for i in range(0, len(inputs), step)]
+        return tuple(np.concatenate(column) for column in zip(*parts))
+
+    def _run(self, inputs) -> tuple[np.ndarray, ...]:
+        out = self.run(inputs)
+        return out if isinstance(out, tuple) else (out,)
+
+
+def as_arrays(outputs) -> tuple[np.ndarray, ...]:
+    """A module's output (one tensor or a tuple of them) as a tuple of float32 numpy arrays."""
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return tuple(o.float().cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o, np.float32)
+                 for o in outputs)
 
 
 def torch_runner(module: nn.Module, device: torch.device | str = "cpu", *, channels_last: bool = False,
@@ -74,23 +91,25 @@ def torch_runner(module: nn.Module, device: torch.device | str = "cpu", *, chann
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            return module(x).float().cpu().numpy()
+            return as_arrays(module(x))
 
     return Runner(name or (TORCH if channels_last else "torch"), run)
 
 
 def export_onnx_bytes(module: nn.Module, input_size, *, dynamic_batch: bool = True, input_name: str = "images",
-                      output_name: str = "logits") -> bytes:
-    """ONNX bytes of ``module`` on CPU (TorchScript-based exporter: no onnxscript needed, every timm CNN works)."""
+                      output_name: str | tuple[str, ...] = "logits") -> bytes:
+    """ONNX bytes of ``module`` on CPU (TorchScript-based exporter: no onnxscript needed, every timm CNN works).
+    A module with several outputs names each (``output_name`` a tuple)."""
     buffer = io.BytesIO()
     example = torch.zeros(1, *input_size)
-    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
+    axes = {input_name: {0: "batch"}, **{name: {0: "batch"} for name in names}} if dynamic_batch else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), \
             torch.no_grad():
         # torch marks this exporter deprecated in favour of torch.export; these graphs have no data-dependent flow
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval().cpu(), (example,), buffer, input_names=[input_name],
-                          output_names=[output_name], dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+                          output_names=names, dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
     return buffer.getvalue()
 
 
@@ -118,9 +137,10 @@ def onnx_runner(model: str | Path | bytes, *, threads: int | None = None, name: 
     def run(inputs):
         array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
         array = np.ascontiguousarray(array, dtype=np.float32)
-        return split(lambda part: session.run(None, {first.name: part})[0], array)
+        return split(lambda part: tuple(session.run(None, {first.name: part})), array)
 
-    return Runner(name, run, fixed_batch=fixed, metadata=dict(session.get_modelmeta().custom_metadata_map))
+    return Runner(name, run, fixed_batch=fixed, metadata=dict(session.get_modelmeta().custom_metadata_map)
+                  | {"outputs": [o.name for o in session.get_outputs()]})
 
 
 class _Split:
@@ -132,18 +152,26 @@ class _Split:
         self.ways = max(1, ways)
         self._pool = ThreadPoolExecutor(self.ways, thread_name_prefix="imgcls-runner")  # threads start on use
 
-    def __call__(self, fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    def __call__(self, fn: Callable[[np.ndarray], tuple], batch: np.ndarray) -> tuple[np.ndarray, ...]:
         ways = min(self.ways, len(batch))
         if ways < 2:
             return fn(batch)
-        return np.concatenate(list(self._pool.map(fn, np.array_split(batch, ways))))
+        parts = list(self._pool.map(fn, np.array_split(batch, ways)))
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def parity_error(runner: Runner, module: nn.Module, inputs: torch.Tensor) -> float:
-    """Largest difference from eager PyTorch, relative to the output's scale (0 means identical)."""
+    """Largest difference from eager PyTorch over every output, relative to each output's scale (0: identical)."""
     with torch.inference_mode():
-        expected = module.eval()(inputs).float().cpu().numpy()
-    return relative_error(runner(inputs), expected)
+        expected = as_arrays(module.eval()(inputs))
+    return outputs_error(runner.outputs(inputs), expected)
+
+
+def outputs_error(got: tuple, expected: tuple) -> float:
+    """relative_error of each output; inf when the outputs differ in number."""
+    if len(got) != len(expected):
+        return float("inf")
+    return max(relative_error(g, e) for g, e in zip(got, expected))
 
 
 def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
@@ -225,19 +253,19 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     A checkpoint new to this machine is exported to ONNX here; the export's first call on the probe batch is
     also its parity check against PyTorch, and PyTorch's first call is also its warm-up for the race, so a cold
     start runs the network no more often than the race needs."""
-    from ..models.factory import model_from_checkpoint
+    from ..models.factory import network_from_checkpoint
 
     if kind not in RUNTIMES:
         raise ImgclsError(f"--runtime {kind!r}: choose {', '.join(RUNTIMES)}")
     device = torch.device(device)
     input_size = checkpoint["preprocess"]["input_size"]
     if device.type != "cpu" or kind == "torch":
-        return torch_runner(_channels_last_copy(model_from_checkpoint(checkpoint).to(device)), device,
+        return torch_runner(_channels_last_copy(network_from_checkpoint(checkpoint).to(device)), device,
                             channels_last=True)
     choice = _choice_key(f"{checkpoint['model_name']}|{checkpoint.get('model_kwargs')}|"
                          f"{len(checkpoint['class_names'])}", input_size)
     remembered = _remembered(choice) if kind == "auto" else None
-    network = functools.cache(lambda: model_from_checkpoint(checkpoint))  # built once, and only when needed
+    network = functools.cache(lambda: network_from_checkpoint(checkpoint))  # built once, and only when needed
     fast = functools.cache(lambda: torch_runner(_channels_last_copy(network()), "cpu", channels_last=True))
     probe = _probe(input_size, RACE_BATCH)
     onnx, new_export = None, None
@@ -266,6 +294,7 @@ def cached_onnx_file(checkpoint: dict, network: Callable[[], nn.Module]) -> tupl
     """(path of the checkpoint's network as ONNX in the cache, None) when an earlier call left it there, else
     (that path, a new export's bytes): ``_keep_export`` writes them once they agree with PyTorch. The key is
     the checkpoint's weights, so a changed checkpoint is never served from a stale file."""
+    from ..models.factory import output_names
     from ..record.cache import cache_root
     from ..record.checkpoint import network_key
 
@@ -274,7 +303,8 @@ def cached_onnx_file(checkpoint: dict, network: Callable[[], nn.Module]) -> tupl
     path = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
     if path.exists():
         return path, None
-    return path, export_onnx_bytes(network(), checkpoint["preprocess"]["input_size"])
+    return path, export_onnx_bytes(network(), checkpoint["preprocess"]["input_size"],
+                                   output_name=output_names(checkpoint))
 
 
 def _keep_export(onnx: Runner, reference: Runner, probe: torch.Tensor, path: Path, data: bytes) -> bool:
@@ -282,7 +312,7 @@ def _keep_export(onnx: Runner, reference: Runner, probe: torch.Tensor, path: Pat
     it agrees."""
     from ..record.files import atomic_write_bytes
 
-    error = relative_error(onnx(probe), reference(probe))
+    error = outputs_error(onnx.outputs(probe), reference.outputs(probe))
     if error > PARITY_RTOL:
         log.warning(f"WARNING: {onnx.name} differs from eager PyTorch by {error:.2e}; not using it")
         return False

@@ -336,10 +336,14 @@ def finish(run: Run) -> TrainResult:
         dist.barrier()
         return result
     from ..record.predictions import write_predictions_csv
-    from .evaluate import evaluate_checkpoint_on
+    from .evaluate import evaluate_checkpoint_on, fit_checkpoint_familiarity
 
     best = load_checkpoint(run.run_dir / "weights" / "best.pt")
     run.model.load_state_dict(best["state_dict"])
+    # --reject's familiarity score: fitted on training images, then val calibrates its threshold
+    best["familiarity"] = fit_checkpoint_familiarity(best, run.source.root, run.source.items.get("train") or [],
+                                                     device=run.device, runtime=run.cfg.runtime,
+                                                     batch_size=run.cfg.batch_size, workers=run.workers)
     evaluations = {}
     for split in ("val", "test"):
         if run.source.items.get(split):
@@ -351,7 +355,8 @@ def finish(run: Run) -> TrainResult:
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
                                   e.class_names)
             if split == "val":  # --reject's threshold, before test is scored with it
-                best["rejection"] = store_rejection(run.run_dir / "weights" / "best.pt", e.logits)
+                best["rejection"] = store_rejection(run.run_dir / "weights" / "best.pt", e.logits, e.familiarity,
+                                                    best["familiarity"])
     if "test" in evaluations:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),

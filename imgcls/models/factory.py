@@ -266,3 +266,19 @@ def model_from_checkpoint(checkpoint: dict) -> nn.Module:
     model = build_model(checkpoint["model_name"], len(checkpoint["class_names"]), **checkpoint.get("model_kwargs", {}))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
+
+
+def network_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """What predict, serve, val and exports run: the trained network, with the familiarity score as a second
+    output when the checkpoint holds its statistics (models/familiarity.Scored; ``--reject`` uses it)."""
+    from .familiarity import Familiarity, Scored
+
+    model = model_from_checkpoint(checkpoint)
+    return Scored(model, Familiarity(checkpoint["familiarity"])).eval() if checkpoint.get("familiarity") else model
+
+
+def output_names(checkpoint: dict) -> tuple[str, ...]:
+    """The outputs of network_from_checkpoint, as exported files name them."""
+    from .familiarity import OUTPUTS
+
+    return OUTPUTS if checkpoint.get("familiarity") else OUTPUTS[:1]

@@ -71,13 +71,16 @@ def run_dir_of(checkpoint_path: str | os.PathLike) -> Path:
 
 
 def network_key(checkpoint: dict) -> str:
-    """What the network computes: architecture, input size and every tensor. Calibration, metrics or a
-    rewritten file with the same weights keep the key; any changed weight gives a new one."""
+    """What the network computes: architecture, input size and every tensor (the familiarity score's statistics
+    too). Calibration, metrics or a rewritten file with the same weights keep the key; any changed weight gives a
+    new one."""
     digest = hashlib.blake2b(digest_size=16)
     spec = (checkpoint["model_name"], sorted(checkpoint.get("model_kwargs", {}).items()),
             list(checkpoint["preprocess"]["input_size"]))
     digest.update(repr(spec).encode())
-    for name, tensor in sorted(checkpoint["state_dict"].items()):
+    tensors = {**checkpoint["state_dict"], **{f"familiarity.{k}": v for k, v in
+                                               (checkpoint.get("familiarity") or {}).items()}}
+    for name, tensor in sorted(tensors.items()):
         data = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(name.encode())
         digest.update(str(data.dtype).encode())

@@ -1,0 +1,121 @@
+"""How familiar an image looks to a trained classifier: the score ``--reject`` uses to say "none of these".
+
+Logits alone cannot tell a photo from another world from a hard one: a fine-tuned head gives aerial photos logits
+as large as flowers' (the energy of the logits accepted 81% of them at 95% of flowers kept). The pooled features
+can: an aerial photo lies far from every class in feature space. The score is minus the Mahalanobis distance
+(Lee et al., 2018) of the L2-normalised pooled features to the nearest class mean, with one covariance shared by
+the classes and written as probabilistic PCA (Tipping and Bishop, 1999): its ``dims`` largest directions
+exactly, the rest as one residual variance. That keeps what is stored small (a few hundred kB beside the
+network) and the estimate sound with fewer images than feature dimensions. Measured against energy, max-logit,
+cosine, kNN, ViM and others on held-out classes and another data set: docs/benchmarks.md.
+
+``Scored`` is the network with this score as a second output: exported files carry it as the output
+``familiarity``, so every runtime gets it without imgcls code around the file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+DIMS = 64            # principal directions kept exactly; the rest share one variance
+OUTPUTS = ("logits", "familiarity")
+STAT_NAMES = ("means", "basis", "weights", "residual_precision")
+
+
+def unit(x):
+    """Rows scaled to length 1 (numpy or torch)."""
+    if isinstance(x, torch.Tensor):
+        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+
+
+def fit_familiarity(features, labels, classes: int, dims: int = DIMS) -> dict[str, torch.Tensor]:
+    """The score's statistics from the pooled features and labels of the training images (pure).
+
+    On the normalised features: class means, then the shared covariance about the class means as probabilistic
+    PCA: the ``dims`` largest eigenvectors with their variances (at most half the directions these images span),
+    and the mean variance of the other directions they span."""
+    x = unit(np.asarray(features, dtype=np.float64))
+    y = np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2 or len(x) < 2 or len(x) != len(y):
+        raise ValueError("fit_familiarity needs two or more feature rows with one label each")
+    overall = x.mean(0)
+    means = np.stack([x[y == c].mean(0) if (y == c).any() else overall for c in range(classes)])
+    centred = x - means[y]
+    variances, vectors = np.linalg.eigh(centred.T @ centred / len(x))   # ascending
+    variances, vectors = variances[::-1], vectors[:, ::-1]
+    # fewer images than dimensions leave most directions with no variance seen: only the first ``rank`` count
+    rank = int(max(2, min(x.shape[1], len(x) - len(np.unique(y)))))
+    k = int(max(1, min(dims, rank // 2)))
+    floor = max(float(variances.sum()) / x.shape[1], 1e-12) * 1e-3
+    residual = max(float(variances[k:rank].mean()), floor)
+    top, basis = np.maximum(variances[:k], residual), vectors[:, :k]
+    stats = {"means": means, "basis": basis, "weights": 1.0 / top - 1.0 / residual,
+             "residual_precision": np.array([1.0 / residual])}
+    return {name: torch.tensor(np.ascontiguousarray(v), dtype=torch.float32) for name, v in stats.items()}
+
+
+class Familiarity(nn.Module):
+    """Pooled features in, one familiarity score per image out: minus the distance to the nearest class."""
+
+    def __init__(self, stats: dict[str, torch.Tensor]):
+        super().__init__()
+        for name in STAT_NAMES:
+            self.register_buffer(name, torch.as_tensor(stats[name], dtype=torch.float32).clone())
+        self.register_buffer("projected_means", self.means @ self.basis)
+
+    def distance(self, features: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance of the normalised features to the nearest class mean, (N,)."""
+        x = unit(features.float())
+        squared = (x * x).sum(1, keepdim=True) - 2 * x @ self.means.T + (self.means * self.means).sum(1)
+        along = (x @ self.basis).unsqueeze(1) - self.projected_means.unsqueeze(0)      # (N, classes, dims)
+        d2 = self.residual_precision * squared + (along * along) @ self.weights
+        return d2.clamp_min(0).min(1).values
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return -self.distance(features).sqrt()
+
+
+class Scored(nn.Module):
+    """A classifier with two outputs: its logits, and how familiar each image looks (``Familiarity``)."""
+
+    def __init__(self, model: nn.Module, familiarity: Familiarity):
+        super().__init__()
+        self.model, self.familiarity = model, familiarity
+
+    def forward(self, images):
+        features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        return self.model.get_classifier()(features), self.familiarity(features)
+
+
+class FeaturesAndLogits(nn.Module):
+    """Images in, pooled features and logits side by side out (one array: runners handle one output best)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        return torch.cat([features, self.model.get_classifier()(features)], 1)
+
+
+def head_reproduces_logits(model: nn.Module, input_size) -> bool:
+    """Whether the classifier applied to the pooled features gives the network's own logits (true for timm's
+    CNNs and imgcls's models; a network whose head does more is left with the energy score)."""
+    probe = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            model.eval()
+            split = FeaturesAndLogits(model)(probe)[:, -_classes(model):]
+            whole = model(probe)
+    except Exception:  # noqa: BLE001 - no forward_head/get_classifier, or a head that is not a module
+        return False
+    return split.shape == whole.shape and bool(torch.allclose(split, whole, rtol=1e-4, atol=1e-4))
+
+
+def _classes(model: nn.Module) -> int:
+    classifier = model.get_classifier()
+    return classifier.out_features if hasattr(classifier, "out_features") else classifier.weight.shape[0]
