@@ -280,3 +280,16 @@ def test_familiarity_scores_points_far_from_every_class_lowest():
     near = torch.tensor(centres + rng.normal(size=(4, 32)), dtype=torch.float32)
     far = torch.tensor(rng.normal(size=(4, 32)) * 4, dtype=torch.float32)  # no class's direction
     assert score(near).min() > score(far).max()
+
+
+def test_familiarity_stays_float32_under_mixed_precision():
+    """AMP (--amp on CUDA, bf16 on CPU) must not round the distances, which are small differences of large terms."""
+    from imgcls.models.familiarity import Familiarity, fit_familiarity
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 300)
+    score = Familiarity(fit_familiarity(rng.normal(size=(300, 64)) + labels[:, None], labels, 3))
+    x = torch.tensor(rng.normal(size=(8, 64)) + 1, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = score(x)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, score(x), rtol=1e-6)

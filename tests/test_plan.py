@@ -73,7 +73,10 @@ def test_a_slow_moment_before_the_run_does_not_cost_the_larger_input(monkeypatch
         return budget.budget_plan(TrainConfig(data="photos", budget="10m"), SimpleCNN(3), preprocess, counts,
                                   torch.device("cpu"))
 
+    said = []
+    monkeypatch.setattr(budget.log, "info", said.append)
     assert plan_with(slow, quick)[3] == (352, 352)   # measured twice: the quick measurement counts
+    assert "Measured this machine twice, as the first measurement allowed only 224x224" in " ".join(said)
     assert plan_with(quick)[3] == (352, 352)         # the largest size at once: measured once (next() would fail)
     assert plan_with(slow, slow)[3] == (224, 224)    # really slow: slow twice
 

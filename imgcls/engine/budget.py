@@ -215,14 +215,16 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     images = sum(counts.values())
     review = images * REVIEW_SECONDS_PER_IMAGE if train_reviews_labels(images) else 0.0
     size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review)
+    measured = "once"
     if size != sizes[-1]:
         # The input size is chosen once, before caching, for the whole run: a slow moment of the machine (another
         # job, a busy VM host: 2.2x once, docs/benchmarks.md) must not cost the larger input. Measure again and
         # keep the quicker of each; a machine that is really slow measures slow twice.
         again = measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size)
         costs = Costs(*(min(a, b) for a, b in zip(astuple(costs), astuple(again))))
+        measured = f"twice, as the first measurement allowed only {size[0]}x{size[1]}"
         size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review)
-    log.info(f"Measured this machine in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
+    log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
              f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
              "stages above it")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),

@@ -67,12 +67,14 @@ class Familiarity(nn.Module):
         self.register_buffer("projected_means", self.means @ self.basis)
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
-        """Squared Mahalanobis distance of the normalised features to the nearest class mean, (N,)."""
-        x = unit(features.float())
-        squared = (x * x).sum(1, keepdim=True) - 2 * x @ self.means.T + (self.means * self.means).sum(1)
-        along = (x @ self.basis).unsqueeze(1) - self.projected_means.unsqueeze(0)      # (N, classes, dims)
-        d2 = self.residual_precision * squared + (along * along) @ self.weights
-        return d2.clamp_min(0).min(1).values
+        """Squared Mahalanobis distance of the normalised features to the nearest class mean, (N,). Always in
+        float32, also under mixed precision: the distances are small differences of large terms."""
+        with torch.autocast(features.device.type, enabled=False):
+            x = unit(features.float())
+            squared = (x * x).sum(1, keepdim=True) - 2 * x @ self.means.T + (self.means * self.means).sum(1)
+            along = (x @ self.basis).unsqueeze(1) - self.projected_means.unsqueeze(0)    # (N, classes, dims)
+            d2 = self.residual_precision * squared + (along * along) @ self.weights
+            return d2.clamp_min(0).min(1).values
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return -self.distance(features).sqrt()
