@@ -132,6 +132,22 @@ def test_a_file_without_the_familiarity_output_falls_back_to_energy(run, tmp_pat
     assert [p.unknown for p in found] == [s < fallback["threshold"] for s in energy]
 
 
+def test_val_calibrate_gives_an_older_checkpoint_the_familiarity_score(cli, run):
+    """A checkpoint from before the familiarity score (energy only) gets it from `imgcls val --calibrate`, fitted
+    on the run's own training images, its threshold on val."""
+    weights = run / "weights" / "best.pt"
+    old = torch.load(weights, weights_only=True)
+    energy = old["rejection"]["fallback"]
+    old.pop("familiarity")
+    torch.save(old | {"rejection": energy}, weights)
+    code, _, err = cli("val", "--weights", weights, "--calibrate", "--workers", "0")
+    assert code == 0, err
+    new = torch.load(weights, weights_only=True)
+    assert new["rejection"]["score"] == "familiarity" and new["rejection"]["fallback"]["score"] == "energy"
+    assert new["familiarity"]["means"].shape == (3, 1280)
+    assert "familiarity score fitted on the pooled features of 30 training images" in err
+
+
 def test_serve_answers_unknown_true_and_the_score(fast_run):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

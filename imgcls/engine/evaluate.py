@@ -231,15 +231,19 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
 
 def _familiarity_for_calibration(checkpoint: dict, data, device, runtime: str, batch_size: int, workers: int,
                                  progress: bool) -> dict | None:
-    """``--calibrate`` refits the familiarity score on the training images (of --data, or the run's own split);
-    without any, the checkpoint keeps the energy score."""
-    try:
-        root, items, _ = eval_items(checkpoint, data, "train")
-    except ImgclsError:
-        log.info("Open-set rejection: no training images found to fit the familiarity score on; using energy")
-        return None
-    return fit_checkpoint_familiarity(checkpoint, root, items, device=device, runtime=runtime,
-                                      batch_size=batch_size, workers=workers, progress=progress)
+    """``--calibrate`` refits the familiarity score on training images: the run's own train split, else the train
+    folder of --data. Never on the images the threshold is calibrated on (a flat --data folder is all of them):
+    without training images the checkpoint keeps the energy score."""
+    for source in (None, data) if data is not None else (None,):
+        try:
+            root, items, split = eval_items(checkpoint, source, "train")
+        except ImgclsError:
+            continue
+        if split == "train":
+            return fit_checkpoint_familiarity(checkpoint, root, items, device=device, runtime=runtime,
+                                              batch_size=batch_size, workers=workers, progress=progress)
+    log.info("Open-set rejection: no training images found to fit the familiarity score on; using energy")
+    return None
 
 
 def store_rejection(path: str | os.PathLike, logits: np.ndarray, familiarity: np.ndarray | None = None,
