@@ -23,6 +23,7 @@ import torch
 
 from ..engine.runners import Runner, export_onnx_bytes, onnx_runner, torch_runner
 from ..errors import ImgclsError
+from ..models.familiarity import outputs_of
 from ..record.files import atomic_write_bytes
 
 log = logging.getLogger("imgcls")
@@ -38,15 +39,8 @@ def export_metadata(checkpoint: dict, model: torch.nn.Module | None = None) -> d
     the network written (logits, and the familiarity score when it is models/familiarity.Scored)."""
     return {"format": METADATA_FORMAT, "version": 1, "model_name": checkpoint["model_name"],
             "class_names": list(checkpoint["class_names"]), "preprocess": dict(checkpoint["preprocess"]),
-            "temperature": float(checkpoint.get("temperature", 1.0)), "outputs": list(module_outputs(model)),
+            "temperature": float(checkpoint.get("temperature", 1.0)), "outputs": list(outputs_of(model)),
             **({"rejection": dict(checkpoint["rejection"])} if checkpoint.get("rejection") else {})}
-
-
-def module_outputs(model: torch.nn.Module | None) -> tuple[str, ...]:
-    """The names of a network's outputs in exported files."""
-    from ..models.familiarity import OUTPUTS, Scored
-
-    return OUTPUTS if isinstance(model, Scored) else OUTPUTS[:1]
 
 
 def check_metadata(text: str | None, path: Path) -> dict:
@@ -90,7 +84,7 @@ def onnx_bytes(model: torch.nn.Module, checkpoint: dict, dynamic_batch: bool) ->
     """The network as ONNX with the imgcls metadata inside."""
     onnx = require("onnx", "onnx")
     proto = onnx.load_from_string(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
-                                                    dynamic_batch=dynamic_batch, output_name=module_outputs(model)))
+                                                    dynamic_batch=dynamic_batch, output_name=outputs_of(model)))
     set_onnx_metadata(proto, export_metadata(checkpoint, model))
     return proto.SerializeToString()
 
@@ -138,7 +132,7 @@ def _write_openvino(model, checkpoint: dict, path: Path, dynamic_batch: bool) ->
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_path.write_bytes(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
-                                                dynamic_batch=dynamic_batch, output_name=module_outputs(model)))
+                                                dynamic_batch=dynamic_batch, output_name=outputs_of(model)))
         ov_model = ov.convert_model(str(onnx_path))
         ov_model.set_rt_info(json.dumps(export_metadata(checkpoint, model)), [METADATA_KEY])
         ov.save_model(ov_model, str(path), compress_to_fp16=False)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .parts import pooled_features
+
 DIMS = 64            # principal directions kept exactly; the rest share one variance
 OUTPUTS = ("logits", "familiarity")
 STAT_NAMES = ("means", "basis", "weights", "residual_precision")
@@ -88,8 +90,13 @@ class Scored(nn.Module):
         self.model, self.familiarity = model, familiarity
 
     def forward(self, images):
-        features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        features = pooled_features(self.model, images)
         return self.model.get_classifier()(features), self.familiarity(features)
+
+
+def outputs_of(model: nn.Module | None) -> tuple[str, ...]:
+    """The names of a network's outputs in exported files: both for ``Scored``, else the logits alone."""
+    return OUTPUTS if isinstance(model, Scored) else OUTPUTS[:1]
 
 
 class FeaturesAndLogits(nn.Module):
@@ -100,7 +107,7 @@ class FeaturesAndLogits(nn.Module):
         self.model = model
 
     def forward(self, images):
-        features = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        features = pooled_features(self.model, images)
         return torch.cat([features, self.model.get_classifier()(features)], 1)
 
 
@@ -111,13 +118,8 @@ def head_reproduces_logits(model: nn.Module, input_size) -> bool:
     try:
         with torch.inference_mode():
             model.eval()
-            split = FeaturesAndLogits(model)(probe)[:, -_classes(model):]
+            split = model.get_classifier()(pooled_features(model, probe))
             whole = model(probe)
     except Exception:  # noqa: BLE001 - no forward_head/get_classifier, or a head that is not a module
         return False
     return split.shape == whole.shape and bool(torch.allclose(split, whole, rtol=1e-4, atol=1e-4))
-
-
-def _classes(model: nn.Module) -> int:
-    classifier = model.get_classifier()
-    return classifier.out_features if hasattr(classifier, "out_features") else classifier.weight.shape[0]

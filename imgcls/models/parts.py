@@ -10,6 +10,11 @@ import torch
 from torch import nn
 
 
+def pooled_features(model: nn.Module, images):
+    """The pooled features of ``images``: what the classifier of ``model`` takes in."""
+    return model.forward_head(model.forward_features(images), pre_logits=True)
+
+
 class PreLogits(nn.Module):
     """The backbone as a module of its own: images in, pooled features (the classifier's input) out."""
 
@@ -18,7 +23,7 @@ class PreLogits(nn.Module):
         self.model = model
 
     def forward(self, images):
-        return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        return pooled_features(self.model, images)
 
 
 def zero_classifier(model: nn.Module) -> None:
