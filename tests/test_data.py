@@ -251,3 +251,37 @@ def test_reduction_keeps_the_exif_rotation_and_small_images_alone(tmp_path):
     assert shown.size == (100, 400)  # reduced 4x (the short side stays >= 100), then turned upright
     assert np.asarray(shown)[:20].mean(axis=(0, 1))[0] > 150  # the red strip is at the top
     assert load_image(tmp_path / "rotated.png", draft_size=(300, 300)).size == (400, 1600)  # under 2x: as is
+
+
+@pytest.mark.parametrize("peak, expected", [(200, 200), (4095, 255), (1023, 255), (65535, 255), (40000, 155)])
+def test_16_bit_images_are_scaled_by_their_bit_depth(tmp_path, peak, expected):
+    """A 12-bit (or 10-bit) scan stored in 16 bits fills the 8-bit range as a 16-bit photo does; values that fit
+    in 8 bits stay as they are. Before, a 12-bit scan came out as 16 shades of near-black."""
+    values = np.zeros((20, 30), dtype=np.uint16)
+    values[:, 15:] = peak
+    Image.fromarray(values).save(tmp_path / "scan.png")
+    rgb = np.asarray(load_image(tmp_path / "scan.png"))
+    assert rgb.shape == (20, 30, 3) and rgb[:, :15].max() == 0
+    assert abs(int(rgb[0, 20, 0]) - expected) <= 1, rgb[0, 20]
+
+
+def test_a_reduced_16_bit_image_keeps_the_bit_depth_of_its_brightest_pixel(tmp_path):
+    """Averaging while reducing can lower the peak below a power of two (2050 -> under 2048): the reduced image
+    must still be scaled as the full one is, not made twice as bright."""
+    values = np.full((900, 1200), 1000, dtype=np.uint16)
+    values[0, 0] = 2050  # the only value that needs 12 bits; a 9x9 box averages it away
+    Image.fromarray(values).save(tmp_path / "scan.png")
+    reduced = np.asarray(load_image(tmp_path / "scan.png", draft_size=(100, 100)), dtype=float)
+    full = np.asarray(load_image(tmp_path / "scan.png"), dtype=float)
+    assert reduced.shape[:2] == (100, 134)
+    assert abs(reduced[50, 50, 0] - full[450, 600, 0]) <= 1, (reduced[50, 50], full[450, 600])
+
+
+def test_a_16_bit_array_is_scaled_as_a_16_bit_file_is():
+    """Predictor takes numpy arrays too: a 12-bit scan as a uint16 array looks as it does read from a file."""
+    from imgcls.data.images import as_image
+
+    values = np.zeros((20, 30), dtype=np.uint16)
+    values[:, 15:] = 4095
+    rgb = np.asarray(as_image(values))
+    assert rgb.shape == (20, 30, 3) and rgb[0, 0, 0] == 0 and rgb[0, 20, 0] >= 254

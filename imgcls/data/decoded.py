@@ -25,7 +25,8 @@ from .images import ImageReadError, load_image
 log = logging.getLogger("imgcls")
 
 # Bump when the meaning of a cached entry changes (transforms, storage layout).
-CACHE_FORMAT = 2  # 2: images far larger than the working size are box-reduced while decoded
+CACHE_FORMAT = 3  # 2: images far larger than the working size are box-reduced while decoded; 3: 16-bit ones
+#                 scaled by their bit depth (a 12-bit scan was near-black)
 
 
 def draft_size_for(preprocess: dict) -> tuple[int, int]:

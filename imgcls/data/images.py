@@ -87,7 +87,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to 8-bit RGB.
 
     Transparent areas are composited on white, which is what an image viewer shows.
-    16-bit and float images are scaled by their own range rather than clipped.
+    16-bit images are scaled by their bit depth (``sixteen_bit_divisor``), 32-bit and float ones by their own
+    range, rather than clipped.
     """
     mode = image.mode
     if mode == "RGB":
@@ -95,11 +96,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
-        if mode.startswith("I;16") and low >= 0 and high <= 65535:
-            array = array / 257.0 if high > 255 else array
-        elif high > low:
+        if mode.startswith("I;16"):
+            return _grey_to_rgb(array / sixteen_bit_divisor(high))
+        if high > low:
             array = (array - low) / (high - low) * 255.0
-        return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L").convert("RGB")
+        return _grey_to_rgb(array)
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
         mode = "RGBA"
@@ -108,6 +109,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def sixteen_bit_divisor(peak: float) -> float:
+    """What a 16-bit image's values are divided by to become 8-bit: its bit depth is taken to be the fewest bits
+    (8 at least) that hold its brightest value, so a 12-bit scan (0..4095) fills the 8-bit range as a 16-bit
+    photo (0..65535, divided by 257) does, rather than showing as 16 shades of near-black."""
+    return (2 ** max(8, int(peak).bit_length()) - 1) / 255.0
+
+
+def _grey_to_rgb(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
 @dataclass
@@ -185,18 +197,22 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
     """
     if image.mode in LINEAR_MODES:
         return image.reduce(factor)
-    convert = (lambda part: part.convert("I")) if image.mode.startswith("I;16") else to_rgb
+    sixteen = image.mode.startswith("I;16")
+    convert = (lambda part: part.convert("I")) if sixteen else to_rgb
     width, height = -(-image.width // factor), -(-image.height // factor)  # as Image.reduce: edge boxes count
     rows = max(1, STRIP_PIXELS // (image.width * factor))  # output rows per strip
-    reduced = None
+    reduced, peak = None, 0
     for top in range(0, height, rows):
         bottom = min(image.height, (top + rows) * factor)
-        part = convert(image.crop((0, top * factor, image.width, bottom))).reduce(factor)
+        full = convert(image.crop((0, top * factor, image.width, bottom)))
+        if sixteen:
+            peak = max(peak, full.getextrema()[1])
+        part = full.reduce(factor)
         if reduced is None:
             reduced = Image.new(part.mode, (width, height))
         reduced.paste(part, (0, top))
-    # back to 16 bits, so to_rgb scales the reduced image by the same rule as the full one
-    return reduced.convert("I;16") if image.mode.startswith("I;16") else reduced
+    # 16 bits: scaled by the full image's bit depth, which averaging may have hidden, as a full decode would be
+    return _grey_to_rgb(np.asarray(reduced, dtype=np.float64) / sixteen_bit_divisor(peak)) if sixteen else reduced
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
@@ -214,7 +230,7 @@ def array_to_image(array: np.ndarray) -> Image.Image:
         a = np.nan_to_num(a.astype(np.float64))
         a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
     elif a.dtype == np.uint16:
-        a = (a // 257).astype(np.uint8)
+        a = (a / sixteen_bit_divisor(a.max())).astype(np.uint8)
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
     image = Image.fromarray(np.ascontiguousarray(a), "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA"))

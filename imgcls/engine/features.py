@@ -29,7 +29,8 @@ from . import distributed as dist
 log = logging.getLogger("imgcls")
 
 # Bump when the meaning of a cached entry changes (view seeding, transforms, storage layout).
-CACHE_FORMAT = 2  # 2: images far larger than the working size are box-reduced while decoded
+CACHE_FORMAT = 3  # 2: images far larger than the working size are box-reduced while decoded; 3: 16-bit ones
+#                 scaled by their bit depth (a 12-bit scan was near-black)
 EVAL_VIEW = "eval"
 SHARD_ROWS = 512  # features written per shard file: an interrupted extraction keeps what it did
 
