@@ -12,7 +12,9 @@ docs/cache.md). Run the seeds in the order given to see that cost where a user w
 For every run one JSON line is written to --out: data, variant, seed, wall seconds of the whole command,
 the split the final accuracy is from ("test" where the data has one, else "val"), that accuracy, the plan's
 phases, and the per-epoch (elapsed seconds, val accuracy) curve. --plot draws val accuracy against wall time
-per variant (the mean over seeds at each epoch) and the final accuracy of each run as a point.
+per variant (the mean over seeds at each epoch), the final accuracy of each run as a point and, with several
+seeds, their mean as a star. Rows of other tools in the same format (variant, seed, wall_seconds, split,
+accuracy, curve) may be appended to --out by hand; with no --variant the script only draws them.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.scatter([r["wall_seconds"] / 60 for r in runs], [r["accuracy"] for r in runs], color=color,
                    marker="o", edgecolor="black", zorder=3,
                    label=f"{variant}: final {runs[0]['split']} (whole command)")
+        if len(runs) > 1:
+            ax.scatter([np.mean([r["wall_seconds"] for r in runs]) / 60], [np.mean([r["accuracy"] for r in runs])],
+                       color=color, marker="*", s=220, edgecolor="black", zorder=4,
+                       label=f"{variant}: mean of {len(runs)} seeds")
     data = ", ".join(sorted({r["data"] for r in rows}))
     ax.set(xlabel="wall time (minutes)", ylabel="accuracy", title=f"{data}: accuracy against wall time")
     ax.grid(alpha=0.3)
@@ -87,17 +93,21 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--variant", action="append", required=True, help="NAME=FLAGS (repeatable)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=FLAGS (repeatable); none: only draw --plot from the rows already in --out")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended to")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--project", type=Path, help="where the runs go (default: a new temporary folder)")
     args = parser.parse_args()
 
-    project = args.project or Path(tempfile.mkdtemp(prefix="imgcls-accuracy-"))
-    project.mkdir(parents=True, exist_ok=True)
+    if not args.variant and not args.plot:
+        parser.error("give --variant NAME=FLAGS to run, or --plot PNG to draw the rows already in --out")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}; runs in {project}", flush=True)
+    if args.variant:
+        project = args.project or Path(tempfile.mkdtemp(prefix="imgcls-accuracy-"))
+        project.mkdir(parents=True, exist_ok=True)
+        print(f"machine: {machine()}; runs in {project}", flush=True)
     for seed in args.seeds:
         for spec in args.variant:
             name, _, flags = spec.partition("=")
