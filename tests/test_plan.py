@@ -81,6 +81,61 @@ def test_a_slow_moment_before_the_run_does_not_cost_the_larger_input(monkeypatch
     assert plan_with(slow, slow)[3] == (224, 224)    # really slow: slow twice
 
 
+def test_a_data_set_too_large_to_fine_tune_in_the_budget_gets_the_probe_alone():
+    """When not even one view and one tune epoch fit, the plan drops fine-tuning rather than the budget; it stays
+    the cheapest plan (and over budget) when the probe alone does not fit either."""
+    big = {"train": 40_000, "val": 5_000, "test": 5_000}
+    probe_fits = (40_000 + 10_000) * (COSTS.lower + COSTS.top_eval + 0.004) + 60 + 10 * 45_000 * COSTS.head \
+        + (10_000 + 1_000) * (COSTS.lower + COSTS.top_eval + 0.004)
+    views, probe, tune, est = choose(COSTS, big, probe_fits * 1.05, 8)
+    assert (views, tune) == (1, 0) and est.total <= probe_fits * 1.05
+    assert not any(step.startswith("fine-tuning") for step, _ in est.steps)
+    one_epoch = estimate(COSTS, big, 1, probe, 1).total
+    assert one_epoch > probe_fits * 1.05  # what was given up did not fit
+    assert choose(COSTS, big, one_epoch, 8)[2] >= 1  # given the time, it fine-tunes
+    assert choose(COSTS, big, 60, 8)[:3] == (1, probe, 0)  # nothing fits: the cheapest plan
+
+
+def test_the_probe_alone_is_said_and_the_budget_that_would_fine_tune_named(monkeypatch):
+    import imgcls.engine.budget as budget
+    from imgcls.config import TrainConfig
+    from imgcls.models.simple_cnn import SimpleCNN
+
+    counts = {"train": 40_000, "val": 5_000, "test": 5_000}
+    said, warned = [], []
+    monkeypatch.setattr(budget.log, "info", said.append)
+    monkeypatch.setattr(budget.log, "warning", warned.append)
+    monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: Costs(0.004, 0.02, 0.005, 1e-4))
+    plan, views, est, size = budget.budget_plan(TrainConfig(data="photos", budget="10m"), SimpleCNN(3),
+                                                {"input_size": (3, 224, 224)}, counts, torch.device("cpu"))
+    assert [p.name for p in plan] == ["probe"] and views == 1 and size == (224, 224) and est.total <= 600
+    message = next(line for line in said if "too short to fine-tune" in line)
+    minutes = int(message.split("--budget ")[1].split("m")[0])
+    assert choose(budget.scaled(Costs(0.004, 0.02, 0.005, 1e-4), (352, 352), (224, 224)), counts, minutes * 60,
+                  8)[2] >= 1  # the budget it names would fine-tune
+    assert not warned
+    budget.budget_plan(TrainConfig(data="photos", budget="1m"), SimpleCNN(3), {"input_size": (3, 224, 224)},
+                       counts, torch.device("cpu"))
+    assert len(warned) == 1 and "more than --budget 1m" in warned[0]
+
+
+def test_a_probe_only_plan_trains_and_records_one_phase(cli, split_data, trained_run, tmp_path, monkeypatch):
+    import imgcls.engine.budget as budget
+
+    monkeypatch.setattr(budget, "measure", lambda *args, **kwargs: Costs(lower=0.004, top_train=5.0,
+                                                                           top_eval=0.005, head=1e-4))
+    start = torch.load(trained_run / "weights" / "best.pt", weights_only=True)["state_dict"]
+    code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs")
+    assert code == 0, err
+    assert "the plan trains the linear probe alone" in err, err
+    run = tmp_path / "runs" / "train"
+    results = json.loads((run / "results.json").read_text())
+    assert [p["name"] for p in results["phases"]] == ["probe"] and results["test"]["accuracy"] >= 0
+    final = torch.load(run / "weights" / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[k], v) for k, v in start.items() if not k.startswith("classifier"))
+    assert not torch.equal(final["classifier.weight"], start["classifier.weight"])
+
+
 def test_estimate_counts_every_image_view_once():
     est = dict(estimate(Costs(lower=1.0, top_train=0.0, top_eval=0.0), {"train": 10, "val": 3, "test": 2}, 4, 0, 0)
                .steps)

@@ -76,7 +76,8 @@ def _minutes(seconds: float) -> str:
 def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int, tune_epochs: int,
              review_seconds: float = 0.0) -> Estimate:
     """Seconds of each step of the cut-and-cache plan for ``counts`` images per split (pure: testable);
-    ``review_seconds``: the label review of the data check, when it runs."""
+    ``review_seconds``: the label review of the data check, when it runs. With no tune epochs the plan is the
+    probe alone, on pooled features cached straight from the whole frozen network (the same cost per view)."""
     train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
     cached_views = train * views + val + test
     return Estimate([
@@ -85,8 +86,9 @@ def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int
         ("pooled features for the probe", cached_views * costs.top_eval),
         *([("label review", review_seconds)] if review_seconds else []),
         (f"probe: {probe_epochs} epochs", probe_epochs * (train + val) * costs.head),
-        (f"fine-tuning the top stages: {tune_epochs} epochs", tune_epochs * (train * costs.top_train
-                                                                            + val * costs.top_eval)),
+        *([(f"fine-tuning the top stages: {tune_epochs} epochs", tune_epochs * (train * costs.top_train
+                                                                              + val * costs.top_eval))]
+          if tune_epochs else []),
         ("final evaluation on val and test, and the familiarity score",
          (val + test + min(train, FAMILIARITY_IMAGES)) * (costs.lower + costs.top_eval + DECODE_SECONDS)),
     ])
@@ -95,7 +97,8 @@ def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int
 def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int,
            review_seconds: float = 0.0) -> tuple[int, int, int, Estimate]:
     """(views, probe epochs, tune epochs, estimate): the recipe, shrunk until it fits the budget (fewer tune
-    epochs, then fewer views), or grown while it fits with room to spare (more views, then more epochs)."""
+    epochs, then fewer views, then down to no fine-tuning: the probe alone, for data sets too large to fine-tune
+    on in the budget), or grown while it fits with room to spare (more views, then more epochs)."""
     views, probe, tune = min(RECIPE["views"], max_views), RECIPE["probe_epochs"], RECIPE["tune_epochs"]
     cost = partial(estimate, review_seconds=review_seconds)
     while cost(costs, counts, views, probe, tune).total > budget:
@@ -103,7 +106,7 @@ def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int,
             tune -= 1
         elif views > 1:
             views -= 1
-        elif tune > 1:
+        elif tune > 0:
             tune -= 1
         else:
             break
@@ -138,14 +141,18 @@ def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: d
     frozen head from 224 to 352 pixels, +2 for the plan), but bought with views and epochs they cost accuracy
     (flowers5: 256 pixels with 4 views and 7 tune epochs, 0.761; 224 with 4 views and 10, 0.781; same seed):
     docs/benchmarks.md."""
-    largest = sizes[-1][0] * sizes[-1][1]
     for size in reversed(sizes):
-        scale = size[0] * size[1] / largest
-        costs = Costs(lower=costs_at_largest.lower * scale, top_train=costs_at_largest.top_train * scale,
-                      top_eval=costs_at_largest.top_eval * scale, head=costs_at_largest.head)
-        views, probe, tune, est = choose(costs, counts, budget, max_views, review_seconds)
+        views, probe, tune, est = choose(scaled(costs_at_largest, sizes[-1], size), counts, budget, max_views,
+                                         review_seconds)
         if size == sizes[0] or (views >= min(RECIPE["max_views"], max_views) and tune >= RECIPE["tune_epochs"]):
             return size, views, probe, tune, est
+
+
+def scaled(costs: Costs, measured_at: tuple[int, int], size: tuple[int, int]) -> Costs:
+    """``costs`` measured at one input size, at another: the network's work is per pixel (the head's is not)."""
+    scale = size[0] * size[1] / (measured_at[0] * measured_at[1])
+    return Costs(lower=costs.lower * scale, top_train=costs.top_train * scale, top_eval=costs.top_eval * scale,
+                 head=costs.head)
 
 
 def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
@@ -227,8 +234,17 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
              f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
              "stages above it")
-    plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
-            Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut)]
+    plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"])]
+    if tune:
+        plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))
+    else:
+        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review).total
+        log.info(f"The budget is too short to fine-tune on {sum(counts.values()):,} images on this machine (one view "
+                 f"and one epoch would take about {least / 60:.0f} min): the plan trains the linear probe alone. "
+                 f"--budget {int(least / 60 / 0.9) + 1}m would fine-tune the top stages as well.")
+    if est.total > budget:
+        log.warning(f"WARNING: even the quickest plan (the probe on one view of each image) takes about "
+                    f"{est.total / 60:.0f} min here, more than --budget {cfg.budget}; it runs anyway")
     return plan, views, est, size
 
 
