@@ -131,6 +131,8 @@ def test_a_probe_only_plan_trains_and_records_one_phase(cli, split_data, trained
     run = tmp_path / "runs" / "train"
     results = json.loads((run / "results.json").read_text())
     assert [p["name"] for p in results["phases"]] == ["probe"] and results["test"]["accuracy"] >= 0
+    # its epochs take a blink: the probe keeps its planned length, however little of the budget is left
+    assert results["phases"][0]["epochs"] == RECIPE["probe_epochs"] and "Re-planned" not in err
     final = torch.load(run / "weights" / "best.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(final[k], v) for k, v in start.items() if not k.startswith("classifier"))
     assert not torch.equal(final["classifier.weight"], start["classifier.weight"])

@@ -244,7 +244,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
                  f"--budget {int(least / 60 / 0.9) + 1}m would fine-tune the top stages as well.")
     if est.total > budget:
         log.warning(f"WARNING: even the quickest plan (the probe on one view of each image) takes about "
-                    f"{est.total / 60:.0f} min here, more than --budget {cfg.budget}; it runs anyway")
+                    f"{est.total / 60:.1f} min here, more than --budget {cfg.budget}; it runs anyway")
     return plan, views, est, size
 
 

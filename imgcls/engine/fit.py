@@ -125,7 +125,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
         improved = state.add_epoch(record, record["seconds"])
         state.elapsed = record["elapsed"] = round(run.elapsed(), 1)
-        if epoch == before + 1 and not resumed and run.budget is not None and phase == run.plan[-1]:
+        if epoch == before + 1 and not resumed and run.budget is not None and phase == run.plan[-1] \
+                and phase.trains != "head":  # a probe's epochs take a blink: its planned length stands
             steps_per_epoch = opt.total_steps // phase.epochs
             phase = _refit_last_phase(run, phase, record["seconds"])
             opt.total_steps, last_epoch = steps_per_epoch * phase.epochs, sum(p.epochs for p in run.plan)

@@ -322,7 +322,7 @@ def _log_start(run: Run, weights_desc: str, estimate) -> None:
         log.info("Plan: " + "; then ".join(p.describe() for p in run.plan))
         return
     log.info(f"Plan for --budget {run.cfg.budget} (estimated {estimate.total / 60:.1f} min on this machine; "
-             f"{run.cfg.cache_views} augmented views per training image):\n"
+             f"{run.cfg.cache_views} augmented view{'s' if run.cfg.cache_views != 1 else ''} per training image):\n"
              + "\n".join(f"  {i}. {p.describe()}" for i, p in enumerate(run.plan, 1)) + "\nEstimated time:\n"
              + "\n".join(estimate.lines()))
 
