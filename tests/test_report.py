@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +32,10 @@ def test_train_writes_report_and_error_gallery(trained_run):
                  "Error analysis", "Most confused pairs", "Test", "circle", "square", "triangle",
                  "FLOPs per image", "trainable parameters", "ROC AUC", "specificity"):
         assert text in page, text
+    # the time a user waited (caching and evaluating included), not the epochs' alone
+    results = json.loads((trained_run / "results.json").read_text())
+    assert f"<b>{results['wall seconds'] / 60:.1f} min</b>" in page
+    assert f"whole run (epochs {results['train seconds'] / 60:.1f} min)" in page
 
 
 def test_report_is_self_contained(cli, run):

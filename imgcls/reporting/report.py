@@ -149,7 +149,10 @@ def _summary(run: RunRecord) -> str:
                   _card(f"{best['mean F1 score']:.3f}", "val macro-F1"), _card(f"{best['loss']:.4f}", "val loss")]
     if test:
         cards.append(_card(f"{test['accuracy']:.2%}", "test accuracy"))
-    if run.train_seconds is not None:
+    if run.wall_seconds is not None:  # caching and evaluating can be most of a run: the epochs alone mislead
+        epochs = f" (epochs {run.train_seconds / 60:.1f} min)" if run.train_seconds is not None else ""
+        cards.append(_card(f"{run.wall_seconds / 60:.1f} min", f"whole run{epochs}"))
+    elif run.train_seconds is not None:
         cards.append(_card(f"{run.train_seconds / 60:.1f} min", "training time"))
     return (f"<h1>imgcls run <code>{esc(run.run_dir.name)}</code></h1>"
             f"<p class='sub'>{esc(run.run_dir.resolve())} &middot; model {esc(run.model.get('name', '?'))} &middot; "
