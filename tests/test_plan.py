@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -34,6 +35,36 @@ def test_the_label_review_is_planned_inside_the_budget():
     reviewed = choose(COSTS, COUNTS, budget, 8, review_seconds=90.0)
     assert dict(reviewed[3].steps)["label review"] == 90.0 and "label review" not in dict(plain[3].steps)
     assert reviewed[3].total <= budget and (reviewed[0], reviewed[2]) < (plain[0], plain[2])  # less left to train
+
+
+def test_reading_the_image_files_is_planned():
+    """Reading a large PNG or TIFF takes a tenth of a second and more, which random tensors do not show: the
+    caching and the final evaluation count it once per image, and the plan does less in the same budget."""
+    heavy, budget = dataclasses.replace(COSTS, read=0.05), 15 * 60
+    plain, slow = (dict(estimate(c, COUNTS, 4, 10, 8).steps) for c in (COSTS, heavy))
+    caching = next(step for step in plain if step.startswith("caching"))
+    assert slow[caching] - plain[caching] == pytest.approx(0.05 * sum(COUNTS.values()))
+    light_plan, heavy_plan = choose(COSTS, COUNTS, budget, 8), choose(heavy, COUNTS, budget, 8)
+    assert heavy_plan[3].total <= budget and (heavy_plan[0], heavy_plan[2]) < (light_plan[0], light_plan[2])
+
+
+def test_what_the_run_took_before_planning_comes_out_of_the_budget():
+    """The data check reads every file before the plan is made: on large files that is minutes of the budget."""
+    budget = 8 * 60
+    fresh, late = choose(COSTS, COUNTS, budget, 8), choose(COSTS, COUNTS, budget, 8, spent=120.0)
+    assert dict(late[3].steps)["data check and model set-up (done)"] == 120.0
+    assert late[3].total <= budget and (late[0], late[2]) < (fresh[0], fresh[2])
+
+
+def test_reading_seconds_are_measured_on_the_files_themselves(tmp_path):
+    from PIL import Image
+
+    from imgcls.engine.budget import reading_seconds
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "fine.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert reading_seconds([tmp_path / "fine.png", tmp_path / "broken.png"], (32, 32)) > 0
+    assert reading_seconds([tmp_path / "broken.png"], (32, 32)) == 0.0  # the run's own warnings name it
 
 
 def test_a_larger_input_only_when_the_budget_holds_the_whole_recipe_at_it():
@@ -212,6 +243,7 @@ def test_each_phase_trains_what_it_says(cli, split_data, trained_run, tmp_path):
     assert (probe["name"], probe["trains"], tune["name"], tune["trains"], tune["cut"]) == \
         ("probe", "head", "tune", "top", 2)
     assert "Plan for --budget 60s" in err and "Estimated time" in err
+    assert "ms to read an image file" in err and "data check and model set-up (done)" in err
     phases = [results[f"epoch:{i}"]["phase"] for i in range(1, probe["epochs"] + tune["epochs"] + 1)]
     assert phases == ["probe"] * probe["epochs"] + ["tune"] * tune["epochs"]
     final = torch.load(run / "weights" / "last.pt", weights_only=True)["state_dict"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from functools import partial
 
 import torch
@@ -36,8 +36,9 @@ RECIPE = {
     "top_stages": 2,         # stages trained above the cut
 }
 LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
-FIXED_SECONDS = 20.0          # data check, model and runtime set-up, report: measured once, not per image
-DECODE_SECONDS = 0.004        # decoding and augmenting one view, beside the network (per image)
+FIXED_SECONDS = 20.0          # model and runtime set-up, report: measured once, not per image
+DECODE_SECONDS = 0.004        # augmenting one view of a decoded image, beside the network (per view)
+READ_SAMPLE = 8               # image files read to measure what reading one costs (large PNG/TIFF: 0.3 s and more)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Costs:
     top_train: float       # the top stages, forward + backward (per view per epoch)
     top_eval: float        # the top stages, inference (validation each epoch; pooled features once)
     head: float = 0.0      # the linear probe, per view per epoch (tiny)
+    read: float = 0.0      # reading and decoding one image file (once per image in each pass over the files)
 
 
 @dataclass
@@ -74,15 +76,18 @@ def _minutes(seconds: float) -> str:
 
 
 def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int, tune_epochs: int,
-             review_seconds: float = 0.0) -> Estimate:
+             review_seconds: float = 0.0, spent: float = 0.0) -> Estimate:
     """Seconds of each step of the cut-and-cache plan for ``counts`` images per split (pure: testable);
-    ``review_seconds``: the label review of the data check, when it runs. With no tune epochs the plan is the
-    probe alone, on pooled features cached straight from the whole frozen network (the same cost per view)."""
+    ``review_seconds``: the label review of the data check, when it runs; ``spent``: what the run took before
+    planning (the data check reads every file). With no tune epochs the plan is the probe alone, on pooled
+    features cached straight from the whole frozen network (the same cost per view)."""
     train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
     cached_views = train * views + val + test
     return Estimate([
-        ("set-up, data check and report", FIXED_SECONDS),
-        (f"caching {cached_views:,} image views", cached_views * (costs.lower + DECODE_SECONDS)),
+        *([("data check and model set-up (done)", spent)] if spent else []),
+        ("runtime set-up and report", FIXED_SECONDS),
+        (f"caching {cached_views:,} image views", cached_views * (costs.lower + DECODE_SECONDS)
+         + (train + val + test) * costs.read),
         ("pooled features for the probe", cached_views * costs.top_eval),
         *([("label review", review_seconds)] if review_seconds else []),
         (f"probe: {probe_epochs} epochs", probe_epochs * (train + val) * costs.head),
@@ -90,17 +95,17 @@ def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int
                                                                               + val * costs.top_eval))]
           if tune_epochs else []),
         ("final evaluation on val and test, and the familiarity score",
-         (val + test + min(train, FAMILIARITY_IMAGES)) * (costs.lower + costs.top_eval + DECODE_SECONDS)),
+         (val + test + min(train, FAMILIARITY_IMAGES)) * (costs.lower + costs.top_eval + DECODE_SECONDS + costs.read)),
     ])
 
 
 def choose(costs: Costs, counts: dict[str, int], budget: float, max_views: int,
-           review_seconds: float = 0.0) -> tuple[int, int, int, Estimate]:
+           review_seconds: float = 0.0, spent: float = 0.0) -> tuple[int, int, int, Estimate]:
     """(views, probe epochs, tune epochs, estimate): the recipe, shrunk until it fits the budget (fewer tune
     epochs, then fewer views, then down to no fine-tuning: the probe alone, for data sets too large to fine-tune
     on in the budget), or grown while it fits with room to spare (more views, then more epochs)."""
     views, probe, tune = min(RECIPE["views"], max_views), RECIPE["probe_epochs"], RECIPE["tune_epochs"]
-    cost = partial(estimate, review_seconds=review_seconds)
+    cost = partial(estimate, review_seconds=review_seconds, spent=spent)
     while cost(costs, counts, views, probe, tune).total > budget:
         if tune > RECIPE["min_tune_epochs"]:
             tune -= 1
@@ -132,7 +137,7 @@ def larger_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: dict[str, int], budget: float,
-                max_views: int, review_seconds: float = 0.0):
+                max_views: int, review_seconds: float = 0.0, spent: float = 0.0):
     """(size, views, probe epochs, tune epochs, estimate): the largest input size at which the budget still holds
     the full recipe (the most views, and at least RECIPE's tune epochs), else the smallest. Costs are measured
     once at the largest size and scaled by the number of pixels for the others (the network's work is per pixel).
@@ -143,7 +148,7 @@ def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: d
     docs/benchmarks.md."""
     for size in reversed(sizes):
         views, probe, tune, est = choose(scaled(costs_at_largest, sizes[-1], size), counts, budget, max_views,
-                                         review_seconds)
+                                         review_seconds, spent)
         if size == sizes[0] or (views >= min(RECIPE["max_views"], max_views) and tune >= RECIPE["tune_epochs"]):
             return size, views, probe, tune, est
 
@@ -152,7 +157,7 @@ def scaled(costs: Costs, measured_at: tuple[int, int], size: tuple[int, int]) ->
     """``costs`` measured at one input size, at another: the network's work is per pixel (the head's is not)."""
     scale = size[0] * size[1] / (measured_at[0] * measured_at[1])
     return Costs(lower=costs.lower * scale, top_train=costs.top_train * scale, top_eval=costs.top_eval * scale,
-                 head=costs.head)
+                 head=costs.head, read=costs.read)
 
 
 def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
@@ -203,10 +208,33 @@ def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 3
     return Costs(lower=_per_image(runner, images), top_train=top_train, top_eval=top_eval, head=top_eval / 50)
 
 
+def reading_seconds(paths: list, draft_size: tuple[int, int], seed: int = 0, sample: int = READ_SAMPLE) -> float:
+    """Mean seconds to read and decode one of ``paths`` (a random sample of them, at ``draft_size`` as caching
+    reads them): next to nothing for a small JPEG, a third of a second for a 12-megapixel PNG, which no
+    measurement on random tensors sees. Unreadable files are left to the run's own warnings."""
+    import random
+
+    from ..data.images import ImageReadError, load_image
+
+    chosen = random.Random(seed).sample(list(paths), min(sample, len(paths)))
+    times = []
+    for path in chosen:
+        start = time.perf_counter()
+        try:
+            load_image(path, draft_size=draft_size)
+        except (ImageReadError, OSError):
+            continue
+        times.append(time.perf_counter() - start)
+    return sum(times) / len(times) if times else 0.0
+
+
 def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: dict[str, int],
-                device: torch.device) -> tuple[list[Phase], int, Estimate | None, tuple[int, int] | None]:
-    """The default plan for this run: (phases, views to cache, estimate, input size) within cfg.budget. The input
-    size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
+                device: torch.device, paths: list = (), spent: float = 0.0
+                ) -> tuple[list[Phase], int, Estimate | None, tuple[int, int] | None]:
+    """The default plan for this run: (phases, views to cache, estimate, input size) within cfg.budget, of which
+    ``spent`` seconds are gone already; ``paths`` (the training images) are sampled for the cost of reading one.
+    The input size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
+    from ..data.decoded import draft_size_for
     from ..models.parts import cut_points
     from .labels import REVIEW_SECONDS_PER_IMAGE, train_reviews_labels
 
@@ -218,27 +246,28 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     t0 = time.time()
     sizes = larger_sizes(tuple(preprocess["input_size"][1:])) if cfg.imgsz is None else \
         [tuple(preprocess["input_size"][1:])]
-    costs = measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size)
+    read = reading_seconds(paths, draft_size_for(_at_size(preprocess, sizes[-1])), cfg.seed) if len(paths) else 0.0
+    costs = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
     images = sum(counts.values())
     review = images * REVIEW_SECONDS_PER_IMAGE if train_reviews_labels(images) else 0.0
-    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review)
+    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review, spent)
     measured = "once"
     if size != sizes[-1]:
         # The input size is chosen once, before caching, for the whole run: a slow moment of the machine (another
         # job, a busy VM host: 2.2x once, docs/benchmarks.md) must not cost the larger input. Measure again and
         # keep the quicker of each; a machine that is really slow measures slow twice.
-        again = measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size)
+        again = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
         costs = Costs(*(min(a, b) for a, b in zip(astuple(costs), astuple(again))))
         measured = f"twice, as the first measurement allowed only {size[0]}x{size[1]}"
-        size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review)
+        size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review, spent)
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
              f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
-             "stages above it")
+             f"stages above it, {costs.read * 1000:.0f} ms to read an image file")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"])]
     if tune:
         plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))
     else:
-        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review).total
+        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review, spent).total
         log.info(f"The budget is too short to fine-tune on {sum(counts.values()):,} images on this machine (one view "
                  f"and one epoch would take about {least / 60:.0f} min): the plan trains the linear probe alone. "
                  f"--budget {int(least / 60 / 0.9) + 1}m would fine-tune the top stages as well.")
@@ -246,6 +275,10 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         log.warning(f"WARNING: even the quickest plan (the probe on one view of each image) takes about "
                     f"{est.total / 60:.1f} min here, more than --budget {cfg.budget}; it runs anyway")
     return plan, views, est, size
+
+
+def _at_size(preprocess: dict, size: tuple[int, int]) -> dict:
+    return preprocess | {"input_size": [preprocess["input_size"][0], *size]}
 
 
 def _whole_network_plan(cfg: TrainConfig, counts: dict[str, int]) -> list[Phase]:

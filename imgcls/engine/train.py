@@ -128,6 +128,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     from ..models.factory import create_model
     from ..models.parts import set_backbone_trainable
 
+    begun = time.time()
     seed_everything(cfg.seed)
     device = dist.setup(cfg.device) if dist.enabled() else select_device(cfg.device)
     main = dist.is_main()  # with torchrun, rank 0 alone writes files and speaks; every rank computes
@@ -144,7 +145,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main)
-    plan, views, estimate, size = _plan(cfg, last, model, preprocess, source, device, main)
+    plan, views, estimate, size = _plan(cfg, last, model, preprocess, source, device, main, time.time() - begun)
     if size is not None and list(size) != preprocess["input_size"][1:]:
         preprocess = _preprocess(pretrained_cfg, dataclasses.replace(cfg, imgsz=f"{size[0]},{size[1]}"))
         log.info(f"Input size {size[0]}x{size[1]}: the budget holds the full plan at this larger size, which "
@@ -183,9 +184,11 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     return run
 
 
-def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, device, main: bool):
+def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, device, main: bool,
+          spent: float = 0.0):
     """(phases, views to cache, estimate, input size or None): the recorded plan when resuming, the budget plan
-    by default, or the plan that explicit flags spell out. Rank 0 measures; every rank runs the same plan."""
+    by default (within what is left of the budget after ``spent`` seconds), or the plan that explicit flags spell
+    out. Rank 0 measures; every rank runs the same plan."""
     if last is not None:
         records = last.get("plan") or [p.to_dict() for p in explicit_plan(cfg)]  # runs from before plans
         return plan_from_records(records), cfg.cache_views, None, None
@@ -194,7 +197,7 @@ def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, 
     from .budget import budget_plan
 
     counts = {split: len(items) for split, items in source.items.items()}
-    made = budget_plan(cfg, model, preprocess, counts, device) if main else None
+    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent) if main else None
     return dist.broadcast(made)
 
 
