@@ -262,7 +262,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review, spent)
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
              f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
-             f"stages above it, {costs.read * 1000:.0f} ms to read an image file")
+             f"stages above it, {costs.read * 1000:.1f} ms to read an image file")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"])]
     if tune:
         plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))
