@@ -52,7 +52,7 @@ def test_what_the_run_took_before_planning_comes_out_of_the_budget():
     """The data check reads every file before the plan is made: on large files that is minutes of the budget."""
     budget = 8 * 60
     fresh, late = choose(COSTS, COUNTS, budget, 8), choose(COSTS, COUNTS, budget, 8, spent=120.0)
-    assert dict(late[3].steps)["data check and model set-up (done)"] == 120.0
+    assert dict(late[3].steps)["data check, model set-up and measuring (done)"] == 120.0
     assert late[3].total <= budget and (late[0], late[2]) < (fresh[0], fresh[2])
 
 
@@ -243,7 +243,7 @@ def test_each_phase_trains_what_it_says(cli, split_data, trained_run, tmp_path):
     assert (probe["name"], probe["trains"], tune["name"], tune["trains"], tune["cut"]) == \
         ("probe", "head", "tune", "top", 2)
     assert "Plan for --budget 60s" in err and "Estimated time" in err
-    assert "ms to read an image file" in err and "data check and model set-up (done)" in err
+    assert "ms to read an image file" in err and "data check, model set-up and measuring (done)" in err
     phases = [results[f"epoch:{i}"]["phase"] for i in range(1, probe["epochs"] + tune["epochs"] + 1)]
     assert phases == ["probe"] * probe["epochs"] + ["tune"] * tune["epochs"]
     final = torch.load(run / "weights" / "last.pt", weights_only=True)["state_dict"]

@@ -84,7 +84,7 @@ def estimate(costs: Costs, counts: dict[str, int], views: int, probe_epochs: int
     train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
     cached_views = train * views + val + test
     return Estimate([
-        *([("data check and model set-up (done)", spent)] if spent else []),
+        *([("data check, model set-up and measuring (done)", spent)] if spent else []),
         ("runtime set-up and report", FIXED_SECONDS),
         (f"caching {cached_views:,} image views", cached_views * (costs.lower + DECODE_SECONDS)
          + (train + val + test) * costs.read),
@@ -250,7 +250,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     costs = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
     images = sum(counts.values())
     review = images * REVIEW_SECONDS_PER_IMAGE if train_reviews_labels(images) else 0.0
-    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review, spent)
+    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review,
+                                                spent + time.time() - t0)
     measured = "once"
     if size != sizes[-1]:
         # The input size is chosen once, before caching, for the whole run: a slow moment of the machine (another
@@ -259,7 +260,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         again = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
         costs = Costs(*(min(a, b) for a, b in zip(astuple(costs), astuple(again))))
         measured = f"twice, as the first measurement allowed only {size[0]}x{size[1]}"
-        size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review, spent)
+        size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review,
+                                                    spent + time.time() - t0)
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
              f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
              f"stages above it, {costs.read * 1000:.1f} ms to read an image file")
@@ -267,7 +269,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     if tune:
         plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))
     else:
-        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review, spent).total
+        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review, spent + time.time() - t0).total
         log.info(f"The budget is too short to fine-tune on {sum(counts.values()):,} images on this machine (one view "
                  f"and one epoch would take about {least / 60:.0f} min): the plan trains the linear probe alone. "
                  f"--budget {int(least / 60 / 0.9) + 1}m would fine-tune the top stages as well.")
