@@ -156,8 +156,8 @@ def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: d
 def scaled(costs: Costs, measured_at: tuple[int, int], size: tuple[int, int]) -> Costs:
     """``costs`` measured at one input size, at another: the network's work is per pixel (the head's is not)."""
     scale = size[0] * size[1] / (measured_at[0] * measured_at[1])
-    return Costs(lower=costs.lower * scale, top_train=costs.top_train * scale, top_eval=costs.top_eval * scale,
-                 head=costs.head, read=costs.read)
+    return replace(costs, lower=costs.lower * scale, top_train=costs.top_train * scale,
+                   top_eval=costs.top_eval * scale)
 
 
 def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
@@ -244,14 +244,17 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         return _whole_network_plan(cfg, counts), min(cfg.cache_views, RECIPE["views"]), None, None
     cut = stages - RECIPE["top_stages"]
     t0 = time.time()
+
+    def so_far() -> float:  # seconds the run has taken, this measurement included
+        return spent + time.time() - t0
+
     sizes = larger_sizes(tuple(preprocess["input_size"][1:])) if cfg.imgsz is None else \
         [tuple(preprocess["input_size"][1:])]
     read = reading_seconds(paths, draft_size_for(_at_size(preprocess, sizes[-1])), cfg.seed) if len(paths) else 0.0
     costs = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
     images = sum(counts.values())
     review = images * REVIEW_SECONDS_PER_IMAGE if train_reviews_labels(images) else 0.0
-    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review,
-                                                spent + time.time() - t0)
+    size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review, so_far())
     measured = "once"
     if size != sizes[-1]:
         # The input size is chosen once, before caching, for the whole run: a slow moment of the machine (another
@@ -261,7 +264,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         costs = Costs(*(min(a, b) for a, b in zip(astuple(costs), astuple(again))))
         measured = f"twice, as the first measurement allowed only {size[0]}x{size[1]}"
         size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review,
-                                                    spent + time.time() - t0)
+                                                    so_far())
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
              f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
              f"stages above it, {costs.read * 1000:.1f} ms to read an image file")
@@ -269,7 +272,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     if tune:
         plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))
     else:
-        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review, spent + time.time() - t0).total
+        least = estimate(scaled(costs, sizes[-1], size), counts, 1, probe, 1, review, so_far()).total
         log.info(f"The budget is too short to fine-tune on {sum(counts.values()):,} images on this machine (one view "
                  f"and one epoch would take about {least / 60:.0f} min): the plan trains the linear probe alone. "
                  f"--budget {int(least / 60 / 0.9) + 1}m would fine-tune the top stages as well.")
