@@ -130,7 +130,7 @@ def stage_features(checkpoint: dict, paths: list, batch: int = 64) -> list[np.nd
     read as predict reads them."""
     import torch
 
-    from imgcls.data.decoded import draft_size_for
+    from imgcls.data.geometry import draft_size_for
     from imgcls.data.images import load_image
     from imgcls.data.transforms import eval_transform
     from imgcls.models.factory import model_from_checkpoint

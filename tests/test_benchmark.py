@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from imgcls.deploy.benchmark import parse_batches
-from imgcls.engine.runners import measure
+from imgcls.engine.runtime import measure
 
 
 @pytest.fixture

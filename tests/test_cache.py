@@ -173,14 +173,15 @@ def test_onnxruntime_matches_eager_pytorch(cache_dir):
     pytest.importorskip("onnxruntime")
     import timm
 
-    from imgcls.engine.runners import export_onnx_bytes, fastest_runner, onnx_runner, parity_error
+    from imgcls.engine.runners import export_onnx_bytes, fastest_runner, parity_error
+    from imgcls.engine.runtime import onnx_runner
     from imgcls.models.parts import PreLogits
     from imgcls.models.simple_cnn import SimpleCNN
 
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_lite0", num_classes=3).eval()
     images = torch.randn(3, 3, 64, 64)
-    runner = onnx_runner(export_onnx_bytes(PreLogits(model), (3, 64, 64)))
+    runner = onnx_runner(export_onnx_bytes(PreLogits(model), (3, 64, 64)), threads=2)
     assert parity_error(runner, PreLogits(model), images) < 1e-4
 
     # The automatic choice is measured among runtimes that pass parity, and gives eager's answer.
@@ -358,7 +359,8 @@ def test_bf16_is_chosen_only_where_it_measures_faster():
 def test_onnx_runner_on_several_cores_gives_every_row_its_own_logits_in_order(trained_run, rows):
     """On N cores a batch is split into N slices run at once: the rows come back whole and in their order."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine.runners import export_onnx_bytes, onnx_runner
+    from imgcls.engine.runners import export_onnx_bytes
+    from imgcls.engine.runtime import onnx_runner
     from imgcls.models.factory import model_from_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")

@@ -127,7 +127,7 @@ def test_a_file_without_the_familiarity_output_falls_back_to_energy(run, tmp_pat
     assert predictor.model.outputs == ("logits",) and predictor.threshold == fallback["threshold"]
     odd = [str(p) for p in unseen_images(tmp_path / "odd")]
     found = predictor.predict(odd)
-    energy = open_set_score(predictor.logits(torch.stack([predictor.decode(p) for p in odd])), "energy")
+    energy = open_set_score(predictor.logits(np.stack([predictor.decode(p) for p in odd])), "energy")
     assert [p.score for p in found] == pytest.approx(energy.tolist(), abs=1e-5)
     assert [p.unknown for p in found] == [s < fallback["threshold"] for s in energy]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -73,3 +74,48 @@ def test_a_run_at_height_by_width_with_padding_predicts_with_the_same_geometry(c
     onnx_result = imgcls.Predictor(best, runtime="onnxruntime").predict(image)[0]
     assert torch_result.label == onnx_result.label
     assert abs(torch_result.confidence - onnx_result.confidence) < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["crop", "squash", "pad"])
+@pytest.mark.parametrize("size", [(3, 64, 64), (3, 48, 80), (3, 80, 48)])
+def test_evaluation_inputs_are_torchvisions_pixel_for_pixel(mode, size):
+    """imgcls's own Pillow/numpy evaluation input (data/geometry, which predict runs without torch) gives exactly
+    what torchvision's Resize / CenterCrop / Pad + ToTensor + Normalize give, for every resize mode, on wide, tall,
+    square and small images."""
+    import torch
+    from torchvision import transforms as T
+    from torchvision.transforms import functional as TF
+
+    from imgcls.data.geometry import EvalInput, working_size
+
+    preprocess = make_preprocess({"input_size": size, "interpolation": "bicubic"}, resize=mode)
+    height, width = size[1:]
+    mode_of = T.InterpolationMode.BICUBIC
+
+    def reference(image):
+        if mode == "squash":
+            image = TF.resize(image, [height, width], interpolation=mode_of)
+        elif mode == "pad":
+            scale = min(height / image.height, width / image.width)
+            new_h, new_w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
+            image = TF.resize(image, [new_h, new_w], interpolation=mode_of)
+            left, top = (width - new_w) // 2, (height - new_h) // 2
+            fill = tuple(int(round(m * 255)) for m in preprocess["mean"])
+            image = TF.pad(image, [left, top, width - new_w - left, height - new_h - top], fill=fill)
+        elif height == width:
+            image = TF.center_crop(TF.resize(image, working_size(preprocess)[0], interpolation=mode_of), [height, width])
+        else:
+            cover_h, cover_w = working_size(preprocess)
+            scale = max(cover_h / image.height, cover_w / image.width)
+            resized = [max(cover_h, round(image.height * scale)), max(cover_w, round(image.width * scale))]
+            image = TF.center_crop(TF.resize(image, resized, interpolation=mode_of), [cover_h, cover_w])
+            image = TF.center_crop(image, [height, width])
+        return T.Normalize(preprocess["mean"], preprocess["std"])(T.ToTensor()(image))
+
+    rng = np.random.default_rng(0)
+    for shape in [(90, 150), (150, 90), (73, 73), (20, 30), (height, width)]:
+        image = Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+        got, expected = EvalInput(preprocess)(image), reference(image).numpy()
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        assert np.array_equal(got, expected), f"{mode} {size} from {shape}"
+        assert torch.equal(eval_transform(preprocess)(image), reference(image))  # training's evaluation too

@@ -193,7 +193,7 @@ def read_records(entries: list[Entry], *, perceptual: bool,
         except ImportError:
             raise ImgclsError("near-duplicate search needs the imagehash package: pip install 'imgcls[check]'") \
                 from None
-    from .loaders import default_threads
+    from .cores import default_threads
 
     workers = workers or default_threads()
     job = lambda e: read_record(*e, perceptual=perceptual)  # noqa: E731

@@ -20,6 +20,7 @@ import torch
 
 from ..console import progress_bar
 from ..record.cache import cache_root, file_hashes
+from .geometry import Cover, draft_size_for, eval_geometry, resampling, whole_image_resize, working_size
 from .images import ImageReadError, load_image
 
 log = logging.getLogger("imgcls")
@@ -29,28 +30,7 @@ CACHE_FORMAT = 3  # 2: images far larger than the working size are box-reduced w
 #                 scaled by their bit depth (a 12-bit scan was near-black)
 
 
-def draft_size_for(preprocess: dict) -> tuple[int, int]:
-    """The smallest decode size that still feeds the resize without upsampling.
-
-    PIL's JPEG draft only reduces the DCT scale (1/2, 1/4, 1/8) while the result stays at least
-    this big, so it kicks in exactly when the source is at least twice the target.
-    """
-    side = working_side(preprocess)
-    return side, side
-
-
-def working_side(preprocess: dict) -> int:
-    """The side every decoded image keeps at least: the short side the centre crop resizes to (e.g. 256
-    for 224 at crop_pct 0.875), or the longer working side for the whole-image resize modes."""
-    from .transforms import working_size
-
-    height, width = working_size(preprocess)
-    return max(height, width) if preprocess.get("resize", "crop") != "crop" else min(height, width)
-
-
 def _output_shape(preprocess: dict, training: bool) -> tuple[int, int, int]:
-    from .transforms import working_size
-
     _, height, width = preprocess["input_size"]
     return (*working_size(preprocess), 3) if training else (height, width, 3)
 
@@ -61,14 +41,12 @@ def decode_to_working(path, preprocess: dict, *, training: bool) -> np.ndarray:
     ``training=False`` gives exactly the eval transform's geometry; ``training=True`` keeps room for
     random crops: the working size, cut from the centre (crop mode) or holding the whole image.
     """
-    from .transforms import Cover, _interp, eval_geometry, whole_image_resize, working_size
-
     image = load_image(path, draft_size=draft_size_for(preprocess))
     if not training:
         for step in eval_geometry(preprocess):
             image = step(image)
     elif preprocess.get("resize", "crop") == "crop":
-        image = Cover(working_size(preprocess), _interp(preprocess))(image)
+        image = Cover(working_size(preprocess), resampling(preprocess))(image)
     else:
         image = whole_image_resize(preprocess, working_size(preprocess))(image)
     return np.asarray(image, dtype=np.uint8)

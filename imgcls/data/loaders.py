@@ -46,21 +46,6 @@ def collate_skip_bad(batch):
     return images, labels, indices
 
 
-def available_cpus() -> int:
-    """Cores this process may run on (a container or taskset may allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_workers() -> int:
-    """DataLoader worker processes: leave the main process a core on small machines."""
-    return max(0, min(8, available_cpus() - 1))
-
-
-def default_threads() -> int:
-    """Reading threads for file-bound work (hashing, header checks): one more than the cores hides IO waits."""
-    return min(16, available_cpus() + 1)
-
-
 def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0,
                 epoch: int = 0, sampler=None, drop_last: bool = False) -> DataLoader:
     generator = torch.Generator()

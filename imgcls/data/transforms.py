@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
+import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from ..config import parse_imgsz
+from .geometry import Normalize, eval_geometry, resize_mode, whole_image_resize, working_size
 
 AUGMENT_LEVELS = ("none", "light", "strong")
 
@@ -41,64 +41,14 @@ def _interp(preprocess: dict) -> InterpolationMode:
     return _INTERPOLATION.get(preprocess["interpolation"], InterpolationMode.BILINEAR)
 
 
-def _mode(preprocess: dict) -> str:
-    return preprocess.get("resize", "crop")  # checkpoints written before resize modes all cropped
+class ToInput:
+    """geometry.Normalize as a torch tensor: the one normalisation of training, evaluation and predict."""
 
+    def __init__(self, preprocess: dict):
+        self.normalize = Normalize(preprocess)
 
-class Letterbox:
-    """Fit the whole image inside (height, width) keeping its aspect ratio; fill the rest with ``fill``."""
-
-    def __init__(self, size: tuple[int, int], interpolation: InterpolationMode, fill: tuple[int, int, int]):
-        self.size, self.interpolation, self.fill = size, interpolation, fill
-
-    def __call__(self, image):
-        from torchvision.transforms import functional as TF
-
-        height, width = self.size
-        scale = min(height / image.height, width / image.width)
-        new_h, new_w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
-        image = TF.resize(image, [new_h, new_w], interpolation=self.interpolation)
-        left, top = (width - new_w) // 2, (height - new_h) // 2
-        return TF.pad(image, [left, top, width - new_w - left, height - new_h - top], fill=self.fill)
-
-
-class Cover:
-    """Resize keeping the aspect ratio so that the image covers (height, width), then cut its centre."""
-
-    def __init__(self, size: tuple[int, int], interpolation: InterpolationMode):
-        self.size, self.interpolation = size, interpolation
-
-    def __call__(self, image):
-        from torchvision.transforms import functional as TF
-
-        height, width = self.size
-        scale = max(height / image.height, width / image.width)
-        resized = [max(height, round(image.height * scale)), max(width, round(image.width * scale))]
-        return TF.center_crop(TF.resize(image, resized, interpolation=self.interpolation), [height, width])
-
-
-def whole_image_resize(preprocess: dict, size: tuple[int, int]):
-    """The "squash" or "pad" resize of the whole image to ``size`` (height, width)."""
-    if _mode(preprocess) == "pad":
-        fill = tuple(int(round(m * 255)) for m in preprocess["mean"])
-        return Letterbox(size, _interp(preprocess), fill)
-    return T.Resize(size, interpolation=_interp(preprocess))
-
-
-def working_size(preprocess: dict) -> tuple[int, int]:
-    """(height, width) images are resized to before training crops: the input size / crop_pct."""
-    _, height, width = preprocess["input_size"]
-    return int(math.floor(height / preprocess["crop_pct"])), int(math.floor(width / preprocess["crop_pct"]))
-
-
-def eval_geometry(preprocess: dict) -> list:
-    """Any image to exactly the input size: centre crop, squash or letterbox (see make_preprocess)."""
-    _, height, width = preprocess["input_size"]
-    if _mode(preprocess) != "crop":
-        return [whole_image_resize(preprocess, (height, width))]
-    if height != width:
-        return [Cover(working_size(preprocess), _interp(preprocess)), T.CenterCrop((height, width))]
-    return [T.Resize(working_size(preprocess)[0], interpolation=_interp(preprocess)), T.CenterCrop((height, width))]
+    def __call__(self, image) -> torch.Tensor:
+        return torch.from_numpy(self.normalize(image))
 
 
 def train_geometry(preprocess: dict, min_scale: float) -> list:
@@ -106,7 +56,7 @@ def train_geometry(preprocess: dict, min_scale: float) -> list:
     mode the image is squashed or letterboxed to the working size first and the crop keeps its shape."""
     _, height, width = preprocess["input_size"]
     interpolation = _interp(preprocess)
-    if _mode(preprocess) == "crop":
+    if resize_mode(preprocess) == "crop":
         return [T.RandomResizedCrop((height, width), scale=(min_scale, 1.0), interpolation=interpolation)]
     aspect = width / height
     return [whole_image_resize(preprocess, working_size(preprocess)),
@@ -115,13 +65,13 @@ def train_geometry(preprocess: dict, min_scale: float) -> list:
 
 
 def eval_transform(preprocess: dict):
-    """Resize (eval_geometry) and normalise."""
-    return T.Compose([*eval_geometry(preprocess), T.ToTensor(), T.Normalize(preprocess["mean"], preprocess["std"])])
+    """Resize (geometry.eval_geometry) and normalise, as a tensor."""
+    return T.Compose([*eval_geometry(preprocess), ToInput(preprocess)])
 
 
 def normalize_transform(preprocess: dict):
-    """Only tensor conversion and normalisation: for images already resized and cropped (decoded cache)."""
-    return T.Compose([T.ToTensor(), T.Normalize(preprocess["mean"], preprocess["std"])])
+    """Only normalisation, as a tensor: for images already resized and cropped (decoded cache)."""
+    return ToInput(preprocess)
 
 
 def train_transform(preprocess: dict, augment: str = "light"):
@@ -131,7 +81,7 @@ def train_transform(preprocess: dict, augment: str = "light"):
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}")
     if augment == "none":
         return eval_transform(preprocess)
-    normalize = [T.ToTensor(), T.Normalize(preprocess["mean"], preprocess["std"])]
+    normalize = [ToInput(preprocess)]
     if augment == "light":
         return T.Compose([
             *train_geometry(preprocess, 0.7),

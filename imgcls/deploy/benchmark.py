@@ -16,7 +16,8 @@ import torch
 
 from ..console import setup_logging
 from ..engine.inference import predict_logits
-from ..engine.runners import Runner, measure, torch_runner
+from ..engine.runners import torch_runner
+from ..engine.runtime import Runner, measure
 from ..errors import ImgclsError
 from ..record.checkpoint import load_checkpoint, run_dir_of
 from ..record.files import atomic_write_text, new_run_dir, write_json

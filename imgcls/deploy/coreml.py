@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.runners import Runner
+from ..engine.runtime import Runner
 from ..errors import ImgclsError
 from .parity import Parity, compare_logits
 

@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine.runners import Runner, export_onnx_bytes, onnx_runner, torch_runner
+from ..engine.runners import export_onnx_bytes, torch_runner
+from ..engine.runtime import Runner, onnx_runner
 from ..errors import ImgclsError
 from ..models.familiarity import outputs_of
 from ..record.files import atomic_write_bytes
@@ -106,7 +107,7 @@ def _write_onnx(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> Non
 def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
     require("onnxruntime", "onnxruntime")
     try:
-        runner = onnx_runner(path, threads=threads)
+        runner = onnx_runner(path, threads=threads or torch.get_num_threads())
     except Exception as e:  # noqa: BLE001 - protobuf parse errors, unsupported opsets...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ImgclsError(f"--weights {path}: cannot be loaded as an ONNX model ({first[:160]})") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.runners import Runner
+from ..engine.runtime import Runner
 from ..errors import ImgclsError
 
 log = logging.getLogger("imgcls")
@@ -52,7 +52,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "
 def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
     """Logits compared as Parity; any further output (the familiarity score) must match as closely, relative to
     its scale, or the file is refused."""
-    from ..engine.runners import outputs_error
+    from ..engine.runtime import outputs_error
 
     inputs = torch.from_numpy(np.ascontiguousarray(batch))
     expected, got = reference.outputs(inputs), candidate.outputs(inputs)
@@ -78,7 +78,7 @@ def split_images(checkpoint: dict, split: str) -> tuple[list[Path], list[int], s
 
 def load_batch(paths: list[Path], preprocess: dict) -> tuple[np.ndarray, list[int]]:
     """Decode and preprocess images exactly as predict does; returns the batch and the indices used."""
-    from ..data.decoded import draft_size_for
+    from ..data.geometry import draft_size_for
     from ..data.images import ImageReadError, load_image
     from ..data.transforms import eval_transform
 

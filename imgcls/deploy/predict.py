@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..data.decoded import draft_size_for
+from ..data.geometry import EvalInput, draft_size_for
 from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, as_image, load_image, reduce_towards
-from ..data.transforms import eval_transform
 from ..engine.inference import Batcher, predict_logits
-from ..engine.runners import Runner
+from ..engine.runtime import Runner
 from ..errors import ImgclsError
 from ..metrics import open_set_score, softmax, threshold_for, usable_spec
 
@@ -70,16 +68,46 @@ class LoadedModel:
 def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = "auto") -> LoadedModel:
     """An exported file (.onnx, .xml, .torchscript, ...) runs on its own runtime; a checkpoint (or a run
     folder) on the fastest one measured here: ONNX Runtime through a cached, parity-checked export, or
-    PyTorch (``runtime`` forces one)."""
+    PyTorch (``runtime`` forces one). A checkpoint file whose export an earlier call or ``imgcls train`` left
+    a card for runs on that export at once, without loading the file or PyTorch (engine/runtime.read_card)."""
+    from ..engine.runtime import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise ImgclsError(f"--runtime {runtime!r}: choose {', '.join(RUNTIMES)}")
+    path = Path(weights)
+    if path.is_dir() and (path / "weights" / "best.pt").is_file():
+        path = path / "weights" / "best.pt"
+    warm = _from_card(path, device, runtime)
+    return warm if warm is not None else _load(path, device, runtime)
+
+
+def _from_card(path: Path, device: str, runtime: str) -> LoadedModel | None:
+    from ..engine.runtime import ORT, accelerator_visible, onnx_runner, read_card
+
+    cpu = device == "cpu" or (device == "auto" and not accelerator_visible())
+    if not cpu or runtime == "torch" or path.suffix.lower() not in (".pt", ".pth") or not path.is_file():
+        return None
+    card = read_card(path)
+    if card is None:
+        return None
+    try:
+        runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=f"{ORT} (cached ONNX)")
+    except Exception:  # noqa: BLE001 - a damaged cache file: the full path below exports it again or uses PyTorch
+        return None
+    model = card["model"]
+    return LoadedModel(path, model["model_name"], list(model["class_names"]), model["preprocess"], runner,
+                       float(model["temperature"]), dict(model["metrics"]), model["rejection"],
+                       tuple(model["outputs"]))
+
+
+def _load(path: Path, device: str, runtime: str) -> LoadedModel:
     from ..engine.device import select_device
-    from ..engine.runners import RUNTIMES, checkpoint_runner
+    from ..engine.runners import checkpoint_runner, remember_export
+    from ..engine.runtime import ORT
     from ..models.factory import output_names
     from ..record.checkpoint import load_checkpoint
     from .formats import format_of, load_exported
 
-    path = Path(weights)
-    if runtime not in RUNTIMES:
-        raise ImgclsError(f"--runtime {runtime!r}: choose {', '.join(RUNTIMES)}")
     if format_of(path) is not None:
         if runtime != "auto":
             raise ImgclsError(f"--runtime {runtime}: applies to .pt checkpoints; {path.name} runs on its own runtime")
@@ -89,6 +117,8 @@ def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = 
                            meta.get("rejection"), tuple(meta.get("outputs") or ("logits",)))
     checkpoint = load_checkpoint(path)
     runner = checkpoint_runner(checkpoint, device=select_device(device), kind=runtime)
+    if runner.name.startswith(ORT):
+        remember_export(checkpoint, checkpoint["path"])
     return LoadedModel(Path(checkpoint["path"]), checkpoint["model_name"], list(checkpoint["class_names"]),
                        checkpoint["preprocess"], runner, float(checkpoint.get("temperature", 1.0)),
                        dict(checkpoint.get("metrics") or {}), checkpoint.get("rejection"), output_names(checkpoint))
@@ -193,10 +223,10 @@ class Predictor:
                      names: Iterable[str] | None = None) -> Iterator[Prediction]:
         """Like ``predict`` but lazy: one batch in memory at a time."""
         names = iter(names) if names is not None else None
-        batch: list[tuple[str, torch.Tensor | None, str | None]] = []
+        batch: list[tuple[str, np.ndarray | None, str | None]] = []
         for number, item in enumerate(items):
-            name, tensor, error = self._prepare(number, item)
-            batch.append((next(names, name) if names is not None else name, tensor, error))
+            name, array, error = self._prepare(number, item)
+            batch.append((next(names, name) if names is not None else name, array, error))
             if len(batch) == self.batch_size:
                 yield from self._run_batch(batch, topk)
                 batch = []
@@ -208,7 +238,7 @@ class Predictor:
         """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list),
         in source order, with ``workers`` threads decoding the next batches while the model runs this one.
 
-        Threads rather than processes: Pillow and torch release the GIL while they decode and resize, and a
+        Threads rather than processes: Pillow and numpy release the GIL while they decode and resize, and a
         decoded batch needs no copy between processes; at most ``workers + 1`` batches wait decoded, so memory
         stays bounded on any number of files.
         """
@@ -228,53 +258,53 @@ class Predictor:
                 waiting.extend(pool.submit(decode, batch) for batch in itertools.islice(batches, 1))
                 yield from self._run_batch(done, topk)
 
-    def predict_decoded(self, tensors: list[torch.Tensor], names: list[str], *,
+    def predict_decoded(self, arrays: list[np.ndarray], names: list[str], *,
                         topk: int | None = None) -> list[Prediction]:
         """Predictions for images already turned into model inputs by ``self.decode`` (``imgcls serve`` decodes
-        each upload as it arrives and keeps only this small tensor)."""
-        batch = [(name, tensor, None) for name, tensor in zip(names, tensors, strict=True)]
+        each upload as it arrives and keeps only this small array)."""
+        batch = [(name, array, None) for name, array in zip(names, arrays, strict=True)]
         return [p for start in range(0, len(batch), self.batch_size)
                 for p in self._run_batch(batch[start:start + self.batch_size], topk)]
 
-    def _prepare(self, number: int, item) -> tuple[str, torch.Tensor | None, str | None]:
+    def _prepare(self, number: int, item) -> tuple[str, np.ndarray | None, str | None]:
         name = _item_name(number, item)
         try:
             return name, self.decode(item), None
         except ImageReadError as e:
             return name, None, str(e)
 
-    def logits(self, images: torch.Tensor) -> np.ndarray:
+    def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits of a preprocessed batch. Threads share the model: calls that arrive while one runs are merged
         into the next batch."""
         return self.outputs(images)[0]
 
-    def outputs(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, familiarity scores) of a preprocessed batch, the scores empty when the network gives none;
         merged with other threads' calls like ``logits``."""
         return self._batched(images)
 
-    def _logits(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The one inference path: (logits, familiarity scores, empty when the network gives none)."""
-        no_labels = torch.full((len(images),), -1, dtype=torch.long)
-        out = predict_logits(self.model.runner, [(images, no_labels, torch.arange(len(images)))])
+        no_labels = np.full(len(images), -1, dtype=np.int64)
+        out = predict_logits(self.model.runner, [(images, no_labels, np.arange(len(images)))])
         return out.logits, out.familiarity if out.familiarity is not None else np.zeros(0, np.float32)
 
-    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
         return softmax(self.logits(images), self.model.temperature)
 
     def _run_batch(self, batch, topk: int | None) -> list[Prediction]:
         k = min(topk or self.topk, len(self.class_names))
-        good = [tensor for _, tensor, _ in batch if tensor is not None]
-        logits, familiarity = self.outputs(torch.stack(good)) if good else \
+        good = [array for _, array, _ in batch if array is not None]
+        logits, familiarity = self.outputs(np.stack(good)) if good else \
             (np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.float32))
         probs = softmax(logits, self.model.temperature) if len(logits) else logits
         scores = open_set_score(logits, self.model.usable_rejection["score"], familiarity) if self.rejecting \
             else None
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         results, row = [], 0
-        for name, tensor, error in batch:
-            if tensor is None:
+        for name, array, error in batch:
+            if array is None:
                 results.append(Prediction(path=name, error=error))
                 continue
             top = tuple((self.class_names[j], round(float(probs[row, j]), 6)) for j in order[row])
@@ -312,15 +342,15 @@ def _item_name(number: int, item) -> str:
 
 
 class Decoder:
-    """An image (path, bytes, PIL image or array) to the model's input tensor, exactly as evaluation does it:
+    """An image (path, bytes, PIL image or array) to the model's input array, exactly as evaluation does it:
     a large image reduced while it is read (JPEG draft mode, else a box filter), then the eval transform."""
 
     def __init__(self, preprocess: dict, max_pixels: int = MAX_IMAGE_PIXELS):
-        self.transform = eval_transform(preprocess)
+        self.transform = EvalInput(preprocess)
         self.draft_size = draft_size_for(preprocess)
         self.max_pixels = max_pixels
 
-    def __call__(self, item) -> torch.Tensor:
+    def __call__(self, item) -> np.ndarray:
         if isinstance(item, (str, os.PathLike, bytes, bytearray)):
             image = load_image(bytes(item) if isinstance(item, bytearray) else item, draft_size=self.draft_size,
                                max_pixels=self.max_pixels)
@@ -396,7 +426,7 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _decode_path(decode: Decoder, path: str) -> tuple[str, torch.Tensor | None, str | None]:
+def _decode_path(decode: Decoder, path: str) -> tuple[str, np.ndarray | None, str | None]:
     """(path, model input, None), or (path, None, why) for a file that cannot be used: one bad file among
     thousands must not end the run."""
     try:
@@ -487,7 +517,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     from tqdm import tqdm
 
     from ..console import setup_logging
-    from ..data.loaders import default_workers
+    from ..data.cores import default_workers
     from ..record.files import new_run_dir
 
     setup_logging()

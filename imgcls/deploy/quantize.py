@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.runners import measure, onnx_runner, torch_runner
+from ..engine.runners import torch_runner
+from ..engine.runtime import measure, onnx_runner
 from ..record.files import atomic_write_bytes
 from .formats import file_size, onnx_bytes, quantize_onnx, require
 from .parity import reference_inputs, split_images
@@ -45,7 +46,7 @@ def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_I
                         reference=None) -> tuple[dict, int, dict]:
     """Top-1 accuracy of each runner on up to ``limit`` validation images (through the one inference path),
     the number of images, and each runner's top-1 agreement with ``reference`` (PyTorch) on them."""
-    from ..data.decoded import draft_size_for
+    from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
     from ..engine.inference import predict_logits
@@ -95,7 +96,9 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
         proto = onnx.load(str(int8_dynamic))
         set_onnx_metadata(proto, export_metadata(checkpoint, model))
         int8_dynamic.write_bytes(proto.SerializeToString())
-        runners = {"FP32": onnx_runner(fp32_dynamic), "INT8": onnx_runner(int8_dynamic)}
+        threads = torch.get_num_threads()
+        runners = {"FP32": onnx_runner(fp32_dynamic, threads=threads),
+                   "INT8": onnx_runner(int8_dynamic, threads=threads)}
         atomic_write_bytes(int8_path, int8_dynamic.read_bytes())
         if not dynamic_batch:
             _fix_batch(int8_path, 1)

@@ -115,7 +115,7 @@ def decode_slot_count() -> int:
     Each decode briefly holds one full-size image (at most --max-pixels), so this bounds the memory a burst of
     uploads can take, however the images are spread over requests.
     """
-    from ..data.loaders import available_cpus
+    from ..data.cores import available_cpus
 
     return max(2, min(4, available_cpus()))
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.runners import Runner, export_onnx_bytes
+from ..engine.runners import export_onnx_bytes
+from ..engine.runtime import Runner
 from ..errors import ImgclsError
 from ..record.files import atomic_write_bytes
 

@@ -234,7 +234,7 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     """The default plan for this run: (phases, views to cache, estimate, input size) within cfg.budget, of which
     ``spent`` seconds are gone already; ``paths`` (the training images) are sampled for the cost of reading one.
     The input size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
-    from ..data.decoded import draft_size_for
+    from ..data.geometry import draft_size_for
     from ..models.parts import cut_points
     from .labels import REVIEW_SECONDS_PER_IMAGE, train_reviews_labels
 

@@ -117,7 +117,7 @@ def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *,
                       desc: str = "val", runner=None):
     """predict_logits over image files with the checkpoint's eval transform (unreadable files are skipped), on
     the checkpoint's own runner unless ``runner`` is given."""
-    from ..data.decoded import draft_size_for
+    from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
     from .inference import predict_logits
@@ -188,7 +188,7 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     of images of none of the classes) also the AUROC of the open-set score and the false-accept rate.
     """
     from ..data.folders import SPLITS
-    from ..data.loaders import default_workers
+    from ..data.cores import default_workers
     from .device import select_device
 
     setup_logging()

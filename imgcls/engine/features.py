@@ -277,7 +277,7 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
     """
     import time
 
-    from ..data.decoded import draft_size_for
+    from ..data.geometry import draft_size_for
     from ..data.transforms import eval_transform, train_transform
     from ..models.parts import Lower, PreLogits
     from .runners import fastest_runner
@@ -334,7 +334,7 @@ def image_features(model: nn.Module, model_name: str, preprocess: dict, paths: l
     """
     import time
 
-    from ..data.decoded import draft_size_for
+    from ..data.geometry import draft_size_for
     from ..data.transforms import eval_transform
     from ..models.parts import PreLogits
     from .runners import fastest_runner

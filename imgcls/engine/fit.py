@@ -334,7 +334,8 @@ class PhaseInputs:
 
 
 def image_datasets(source: DataSource, preprocess: dict, cfg: TrainConfig, workers: int, progress: bool):
-    from ..data.decoded import DecodedDataset, DecodedImages, draft_size_for
+    from ..data.decoded import DecodedDataset, DecodedImages
+    from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset
     from ..data.transforms import eval_transform, normalize_transform, train_transform
 

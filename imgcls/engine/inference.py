@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
 from ..console import progress_bar
-from .runners import Runner
+from .runtime import Runner
 
 
 @dataclass
@@ -28,13 +27,19 @@ class Logits:
         return len(self.indices)
 
 
-def outputs_of(runner: Runner, inputs: torch.Tensor, tta: bool = False) -> tuple[np.ndarray, ...]:
-    """Every output of one batch (logits first). With ``tta`` the outputs of each image and its mirror image are
-    averaged: averaging logits rather than probabilities keeps one temperature valid for the result."""
+def outputs_of(runner: Runner, inputs, tta: bool = False) -> tuple[np.ndarray, ...]:
+    """Every output of one batch (a torch tensor or a numpy array, N x C x H x W; logits first). With ``tta`` the
+    outputs of each image and its mirror image are averaged: averaging logits rather than probabilities keeps
+    one temperature valid for the result."""
     outputs = runner.outputs(inputs)
     if tta:
-        outputs = tuple((a + b) / 2 for a, b in zip(outputs, runner.outputs(torch.flip(inputs, dims=[3]))))
+        outputs = tuple((a + b) / 2 for a, b in zip(outputs, runner.outputs(mirrored(inputs))))
     return tuple(np.asarray(o, dtype=np.float32) for o in outputs)
+
+
+def mirrored(inputs):
+    """A batch flipped left to right (numpy, or torch without importing it here)."""
+    return np.ascontiguousarray(inputs[..., ::-1]) if isinstance(inputs, np.ndarray) else inputs.flip(3)
 
 
 def predict_logits(runner: Runner, batches: Iterable, *, tta: bool = False, progress: bool = False,
@@ -61,7 +66,7 @@ def predict_logits(runner: Runner, batches: Iterable, *, tta: bool = False, prog
 
 @dataclass
 class _Call:
-    inputs: torch.Tensor
+    inputs: np.ndarray
     result: object = None
     error: BaseException | None = None
     done: bool = False
@@ -77,13 +82,13 @@ class Batcher:
     and never runs two models at once on the same cores.
     """
 
-    fn: Callable[[torch.Tensor], np.ndarray]
+    fn: Callable[[np.ndarray], np.ndarray]
     max_batch: int = 32
     _queue: list = field(default_factory=list)
     _running: bool = False
     _cv: threading.Condition = field(default_factory=threading.Condition)
 
-    def __call__(self, inputs: torch.Tensor) -> np.ndarray:
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
         call = _Call(inputs)
         with self._cv:
             self._queue.append(call)
@@ -109,7 +114,7 @@ class Batcher:
 
     def _run(self, taken: list[_Call]) -> None:
         try:
-            out = self.fn(torch.cat([c.inputs for c in taken]) if len(taken) > 1 else taken[0].inputs)
+            out = self.fn(np.concatenate([c.inputs for c in taken]) if len(taken) > 1 else taken[0].inputs)
             ends = np.cumsum([len(c.inputs) for c in taken])
             for call, end in zip(taken, ends):
                 rows = slice(end - len(call.inputs), end)

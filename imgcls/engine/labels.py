@@ -184,7 +184,7 @@ def review(records: list[FileRecord], class_names: list[str], root: Path, *, mod
 
 def _features(usable: list[FileRecord], root: Path, model_name: str, imgsz: int, device: str, runtime: str,
               progress: bool):
-    from ..data.loaders import default_workers
+    from ..data.cores import default_workers
     from ..data.transforms import make_preprocess
     from ..models.factory import create_model
     from .device import select_device

@@ -20,9 +20,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -32,44 +32,12 @@ from torch import nn
 
 from ..errors import ImgclsError
 from .device import autocast
+from .runtime import ORT, PARITY_RTOL, RUNTIMES, TORCH, Runner, onnx_runner, outputs_error
 
 log = logging.getLogger("imgcls")
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
-PARITY_RTOL = 1e-3   # largest output difference from eager PyTorch, relative to the output's scale
 ONNX_OPSET = 17
-TORCH = "torch channels_last"
-ORT = "onnxruntime"
 RACE_BATCH = 4       # images per call when runtimes race: enough to rank them, cheap for the slow one
-
-
-@dataclass
-class Runner:
-    """A forward pass: float32 batch (torch or numpy) in, the network's outputs as float32 numpy arrays out
-    (``run`` gives one array, or a tuple of them). Calling it gives the first output; ``outputs`` gives them all.
-
-    ``fixed_batch``: a file exported for one batch size is fed exactly that many rows at a time.
-    """
-
-    name: str
-    run: Callable = field(repr=False)
-    fixed_batch: int | None = None
-    images_per_second: float | None = None
-    metadata: dict = field(default_factory=dict)   # what the file says about itself (ONNX metadata_props)
-
-    def __call__(self, inputs) -> np.ndarray:
-        return self.outputs(inputs)[0]
-
-    def outputs(self, inputs) -> tuple[np.ndarray, ...]:
-        step = self.fixed_batch
-        if not step or len(inputs) == step:
-            return self._run(inputs)
-        parts = [self._run(inputs[i:i + step]) for i in range(0, len(inputs), step)]
-        return tuple(np.concatenate(column) for column in zip(*parts))
-
-    def _run(self, inputs) -> tuple[np.ndarray, ...]:
-        out = self.run(inputs)
-        return out if isinstance(out, tuple) else (out,)
 
 
 def as_arrays(outputs) -> tuple[np.ndarray, ...]:
@@ -113,89 +81,11 @@ def export_onnx_bytes(module: nn.Module, input_size, *, dynamic_batch: bool = Tr
     return buffer.getvalue()
 
 
-def onnx_runner(model: str | Path | bytes, *, threads: int | None = None, name: str = ORT) -> Runner:
-    """A CPU ONNX Runtime session (full graph optimisation) over a file or bytes, on ``threads`` cores.
-
-    Each core runs its own share of a batch on one thread: the session is thread-safe and releases the GIL,
-    and on small CPUs this beats one call spread over the cores, whose threads wait for each other at every
-    layer (lite0 on 2 cores: about 1.2x the images per second; docs/benchmarks.md).
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImgclsError("running ONNX needs onnxruntime: pip install 'imgcls[fast]'") from None
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    source = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    first = session.get_inputs()[0]
-    fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
-    split = _Split(threads or torch.get_num_threads())
-
-    def run(inputs):
-        array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        return split(lambda part: tuple(session.run(None, {first.name: part})), array)
-
-    return Runner(name, run, fixed_batch=fixed, metadata=dict(session.get_modelmeta().custom_metadata_map)
-                  | {"outputs": [o.name for o in session.get_outputs()]})
-
-
-class _Split:
-    """Runs ``fn`` on up to ``ways`` slices of a batch at once, one thread each, and joins the results."""
-
-    def __init__(self, ways: int):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.ways = max(1, ways)
-        self._pool = ThreadPoolExecutor(self.ways, thread_name_prefix="imgcls-runner")  # threads start on use
-
-    def __call__(self, fn: Callable[[np.ndarray], tuple], batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        ways = min(self.ways, len(batch))
-        if ways < 2:
-            return fn(batch)
-        parts = list(self._pool.map(fn, np.array_split(batch, ways)))
-        return tuple(np.concatenate(column) for column in zip(*parts))
-
-
 def parity_error(runner: Runner, module: nn.Module, inputs: torch.Tensor) -> float:
     """Largest difference from eager PyTorch over every output, relative to each output's scale (0: identical)."""
     with torch.inference_mode():
         expected = as_arrays(module.eval()(inputs))
     return outputs_error(runner.outputs(inputs), expected)
-
-
-def outputs_error(got: tuple, expected: tuple) -> float:
-    """relative_error of each output; inf when the outputs differ in number."""
-    if len(got) != len(expected):
-        return float("inf")
-    return max(relative_error(g, e) for g, e in zip(got, expected))
-
-
-def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
-    """Largest difference of ``got`` from ``expected``, relative to the output's scale (inf for another shape)."""
-    if got.shape != expected.shape:
-        return float("inf")
-    return float(np.abs(got - expected).max() / max(1.0, float(np.abs(expected).max())))
-
-
-def measure(fn: Callable, batch, *, seconds: float = 3.0, warmup: int = 2, min_runs: int = 5,
-            max_runs: int = 10_000) -> dict:
-    """Time ``fn(batch)`` repeatedly for about ``seconds``: throughput and per-call latency percentiles."""
-    for _ in range(warmup):
-        fn(batch)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - t0)
-    times_arr = np.asarray(times)
-    return {"img_per_s": float(len(batch) * len(times_arr) / times_arr.sum()),
-            "p50_ms": float(np.percentile(times_arr, 50) * 1000),
-            "p95_ms": float(np.percentile(times_arr, 95) * 1000), "runs": len(times_arr)}
 
 
 def _probe(input_size, batch: int = 8) -> torch.Tensor:
@@ -237,7 +127,8 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
     candidates = []
     if ORT in wanted:
         try:
-            runner = onnx_runner(export_onnx_bytes(module, input_size, output_name="outputs"))
+            runner = onnx_runner(export_onnx_bytes(module, input_size, output_name="outputs"),
+                                 threads=torch.get_num_threads())
             if _agrees(runner, module, probe):
                 candidates.append(runner)
         except Exception as e:  # noqa: BLE001 - not installed, or an operator the exporter cannot express
@@ -262,8 +153,7 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     if device.type != "cpu" or kind == "torch":
         return torch_runner(_channels_last_copy(network_from_checkpoint(checkpoint).to(device)), device,
                             channels_last=True)
-    choice = _choice_key(f"{checkpoint['model_name']}|{checkpoint.get('model_kwargs')}|"
-                         f"{len(checkpoint['class_names'])}", input_size)
+    choice = _checkpoint_choice(checkpoint)
     remembered = _remembered(choice) if kind == "auto" else None
     network = functools.cache(lambda: network_from_checkpoint(checkpoint))  # built once, and only when needed
     fast = functools.cache(lambda: torch_runner(_channels_last_copy(network()), "cpu", channels_last=True))
@@ -272,7 +162,7 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     if remembered != TORCH:
         try:
             path, data = cached_onnx_file(checkpoint, network)
-            onnx = onnx_runner(data or path, name=f"{ORT} (cached ONNX)")
+            onnx = onnx_runner(data or path, threads=torch.get_num_threads(), name=f"{ORT} (cached ONNX)")
             new_export = (path, data) if data is not None else None
         except Exception as e:  # noqa: BLE001 - as in fastest_runner
             if kind == "onnxruntime":
@@ -288,6 +178,38 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     if race or not candidates:
         candidates.append(fast())
     return _faster(candidates, probe, choice, warm=candidates if new_export is not None else (), timed_calls=1)
+
+
+def _checkpoint_choice(checkpoint: dict) -> str:
+    return _choice_key(f"{checkpoint['model_name']}|{checkpoint.get('model_kwargs')}|"
+                       f"{len(checkpoint['class_names'])}", checkpoint["preprocess"]["input_size"])
+
+
+def remember_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
+    """Leave a card (runtime.read_card) for the checkpoint file ``weights`` (``checkpoint`` is its content) when
+    its network's checked ONNX export is in the cache and PyTorch has not won the race for it here: what predict
+    needs to run it (labels, preprocessing, temperature, rejection) without loading the file, and so without
+    PyTorch. True when a card was written."""
+    from ..models.factory import output_names
+    from ..record.cache import cache_root
+    from ..record.checkpoint import network_key
+    from ..record.files import write_json
+    from .runtime import CARD_FORMAT, card_conditions, card_file
+
+    onnx = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
+    if not onnx.is_file() or _remembered(_checkpoint_choice(checkpoint)) == TORCH:
+        return False
+    model = {"model_name": checkpoint["model_name"], "class_names": list(checkpoint["class_names"]),
+             "preprocess": checkpoint["preprocess"], "temperature": float(checkpoint.get("temperature", 1.0)),
+             "metrics": checkpoint.get("metrics") or {}, "rejection": checkpoint.get("rejection"),
+             "outputs": list(output_names(checkpoint))}
+    card = {"format": CARD_FORMAT, "conditions": card_conditions(), "threads": torch.get_num_threads(),
+            "onnx": onnx.name, "model": model}
+    try:
+        write_json(card_file(weights), card)
+    except (OSError, TypeError, ValueError):  # a read-only cache, or metrics JSON cannot hold: no card, no harm
+        return False
+    return True
 
 
 def cached_onnx_file(checkpoint: dict, network: Callable[[], nn.Module]) -> tuple[Path, bytes | None]:

@@ -132,7 +132,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     seed_everything(cfg.seed)
     device = dist.setup(cfg.device) if dist.enabled() else select_device(cfg.device)
     main = dist.is_main()  # with torchrun, rank 0 alone writes files and speaks; every rank computes
-    from ..data.loaders import default_workers
+    from ..data.cores import default_workers
 
     workers = default_workers() if cfg.workers is None else cfg.workers
     if device.type == "cpu":
@@ -340,6 +340,7 @@ def finish(run: Run) -> TrainResult:
         return result
     from ..record.predictions import write_predictions_csv
     from .evaluate import evaluate_checkpoint_on, fit_checkpoint_familiarity
+    from .runners import remember_export
 
     best = load_checkpoint(run.run_dir / "weights" / "best.pt")
     run.model.load_state_dict(best["state_dict"])
@@ -366,6 +367,8 @@ def finish(run: Run) -> TrainResult:
                              "wall seconds": round(run.elapsed(), 1)}
     write_results(run.run_dir, results | ({"test": result.test} if result.test else {}), state.history)
     _draw(run)
+    # predict and serve on this machine then start on the export the evaluation left, without PyTorch
+    remember_export(load_checkpoint(run.run_dir / "weights" / "best.pt"), run.run_dir / "weights" / "best.pt")
     best_info = result.best
     log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
              f"macro-F1 {best_info['mean F1 score']:.4f}, loss {best_info['loss']:.4f}"
