@@ -275,6 +275,24 @@ def test_cached_onnx_runner_matches_pytorch_and_follows_the_weights(trained_run,
     np.testing.assert_allclose(fresh(images), expected + 1.0, rtol=1e-4, atol=1e-4)
 
 
+def test_a_damaged_cached_export_is_exported_again(trained_run, cache_dir):
+    """The cache is imgcls's own: a cached ONNX file that no longer loads (a disk error, a killed copy) is
+    replaced by a new checked export instead of sending every later call to PyTorch."""
+    pytest.importorskip("onnxruntime")
+    from imgcls.engine.runners import checkpoint_runner
+
+    checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
+    images = torch.randn(3, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(2))
+    expected = checkpoint_runner(checkpoint, kind="onnxruntime")(images)
+    [cached] = (cache_dir / "onnx").glob("*.onnx")
+    cached.write_bytes(b"\0" * 100)
+    again = checkpoint_runner(checkpoint, kind="onnxruntime")
+    assert again.name.startswith("onnxruntime")
+    np.testing.assert_allclose(again(images), expected, rtol=1e-5, atol=1e-5)
+    assert cached.stat().st_size > 100  # replaced by the new export, which the next call loads
+    np.testing.assert_allclose(checkpoint_runner(checkpoint, kind="onnxruntime")(images), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_an_export_that_differs_from_pytorch_is_neither_used_nor_cached(trained_run, cache_dir, monkeypatch):
     """The first call on a new checkpoint checks the export against PyTorch before it keeps it: a wrong export
     falls back to PyTorch with a warning (or is refused with --runtime onnxruntime) and leaves no file behind."""

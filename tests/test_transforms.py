@@ -103,7 +103,8 @@ def test_evaluation_inputs_are_torchvisions_pixel_for_pixel(mode, size):
             fill = tuple(int(round(m * 255)) for m in preprocess["mean"])
             image = TF.pad(image, [left, top, width - new_w - left, height - new_h - top], fill=fill)
         elif height == width:
-            image = TF.center_crop(TF.resize(image, working_size(preprocess)[0], interpolation=mode_of), [height, width])
+            image = TF.resize(image, working_size(preprocess)[0], interpolation=mode_of)
+            image = TF.center_crop(image, [height, width])
         else:
             cover_h, cover_w = working_size(preprocess)
             scale = max(cover_h / image.height, cover_w / image.width)

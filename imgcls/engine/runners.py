@@ -161,9 +161,7 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     onnx, new_export = None, None
     if remembered != TORCH:
         try:
-            path, data = cached_onnx_file(checkpoint, network)
-            onnx = onnx_runner(data or path, threads=torch.get_num_threads(), name=f"{ORT} (cached ONNX)")
-            new_export = (path, data) if data is not None else None
+            onnx, new_export = _cached_onnx_runner(checkpoint, network)
         except Exception as e:  # noqa: BLE001 - as in fastest_runner
             if kind == "onnxruntime":
                 raise ImgclsError(f"--runtime onnxruntime: {e}") from None
@@ -212,10 +210,11 @@ def remember_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
     return True
 
 
-def cached_onnx_file(checkpoint: dict, network: Callable[[], nn.Module]) -> tuple[Path, bytes | None]:
-    """(path of the checkpoint's network as ONNX in the cache, None) when an earlier call left it there, else
-    (that path, a new export's bytes): ``_keep_export`` writes them once they agree with PyTorch. The key is
-    the checkpoint's weights, so a changed checkpoint is never served from a stale file."""
+def _cached_onnx_runner(checkpoint: dict, network: Callable[[], nn.Module]) -> tuple[Runner, tuple | None]:
+    """(ONNX Runtime on the checkpoint's network, None) from the export an earlier call left in the cache, else
+    (that runner on a new export, (its cache path, its bytes)): ``_keep_export`` writes them once they agree with
+    PyTorch. The key is the checkpoint's weights, so a changed checkpoint is never served from a stale file; a
+    cached file that no longer loads (damaged on disk) is exported again and replaced."""
     from ..models.factory import output_names
     from ..record.cache import cache_root
     from ..record.checkpoint import network_key
@@ -223,10 +222,14 @@ def cached_onnx_file(checkpoint: dict, network: Callable[[], nn.Module]) -> tupl
     import onnxruntime  # noqa: F401 - fail early, before exporting, when it is missing
 
     path = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
+    run = functools.partial(onnx_runner, threads=torch.get_num_threads(), name=f"{ORT} (cached ONNX)")
     if path.exists():
-        return path, None
-    return path, export_onnx_bytes(network(), checkpoint["preprocess"]["input_size"],
-                                   output_name=output_names(checkpoint))
+        try:
+            return run(path), None
+        except Exception:  # noqa: BLE001 - whatever ONNX Runtime says about a file it cannot load
+            log.warning(f"WARNING: the cached export {path} is damaged (ONNX Runtime cannot load it); exporting again")
+    data = export_onnx_bytes(network(), checkpoint["preprocess"]["input_size"], output_name=output_names(checkpoint))
+    return run(data), (path, data)
 
 
 def _keep_export(onnx: Runner, reference: Runner, probe: torch.Tensor, path: Path, data: bytes) -> bool:

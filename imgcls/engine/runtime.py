@@ -186,4 +186,5 @@ def accelerator_visible() -> bool:
 
     if sys.platform == "darwin":
         return platform.machine() == "arm64"
-    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")) or bool(shutil.which("nvidia-smi"))
+    devices = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL's GPU
+    return any(os.path.exists(p) for p in devices) or bool(shutil.which("nvidia-smi"))
