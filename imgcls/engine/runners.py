@@ -1,6 +1,7 @@
-"""Runtimes. A ``Runner`` maps a float32 batch (N x 3 x H x W images, or cached inputs) to numpy arrays: the
-network's outputs, of which the first is the logits (or features) and a classifier with a familiarity score
-(models/familiarity.Scored) has that score as its second.
+"""Runners built with PyTorch. A ``Runner`` (engine/runtime.py, which also holds ONNX Runtime and imports no
+torch) maps a float32 batch (N x 3 x H x W images, or cached inputs) to numpy arrays: the network's outputs, of
+which the first is the logits (or features) and a classifier with a familiarity score (models/familiarity.Scored)
+has that score as its second.
 
 On CPU the candidates are ONNX Runtime and PyTorch (channels_last, inference mode); each must first
 agree with eager PyTorch, then the faster one on a probe batch wins, and the winner is remembered
@@ -8,7 +9,8 @@ per architecture, input size, thread count and library versions. On a GPU PyTorc
 
 ``checkpoint_runner`` is what predict, serve, val and benchmark use for a trained checkpoint: its
 network is exported to ONNX once, checked against PyTorch, and kept in the cache folder under a key
-of its weights, so a changed checkpoint is never served from a stale file.
+of its weights, so a changed checkpoint is never served from a stale file. ``remember_export`` leaves the
+card that lets a later predict run that export without PyTorch.
 """
 
 from __future__ import annotations
