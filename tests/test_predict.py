@@ -200,6 +200,20 @@ def test_a_later_predict_runs_on_the_checked_export_without_loading_pytorch(weig
     assert {label for _, label, _ in fresh["found"]} == {checkpoint["class_names"][0]}
 
 
+def test_an_exported_onnx_file_predicts_without_loading_pytorch(weights, photos, tmp_path):
+    """An .onnx file from imgcls export carries its labels and preprocessing: predict runs it with ONNX Runtime
+    alone, with the answers the checkpoint gives."""
+    pytest.importorskip("onnxruntime")
+    from imgcls import Predictor
+
+    onnx_path = export_onnx(weights, tmp_path / "model.onnx")
+    images = [str(p) for p in sorted(photos.rglob("*_1.png"))]
+    expected = [(p.path, p.label) for p in Predictor(weights, device="cpu", runtime="torch").predict(images)]
+    later = _predict_elsewhere(onnx_path, images, tmp_path / "cache")
+    assert later["runtime"] == "onnxruntime" and later["torch"] is False
+    assert [(path, label) for path, label, _ in later["found"]] == expected
+
+
 def test_the_first_predict_after_training_starts_without_pytorch(cli, tmp_path, monkeypatch):
     """imgcls train leaves the card of its final best.pt beside the export its evaluation checked, so the first
     predict after training already runs on ONNX Runtime alone."""

@@ -16,16 +16,16 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
-from ..engine.runners import export_onnx_bytes, torch_runner
-from ..engine.runtime import Runner, onnx_runner
+from ..engine.runtime import Runner, onnx_runner, runtime_threads
 from ..errors import ImgclsError
-from ..models.familiarity import outputs_of
 from ..record.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("imgcls")
 
@@ -38,6 +38,8 @@ def export_metadata(checkpoint: dict, model: torch.nn.Module | None = None) -> d
     """What an exported file needs to classify on its own: labels, preprocessing, model, temperature, the
     open-set rejection threshold calibrated on the validation split (``--reject``), and the outputs of ``model``,
     the network written (logits, and the familiarity score when it is models/familiarity.Scored)."""
+    from ..models.familiarity import outputs_of
+
     return {"format": METADATA_FORMAT, "version": 1, "model_name": checkpoint["model_name"],
             "class_names": list(checkpoint["class_names"]), "preprocess": dict(checkpoint["preprocess"]),
             "temperature": float(checkpoint.get("temperature", 1.0)), "outputs": list(outputs_of(model)),
@@ -78,11 +80,16 @@ def quiet():
 
 
 def sample_input(checkpoint: dict, batch: int = 1) -> torch.Tensor:
+    import torch
+
     return torch.randn(batch, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(0))
 
 
 def onnx_bytes(model: torch.nn.Module, checkpoint: dict, dynamic_batch: bool) -> bytes:
     """The network as ONNX with the imgcls metadata inside."""
+    from ..engine.runners import export_onnx_bytes
+    from ..models.familiarity import outputs_of
+
     onnx = require("onnx", "onnx")
     proto = onnx.load_from_string(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
                                                     dynamic_batch=dynamic_batch, output_name=outputs_of(model)))
@@ -107,7 +114,7 @@ def _write_onnx(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> Non
 def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
     require("onnxruntime", "onnxruntime")
     try:
-        runner = onnx_runner(path, threads=threads or torch.get_num_threads())
+        runner = onnx_runner(path, threads=threads or runtime_threads())
     except Exception as e:  # noqa: BLE001 - protobuf parse errors, unsupported opsets...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ImgclsError(f"--weights {path}: cannot be loaded as an ONNX model ({first[:160]})") from None
@@ -115,12 +122,18 @@ def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
 
 
 def _write_torchscript(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+    import torch
+
     with quiet(), torch.no_grad():
         traced = torch.jit.trace(model, sample_input(checkpoint))
         torch.jit.save(traced, str(path), _extra_files={"imgcls.json": json.dumps(export_metadata(checkpoint, model))})
 
 
 def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, dict]:
+    import torch
+
+    from ..engine.runners import torch_runner
+
     extra = {"imgcls.json": ""}
     with quiet():
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
@@ -129,6 +142,9 @@ def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, dict]:
 
 def _write_openvino(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
     """OpenVINO IR (path.xml + path.bin) converted from the ONNX graph, FP32 weights kept."""
+    from ..engine.runners import export_onnx_bytes
+    from ..models.familiarity import outputs_of
+
     ov = require("openvino", "openvino")
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -151,8 +167,7 @@ def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, dict]:
     dim = compiled.inputs[0].get_partial_shape()[0]
 
     def run(batch):
-        array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
-        results = compiled(np.ascontiguousarray(array, dtype=np.float32))
+        results = compiled(np.ascontiguousarray(batch, dtype=np.float32))  # numpy, or a CPU torch tensor
         return tuple(np.asarray(results[output]) for output in compiled.outputs)
 
     return Runner("openvino", run, fixed_batch=dim.get_length() if dim.is_static else None), meta

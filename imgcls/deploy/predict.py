@@ -101,20 +101,25 @@ def _from_card(path: Path, device: str, runtime: str) -> LoadedModel | None:
 
 
 def _load(path: Path, device: str, runtime: str) -> LoadedModel:
+    from .formats import format_of, load_exported
+
+    if format_of(path) is None:
+        return _load_checkpoint(path, device, runtime)
+    if runtime != "auto":
+        raise ImgclsError(f"--runtime {runtime}: applies to .pt checkpoints; {path.name} runs on its own runtime")
+    runner, meta = load_exported(path)  # ONNX and OpenVINO files run without PyTorch
+    return LoadedModel(path, meta["model_name"], meta["class_names"], meta["preprocess"], runner,
+                       float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}),
+                       meta.get("rejection"), tuple(meta.get("outputs") or ("logits",)))
+
+
+def _load_checkpoint(path: Path, device: str, runtime: str) -> LoadedModel:
     from ..engine.device import select_device
     from ..engine.runners import checkpoint_runner, remember_export
     from ..engine.runtime import ORT
     from ..models.factory import output_names
     from ..record.checkpoint import load_checkpoint
-    from .formats import format_of, load_exported
 
-    if format_of(path) is not None:
-        if runtime != "auto":
-            raise ImgclsError(f"--runtime {runtime}: applies to .pt checkpoints; {path.name} runs on its own runtime")
-        runner, meta = load_exported(path)
-        return LoadedModel(path, meta["model_name"], meta["class_names"], meta["preprocess"], runner,
-                           float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}),
-                           meta.get("rejection"), tuple(meta.get("outputs") or ("logits",)))
     checkpoint = load_checkpoint(path)
     runner = checkpoint_runner(checkpoint, device=select_device(device), kind=runtime)
     if runner.name.startswith(ORT):

@@ -54,9 +54,20 @@ class Runner:
         return out if isinstance(out, tuple) else (out,)
 
 
+def runtime_threads() -> int:
+    """Threads a runtime runs on: PyTorch's own count where it is loaded (its default counts physical cores, and
+    ``torch.set_num_threads`` changes it), else the cores this process may use."""
+    import sys
+
+    from ..data.cores import available_cpus
+
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else available_cpus()
+
+
 def onnx_runner(model: str | Path | bytes, *, threads: int, name: str = ORT) -> Runner:
     """A CPU ONNX Runtime session (full graph optimisation) over a file or bytes, on ``threads`` cores
-    (the callers that have PyTorch loaded give its thread count; a warm predict, the one its card recorded).
+    (``runtime_threads()``; a warm predict, the count its card recorded).
 
     Each core runs its own share of a batch on one thread: the session is thread-safe and releases the GIL,
     and on small CPUs this beats one call spread over the cores, whose threads wait for each other at every
