@@ -184,8 +184,9 @@ def read_card(weights: str | os.PathLike) -> dict | None:
         return None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or card.get("conditions") != card_conditions():
         return None
-    onnx = path.parent.parent / str(card.get("onnx", ""))
-    return card | {"onnx": onnx} if onnx.suffix == ".onnx" and onnx.is_file() else None
+    name = str(card.get("onnx", ""))
+    onnx = path.parent.parent / name
+    return card | {"onnx": onnx} if Path(name).name == name and onnx.suffix == ".onnx" and onnx.is_file() else None
 
 
 def accelerator_visible() -> bool:
