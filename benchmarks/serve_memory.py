@@ -23,6 +23,7 @@ Prints one JSON line per phase (see benchmarks/common.py) and a short table.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import random
@@ -190,7 +191,8 @@ def real_photos(folder: str) -> list[tuple[str, bytes, int]]:
     return [(p.name, p.read_bytes(), 200) for p in paths]
 
 
-def stream(server: Server, total: int, junk_share: float, photos: str | None = None) -> dict:
+def stream(server: Server, total: int, junk_share: float, photos: str | None = None,
+           new_connection: bool = False) -> dict:
     import httpx
 
     if photos:
@@ -216,8 +218,8 @@ def stream(server: Server, total: int, junk_share: float, photos: str | None = N
             with lock:
                 clients.append(local.client)
         sent = time.perf_counter()
-        response = local.client.post(server.url + "/predict",
-                                     files={"files": (name, data, "application/octet-stream")})
+        post = functools.partial(httpx.post, timeout=600) if new_connection else local.client.post
+        response = post(server.url + "/predict", files={"files": (name, data, "application/octet-stream")})
         seconds = time.perf_counter() - sent
         ok = response.status_code == expected and response.headers.get("content-type") == "application/json"
         with lock:
@@ -257,6 +259,8 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--junk", type=float, default=0.1)
     parser.add_argument("--photos", help="send the photos under this folder instead of generated ones")
+    parser.add_argument("--new-connection", action="store_true",
+                        help="open a new HTTP connection for every request (httpx.post) instead of keeping one per sender")
     parser.add_argument("--serve-args", default="", help="extra `imgcls serve` flags, e.g. '--max-pixels 50000000'")
     args = parser.parse_args()
 
@@ -276,7 +280,7 @@ def main() -> None:
         first = burst(server, big, args.requests, args.files) if args.requests else {}
         if first:
             report("serve_memory_burst", idle_rss_mb=idle, **first)
-        second = stream(server, args.stream, args.junk, args.photos) if args.stream else {}
+        second = stream(server, args.stream, args.junk, args.photos, args.new_connection) if args.stream else {}
         if second:
             report("serve_memory_stream", **second)
     finally:
