@@ -91,13 +91,14 @@ def _from_card(path: Path, device: str, runtime: str) -> LoadedModel | None:
     if card is None:
         return None
     try:
-        runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=f"{ORT} (cached ONNX)")
-    except Exception:  # noqa: BLE001 - a damaged cache file: the full path below exports it again or uses PyTorch
+        model = card["model"]
+        loaded = LoadedModel(path, model["model_name"], list(model["class_names"]), dict(model["preprocess"]),
+                             None, float(model["temperature"]), dict(model["metrics"]), model["rejection"],
+                             tuple(model["outputs"]))
+        loaded.runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=f"{ORT} (cached ONNX)")
+    except Exception:  # noqa: BLE001 - a damaged card or export: the full path below writes both again
         return None
-    model = card["model"]
-    return LoadedModel(path, model["model_name"], list(model["class_names"]), model["preprocess"], runner,
-                       float(model["temperature"]), dict(model["metrics"]), model["rejection"],
-                       tuple(model["outputs"]))
+    return loaded
 
 
 def _load(path: Path, device: str, runtime: str) -> LoadedModel:

@@ -143,8 +143,6 @@ def measure(fn: Callable, batch, *, seconds: float = 3.0, warmup: int = 2, min_r
             "p95_ms": float(np.percentile(times_arr, 95) * 1000), "runs": len(times_arr)}
 
 
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Cards: what a checkpoint file needs to run on its cached ONNX export, found without PyTorch.
 
