@@ -92,13 +92,12 @@ def _from_card(path: Path, device: str, runtime: str) -> LoadedModel | None:
         return None
     try:
         model = card["model"]
-        loaded = LoadedModel(path, model["model_name"], list(model["class_names"]), dict(model["preprocess"]),
-                             None, float(model["temperature"]), dict(model["metrics"]), model["rejection"],
-                             tuple(model["outputs"]))
-        loaded.runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=f"{ORT} (cached ONNX)")
+        about = (model["model_name"], list(model["class_names"]), dict(model["preprocess"]))
+        more = (float(model["temperature"]), dict(model["metrics"]), model["rejection"], tuple(model["outputs"]))
+        runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=f"{ORT} (cached ONNX)")
     except Exception:  # noqa: BLE001 - a damaged card or export: the full path below writes both again
         return None
-    return loaded
+    return LoadedModel(path, *about, runner, *more)
 
 
 def _load(path: Path, device: str, runtime: str) -> LoadedModel:
