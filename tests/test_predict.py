@@ -200,6 +200,25 @@ def test_a_later_predict_runs_on_the_checked_export_without_loading_pytorch(weig
     assert {label for _, label, _ in fresh["found"]} == {checkpoint["class_names"][0]}
 
 
+def test_a_damaged_card_is_passed_over_and_written_again(weights, photos, tmp_path, monkeypatch):
+    """A card is imgcls's own cache: one that is cut short, or lacks a field, is not trusted; the checkpoint is
+    loaded as on a first call, with the same answers, and a good card replaces it."""
+    pytest.importorskip("onnxruntime")
+    from imgcls import Predictor
+    from imgcls.engine.runtime import card_file, read_card
+
+    monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    images = [str(p) for p in sorted(photos.rglob("*_2.png"))]
+    expected = [(p.path, p.label) for p in Predictor(weights, device="cpu", runtime="onnxruntime").predict(images)]
+    card = card_file(weights)
+    good = json.loads(card.read_text())
+    for damaged in (card.read_text()[:40], json.dumps(good | {"model": {"class_names": ["x"]}})):
+        card.write_text(damaged)
+        again = Predictor(weights, device="cpu")
+        assert [(p.path, p.label) for p in again.predict(images)] == expected
+        assert read_card(weights) is not None and read_card(weights)["model"] == good["model"]
+
+
 def test_an_exported_onnx_file_predicts_without_loading_pytorch(weights, photos, tmp_path):
     """An .onnx file from imgcls export carries its labels and preprocessing: predict runs it with ONNX Runtime
     alone, with the answers the checkpoint gives."""
