@@ -214,7 +214,7 @@ def test_a_damaged_card_is_passed_over_and_written_again(weights, photos, tmp_pa
     good = json.loads(card.read_text())
     for damaged in (card.read_text()[:40], json.dumps(good | {"model": {"class_names": ["x"]}})):
         card.write_text(damaged)
-        again = Predictor(weights, device="cpu")
+        again = Predictor(weights, device="cpu", runtime="onnxruntime")
         assert [(p.path, p.label) for p in again.predict(images)] == expected
         assert read_card(weights) is not None and read_card(weights)["model"] == good["model"]
 
