@@ -132,13 +132,25 @@ def test_workers_keep_source_order(weights, photos):
     assert parallel == serial and len(serial) == 11
 
 
+def _without_export_inside(weights: Path, tmp_path: Path) -> Path:
+    """The checkpoint as torch.save writes it, without the export imgcls train puts inside (a checkpoint from
+    elsewhere, or an older imgcls)."""
+    from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
+
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(plain, {k: v for k, v in load_checkpoint(weights).items() if k != "path"})
+    return plain
+
+
 def test_a_checkpoint_new_to_this_machine_is_exported_on_the_first_predict(cli, weights, photos, tmp_path,
                                                                           monkeypatch):
-    """The first predict on a checkpoint exports and checks it (with decoding threads at work): the same rows in
-    the same order as a serial pass; a bad flag is one line that leaves no output folder."""
+    """The first predict on a checkpoint (one without the export imgcls train puts inside) exports and checks it
+    (with decoding threads at work): the same rows in the same order as a serial pass; a bad flag is one line
+    that leaves no output folder."""
     from imgcls import Predictor
 
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))  # nothing exported yet
+    weights = _without_export_inside(weights, tmp_path)
     out = tmp_path / "p"
     code, _, err = cli("predict", "--weights", weights, "--source", photos, "--out", out, "--batch-size", "2",
                        "--workers", "1", "--topk", "1")
@@ -185,11 +197,12 @@ def test_a_later_predict_runs_on_the_checked_export_without_loading_pytorch(weig
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("IMGCLS_CACHE", str(cache))
+    weights = _without_export_inside(weights, tmp_path)
     images = [str(p) for p in sorted(photos.rglob("*_0.png"))]
     first = Predictor(weights, device="cpu", runtime="onnxruntime")  # exports, checks, leaves the card
     expected = [(p.path, p.label, p.confidence) for p in first.predict(images)]
     later = _predict_elsewhere(weights, images, cache)
-    assert later["runtime"].startswith("onnxruntime") and later["torch"] is False
+    assert later["runtime"] == "onnxruntime (cached ONNX)" and later["torch"] is False
     assert [tuple(row) for row in later["found"]] == expected
 
     changed = tmp_path / "changed.pt"
@@ -208,6 +221,7 @@ def test_a_damaged_card_is_passed_over_and_written_again(weights, photos, tmp_pa
     from imgcls.engine.runtime import card_file, read_card
 
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
+    weights = _without_export_inside(weights, tmp_path)
     images = [str(p) for p in sorted(photos.rglob("*_2.png"))]
     expected = [(p.path, p.label) for p in Predictor(weights, device="cpu", runtime="onnxruntime").predict(images)]
     card = card_file(weights)
@@ -233,11 +247,17 @@ def test_an_exported_onnx_file_predicts_without_loading_pytorch(weights, photos,
     assert [(path, label) for path, label, _ in later["found"]] == expected
 
 
-def test_the_first_predict_after_training_starts_without_pytorch(cli, tmp_path, monkeypatch):
-    """imgcls train leaves the card of its final best.pt beside the export its evaluation checked, so the first
-    predict after training already runs on ONNX Runtime alone."""
+def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_copied(cli, tmp_path, monkeypatch):
+    """imgcls train leaves the card of its final best.pt beside the export its evaluation checked, and puts both
+    inside best.pt as well: the first predict after training runs on ONNX Runtime alone, and so does the file
+    copied to a machine with an empty cache. torch.load reads the file as before, and a copy whose weights
+    changed is answered from its own weights, never from the export inside."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine.runtime import read_card
+    import shutil
+    import zipfile
+
+    from imgcls.engine.runtime import read_card, read_embedded_card
+    from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("IMGCLS_CACHE", str(cache))
@@ -247,9 +267,29 @@ def test_the_first_predict_after_training_starts_without_pytorch(cli, tmp_path, 
                        "--project", tmp_path / "runs", "--name", "train")
     assert code == 0, err
     weights = tmp_path / "runs" / "train" / "weights" / "best.pt"
-    assert read_card(weights) is not None
-    later = _predict_elsewhere(weights, [str(p) for p in sorted(data.rglob("*_1.png"))], cache)
+    assert read_card(weights) is not None and read_embedded_card(weights) is not None
+    images = [str(p) for p in sorted(data.rglob("*_1.png"))]
+    later = _predict_elsewhere(weights, images, cache)
     assert later["runtime"].startswith("onnxruntime") and later["torch"] is False and len(later["found"]) == 3
+
+    copied, other_cache = Path(shutil.copy(weights, tmp_path / "copied.pt")), tmp_path / "another machine's cache"
+    elsewhere = _predict_elsewhere(copied, images, other_cache)
+    assert elsewhere["runtime"] == "onnxruntime (ONNX inside the checkpoint)" and elsewhere["torch"] is False
+    assert elsewhere["found"] == later["found"] and not other_cache.exists()  # nothing exported there
+
+    checkpoint = load_checkpoint(copied)  # torch.load(weights_only=True), as for any checkpoint
+    bias = [name for name in checkpoint["state_dict"] if name.endswith("bias")][-1]
+    checkpoint["state_dict"][bias][0] += 100.0  # every image now looks like the first class
+    changed = tmp_path / "changed.pt"
+    save_checkpoint(changed, {k: v for k, v in checkpoint.items() if k != "path"})
+    assert read_embedded_card(changed) is None  # torch.save writes no export inside
+    with zipfile.ZipFile(copied) as old, zipfile.ZipFile(changed, "a") as new:  # the old export, put back by hand
+        prefix = next(n for n in new.namelist() if n.endswith("/data.pkl"))[: -len("data.pkl")]
+        for name in (n for n in old.namelist() if "/imgcls/" in n):
+            new.writestr(prefix + name.split("/", 1)[1], old.read(name))
+    assert read_embedded_card(changed) is None
+    fresh = _predict_elsewhere(changed, images, tmp_path / "a third cache")
+    assert {label for _, label, _ in fresh["found"]} == {checkpoint["class_names"][0]}
 
 
 def test_predictor_api_paths_pil_numpy(weights, tmp_path):

@@ -68,8 +68,9 @@ class LoadedModel:
 def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = "auto") -> LoadedModel:
     """An exported file (.onnx, .xml, .torchscript, ...) runs on its own runtime; a checkpoint (or a run
     folder) on the fastest one measured here: ONNX Runtime through a cached, parity-checked export, or
-    PyTorch (``runtime`` forces one). A checkpoint file whose export an earlier call or ``imgcls train`` left
-    a card for runs on that export at once, without loading the file or PyTorch (engine/runtime.read_card)."""
+    PyTorch (``runtime`` forces one). A checkpoint file whose export an earlier call left a card for, or that
+    carries its export inside (the best.pt of ``imgcls train``), runs on that export at once, without loading
+    the file or PyTorch (engine/runtime.read_card, read_embedded_card)."""
     from ..engine.runtime import RUNTIMES
 
     if runtime not in RUNTIMES:
@@ -82,19 +83,19 @@ def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = 
 
 
 def _from_card(path: Path, device: str, runtime: str) -> LoadedModel | None:
-    from ..engine.runtime import ORT, accelerator_visible, onnx_runner, read_card
+    from ..engine.runtime import accelerator_visible, onnx_runner, read_card, read_embedded_card
 
     cpu = device == "cpu" or (device == "auto" and not accelerator_visible())
     if not cpu or runtime == "torch" or path.suffix.lower() not in (".pt", ".pth") or not path.is_file():
         return None
-    card = read_card(path)
+    card = read_card(path) or read_embedded_card(path)
     if card is None:
         return None
     try:
         model = card["model"]
         about = (model["model_name"], list(model["class_names"]), dict(model["preprocess"]))
         more = (float(model["temperature"]), dict(model["metrics"]), model["rejection"], tuple(model["outputs"]))
-        runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=f"{ORT} (cached ONNX)")
+        runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=card["runner"])
     except Exception:  # noqa: BLE001 - a damaged card or export: the full path below writes both again
         return None
     return LoadedModel(path, *about, runner, *more)

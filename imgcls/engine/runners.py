@@ -190,26 +190,52 @@ def remember_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
     its network's checked ONNX export is in the cache and PyTorch has not won the race for it here: what predict
     needs to run it (labels, preprocessing, temperature, rejection) without loading the file, and so without
     PyTorch. True when a card was written."""
+    from ..record.files import write_json
+    from .runtime import card_file
+
+    found = _export_card(checkpoint)
+    if found is None:
+        return False
+    try:
+        write_json(card_file(weights), found[0])
+    except (OSError, TypeError, ValueError):  # a read-only cache, or metrics JSON cannot hold: no card, no harm
+        return False
+    return True
+
+
+def embed_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
+    """Put the card and the checked export inside the checkpoint file ``weights`` itself (runtime.embed_card),
+    so that it predicts without PyTorch wherever it is copied; then leave the card for the new file's bytes
+    (``remember_export``). For the best.pt that ``imgcls train`` wrote. True when the export went in."""
+    from .runtime import embed_card
+
+    found = _export_card(checkpoint)
+    try:
+        embedded = found is not None and embed_card(weights, found[0], found[1].read_bytes())
+    except (OSError, TypeError, ValueError):  # no room on the disk, or metrics JSON cannot hold: file unchanged
+        embedded = False
+    remember_export(checkpoint, weights)
+    return embedded
+
+
+def _export_card(checkpoint: dict) -> tuple[dict, Path] | None:
+    """(the card, the cached export's path) when the checkpoint's network has a checked export in the cache and
+    PyTorch has not won the race for it here, else None."""
     from ..models.factory import output_names
     from ..record.cache import cache_root
     from ..record.checkpoint import network_key
-    from ..record.files import write_json
-    from .runtime import CARD_FORMAT, card_conditions, card_file
+    from .runtime import CARD_FORMAT, card_conditions
 
     onnx = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
     if not onnx.is_file() or _remembered(_checkpoint_choice(checkpoint)) == TORCH:
-        return False
+        return None
     model = {"model_name": checkpoint["model_name"], "class_names": list(checkpoint["class_names"]),
              "preprocess": checkpoint["preprocess"], "temperature": float(checkpoint.get("temperature", 1.0)),
              "metrics": checkpoint.get("metrics") or {}, "rejection": checkpoint.get("rejection"),
              "outputs": list(output_names(checkpoint))}
     card = {"format": CARD_FORMAT, "conditions": card_conditions(), "threads": torch.get_num_threads(),
             "onnx": onnx.name, "model": model}
-    try:
-        write_json(card_file(weights), card)
-    except (OSError, TypeError, ValueError):  # a read-only cache, or metrics JSON cannot hold: no card, no harm
-        return False
-    return True
+    return card, onnx
 
 
 def _cached_onnx_runner(checkpoint: dict, network: Callable[[], nn.Module]) -> tuple[Runner, tuple | None]:

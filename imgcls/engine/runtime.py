@@ -7,10 +7,12 @@ call or ``imgcls train`` exported, see ``cached_export``) starts on ONNX Runtime
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -184,7 +186,73 @@ def read_card(weights: str | os.PathLike) -> dict | None:
         return None
     name = str(card.get("onnx", ""))
     onnx = path.parent.parent / name
-    return card | {"onnx": onnx} if Path(name).name == name and onnx.suffix == ".onnx" and onnx.is_file() else None
+    if Path(name).name != name or onnx.suffix != ".onnx" or not onnx.is_file():
+        return None
+    return card | {"onnx": onnx, "runner": f"{ORT} (cached ONNX)"}
+
+
+# A checkpoint file that ``imgcls train`` wrote carries its card and checked export inside it, as two more records
+# of the zip archive torch.save writes (torch.load reads the file as before): it predicts without PyTorch on any
+# machine, with no cache. The card names a digest of the checkpoint's own records, so a file whose weights or
+# settings changed (torch.save drops the extra records anyway) is never answered from an old export.
+EMBEDDED_CARD, EMBEDDED_ONNX = "imgcls/card.json", "imgcls/model.onnx"
+
+
+def embed_card(weights: str | os.PathLike, card: dict, onnx: bytes) -> bool:
+    """Write ``card`` and the export ``onnx`` into the checkpoint file ``weights``, atomically (a copy gets them,
+    then replaces the file). False when the file is not a torch.save archive or already carries them."""
+    import shutil
+
+    from ..record.files import _replace_atomically
+
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            prefix = _records_prefix(archive)
+            if any(name.startswith(prefix + "imgcls/") for name in archive.namelist()):
+                return False
+            card = card | {"records": _records_digest(archive, prefix)}
+    except (zipfile.BadZipFile, ValueError):
+        return False
+
+    def write(copy: str) -> None:
+        shutil.copyfile(weights, copy)
+        with zipfile.ZipFile(copy, "a") as archive:
+            archive.writestr(prefix + EMBEDDED_ONNX, onnx)
+            archive.writestr(prefix + EMBEDDED_CARD, json.dumps(card))
+
+    _replace_atomically(Path(weights), write)
+    return True
+
+
+def read_embedded_card(weights: str | os.PathLike) -> dict | None:
+    """The card ``embed_card`` put inside this checkpoint file, with ``onnx`` the export's bytes; None when there
+    is none, or when the checkpoint's records are not those it was written with."""
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            prefix = _records_prefix(archive)
+            card = json.loads(archive.read(prefix + EMBEDDED_CARD))
+            if not isinstance(card, dict) or card.get("format") != CARD_FORMAT \
+                    or card.get("records") != _records_digest(archive, prefix):
+                return None
+            onnx = archive.read(prefix + EMBEDDED_ONNX)  # zipfile checks its CRC-32
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return card | {"onnx": onnx, "threads": runtime_threads(), "runner": f"{ORT} (ONNX inside the checkpoint)"}
+
+
+def _records_prefix(archive: zipfile.ZipFile) -> str:
+    """The folder torch.save put the checkpoint's records in (the file's first name, kept through renames)."""
+    names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+    if len(names) != 1:
+        raise ValueError("not a torch.save archive")
+    return names[0][: -len("data.pkl")]
+
+
+def _records_digest(archive: zipfile.ZipFile, prefix: str) -> str:
+    """A digest of the records torch.save wrote (names, sizes and CRC-32s, read from the archive's directory)."""
+    own = sorted((info.filename, info.file_size, info.CRC) for info in archive.infolist()
+                 if not info.filename.startswith(prefix + "imgcls/"))
+    return hashlib.sha256(json.dumps(own).encode()).hexdigest()
 
 
 def accelerator_visible() -> bool:

@@ -340,7 +340,7 @@ def finish(run: Run) -> TrainResult:
         return result
     from ..record.predictions import write_predictions_csv
     from .evaluate import evaluate_checkpoint_on, fit_checkpoint_familiarity
-    from .runners import remember_export
+    from .runners import embed_export
 
     best = load_checkpoint(run.run_dir / "weights" / "best.pt")
     run.model.load_state_dict(best["state_dict"])
@@ -367,8 +367,8 @@ def finish(run: Run) -> TrainResult:
                              "wall seconds": round(run.elapsed(), 1)}
     write_results(run.run_dir, results | ({"test": result.test} if result.test else {}), state.history)
     _draw(run)
-    # predict and serve on this machine then start on the export the evaluation left, without PyTorch
-    remember_export(load_checkpoint(run.run_dir / "weights" / "best.pt"), run.run_dir / "weights" / "best.pt")
+    # predict and serve then start on the export the evaluation checked, without PyTorch, here or anywhere
+    embed_export(load_checkpoint(run.run_dir / "weights" / "best.pt"), run.run_dir / "weights" / "best.pt")
     best_info = result.best
     log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
              f"macro-F1 {best_info['mean F1 score']:.4f}, loss {best_info['loss']:.4f}"
