@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plan", choices=("fast", "default"), default="fast",
                         help="fast: `imgcls train --fast` (about 3 min); default: the budgeted default plan (15 min)")
+    parser.add_argument("--model", default=None, help="the backbone (default: imgcls's default model)")
     args = parser.parse_args()
 
     import imgcls
@@ -43,7 +44,7 @@ def main() -> None:
         shutil.copytree(folder, known / folder.name)
     with Timer() as train_timer:
         trained = imgcls.train(data=str(known), fast=args.plan == "fast", seed=args.seed, project=str(work / "runs"),
-                               progress=False)
+                               progress=False, **({"model": args.model} if args.model else {}))
     weights = trained.run_dir / "weights" / "best.pt"
     results = {}
     for name, ood in (("near", args.dataset / args.hold_out), ("far", args.far)):
@@ -54,7 +55,8 @@ def main() -> None:
         results[name] = {"ood": str(ood), "ood_images": block["ood_images"], "auroc": block["auroc"],
                          "false_accept_rate": block["false_accept_rate"],
                          "test_rejected": block["rejected"], "seconds": round(timer.seconds, 1)}
-    report("open_set", dataset=args.dataset.name, plan=args.plan, known=sorted(p.name for p in known.iterdir()),
+    report("open_set", dataset=args.dataset.name, plan=args.plan, model=args.model or "default",
+           known=sorted(p.name for p in known.iterdir()),
            held_out=args.hold_out, score=block["score"], threshold=block["threshold"],
            keep_on_val=block["keep_on_val"], test_accuracy=trained.test["accuracy"],
            train_seconds=round(train_timer.seconds, 1), **results, work=str(work))
