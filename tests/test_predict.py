@@ -249,9 +249,10 @@ def test_an_exported_onnx_file_predicts_without_loading_pytorch(weights, photos,
 
 def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_copied(cli, tmp_path, monkeypatch):
     """imgcls train leaves the card of its final best.pt beside the export its evaluation checked, and puts both
-    inside best.pt as well: the first predict after training runs on ONNX Runtime alone, and so does the file
-    copied to a machine with an empty cache. torch.load reads the file as before, and a copy whose weights
-    changed is answered from its own weights, never from the export inside."""
+    inside best.pt as well (again after `imgcls val --calibrate` rewrites it): the first predict after training
+    runs on ONNX Runtime alone, and so does the file copied to a machine with an empty cache. torch.load reads
+    the file as before, and a copy whose weights changed is answered from its own weights, never from the
+    export inside."""
     pytest.importorskip("onnxruntime")
     import shutil
     import zipfile
@@ -268,6 +269,10 @@ def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_c
     assert code == 0, err
     weights = tmp_path / "runs" / "train" / "weights" / "best.pt"
     assert read_card(weights) is not None and read_embedded_card(weights) is not None
+    code, _, err = cli("val", "--weights", weights, "--calibrate", "--workers", "0")  # rewrites best.pt
+    assert code == 0, err
+    carried = read_embedded_card(weights)
+    assert carried is not None and carried["model"]["temperature"] == load_checkpoint(weights)["temperature"]
     images = [str(p) for p in sorted(data.rglob("*_1.png"))]
     later = _predict_elsewhere(weights, images, cache)
     assert later["runtime"].startswith("onnxruntime") and later["torch"] is False and len(later["found"]) == 3

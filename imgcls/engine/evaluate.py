@@ -21,6 +21,7 @@ from ..metrics import (evaluation_report, expected_calibration_error, fit_temper
                        open_set_report, open_set_score, rejection_spec, softmax, threshold_for, usable_spec)
 from ..record.checkpoint import load_checkpoint, run_dir_of, save_checkpoint
 from ..record.files import new_run_dir, write_json
+from .runtime import read_embedded_card
 
 log = logging.getLogger("imgcls")
 
@@ -212,10 +213,13 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     if result.metrics["missing_classes"]:
         log.warning(f"WARNING: class(es) {result.metrics['missing_classes']} have no images here; their recall, "
                     "ROC AUC and AP are undefined")
+    carried = calibrate and read_embedded_card(checkpoint["path"]) is not None
     before = _calibrate(result, checkpoint) if calibrate else None
     if calibrate:
         checkpoint["rejection"] = store_rejection(checkpoint["path"], result.logits, result.familiarity,
                                                   checkpoint.get("familiarity"))
+    if carried:  # the rewritten best.pt carries its (new) checked export again, as imgcls train left it
+        _carry_export(checkpoint["path"], torch_device, runtime)
     ood_out = None
     if ood_paths is not None:
         ood_out = checkpoint_logits(checkpoint, ood_paths, [-1] * len(ood_paths), tta=tta, device=torch_device,
@@ -227,6 +231,14 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
         result.files = _write_eval_files(result, checkpoint, root, torch_device, errors, before)
     _log_summary(result)
     return result
+
+
+def _carry_export(path: str | os.PathLike, device, runtime: str) -> None:
+    from .runners import checkpoint_runner, embed_export
+
+    calibrated = load_checkpoint(path)
+    checkpoint_runner(calibrated, device=device, kind=runtime)  # exports and checks the new network, once
+    embed_export(calibrated, path)
 
 
 def _familiarity_for_calibration(checkpoint: dict, data, device, runtime: str, batch_size: int, workers: int,
