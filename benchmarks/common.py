@@ -25,14 +25,6 @@ def report(name: str, **numbers) -> None:
     print(json.dumps({"benchmark": name, "machine": machine(), **numbers}), flush=True)
 
 
-def lite0_with_packaged_weights(num_classes: int):
-    """timm's efficientnet_lite0 with the ImageNet weights every contender starts from."""
-    from imgcls.models.factory import create_model
-
-    model, _, _ = create_model("efficientnet_lite0", num_classes)
-    return model
-
-
 class Timer:
     def __enter__(self):
         self.start = time.perf_counter()

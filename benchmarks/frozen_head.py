@@ -1,10 +1,10 @@
-"""Benchmark 1: frozen efficientnet_lite0, head training on a folder data set; imgcls vs a plain loop.
+"""Benchmark 1: frozen tf_efficientnet_lite0, head training on a folder data set; imgcls vs a plain loop.
 
     python benchmarks/frozen_head.py --data ../shared/datasets/hymenoptera --epochs 30
     python benchmarks/frozen_head.py --data ../shared/datasets/hymenoptera --epochs 30 --plain-epochs 3
 
-The plain loop is what a seed project does: torchvision ImageFolder, the same light augmentation,
-and a full forward pass through the backbone for every image in every epoch (train and val).
+The plain loop is what a seed project does (benchmarks/plain_loop.py): torchvision ImageFolder-style loading,
+light augmentation, and a full forward pass through the backbone for every image in every epoch (train and val).
 With --plain-epochs N < --epochs it runs N epochs and extrapolates its time linearly (each epoch
 costs the same), reporting the accuracy it reached after N epochs.
 imgcls runs twice: with an empty feature cache (cold) and again with the cache filled (warm).
@@ -14,64 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Timer, lite0_with_packaged_weights, report  # noqa: E402
+from benchmarks.common import Timer, report  # noqa: E402
 
 
 def plain_loop(data: Path, epochs: int, total_epochs: int, batch_size: int, workers: int) -> dict:
-    from torchvision import datasets
-    from torchvision import transforms as T
+    """benchmarks/plain_loop.py for ``epochs`` of its ``total_epochs``, its time scaled to all of them."""
+    from benchmarks.plain_loop import run
 
-    from imgcls.engine.loop import lr_factor
-
-    normalize = T.Normalize([0.5] * 3, [0.5] * 3)  # the packaged lite0 weights expect [-1, 1] inputs
-    train_tf = T.Compose([T.RandomResizedCrop(224, scale=(0.7, 1.0)), T.RandomHorizontalFlip(),
-                          T.RandomRotation(10), T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(), normalize])
-    val_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
-    loader_rgb = lambda path: __import__("PIL.Image").Image.open(path).convert("RGB")  # noqa: E731
-    train_set = datasets.ImageFolder(data / "train", train_tf, loader=loader_rgb)
-    val_set = datasets.ImageFolder(data / "val", val_tf, loader=loader_rgb)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size, shuffle=True, num_workers=workers)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size, num_workers=workers)
-    torch.manual_seed(0)
-    model = lite0_with_packaged_weights(len(train_set.classes))
-    for p in model.parameters():
-        p.requires_grad = False
-    head = model.get_classifier()
-    for p in head.parameters():
-        p.requires_grad = True
-    # Same optimiser, schedule and loss as imgcls, so only the compute differs.
-    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=0.01)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    total_steps, step, accuracy = total_epochs * math.ceil(len(train_set) / batch_size), 0, 0.0
     with Timer() as timer:
-        for _ in range(epochs):
-            model.eval()
-            for images, labels in train_loader:
-                for group in optimizer.param_groups:
-                    group["lr"] = 1e-2 * lr_factor(step, total_steps, len(train_loader), 0.01)
-                with torch.no_grad():
-                    features = model.forward_head(model.forward_features(images), pre_logits=True)
-                loss = criterion(head(features), labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                step += 1
-            correct = 0
-            with torch.no_grad():
-                for images, labels in val_loader:
-                    correct += (model(images).argmax(1) == labels).sum().item()
-            accuracy = correct / len(val_set)
-    return {"seconds": timer.seconds, "epochs_run": epochs, "val_accuracy_last": accuracy,
+        row = run(data, None, 0, total_epochs, batch_size, workers, run_epochs=epochs)
+    return {"seconds": timer.seconds, "epochs_run": epochs, "val_accuracy_last": row["curve"][-1][1],
             "seconds_for_all_epochs": timer.seconds * total_epochs / epochs}
 
 
@@ -79,8 +37,8 @@ def imgcls_run(data: Path, epochs: int, batch_size: int, project: Path, name: st
     from imgcls.engine.train import train
 
     with Timer() as timer:
-        result = train(data=str(data), model="efficientnet_lite0", epochs=epochs, batch_size=batch_size,
-                       project=str(project), name=name, patience=0, progress=False)
+        result = train(data=str(data), model="tf_efficientnet_lite0", fast=True, epochs=epochs,
+                       batch_size=batch_size, project=str(project), name=name, patience=0, progress=False)
     results = json.loads((result.run_dir / "results.json").read_text())
     last = results[f"epoch:{result.epochs_run}"]["valid info"]["accuracy"]
     return {"seconds": timer.seconds, "val_accuracy_best": result.best["accuracy"], "val_accuracy_last": last}

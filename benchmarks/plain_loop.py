@@ -54,7 +54,10 @@ def image_lists(data: Path, split_csv: Path | None) -> tuple[list[str], dict[str
     return classes, splits
 
 
-def run(data: Path, split_csv: Path | None, seed: int, epochs: int, batch_size: int, workers: int) -> dict:
+def run(data: Path, split_csv: Path | None, seed: int, epochs: int, batch_size: int, workers: int,
+        run_epochs: int | None = None) -> dict:
+    """The loop with its learning-rate schedule over ``epochs``; ``run_epochs`` stops it sooner (to time a few
+    epochs and scale, as benchmarks/frozen_head.py does)."""
     import torch
     from PIL import Image
     from torch import nn
@@ -107,7 +110,7 @@ def run(data: Path, split_csv: Path | None, seed: int, epochs: int, batch_size: 
         return right / total
 
     total_steps, step, curve, best = epochs * math.ceil(len(splits["train"]) / batch_size), 0, [], (-1.0, 0, None)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, (run_epochs or epochs) + 1):
         for images, labels in train_loader:
             for group in optimizer.param_groups:
                 group["lr"] = 1e-2 * lr_factor(step, total_steps, len(train_loader), 0.01)
