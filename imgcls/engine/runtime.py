@@ -1,8 +1,9 @@
 """The ``Runner`` (a batch in, the network's outputs as numpy arrays out) and ONNX Runtime, without PyTorch.
 
 Everything that runs a network goes through a Runner; engine/runners.py builds them from PyTorch modules and
-checkpoints. This module imports no torch, so a warm ``imgcls predict`` (a checkpoint whose network an earlier
-call or ``imgcls train`` exported, see ``cached_export``) starts on ONNX Runtime alone.
+checkpoints. This module imports no torch, so ``imgcls predict`` on a checkpoint with a card (one an earlier call
+left in the cache, ``read_card``, or the one inside the best.pt of ``imgcls train``, ``read_embedded_card``)
+starts on ONNX Runtime alone.
 """
 
 from __future__ import annotations
