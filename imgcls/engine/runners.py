@@ -190,14 +190,16 @@ def remember_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
     its network's checked ONNX export is in the cache and PyTorch has not won the race for it here: what predict
     needs to run it (labels, preprocessing, temperature, rejection) without loading the file, and so without
     PyTorch. True when a card was written."""
+    found = _export_card(checkpoint)
+    return found is not None and _leave_card(found[0], weights)
+
+
+def _leave_card(card: dict, weights: str | os.PathLike) -> bool:
     from ..record.files import write_json
     from .runtime import card_file
 
-    found = _export_card(checkpoint)
-    if found is None:
-        return False
     try:
-        write_json(card_file(weights), found[0])
+        write_json(card_file(weights), card)
     except (OSError, TypeError, ValueError):  # a read-only cache, or metrics JSON cannot hold: no card, no harm
         return False
     return True
@@ -205,16 +207,18 @@ def remember_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
 
 def embed_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
     """Put the card and the checked export inside the checkpoint file ``weights`` itself (runtime.embed_card),
-    so that it predicts without PyTorch wherever it is copied; then leave the card for the new file's bytes
-    (``remember_export``). For the best.pt that ``imgcls train`` wrote. True when the export went in."""
+    so that it predicts without PyTorch wherever it is copied; then leave the card in the cache for the new file's
+    bytes, as ``remember_export`` does. For the best.pt that ``imgcls train`` wrote. True when the export went in."""
     from .runtime import embed_card
 
     found = _export_card(checkpoint)
+    if found is None:
+        return False
     try:
-        embedded = found is not None and embed_card(weights, found[0], found[1].read_bytes())
+        embedded = embed_card(weights, found[0], found[1].read_bytes())
     except (OSError, TypeError, ValueError):  # no room on the disk, or metrics JSON cannot hold: file unchanged
         embedded = False
-    remember_export(checkpoint, weights)
+    _leave_card(found[0], weights)  # keyed by the file's new bytes
     return embedded
 
 
