@@ -123,6 +123,19 @@ def test_gpu_paths_choose_nccl_local_device_and_fp16(monkeypatch):
     logging.getLogger("imgcls").setLevel(logging.INFO)
 
 
+def test_a_network_built_on_the_cpu_runs_on_the_device_it_is_given():
+    """The --reject score's fit builds its network from the checkpoint on the CPU and runs it on the training
+    device: on CUDA every run failed at its end until the runner moved the network there (found on an H200).
+    CI has no GPU: PyTorch's meta device stands in for one."""
+    import torch
+
+    from imgcls.engine.runners import fastest_runner
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    fastest_runner(network, (3, 16, 16), device="meta")
+    assert {p.device.type for p in network.parameters()} == {"meta"}
+
+
 def test_merge_by_index_drops_sampler_padding():
     from imgcls.engine.distributed import merge_by_index
 

@@ -121,7 +121,7 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
     device = torch.device(device)
     module = module.eval()
     if device.type != "cpu" or kind == "torch":
-        return torch_runner(module, device, channels_last=True)
+        return torch_runner(module.to(device), device, channels_last=True)
     probe = _probe(input_size)
     choice = _choice_key(type(module).__name__ + ",".join(f"{k}:{tuple(v.shape)}" for k, v in
                                                            module.state_dict().items()), input_size)
