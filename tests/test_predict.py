@@ -297,6 +297,35 @@ def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_c
     assert {label for _, label, _ in fresh["found"]} == {checkpoint["class_names"][0]}
 
 
+def test_a_checkpoint_trained_without_onnx_runtime_carries_its_export_too(cli, tmp_path, monkeypatch):
+    """A run whose evaluation ran in PyTorch (on a GPU, or with --runtime torch) exports, checks and races its
+    network on the CPU at its end, so its best.pt too predicts anywhere on ONNX Runtime alone; where PyTorch wins
+    that race, nothing goes in. The race's winner is set here, not left to this machine's speed."""
+    pytest.importorskip("onnxruntime")
+    from imgcls.engine import runners
+    from imgcls.engine.runtime import read_embedded_card
+
+    data = make_class_folders(tmp_path / "shapes", per_class=8)
+    images = [str(p) for p in sorted(data.rglob("*_1.png"))]
+    for winner in (runners.ORT, runners.TORCH):
+        def race(candidates, probe, choice, winner=winner, **_):
+            runners._remember(choice, winner)
+            return next(c for c in candidates if c.name.split(" (")[0] == winner)
+
+        monkeypatch.setattr(runners, "_faster", race)
+        monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / f"cache {winner}"))
+        code, _, err = cli("train", "--data", data, "--model", "simple_cnn", "--no-pretrained", "--imgsz", "32",
+                           "--epochs", "2", "--batch-size", "8", "--workers", "0", "--runtime", "torch",
+                           "--project", tmp_path / "runs", "--name", winner.split()[0])
+        assert code == 0, err
+        weights = tmp_path / "runs" / winner.split()[0] / "weights" / "best.pt"
+        assert (read_embedded_card(weights) is not None) is (winner == runners.ORT)
+    elsewhere = _predict_elsewhere(tmp_path / "runs" / "onnxruntime" / "weights" / "best.pt", images,
+                                   tmp_path / "another machine's cache")
+    assert elsewhere["runtime"] == "onnxruntime (ONNX inside the checkpoint)" and elsewhere["torch"] is False
+    assert len(elsewhere["found"]) == len(images)
+
+
 def test_predictor_api_paths_pil_numpy(weights, tmp_path):
     import imgcls
 

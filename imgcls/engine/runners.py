@@ -19,6 +19,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -208,10 +209,17 @@ def _leave_card(card: dict, weights: str | os.PathLike) -> bool:
 def embed_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
     """Put the card and the checked export inside the checkpoint file ``weights`` itself (runtime.embed_card),
     so that it predicts without PyTorch wherever it is copied; then leave the card in the cache for the new file's
-    bytes, as ``remember_export`` does. For the best.pt that ``imgcls train`` wrote. True when the export went in."""
+    bytes, as ``remember_export`` does. For the best.pt that ``imgcls train`` wrote; when training ran no ONNX
+    Runtime, the export is made and checked here first. True when the export went in."""
     from .runtime import embed_card
 
     found = _export_card(checkpoint)
+    if found is None and _remembered(_checkpoint_choice(checkpoint)) != TORCH \
+            and importlib.util.find_spec("onnxruntime") is not None:
+        # trained where ONNX Runtime did not run (on a GPU, or with --runtime torch): export, check and race
+        # here, on this machine's CPU, as predict's first call would
+        checkpoint_runner(checkpoint, device="cpu")
+        found = _export_card(checkpoint)
     if found is None:
         return False
     try:
