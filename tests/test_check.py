@@ -194,6 +194,26 @@ def test_exif_rotation_is_reported(tmp_path):
     assert rotation.paths == ["a/rotated.jpg"] and rotation.details["orientations"] == [6]
 
 
+def test_16_bit_greyscale_scans_are_checked_and_trained_not_skipped(cli, tmp_path):
+    """Scans often come as 16-bit greyscale PNGs (Pillow's "I;16", whose colours Pillow cannot count directly):
+    the data check reads them like any image, so `check` reports none unreadable and `train` skips none."""
+    import numpy as np
+
+    root = make_class_folders(tmp_path / "scans", per_class=6, size=SIZE)
+    for path in root.rglob("*.png"):
+        with Image.open(path) as image:
+            grey = np.asarray(image.convert("L"), dtype=np.uint16) * 16  # 12-bit values, as a scanner writes
+        Image.fromarray(grey).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"
+    code, _, err = cli("check", "--data", root, "--out", tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "check.json").read_text())
+    assert code == 0 and not [f for f in report["findings"] if f["kind"] == "unreadable"], report["findings"]
+    code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", "--project", tmp_path / "runs")
+    assert code == 0, err
+    assert "skipped files" not in json.loads((tmp_path / "runs" / "train" / "results.json").read_text())["dataset"]
+
+
 def test_train_prints_one_compact_block_and_skips_bad_files(cli, planted, tmp_path):
     root, p = planted
     code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", "--project", tmp_path / "runs")

@@ -153,8 +153,7 @@ def read_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int]
             image.draft("RGB", draft_size)
         image.load()
         if count_colours:
-            colours = image.getcolors(256)
-            facts.colours = len(colours) if colours else None
+            facts.colours = colour_count(image)
         image = reduce_towards(image, draft_size)
         if facts.orientation in UPRIGHT:
             image = image.transpose(UPRIGHT[facts.orientation])
@@ -164,6 +163,13 @@ def read_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int]
         raise
     except Exception as e:  # noqa: BLE001 - decoders raise anything on hostile data; all of it means "unusable"
         raise ImageReadError(_reason(e)) from None
+
+
+def colour_count(image: Image.Image) -> int | None:
+    """Distinct colours when there are at most 256, else None. Pillow cannot count 16-bit greyscale (a scan's
+    "I;16"): it is counted as 32-bit integers."""
+    colours = (image.convert("I") if image.mode.startswith("I;16") else image).getcolors(256)
+    return len(colours) if colours else None
 
 
 def load_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int] | None = None,
