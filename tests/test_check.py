@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -212,6 +213,38 @@ def test_16_bit_greyscale_scans_are_checked_and_trained_not_skipped(cli, tmp_pat
     code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", "--project", tmp_path / "runs")
     assert code == 0, err
     assert "skipped files" not in json.loads((tmp_path / "runs" / "train" / "results.json").read_text())["dataset"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_among_the_images_is_named_not_waited_on(cli, tmp_path):
+    """Reading a named pipe waits for a writer forever: check and train name it and go on."""
+    import threading
+
+    root = make_class_folders(tmp_path / "d", per_class=6, size=SIZE)
+    pipe = root / "circle" / "pipe.png"
+    os.mkfifo(pipe)
+    waited, done = [], threading.Event()
+
+    def writer():  # a reader stuck on the pipe gets its end of file here: the test then fails rather than hangs
+        while not done.wait(0.2):
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # succeeds only while someone reads
+                waited.append(True)
+            except OSError:
+                pass
+
+    threading.Thread(target=writer, daemon=True).start()
+    try:
+        code, _, err = cli("check", "--data", root, "--out", tmp_path / "report")
+        unreadable = [f for f in json.loads((tmp_path / "report" / "check.json").read_text())["findings"]
+                      if f["kind"] == "unreadable"]
+        trained, _, train_err = cli("train", "--data", root, *TINY, "--epochs", "1", "--project", tmp_path / "runs")
+    finally:
+        done.set()
+    assert not waited
+    assert code == 0 and [f["paths"] for f in unreadable] == [["circle/pipe.png"]], err
+    assert "not a regular file" in unreadable[0]["message"]
+    assert trained == 0 and "circle/pipe.png: not a regular file" in train_err, train_err
 
 
 def test_train_prints_one_compact_block_and_skips_bad_files(cli, planted, tmp_path):

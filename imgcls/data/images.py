@@ -153,7 +153,7 @@ def read_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int]
             image.draft("RGB", draft_size)
         image.load()
         if count_colours:
-            facts.colours = colour_count(image)
+            facts.colours = _colour_count(image)
         image = reduce_towards(image, draft_size)
         if facts.orientation in UPRIGHT:
             image = image.transpose(UPRIGHT[facts.orientation])
@@ -165,7 +165,7 @@ def read_image(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int]
         raise ImageReadError(_reason(e)) from None
 
 
-def colour_count(image: Image.Image) -> int | None:
+def _colour_count(image: Image.Image) -> int | None:
     """Distinct colours when there are at most 256, else None. Pillow cannot count 16-bit greyscale (a scan's
     "I;16"): it is counted as 32-bit integers."""
     colours = (image.convert("I") if image.mode.startswith("I;16") else image).getcolors(256)
