@@ -247,6 +247,33 @@ def test_a_named_pipe_among_the_images_is_named_not_waited_on(cli, tmp_path):
     assert trained == 0 and "circle/pipe.png: not a regular file" in train_err, train_err
 
 
+def test_unreadable_files_never_leave_a_class_out_of_the_split_imgcls_makes(cli, tmp_path):
+    """imgcls splits a one-tree folder before its data check finds the unreadable files; when those were all of a
+    class's validation images, the split is made again over the usable files, so validation still holds every
+    class (and without unusable files the split stays exactly as before)."""
+    import csv
+
+    from imgcls.data.folders import discover
+
+    root = make_class_folders(tmp_path / "d", per_class=8, size=SIZE)
+    first = discover(root, seed=0)
+    circle = first.class_names.index("circle")
+    val_circles = [rel for rel, label in first.items["val"] if label == circle]
+    for rel in val_circles:
+        (root / rel).write_bytes(b"not an image")
+    code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", "--project", tmp_path / "runs")
+    assert code == 0, err
+    with open(tmp_path / "runs" / "train" / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["class"] for row in rows if row["split"] == "val"} == set(first.class_names)
+    assert not {row["path"] for row in rows} & set(val_circles)
+    clean = make_class_folders(tmp_path / "clean", per_class=8, size=SIZE)
+    code, _, err = cli("train", "--data", clean, *TINY, "--epochs", "1", "--project", tmp_path / "runs", "--name", "c")
+    with open(tmp_path / "runs" / "c" / "split.csv", newline="") as f:
+        kept = {(row["path"], row["split"]) for row in csv.DictReader(f)}
+    assert code == 0 and kept == {(rel, s) for s, items in discover(clean, seed=0).items.items() for rel, _ in items}
+
+
 def test_train_prints_one_compact_block_and_skips_bad_files(cli, planted, tmp_path):
     root, p = planted
     code, _, err = cli("train", "--data", root, *TINY, "--epochs", "1", "--project", tmp_path / "runs")

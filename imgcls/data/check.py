@@ -872,26 +872,30 @@ def write_outputs(report: CheckReport, out_dir: Path) -> None:
 # ---------------------------------------------------------------- the fast check inside train
 
 
-def quick_check(source, *, min_side: int, workers: int = 2):
+def quick_check(source, *, min_side: int, workers: int = 2, split: str = "0.7,0.15,0.15", seed: int = 0):
     """What ``imgcls train`` runs before the first epoch: decode, content hashes, sizes.
 
     Perceptual hashes only when the user gave two or more split folders (and imagehash is installed), so that
     near-identical copies on both sides of their split are named as leakage; other near duplicates are left
-    to ``imgcls check``. Returns the source without unusable files and the compact findings block (empty
-    when all is well).
+    to ``imgcls check``. Returns the source without unusable files (a split imgcls made is made again without
+    them, with ``split`` and ``seed``: folders.without_files) and the compact findings block (empty when all
+    is well).
     """
-    from .folders import DataSource
+    from dataclasses import replace
+
+    from .folders import without_files
 
     near = len(source.given) > 1 and _imagehash_installed()
-    entries = [(source.root / rel, rel, source.class_names[label], split)
-               for split, items in source.items.items() for rel, label in items]
+    entries = [(source.root / rel, rel, source.class_names[label], split_name)
+               for split_name, items in source.items.items() for rel, label in items]
     records = read_records(entries, perceptual=near, workers=workers)
+    bad = {r.rel: r.error for r in records if r.error is not None}
+    cleaned = replace(without_files(source, set(bad), split, seed), skipped=sorted(bad.items()))
+    now_in = {rel: split_name for split_name, items in cleaned.items.items() for rel, _ in items}
+    for record in records:  # the findings name each file's split as training will see it
+        record.split = now_in.get(record.rel, record.split)
     findings, _, _ = analyse(records, source.class_names, imgsz=min_side * 4, near=near)
     findings = [f for f in findings if f.details.get("match") != "near" or f.kind == "leakage"]
-    bad = {r.rel: r.error for r in records if r.error is not None}
-    items = {s: [(rel, y) for rel, y in lst if rel not in bad] for s, lst in source.items.items()}
-    cleaned = DataSource(source.root, source.class_names, items, source.split_made, sorted(bad.items()),
-                         source.given)
     return cleaned, format_compact(findings, len(records), str(source.root), imgsz=min_side * 4)
 
 

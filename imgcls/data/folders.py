@@ -6,7 +6,7 @@ import csv
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -362,10 +362,8 @@ def discover(root: str | os.PathLike, split: str = "0.7,0.15,0.15", seed: int = 
     given = tuple(s for s in SPLITS if s in layout.split_dirs)
     if "val" in found:
         return DataSource(root=root, class_names=class_names, items=found, split_made=False, given=given)
-    fractions = parse_split_fractions(split)
+    fractions = _carving(split, "test" in found)
     pool = found.get("train", found.get(None))
-    if "test" in found:  # train and test given: only validation images are carved from train
-        fractions = (1.0 - fractions[1], fractions[1], 0.0)
     if fractions[1] <= 0:
         raise ImgclsError(f"--data {root}: has no validation folder and --split {split} leaves none; "
                           "give val a share such as --split 0.8,0.2, or add a val/ folder")
@@ -380,6 +378,27 @@ def discover(root: str | os.PathLike, split: str = "0.7,0.15,0.15", seed: int = 
         log.info(f"No validation folder: a seeded, stratified {carved} split carved from {layout.where('train')} "
                  f"(seed {seed}; saved in the run's split.csv)")
     return DataSource(root=root, class_names=class_names, items=items, split_made=True, given=given)
+
+
+def _carving(split: str, test_given: bool) -> tuple[float, float, float]:
+    """The train/val/test fractions imgcls splits by: --split's, or, where a test folder is given, only the
+    validation share carved from train."""
+    fractions = parse_split_fractions(split)
+    return (1.0 - fractions[1], fractions[1], 0.0) if test_given else fractions
+
+
+def without_files(source: DataSource, unusable: set[str], split: str, seed: int) -> DataSource:
+    """``source`` less the ``unusable`` files. Where imgcls made the split from the folders (not from a reused
+    split.csv), it is made again over the usable files alone, so that unreadable files cannot leave a class short
+    of validation or test images; without unusable files the split stays exactly as it was."""
+    items = {s: [item for item in listed if item[0] not in unusable] for s, listed in source.items.items()}
+    lost = sum(map(len, source.items.values())) > sum(map(len, items.values()))
+    if source.split_made and lost and not str(split).endswith(".csv"):
+        made = ("train", "val") if "test" in source.given else SPLITS
+        pool = sorted((item for s in made for item in items.get(s, [])), key=lambda item: (item[1], item[0]))
+        assignment = stratified_split([label for _, label in pool], _carving(split, "test" in source.given), seed)
+        items |= {s: [item for item, a in zip(pool, assignment) if a == s] for s in made}
+    return replace(source, items=items)
 
 
 def _short_list(root: Path, paths: list[Path], limit: int = 5) -> str:

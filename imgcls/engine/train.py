@@ -144,7 +144,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     preprocess = last["preprocess"] if last else _preprocess(pretrained_cfg, cfg)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
-        source = _checked(source, preprocess, workers, main)
+        source = _checked(source, preprocess, workers, main, cfg)
     plan, views, estimate, size = _plan(cfg, last, model, preprocess, source, device, main, time.time() - begun)
     if size is not None and list(size) != preprocess["input_size"][1:]:
         preprocess = _preprocess(pretrained_cfg, dataclasses.replace(cfg, imgsz=f"{size[0]},{size[1]}"))
@@ -234,16 +234,16 @@ def _relabelled(source, relabel_file: str):
     return apply_to_source(source, relabel)
 
 
-def _checked(source, preprocess: dict, workers: int, main: bool):
-    """The fast part of `imgcls check` on rank 0 (bad files skipped, duplicates and leakage named in one
-    block), then every rank trains on exactly the images rank 0 kept."""
+def _checked(source, preprocess: dict, workers: int, main: bool, cfg: TrainConfig):
+    """The fast part of `imgcls check` on rank 0 (bad files skipped, a split imgcls made is made again without
+    them, duplicates and leakage named in one block), then every rank trains on exactly the images rank 0 kept."""
     from ..data.check import quick_check
     from ..data.folders import check_trainable
 
     if main:
         t0 = time.time()
         source, findings_block = quick_check(source, min_side=max(1, min(preprocess["input_size"][1:]) // 4),
-                                             workers=max(2, workers))
+                                             workers=max(2, workers), split=cfg.split, seed=cfg.seed)
         if findings_block:
             log.warning(findings_block)
         check_trainable(source)
