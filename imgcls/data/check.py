@@ -149,7 +149,7 @@ def _sniff_text(data: bytes) -> str | None:
 def read_record(path: Path, rel: str, class_name: str, split: str | None, *, perceptual: bool) -> FileRecord:
     """Read one file once: content hash, header facts, a draft decode, optionally its perceptual hash."""
     record = FileRecord(rel=rel, class_name=class_name, split=split)
-    if path.exists() and not path.is_file():  # reading a named pipe would wait for a writer forever
+    if not path.is_file() and path.exists():  # reading a named pipe would wait for a writer forever
         record.error = "not a regular file (a pipe, socket or device)"
         return record
     try:
