@@ -63,12 +63,15 @@ def setting(default, help: str, repeatable: bool = False):
     return field(default=default, metadata={"help": help, "repeatable": repeatable})
 
 
+DEFAULT_SPLIT = "0.7,0.15,0.15"  # train, val, test fractions of a single tree of class folders
+
+
 @dataclass
 class TrainConfig:
     # data
     data: str = setting("",
         "folder with train/ and val/ (optionally test/) class folders, or one tree of class folders")
-    split: str = setting("0.7,0.15,0.15",
+    split: str = setting(DEFAULT_SPLIT,
         "train,val[,test] fractions for a single tree, or a split.csv to reuse")
     imgsz: str | None = setting(None, "input size in pixels: one number, or H,W (default: the model's pretrained size)")
     resize: str = setting("crop", "how images meet the input size: crop (short side, centre crop), squash (the whole "

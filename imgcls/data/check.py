@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import DEFAULT_SPLIT
 from ..console import progress_bar
 from ..errors import ImgclsError
 from ..pages import esc, page
@@ -872,7 +873,7 @@ def write_outputs(report: CheckReport, out_dir: Path) -> None:
 # ---------------------------------------------------------------- the fast check inside train
 
 
-def quick_check(source, *, min_side: int, workers: int = 2, split: str = "0.7,0.15,0.15", seed: int = 0):
+def quick_check(source, *, min_side: int, workers: int = 2, split: str = DEFAULT_SPLIT, seed: int = 0):
     """What ``imgcls train`` runs before the first epoch: decode, content hashes, sizes.
 
     Perceptual hashes only when the user gave two or more split folders (and imagehash is installed), so that

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from ..config import DEFAULT_SPLIT
 from ..errors import ImgclsError
 from .images import is_image_path
 
@@ -338,7 +339,7 @@ def read_split_csv(path: Path, root: Path, class_names: list[str] | None = None)
     return DataSource(root=Path(root), class_names=names, items=items, split_made=True)
 
 
-def discover(root: str | os.PathLike, split: str = "0.7,0.15,0.15", seed: int = 0) -> DataSource:
+def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0) -> DataSource:
     """Read a data folder: split folders (train/val/test under any common name) or one tree of class folders.
 
     ``split`` is a fraction spec for a single tree, or the path of a saved split.csv to reuse. With a train
