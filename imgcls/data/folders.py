@@ -347,7 +347,7 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0)
     carved from train. Raises ImgclsError (one line) when the folder cannot be a classification data set.
     """
     root = Path(root).expanduser()
-    if isinstance(split, (str, os.PathLike)) and str(split).endswith(".csv") and root.is_dir():
+    if _reuses_split_csv(split) and root.is_dir():
         return read_split_csv(Path(split), root)
     layout = scan_layout(root)
     errors = [message for severity, message in layout.problems if severity == "error"]
@@ -381,6 +381,11 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0)
     return DataSource(root=root, class_names=class_names, items=items, split_made=True, given=given)
 
 
+def _reuses_split_csv(split) -> bool:
+    """True when --split names a saved split.csv rather than fractions."""
+    return isinstance(split, (str, os.PathLike)) and str(split).endswith(".csv")
+
+
 def _carving(split: str, test_given: bool) -> tuple[float, float, float]:
     """The train/val/test fractions imgcls splits by: --split's, or, where a test folder is given, only the
     validation share carved from train."""
@@ -394,7 +399,7 @@ def without_files(source: DataSource, unusable: set[str], split: str, seed: int)
     of validation or test images; without unusable files the split stays exactly as it was."""
     items = {s: [item for item in listed if item[0] not in unusable] for s, listed in source.items.items()}
     lost = sum(map(len, source.items.values())) > sum(map(len, items.values()))
-    if source.split_made and lost and not str(split).endswith(".csv"):
+    if source.split_made and lost and not _reuses_split_csv(split):
         made = ("train", "val") if "test" in source.given else SPLITS
         pool = sorted((item for s in made for item in items.get(s, [])), key=lambda item: (item[1], item[0]))
         assignment = stratified_split([label for _, label in pool], _carving(split, "test" in source.given), seed)
