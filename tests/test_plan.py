@@ -327,3 +327,39 @@ def test_fast_is_the_frozen_linear_head(cli, split_data, trained_run, tmp_path):
     assert "Measured this machine" not in err
     final = torch.load(tmp_path / "runs" / "train" / "weights" / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(final[k], v) for k, v in start.items() if not k.startswith("classifier"))
+
+
+def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(cli, split_data, trained_run,
+                                                                                  tmp_path):
+    """The tune phase trains on cached activation maps mirrored at random; what it leaves predicts from the maps at
+    the cut and their mirror image (the top of the network run on both), in training's validation and in `imgcls
+    val` alike. --fast leaves the plain network."""
+    from imgcls.models.factory import build_model, model_from_checkpoint
+    from imgcls.models.parts import Lower, Upper
+
+    code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs")
+    assert code == 0, err
+    run = tmp_path / "runs" / "train"
+    results = json.loads((run / "results.json").read_text())
+    cut = results["phases"][1]["cut"]
+    last = torch.load(run / "weights" / "last.pt", weights_only=True)
+    assert last["mirrored_at"] == cut == 2
+    plain = build_model("simple_cnn", 3)
+    plain.load_state_dict(last["state_dict"])
+    plain.eval()
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        activations, top = Lower(plain, cut)(images), Upper(plain, cut)
+        mirrored = model_from_checkpoint(last)(images)
+        assert torch.allclose(mirrored, (top(activations) + top(activations.flip(3))) / 2, atol=1e-5)
+        assert not torch.allclose(mirrored, plain(images), atol=1e-3)
+    code, _, err = cli("val", "--weights", run / "weights" / "last.pt", "--workers", "0")
+    assert code == 0, err
+    m = json.loads((run / "val" / "metrics.json").read_text())
+    epoch = results[f"epoch:{last['epoch']}"]["valid info"]
+    assert m["log_loss"] == pytest.approx(epoch["loss"], abs=1e-4) and m["accuracy"] == pytest.approx(epoch["accuracy"])
+    code, _, err = cli("train", "--data", split_data, "--model", "simple_cnn", "--weights", run / "weights" / "best.pt",
+                       "--imgsz", "32", "--batch-size", "8", "--workers", "0", "--fast", "--project", tmp_path / "runs",
+                       "--name", "fast")
+    assert code == 0, err
+    assert torch.load(tmp_path / "runs" / "fast" / "weights" / "last.pt", weights_only=True)["mirrored_at"] is None

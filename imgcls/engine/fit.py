@@ -17,7 +17,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.folders import DataSource
 from ..metrics import confusion_matrix, cross_entropy, summary
-from ..models.parts import Lower, PreLogits, Upper, set_backbone_trainable, set_trainable
+from ..models.parts import Lower, MirroredTop, PreLogits, Upper, set_backbone_trainable, set_trainable
 from ..record.checkpoint import save_checkpoint
 from ..record.files import write_yaml
 from ..record.results import write_results
@@ -107,7 +107,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     trained = dist.wrap(upper, run.device)
     if phase.trains == "all" and cfg.compile:
         trained = torch.compile(trained)
-    evaluated = nn.Sequential(lower, upper) if lower is not None else upper
+    evaluated = evaluated_network(run.model, phase, lower, upper)
     last_epoch = sum(p.epochs for p in run.plan)
     epoch = state.epoch
     while epoch < before + phase.epochs:  # the last phase of a budget plan may re-fit its length
@@ -186,6 +186,14 @@ def phase_network(model: nn.Module, phase: Phase) -> tuple[nn.Module | None, nn.
     return (None if cached else Lower(model, phase.cut)), upper
 
 
+def evaluated_network(model: nn.Module, phase: Phase, lower: nn.Module | None, upper: nn.Module) -> nn.Module:
+    """What validates a phase: the network the phase's checkpoints describe (models.factory.model_from_checkpoint),
+    on the phase's inputs."""
+    if phase.mirrors:
+        return MirroredTop(model, phase.cut)
+    return nn.Sequential(lower, upper) if lower is not None else upper
+
+
 def trained_parameters(model: nn.Module, phase: Phase) -> int:
     """How many parameters ``phase`` trains: those ``phase_network`` unfreezes."""
     part = {"all": lambda: model, "head": model.get_classifier, "top": lambda: Upper(model, phase.cut)}[phase.trains]()
@@ -238,7 +246,8 @@ def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> No
     info = state.history[-1]["valid info"]
     weights = run.checkpoint_base | {
         "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()},
-        "epoch": state.epoch, "metrics": {"epoch": state.epoch, "val_accuracy": info["accuracy"],
+        "epoch": state.epoch, "mirrored_at": phase.cut if phase.mirrors else None,
+        "metrics": {"epoch": state.epoch, "val_accuracy": info["accuracy"],
                                           "val_loss": info["loss"], "val_macro_f1": info["mean F1 score"]}}
     if improved:
         save_checkpoint(run.run_dir / "weights" / "best.pt", weights)

@@ -33,6 +33,12 @@ class Phase:
         return f"{self.name}: {self.epochs} epoch(s), {what} {on}, lr {self.lr:.2g}" + \
             (f" (backbone {self.body_lr:.2g})" if self.trains != "head" else "")
 
+    @property
+    def mirrors(self) -> bool:
+        """Whether the phase trains on cached activation maps (mirrored at random as it goes: features.FeatureDataset),
+        so that its network predicts from the maps and their mirror image (models.parts.Mirrored)."""
+        return self.inputs == "features" and self.cut is not None
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -262,10 +262,14 @@ def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Mod
 
 
 def model_from_checkpoint(checkpoint: dict) -> nn.Module:
-    """Rebuild the trained network from an imgcls checkpoint (see runs.load_checkpoint), in eval mode."""
+    """Rebuild the trained network from an imgcls checkpoint (see runs.load_checkpoint), in eval mode: predicting
+    from its activations at a stage and their mirror image (parts.Mirrored) when it was trained on them mirrored."""
+    from .parts import Mirrored
+
     model = build_model(checkpoint["model_name"], len(checkpoint["class_names"]), **checkpoint.get("model_kwargs", {}))
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    cut = checkpoint.get("mirrored_at")
+    return (model if cut is None else Mirrored(model, cut)).eval()
 
 
 def network_from_checkpoint(checkpoint: dict) -> nn.Module:

@@ -137,3 +137,44 @@ class Upper(nn.Module):
 
     def forward(self, activations):
         return self.model[0].forward_head(self.layers(activations), pre_logits=self.pre_logits)
+
+
+class MirroredTop(nn.Module):
+    """Activations at stage ``cut`` in, logits (or pooled features) out: the rest of ``model`` run on the activations
+    and on their mirror image, the two pooled features averaged (with a linear classifier: the logits averaged).
+
+    A phase on cached activations trains on them mirrored at random, so a network trained that way predicts from
+    both: test-time augmentation at the cost of the top alone, not of a second pass through the whole network."""
+
+    def __init__(self, model: nn.Module, cut: int, pre_logits: bool = False):
+        super().__init__()
+        self.above = Upper(model, cut, pre_logits=True)
+        self.classifier, self.pre_logits = [model.get_classifier()], pre_logits  # a list: already in ``above``
+
+    def forward(self, activations):
+        features = (self.above(activations) + self.above(activations.flip(3))) / 2
+        return features if self.pre_logits else self.classifier[0](features)
+
+
+class Mirrored(nn.Module):
+    """``model`` predicting from its activations at stage ``cut`` and their mirror image (``MirroredTop``), with
+    timm's classifier interface: ``forward_features`` gives the activations at the cut, ``forward_head`` the rest."""
+
+    def __init__(self, model: nn.Module, cut: int):
+        super().__init__()
+        self.model, self.cut = model, cut
+        self.parts = [Lower(model, cut), MirroredTop(model, cut, pre_logits=True)]  # a list: they share model's modules
+
+    def forward_features(self, images):
+        return self.parts[0](images)
+
+    def forward_head(self, activations, pre_logits: bool = False):
+        features = self.parts[1](activations)
+        return features if pre_logits else self.model.get_classifier()(features)
+
+    def forward(self, images):
+        return self.forward_head(self.forward_features(images))
+
+    def get_classifier(self) -> nn.Module:
+        return self.model.get_classifier()
+

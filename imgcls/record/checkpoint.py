@@ -77,6 +77,8 @@ def network_key(checkpoint: dict) -> str:
     digest = hashlib.blake2b(digest_size=16)
     spec = (checkpoint["model_name"], sorted(checkpoint.get("model_kwargs", {}).items()),
             list(checkpoint["preprocess"]["input_size"]))
+    if checkpoint.get("mirrored_at") is not None:  # the same weights, predicting from mirrored activations too
+        spec += (("mirrored_at", checkpoint["mirrored_at"]),)
     digest.update(repr(spec).encode())
     tensors = {**checkpoint["state_dict"], **{f"familiarity.{k}": v for k, v in
                                                (checkpoint.get("familiarity") or {}).items()}}
