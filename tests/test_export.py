@@ -276,3 +276,23 @@ def test_imgcls_predict_on_exported_onnx_matches_pt(trained_run, tmp_path, cli):
     for path, (label, confidence) in answers["best.pt"].items():
         assert answers["best.onnx"][path][0] == label
         assert abs(answers["best.onnx"][path][1] - confidence) < 1e-4
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "best.onnx"), ("torchscript", "best.torchscript"),
+                                       ("openvino", "best.xml")])
+def test_a_network_tuned_on_mirrored_activations_exports_as_it_predicts(cli, run, fmt, name):
+    """The default plan's tuned network predicts from its activations at the cut and their mirror image; the
+    exported file computes exactly that."""
+    from mirrored import expected_logits, make_mirrored
+
+    weights = run / "weights" / "best.pt"
+    checkpoint = make_mirrored(weights)
+    code, _, err = cli("export", "--weights", weights, "--format", fmt, "--out", run / "weights" / name)
+    assert code == 0, err
+    runner, _ = load_exported(run / "weights" / name)
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    expected, plain = expected_logits(checkpoint, images)
+    logits = runner.outputs(images.numpy())[0]
+    assert np.allclose(logits, expected.numpy(), atol=1e-4)
+    assert not np.allclose(logits, plain.numpy(), atol=1e-3)
+

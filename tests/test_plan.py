@@ -334,25 +334,21 @@ def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(
     """The tune phase trains on cached activation maps mirrored at random; what it leaves predicts from the maps at
     the cut and their mirror image (the top of the network run on both), in training's validation and in `imgcls
     val` alike. --fast leaves the plain network."""
-    from imgcls.models.factory import build_model, model_from_checkpoint
-    from imgcls.models.parts import Lower, Upper
+    from mirrored import CUT, expected_logits
+
+    from imgcls.models.factory import model_from_checkpoint
 
     code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs")
     assert code == 0, err
     run = tmp_path / "runs" / "train"
     results = json.loads((run / "results.json").read_text())
-    cut = results["phases"][1]["cut"]
     last = torch.load(run / "weights" / "last.pt", weights_only=True)
-    assert last["mirrored_at"] == cut == 2
-    plain = build_model("simple_cnn", 3)
-    plain.load_state_dict(last["state_dict"])
-    plain.eval()
+    assert last["mirrored_at"] == results["phases"][1]["cut"] == CUT
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected, plain = expected_logits(last, images)
     with torch.no_grad():
-        activations, top = Lower(plain, cut)(images), Upper(plain, cut)
-        mirrored = model_from_checkpoint(last)(images)
-        assert torch.allclose(mirrored, (top(activations) + top(activations.flip(3))) / 2, atol=1e-5)
-        assert not torch.allclose(mirrored, plain(images), atol=1e-3)
+        logits = model_from_checkpoint(last)(images)
+    assert torch.allclose(logits, expected, atol=1e-5) and not torch.allclose(logits, plain, atol=1e-3)
     code, _, err = cli("val", "--weights", run / "weights" / "last.pt", "--workers", "0")
     assert code == 0, err
     m = json.loads((run / "val" / "metrics.json").read_text())

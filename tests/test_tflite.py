@@ -162,3 +162,24 @@ def test_tensorflow_is_never_imported_next_to_torch(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(__import__("conftest").REPO))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_a_network_tuned_on_mirrored_activations_converts_exactly(trained_run, tmp_path):
+    """The default plan's tuned network predicts from its activations and their mirror image: the TFLite file
+    computes exactly that (torch.flip went through onnx2tf as a flip of another axis)."""
+    import torch
+
+    from imgcls.deploy.export import export
+    from imgcls.deploy.formats import load_exported
+    from mirrored import expected_logits, make_mirrored
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    checkpoint = make_mirrored(run / "weights" / "best.pt")
+    export(run / "weights" / "best.pt", "tflite")
+    runner, _ = load_exported(run / "weights" / "best.tflite")
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    expected, plain = expected_logits(checkpoint, images)
+    logits = runner.outputs(images.numpy())[0]
+    assert np.allclose(logits, expected.numpy(), atol=1e-4)
+    assert not np.allclose(logits, plain.numpy(), atol=1e-3)
+

@@ -23,6 +23,7 @@ from torch import nn
 from ..data.images import ImageReadError, load_image
 from ..console import progress_bar
 from ..errors import ImgclsError
+from ..models.parts import mirror_image
 from ..record.cache import cache_root, file_hashes
 from . import distributed as dist
 
@@ -212,7 +213,8 @@ class FeatureDataset(torch.utils.data.Dataset):
     """(feature, label, index) rows, the same contract as ImageDataset, so the same loaders apply.
 
     ``flip``: activation maps are mirrored left-right at random, a free augmentation on top of the cached
-    views (feature-level augmentation, as in FroFA).
+    views (feature-level augmentation, as in FroFA); the network trained on them predicts from both mirror images
+    (models.parts.Mirrored).
     """
 
     def __init__(self, features: np.ndarray, labels: list[int], flip: bool = False):
@@ -226,7 +228,7 @@ class FeatureDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         row = self.features[i].float()  # activation maps are stored as float16
         if self.flip and torch.rand(()) < 0.5:
-            row = torch.flip(row, dims=[2])
+            row = mirror_image(row)
         return row, self.labels[i], i
 
 

@@ -152,8 +152,18 @@ class MirroredTop(nn.Module):
         self.classifier, self.pre_logits = [model.get_classifier()], pre_logits  # a list: already in ``above``
 
     def forward(self, activations):
-        features = (self.above(activations) + self.above(activations.flip(3))) / 2
+        features = (self.above(activations) + self.above(mirror_image(activations))) / 2
         return features if self.pre_logits else self.classifier[0](features)
+
+
+def mirror_image(activations: torch.Tensor) -> torch.Tensor:
+    """Activations (... x H x W) mirrored left to right, as a gather along the width: ``torch.flip`` exports to a
+    reversed ONNX Slice, which onnx2tf turns into a flip of another axis (the TFLite file then disagrees). The
+    axis is counted from the front: ONNX Runtime's blocked-channel layout (NCHWc) gathers along the wrong axis
+    when it is counted from the back."""
+    axis = activations.ndim - 1
+    width = int(activations.shape[axis])  # a constant in an exported graph, whose input size is fixed
+    return activations.index_select(axis, torch.arange(width - 1, -1, -1, device=activations.device))
 
 
 class Mirrored(nn.Module):
