@@ -353,7 +353,8 @@ def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(
     assert code == 0, err
     m = json.loads((run / "val" / "metrics.json").read_text())
     epoch = results[f"epoch:{last['epoch']}"]["valid info"]
-    assert m["log_loss"] == pytest.approx(epoch["loss"], abs=1e-4) and m["accuracy"] == pytest.approx(epoch["accuracy"])
+    assert m["log_loss"] == pytest.approx(epoch["loss"], abs=1e-4)
+    assert m["accuracy"] == pytest.approx(epoch["accuracy"])
     code, _, err = cli("train", "--data", split_data, "--model", "simple_cnn", "--weights", run / "weights" / "best.pt",
                        "--imgsz", "32", "--batch-size", "8", "--workers", "0", "--fast", "--project", tmp_path / "runs",
                        "--name", "fast")

@@ -172,7 +172,7 @@ class Mirrored(nn.Module):
 
     def __init__(self, model: nn.Module, cut: int):
         super().__init__()
-        self.model, self.cut = model, cut
+        self.model = model
         self.parts = [Lower(model, cut), MirroredTop(model, cut, pre_logits=True)]  # a list: they share model's modules
 
     def forward_features(self, images):
@@ -187,4 +187,3 @@ class Mirrored(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.model.get_classifier()
-

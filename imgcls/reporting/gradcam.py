@@ -2,10 +2,10 @@
 
 The target is the last feature map, i.e. the output of ``model.forward_features``, which every
 timm CNN (ResNet, EfficientNet, ConvNeXt, ...) and simple_cnn return as N x C x H x W, and that
-``forward_head`` pools into the logits (for a network tuned on mirrored activations, ``models.parts.Mirrored``,
-the activations at its cut, which its head runs the top stages on). Splitting the forward pass there and asking autograd for the
-class score's gradient with respect to the map needs no layer name and leaves no parameter gradient
-behind in the model.
+``forward_head`` pools into the logits (for a network tuned on mirrored activations,
+``models.parts.Mirrored``, the activations at its cut, on which its head runs the top stages). Splitting
+the forward pass there and asking autograd for the class score's gradient with respect to the map needs
+no layer name and leaves no parameter gradient behind in the model.
 """
 
 from __future__ import annotations
