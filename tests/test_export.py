@@ -296,3 +296,12 @@ def test_a_network_tuned_on_mirrored_activations_exports_as_it_predicts(cli, run
     assert np.allclose(logits, expected.numpy(), atol=1e-4)
     assert not np.allclose(logits, plain.numpy(), atol=1e-3)
 
+
+@pytest.mark.parametrize("cut", [0, 99, "2"])
+def test_a_checkpoint_with_a_bad_mirror_stage_is_refused_in_one_line(cli, run, cut):
+    weights = run / "weights" / "best.pt"
+    save_checkpoint(weights, torch.load(weights, weights_only=True) | {"mirrored_at": cut})
+    code, _, err = cli("export", "--weights", weights, "--format", "onnx")
+    assert code == 2 and f"mirrored_at {cut!r} is not a stage of simple_cnn" in err and "Traceback" not in err
+    assert not (run / "weights" / "best.onnx").exists()
+

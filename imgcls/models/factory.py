@@ -264,12 +264,18 @@ def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Mod
 def model_from_checkpoint(checkpoint: dict) -> nn.Module:
     """Rebuild the trained network from an imgcls checkpoint (see runs.load_checkpoint), in eval mode: predicting
     from its activations at a stage and their mirror image (parts.Mirrored) when it was trained on them mirrored."""
-    from .parts import Mirrored
+    from .parts import Mirrored, cut_points
 
     model = build_model(checkpoint["model_name"], len(checkpoint["class_names"]), **checkpoint.get("model_kwargs", {}))
     model.load_state_dict(checkpoint["state_dict"])
     cut = checkpoint.get("mirrored_at")
-    return (model if cut is None else Mirrored(model, cut)).eval()
+    if cut is None:
+        return model.eval()
+    if type(cut) is not int or not 0 < cut < cut_points(model):
+        raise ImgclsError(f"--weights {checkpoint.get('path', 'checkpoint')}: mirrored_at {cut!r} is not a stage of "
+                          f"{checkpoint['model_name']} (1 to {cut_points(model) - 1}); the file is damaged or was "
+                          "edited: use weights/best.pt or weights/last.pt as imgcls train wrote it")
+    return Mirrored(model, cut).eval()
 
 
 def network_from_checkpoint(checkpoint: dict) -> nn.Module:
