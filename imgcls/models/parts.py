@@ -159,10 +159,10 @@ class MirroredTop(nn.Module):
 def mirror_image(activations: torch.Tensor) -> torch.Tensor:
     """Activations (... x H x W) mirrored left to right, as a gather along the width: ``torch.flip`` exports to a
     reversed ONNX Slice, which onnx2tf turns into a flip of another axis (the TFLite file then disagrees). The
-    axis is counted from the front: ONNX Runtime's blocked-channel layout (NCHWc) gathers along the wrong axis
-    when it is counted from the back."""
+    indices are a constant of the exported graph (its input size is fixed): computed from the tensor's shape inside
+    the graph, they came out empty in ONNX Runtime (the failing node one of its NCHWc convolutions)."""
     axis = activations.ndim - 1
-    width = int(activations.shape[axis])  # a constant in an exported graph, whose input size is fixed
+    width = int(activations.shape[axis])
     return activations.index_select(axis, torch.arange(width - 1, -1, -1, device=activations.device))
 
 
