@@ -192,10 +192,111 @@ def test_onnxruntime_matches_eager_pytorch(cache_dir):
     with torch.inference_mode():
         expected = small(x).numpy()
     np.testing.assert_allclose(chosen(x), expected, rtol=1e-3, atol=1e-3)
-    # The winner is remembered, so the next run skips the race but still passes parity.
+
+
+def test_a_clear_runtime_race_is_remembered_and_a_close_one_is_run_again(cache_dir, monkeypatch):
+    """The winner of a clear race is remembered, so the next run skips the race (and still passes parity); a
+    race won by a hair is not, so one slow moment cannot send every later run of that network to the slower
+    runtime. The runtimes' speeds are set by a clock the test controls, not by this machine's load."""
+    pytest.importorskip("onnxruntime")
+    from types import SimpleNamespace
+
+    from imgcls.engine import runners
+    from imgcls.models.simple_cnn import SimpleCNN
+
+    now = [0.0]
+    monkeypatch.setattr(runners, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def costing(build, cost):
+        """Runners from ``build`` whose every image advances the test's clock by ``cost`` seconds."""
+        def made(*args, **kwargs):
+            runner = build(*args, **kwargs)
+            run = runner.run
+
+            def timed(inputs):
+                now[0] += cost * len(inputs)
+                return run(inputs)
+            runner.run = timed
+            return runner
+        return made
+
+    onnx, pytorch = runners.onnx_runner, runners.torch_runner
+    small = SimpleCNN(num_classes=3).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        expected = small(x).numpy()
+    monkeypatch.setattr(runners, "onnx_runner", costing(onnx, 0.010))
+    monkeypatch.setattr(runners, "torch_runner", costing(pytorch, 0.011))  # ONNX Runtime ahead by 10%: too close
+    assert runners.fastest_runner(small, (3, 32, 32)).name == runners.ORT
+    assert not (cache_dir / "runtime-choices.json").exists()
+    monkeypatch.setattr(runners, "torch_runner", costing(pytorch, 0.005))  # now PyTorch, twice as fast: remembered
+    chosen = runners.fastest_runner(small, (3, 32, 32))
+    assert chosen.name == runners.TORCH and chosen.images_per_second is not None
     assert (cache_dir / "runtime-choices.json").exists()
-    again = fastest_runner(small, (3, 32, 32))
-    assert again.name == chosen.name and again.images_per_second is None
+    again = runners.fastest_runner(small, (3, 32, 32))
+    assert again.name == runners.TORCH and again.images_per_second is None  # no race this time
+    np.testing.assert_allclose(again(x), expected, rtol=1e-3, atol=1e-3)
+    assert runners.decisive([10.0]) and runners.decisive([12.5, 10.0]) and not runners.decisive([12.0, 10.0])
+
+
+def _failing_after(monkeypatch, calls: int) -> list:
+    """ONNX Runtime sessions that compute right for their first ``calls`` batches (the parity check and the race)
+    and then fail, as a kernel that breaks on one batch shape only; the race is won by ONNX Runtime."""
+    from imgcls.engine import runners
+
+    built = runners.onnx_runner
+
+    def build(*args, **kwargs):
+        runner = built(*args, **kwargs)
+        run, seen = runner.run, [0]
+
+        def flaky(inputs):
+            seen[0] += 1
+            if seen[0] > calls:
+                raise RuntimeError("Non-zero status code returned while running Conv node")
+            return run(inputs)
+        runner.run = flaky
+        return runner
+
+    monkeypatch.setattr(runners, "onnx_runner", build)
+    monkeypatch.setattr(runners, "_faster", lambda candidates, *a, **k: candidates[0])
+    warned = []
+    monkeypatch.setattr(runners.log, "warning", warned.append)
+    return warned
+
+
+def test_a_runtime_that_fails_on_a_later_batch_hands_over_to_pytorch(trained_run, cache_dir, monkeypatch):
+    """An ONNX Runtime session that passed its parity check and then fails on a batch does not end the job
+    (hours into caching features, or in the middle of predict): one warning, and PyTorch computes that batch
+    and the rest, giving what PyTorch gives. With --runtime onnxruntime asked for, its error is not hidden."""
+    pytest.importorskip("onnxruntime")
+    from imgcls.engine import runners
+    from imgcls.models.factory import model_from_checkpoint
+    from imgcls.models.simple_cnn import SimpleCNN
+
+    warned = _failing_after(monkeypatch, calls=1)
+    small = SimpleCNN(num_classes=3).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        expected = small(x).numpy()
+    chosen = runners.fastest_runner(small, (3, 32, 32))
+    assert chosen.name == runners.ORT
+    np.testing.assert_allclose(chosen(x), expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(chosen(x[:3]), expected[:3], rtol=1e-3, atol=1e-3)
+    assert len(warned) == 1 and "failed on a batch of 4" in warned[0] and "going on with PyTorch" in warned[0]
+
+    checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
+    images = torch.randn(5, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        logits = model_from_checkpoint(checkpoint)(images).numpy()
+    runner = runners.checkpoint_runner(checkpoint)
+    assert runner.name.startswith(runners.ORT)
+    np.testing.assert_allclose(runner(images), logits, rtol=1e-4, atol=1e-4)
+    assert len(warned) == 2
+
+    forced = runners.fastest_runner(small, (3, 32, 32), kind="onnxruntime")
+    with pytest.raises(RuntimeError, match="Non-zero status"):
+        forced(x)
 
 
 def _photo(size=(1024, 768)) -> Image.Image:

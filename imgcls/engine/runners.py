@@ -41,6 +41,7 @@ log = logging.getLogger("imgcls")
 
 ONNX_OPSET = 17
 RACE_BATCH = 4       # images per call when runtimes race: enough to rank them, cheap for the slow one
+DECISIVE = 1.25      # a race won by less is run again next time: one slow moment must not decide for good
 
 
 def as_arrays(outputs) -> tuple[np.ndarray, ...]:
@@ -97,8 +98,9 @@ def _probe(input_size, batch: int = 8) -> torch.Tensor:
 
 def _faster(runners: list[Runner], probe: torch.Tensor, choice: str, warm: tuple[Runner, ...] = (),
             timed_calls: int = 2) -> Runner:
-    """The runner with the higher throughput on the probe batch; the choice is remembered under ``choice``.
-    Runners in ``warm`` have already run once on ``probe`` (their first call, which allocates and picks kernels)."""
+    """The runner with the higher throughput on the probe batch. The choice is remembered under ``choice`` when
+    it is clear (``decisive``), so that later calls skip the race. Runners in ``warm`` have already run once on
+    ``probe`` (their first call, which allocates and picks kernels)."""
     if len(runners) == 1:
         return runners[0]
     for runner in runners:
@@ -108,9 +110,40 @@ def _faster(runners: list[Runner], probe: torch.Tensor, choice: str, warm: tuple
         for _ in range(timed_calls):
             runner(probe)
         runner.images_per_second = timed_calls * len(probe) / (time.perf_counter() - start)
-    best = max(runners, key=lambda r: r.images_per_second)
-    _remember(choice, best.name)
+    best, *others = sorted(runners, key=lambda r: r.images_per_second, reverse=True)
+    clear = decisive([r.images_per_second for r in (best, *others)])
+    if clear:
+        _remember(choice, best.name)
+    log.debug(f"Runtime race: {best.name} {best.images_per_second:.0f} images/s, "
+              + ", ".join(f"{r.name} {r.images_per_second:.0f}" for r in others)
+              + ("" if clear else " (too close to remember: raced again next time)"))
     return best
+
+
+def decisive(speeds: list[float]) -> bool:
+    """Whether the fastest of ``speeds`` (images/s, fastest first) beat the next by at least ``DECISIVE``."""
+    return len(speeds) < 2 or speeds[0] >= DECISIVE * speeds[1]
+
+
+def _falls_back(runner: Runner, module: Callable[[], nn.Module]) -> Runner:
+    """``runner`` (ONNX Runtime) that goes on in PyTorch for good, with one warning, should a later batch fail in it:
+    passing the parity probe does not prove every batch runs (an ONNX Runtime kernel once failed on one shape
+    only), and a long job should not end there. ``module`` builds the PyTorch network when it is needed."""
+    fallback: list[Runner] = []
+
+    def run(inputs):
+        if not fallback:
+            try:
+                return runner.run(inputs)
+            except Exception as e:  # noqa: BLE001 - whatever the runtime raises, PyTorch computes the same network
+                reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+                log.warning(f"WARNING: {runner.name} failed on a batch of {len(inputs)} ({reason}); going on with "
+                            "PyTorch")
+                fallback.append(torch_runner(_channels_last_copy(module()), "cpu", channels_last=True))
+        return fallback[0].run(inputs)
+
+    return Runner(runner.name, run, fixed_batch=runner.fixed_batch, images_per_second=runner.images_per_second,
+                  metadata=runner.metadata)
 
 
 def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str = "cpu", kind: str = "auto") -> Runner:
@@ -138,7 +171,8 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
             _explain_ort_failure(e, kind)
     if TORCH in wanted or not candidates:
         candidates.append(torch_runner(_channels_last_copy(module), "cpu", channels_last=True))
-    return _faster(candidates, probe, choice)
+    chosen = _faster(candidates, probe, choice)
+    return _falls_back(chosen, lambda: module) if chosen.name == ORT and kind == "auto" else chosen
 
 
 def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", kind: str = "auto") -> Runner:
@@ -178,7 +212,8 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     candidates = [onnx] if onnx is not None else []
     if race or not candidates:
         candidates.append(fast())
-    return _faster(candidates, probe, choice, warm=candidates if new_export is not None else (), timed_calls=1)
+    chosen = _faster(candidates, probe, choice, warm=candidates if new_export is not None else (), timed_calls=1)
+    return _falls_back(chosen, network) if chosen is onnx and kind == "auto" else chosen
 
 
 def _checkpoint_choice(checkpoint: dict) -> str:
