@@ -96,3 +96,29 @@ def test_predict_with_coreml_off_macos_says_why(exported, cli, tmp_path):
                        "--out", tmp_path / "out")
     assert code == 2
     assert "Core ML models run only on macOS" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_default_models_family_converts_with_its_padding_fixed(cli, tmp_path):
+    """tf_efficientnet_lite0, the default backbone, pads TensorFlow's way, from the input's shape at run time,
+    which coremltools could not convert (a TypeError deep in its torch frontend). The export fixes the padding
+    for the model's one input size, computing the same numbers, and converts."""
+    import torch
+    from samepadding import same_padding_checkpoint
+
+    from imgcls.deploy.coreml import ImageClassifier, read_spec, static_padding
+    from imgcls.models.factory import model_from_checkpoint
+    from imgcls.record.checkpoint import load_checkpoint
+
+    weights = same_padding_checkpoint(tmp_path / "run" / "weights" / "best.pt")
+    code, _, err = cli("export", "--weights", weights, "--format", "coreml")
+    assert code == 0, err
+    spec = read_spec(weights.with_suffix(".mlpackage"))
+    assert spec["class_labels"] == ["a", "b"] and spec["inputs"][0]["width"] == 64
+
+    net = ImageClassifier(model_from_checkpoint(load_checkpoint(weights)), [0.5] * 3, [0.5] * 3).eval()
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fixed = static_padding(net, images[:1])
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(images), net(images), rtol=1e-5, atol=1e-6)
+    assert not any(type(m).__name__ == "Conv2dSame" for m in fixed.modules())
+    assert any(type(m).__name__ == "Conv2dSame" for m in net.modules())  # the network given is left as it was

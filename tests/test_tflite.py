@@ -129,20 +129,11 @@ def test_same_padding_model_converts(tmp_path, cli):
     """The default model's family (TF "same" padding, computed from the input size at run time) converts
     because the ONNX graph is constant-folded first; random weights and no data: parity on random inputs."""
     import torch
+    from samepadding import same_padding_checkpoint
 
-    from imgcls.models.factory import create_model
-    from imgcls.record.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-
-    model, _, _ = create_model("tf_efficientnet_lite0", 2, pretrained=False)
-    preprocess = {"input_size": [3, 64, 64], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
-                  "crop_pct": 0.875}
-    checkpoint = {"format": CHECKPOINT_FORMAT, "version": 1, "model_name": "tf_efficientnet_lite0",
-                  "model_kwargs": {"se": False}, "class_names": ["a", "b"], "preprocess": preprocess, "args": {},
-                  "state_dict": {k: v.clone() for k, v in model.state_dict().items()}}
-    (tmp_path / "run" / "weights").mkdir(parents=True)
-    save_checkpoint(tmp_path / "run" / "weights" / "best.pt", checkpoint)
+    weights = same_padding_checkpoint(tmp_path / "run" / "weights" / "best.pt")
     torch.manual_seed(0)
-    code, _, err = cli("export", "--weights", tmp_path / "run" / "weights" / "best.pt", "--format", "tflite")
+    code, _, err = cli("export", "--weights", weights, "--format", "tflite")
     assert code == 0, err
     assert "parity on 8 random input(s)" in err and "top-1 agreement 100.0% (8/8)" in err
 

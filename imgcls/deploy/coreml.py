@@ -92,7 +92,8 @@ def write(model: nn.Module, checkpoint: dict, metadata: dict, path: Path) -> Non
     with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("coremltools"), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(net, torch.rand(1, channels, height, width))
+        example = torch.rand(1, channels, height, width)
+        traced = torch.jit.trace(static_padding(net, example), example)
         mlmodel = ct.convert(
             traced, inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, channels, height, width), scale=1 / 255.0,
                                          bias=[0.0] * channels, color_layout=ct.colorlayout.RGB)],
@@ -103,6 +104,25 @@ def write(model: nn.Module, checkpoint: dict, metadata: dict, path: Path) -> Non
     mlmodel.short_description = (f"imgcls {metadata['model_name']} classifier: {len(metadata['class_names'])} "
                                  f"classes, RGB input {width}x{height}")
     mlmodel.save(str(path))
+
+
+def static_padding(net: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of ``net`` whose TensorFlow-style "same" padding is fixed for ``example``'s size. timm's
+    ``Conv2dSame`` (the tf_* models, the default among them) works the padding out from the input's shape on every
+    call, which coremltools cannot convert; timm's export form of the same layer pads by a constant that its first
+    call fixes. Same weights, same numbers, for this one input size (a Core ML model has just one)."""
+    import copy
+
+    from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+
+    net = copy.deepcopy(net).eval()
+    for module in net.modules():
+        if type(module) is Conv2dSame:
+            module.__class__ = Conv2dSameExport
+            module.pad, module.pad_input_size = None, (0, 0)
+    with torch.no_grad():
+        net(example)
+    return net
 
 
 def read_spec(path: Path) -> dict:
