@@ -136,8 +136,7 @@ def _falls_back(runner: Runner, module: Callable[[], nn.Module]) -> Runner:
             try:
                 return runner.run(inputs)
             except Exception as e:  # noqa: BLE001 - whatever the runtime raises, PyTorch computes the same network
-                reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-                log.warning(f"WARNING: {runner.name} failed on a batch of {len(inputs)} ({reason}); going on with "
+                log.warning(f"WARNING: {runner.name} failed on a batch of {len(inputs)} ({_reason(e)}); going on with "
                             "PyTorch")
                 fallback.append(torch_runner(_channels_last_copy(module()), "cpu", channels_last=True))
         return fallback[0].run(inputs)
@@ -332,8 +331,12 @@ def _explain_ort_failure(error: Exception, kind: str) -> None:
     if isinstance(error, (ImportError, ImgclsError)) and "onnxruntime" in str(error) and kind == "auto":
         log.info("ONNX Runtime is not installed (pip install 'imgcls[fast]'); using PyTorch")
     else:
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        log.warning(f"WARNING: ONNX Runtime unavailable ({reason}); using PyTorch")
+        log.warning(f"WARNING: ONNX Runtime unavailable ({_reason(error)}); using PyTorch")
+
+
+def _reason(error: Exception) -> str:
+    """The first line of an error's message (at most 160 characters), or its type when it has none."""
+    return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
 
 
 def _channels_last_copy(module: nn.Module) -> nn.Module:
