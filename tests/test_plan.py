@@ -330,14 +330,20 @@ def test_fast_is_the_frozen_linear_head(cli, split_data, trained_run, tmp_path):
 
 
 def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(cli, split_data, trained_run,
-                                                                                  tmp_path):
+                                                                                  tmp_path, monkeypatch):
     """The tune phase trains on cached activation maps mirrored at random; what it leaves predicts from the maps at
     the cut and their mirror image (the top of the network run on both), in training's validation and in `imgcls
-    val` alike. --fast leaves the plain network."""
+    val` alike; the run's error gallery explains (Grad-CAM) that network's mistakes with that network, and its
+    FLOPs per image are that network's. --fast leaves the plain network."""
     from mirrored import CUT, expected_logits
 
+    import imgcls.reporting.gallery as gallery
     from imgcls.models.factory import model_from_checkpoint
+    from imgcls.models.parts import count_flops
 
+    explained, draw = [], gallery.draw_error_gallery
+    monkeypatch.setattr(gallery, "draw_error_gallery", lambda model, *args, **kwargs: explained.append(model)
+                        or draw(model, *args, **kwargs))
     code, _, err = _planned(cli, split_data, trained_run / "weights" / "best.pt", tmp_path / "runs")
     assert code == 0, err
     run = tmp_path / "runs" / "train"
@@ -348,7 +354,13 @@ def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(
     expected, plain = expected_logits(last, images)
     with torch.no_grad():
         logits = model_from_checkpoint(last)(images)
-    assert torch.allclose(logits, expected, atol=1e-5) and not torch.allclose(logits, plain, atol=1e-3)
+        assert torch.allclose(logits, expected, atol=1e-5) and not torch.allclose(logits, plain, atol=1e-3)
+        best = torch.load(run / "weights" / "best.pt", weights_only=True)
+        assert len(explained) == 1 and (run / "errors_val.png").exists()
+        assert torch.allclose(explained[0].cpu().eval()(images), expected_logits(best, images)[0], atol=1e-5)
+    flops = results["model"]["FLOPs per image"]
+    assert flops == count_flops(model_from_checkpoint(last), (3, 32, 32)) > count_flops(model_from_checkpoint(last).model,
+                                                                                         (3, 32, 32))
     code, _, err = cli("val", "--weights", run / "weights" / "last.pt", "--workers", "0")
     assert code == 0, err
     m = json.loads((run / "val" / "metrics.json").read_text())
@@ -360,3 +372,4 @@ def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(
                        "--name", "fast")
     assert code == 0, err
     assert torch.load(tmp_path / "runs" / "fast" / "weights" / "last.pt", weights_only=True)["mirrored_at"] is None
+    assert json.loads((tmp_path / "runs" / "fast" / "results.json").read_text())["model"]["FLOPs per image"] < flops

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..config import TrainConfig, make_config, parse_duration
 from ..console import setup_logging
@@ -294,12 +295,21 @@ def _results_header(run: Run, weights_desc: str) -> dict:
     header = {"train parameters": run.cfg.to_dict(), "dataset": table, "model": {
         "name": run.cfg.model, "weights": weights_desc, "total parameters": total,
         "trainable parameters": max(per_phase.values()), "trainable parameters per phase": per_phase,
-        "FLOPs per image": count_flops(run.model, run.preprocess["input_size"]),
+        "FLOPs per image": count_flops(_trained_network(run), run.preprocess["input_size"]),
         "input size": run.preprocess["input_size"], "preprocess": run.preprocess}}
     if run.distiller:
         header["distillation"] = run.distiller.description
     header["phases"] = [p.to_dict() for p in run.plan]
     return header
+
+
+def _trained_network(run: Run) -> nn.Module:
+    """The network the plan leaves, as predict runs it (models.factory.model_from_checkpoint): a plan that tunes on
+    cached activation maps leaves one that runs its top stages on the maps and on their mirror image."""
+    from ..models.parts import Mirrored
+
+    mirrored = [p for p in run.plan if p.mirrors]
+    return Mirrored(run.model, mirrored[-1].cut).train(run.model.training) if mirrored else run.model
 
 
 def _write_run_header(run: Run) -> None:
@@ -343,7 +353,6 @@ def finish(run: Run) -> TrainResult:
     from .runners import embed_export
 
     best = load_checkpoint(run.run_dir / "weights" / "best.pt")
-    run.model.load_state_dict(best["state_dict"])
     # --reject's familiarity score: fitted on training images, then val calibrates its threshold
     best["familiarity"] = fit_checkpoint_familiarity(best, run.source.root, run.source.items.get("train") or [],
                                                      device=run.device, runtime=run.cfg.runtime,
@@ -384,7 +393,7 @@ def _draw(run: Run) -> None:
     from ..reporting.report import write_report
 
     try:
-        draw_run_errors(run.run_dir, run.model, run.device)
+        draw_run_errors(run.run_dir, run.device)
         write_report(run.run_dir)
     except Exception as e:  # noqa: BLE001 - weights and results are saved; a drawing problem must not fail the run
         log.warning(f"WARNING: report not written ({type(e).__name__}: {e}); `imgcls report {run.run_dir}` retries")

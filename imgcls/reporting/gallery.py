@@ -47,9 +47,11 @@ def draw_error_gallery(model, root: Path, rows: list[dict], class_names: list[st
     return drawn
 
 
-def draw_run_errors(run_dir: str | Path, model, device: torch.device, n: int = GALLERY_SIZE) -> Path | None:
+def draw_run_errors(run_dir: str | Path, device: torch.device, n: int = GALLERY_SIZE) -> Path | None:
     """errors_val.png of a finished run: the best weights' most confident val mistakes, from
-    predictions_val.csv and the images under the run's data folder."""
+    predictions_val.csv and the images under the run's data folder, explained (Grad-CAM) by the network that made
+    them, as the checkpoint describes it (models.factory.model_from_checkpoint)."""
+    from ..models.factory import model_from_checkpoint
     from ..record.checkpoint import load_checkpoint
     from ..record.files import read_yaml
     from ..record.predictions import read_predictions_csv
@@ -63,6 +65,7 @@ def draw_run_errors(run_dir: str | Path, model, device: torch.device, n: int = G
     root = Path(read_yaml(run_dir / "args.yaml")["data"])
     rows = mistake_rows(paths, y_true, probs, checkpoint["class_names"], n)
     path = run_dir / "errors_val.png"
-    draw_error_gallery(model, root, rows, checkpoint["class_names"], checkpoint["preprocess"], path, device=device,
+    draw_error_gallery(model_from_checkpoint(checkpoint).to(device), root, rows, checkpoint["class_names"],
+                       checkpoint["preprocess"], path, device=device,
                        title=f"Most confident mistakes, val (best epoch {checkpoint['epoch']})")
     return path
