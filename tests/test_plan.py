@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from imgcls.engine.state import is_better
 from imgcls.engine.budget import RECIPE, Costs, choose, choose_size, epochs_that_fit, estimate, larger_sizes
 
 COUNTS = {"train": 2000, "val": 250, "test": 250}
@@ -261,6 +262,22 @@ def test_each_phase_trains_what_it_says(cli, split_data, trained_run, tmp_path):
     assert trained["probe"] == final["classifier.weight"].numel() + final["classifier.bias"].numel()
     assert trained["probe"] < trained["tune"] == model["trainable parameters"] < model["total parameters"]
     assert f"probe: {trained['probe']:,}, tune: {trained['tune']:,}" in (run / "report.html").read_text()
+    # best.pt: the better by val of the epochs that end the probe and the tune phase, never one in between
+    ends = [probe["epochs"], probe["epochs"] + tune["epochs"]]
+    later_wins = is_better(results[f"epoch:{ends[1]}"]["valid info"], results[f"epoch:{ends[0]}"]["valid info"])
+    best = torch.load(run / "weights" / "best.pt", weights_only=True)
+    assert results["best epoch"] == best["epoch"] == ends[later_wins]
+    marked = [int(line.split()[1].split("/")[0]) for line in err.splitlines()
+              if line.startswith("epoch ") and "*best*" in line]
+    assert marked == ends[:1 + later_wins]
+
+
+def _best_of_every_epoch(results: dict) -> int:
+    best = 1
+    for epoch in range(2, 1 + sum(k.startswith("epoch:") for k in results)):
+        if is_better(results[f"epoch:{epoch}"]["valid info"], results[f"epoch:{best}"]["valid info"]):
+            best = epoch
+    return best
 
 
 def test_probe_phase_leaves_the_backbone_alone(cli, split_data, trained_run, tmp_path):
@@ -310,6 +327,7 @@ def test_resume_mid_phase_continues_the_same_plan(cli, split_data, trained_run, 
     total = sum(p["epochs"] for p in planned)
     assert [results[f"epoch:{i}"]["phase"] for i in (12, 13, total)] == ["tune"] * 3
     assert f"epoch:{total + 1}" not in results and "test" in results
+    assert results["best epoch"] in (planned[0]["epochs"], total)  # the resumed run keeps the plan's best.pt rule
     assert results[f"epoch:{total}"]["elapsed"] > results["epoch:12"]["elapsed"]
 
 
@@ -324,6 +342,7 @@ def test_fast_is_the_frozen_linear_head(cli, split_data, trained_run, tmp_path):
     assert [(p["name"], p["epochs"], p["trains"], p["inputs"], p["cut"]) for p in results["phases"]] == \
         [("head", 30, "head", "features", None)]
     assert results["train parameters"]["freeze"] is True and results["train parameters"]["epochs"] == 30
+    assert results["best epoch"] == _best_of_every_epoch(results)  # any epoch may be best.pt, as before plans
     assert "Measured this machine" not in err
     final = torch.load(tmp_path / "runs" / "train" / "weights" / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(final[k], v) for k, v in start.items() if not k.startswith("classifier"))

@@ -123,7 +123,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
             va = dist.gather_logits(predict_logits(runner, inputs.val_loader(phase), progress=run.progress,
                                                    desc=f"epoch {epoch}/{last_epoch} val"))
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
-        improved = state.add_epoch(record, record["seconds"])
+        state.add_epoch(record, record["seconds"])
         state.elapsed = record["elapsed"] = round(run.elapsed(), 1)
         if epoch == before + 1 and not resumed and run.budget is not None and phase == run.plan[-1] \
                 and phase.trains != "head":  # a probe's epochs take a blink: its planned length stands
@@ -132,6 +132,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
             opt.total_steps, last_epoch = steps_per_epoch * phase.epochs, sum(p.epochs for p in run.plan)
         stop = bool(cfg.patience and state.stale >= cfg.patience and epoch < last_epoch)
         state.finished = stop or epoch == last_epoch
+        improved = state.keep_if_best(ends_phase=stop or epoch == before + phase.epochs)
         if run.main:
             _save_epoch(run, phase, opt, improved)
         _log_epoch(run, epoch, last_epoch, record, improved)

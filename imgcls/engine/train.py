@@ -178,8 +178,10 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         run.state = TrainState.from_checkpoint(last)
         run.elapsed_before = run.state.elapsed
         log.info(f"Resuming {run_dir} from epoch {run.state.epoch + 1}/{cfg.epochs}")
-    elif main:
-        _write_run_header(run)
+    else:
+        run.state.phase_ends = cfg.planned  # the budget plan keeps the best of its phases' ends (TrainState)
+        if main:
+            _write_run_header(run)
     run.amp = _amp(run)
     _log_start(run, weights_desc, estimate)
     return run
