@@ -14,7 +14,8 @@ the split the final accuracy is from ("test" where the data has one, else "val")
 phases, and the per-epoch (elapsed seconds, val accuracy) curve. --plot draws val accuracy against wall time
 per variant (the mean over seeds at each epoch), the final accuracy of each run as a point and, with several
 seeds, their mean as a star. Rows of other tools in the same format (variant, seed, wall_seconds, split,
-accuracy, curve) may be appended to --out by hand; with no --variant the script only draws them.
+accuracy, and curve where there is one) may be appended to --out by hand; with no --variant the script only
+draws them.
 """
 
 from __future__ import annotations
@@ -65,27 +66,32 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    variants = sorted({r["variant"] for r in rows if "error" not in r})
-    for number, variant in enumerate(variants):
-        color = f"C{number}"
+    fig, ax = plt.subplots(figsize=(10, 5))
+    named = ["default", "fast", "nofreeze", "timm", "plain"]  # the issue's contenders keep one colour in every plot
+    variants = sorted({r["variant"] for r in rows if "error" not in r}, key=lambda v: (v not in named, named.index(v)
+                                                                                      if v in named else 0, v))
+    for variant in variants:
+        color = f"C{named.index(variant) if variant in named else len(named) + variants.index(variant)}"
         runs = [r for r in rows if r["variant"] == variant and "error" not in r]
-        length = min(len(r["curve"]) for r in runs)
-        if length:
-            t = np.mean([[c[0] or 0 for c in r["curve"][:length]] for r in runs], axis=0)
-            acc = np.mean([[c[1] for c in r["curve"][:length]] for r in runs], axis=0)
-            ax.plot(t / 60, acc, color=color, alpha=0.6, label=f"{variant}: val per epoch")
+        curves = [r["curve"] for r in runs if r.get("curve")]  # rows written by hand may have none
+        if curves:
+            length = min(len(c) for c in curves)
+            t = np.mean([[c[0] or 0 for c in curve[:length]] for curve in curves], axis=0)
+            acc = np.mean([[c[1] for c in curve[:length]] for curve in curves], axis=0)
+            ax.plot(t / 60, acc, color=color, alpha=0.5)
         ax.scatter([r["wall_seconds"] / 60 for r in runs], [r["accuracy"] for r in runs], color=color,
-                   marker="o", edgecolor="black", zorder=3,
-                   label=f"{variant}: final {runs[0]['split']} (whole command)")
-        if len(runs) > 1:
-            ax.scatter([np.mean([r["wall_seconds"] for r in runs]) / 60], [np.mean([r["accuracy"] for r in runs])],
-                       color=color, marker="*", s=220, edgecolor="black", zorder=4,
-                       label=f"{variant}: mean of {len(runs)} seeds")
+                   marker="o", edgecolor="black", alpha=0.7, zorder=3)
+        ax.scatter([np.mean([r["wall_seconds"] for r in runs]) / 60], [np.mean([r["accuracy"] for r in runs])],
+                   color=color, marker="*", s=220, edgecolor="black", zorder=4,
+                   label=f"{variant}: {np.mean([r['accuracy'] for r in runs]):.3f}, mean of {len(runs)} "
+                         f"{'seeds' if len(runs) > 1 else 'seed'}")
+    ax.text(0, -0.16, f"dots: each run's final {rows[0].get('split', 'test')} accuracy and the wall time of its whole "
+            "command; lines: val accuracy per epoch, the mean over the seeds with a recorded curve",
+            transform=ax.transAxes, fontsize=7, alpha=0.8)
     data = ", ".join(sorted({r["data"] for r in rows}))
     ax.set(xlabel="wall time (minutes)", ylabel="accuracy", title=f"{data}: accuracy against wall time")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
