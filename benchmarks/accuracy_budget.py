@@ -122,8 +122,11 @@ def main() -> None:
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
     if args.plot:
-        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-        plot([r for r in rows if r["data"] == args.data.resolve().name], args.plot)
+        name = args.data.resolve().name
+        rows = [r for r in map(json.loads, filter(str.strip, args.out.read_text().splitlines())) if r["data"] == name]
+        if not any("error" not in r for r in rows):
+            parser.error(f"{args.out} has no finished run of the data set {name!r} to plot; check --data and --out")
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":
