@@ -223,6 +223,8 @@ def _run(args: argparse.Namespace) -> int:
             getattr(imgcls, command)(cfg_file=args.cfg, resume=args.resume, **_train_settings(args))
         finally:
             distributed.cleanup()
+        if distributed.enabled():
+            distributed.leave(0)
     elif command == "demo":
         imgcls.demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs is not None else {}))
     elif command == "check":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from datetime import timedelta
 
 import numpy as np
@@ -65,6 +66,21 @@ def setup(device_name: str) -> torch.device:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave(status: int = 0):
+    """End this torchrun worker now that its run is saved, without Python's interpreter teardown.
+
+    ``destroy_process_group`` does not close a gloo group that DistributedDataParallel used: PyTorch keeps it
+    alive in C++ (pytorch/pytorch#107298, #72366; here each rank keeps its group's threads). Python's teardown can
+    then meet one of those threads still finishing the last collective, which aborts the process after the run
+    was saved ("terminate called without an active exception", exit -6, pytorch/pytorch#179291): torchrun
+    reports a failed run that succeeded. Everything is written and closed by now, so flush and exit.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def barrier() -> None:
