@@ -67,11 +67,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(10, 5))
-    named = ["default", "fast", "nofreeze", "timm", "plain"]  # the contenders keep one colour in every plot
-    variants = sorted({r["variant"] for r in rows if "error" not in r}, key=lambda v: (v not in named, named.index(v)
-                                                                                      if v in named else 0, v))
-    for variant in variants:
-        color = f"C{named.index(variant) if variant in named else len(named) + variants.index(variant)}"
+    named = {v: i for i, v in enumerate(["default", "fast", "nofreeze", "timm", "plain"])}  # one colour everywhere
+    variants = sorted({r["variant"] for r in rows if "error" not in r}, key=lambda v: (named.get(v, len(named)), v))
+    for number, variant in enumerate(variants):
+        color = f"C{named.get(variant, len(named) + number)}"
         runs = [r for r in rows if r["variant"] == variant and "error" not in r]
         curves = [r["curve"] for r in runs if r.get("curve")]  # rows written by hand may have none
         if curves:

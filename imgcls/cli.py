@@ -224,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             distributed.cleanup()
         if distributed.enabled():
-            distributed.leave(0)
+            distributed.leave()
     elif command == "demo":
         imgcls.demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs is not None else {}))
     elif command == "check":

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from datetime import timedelta
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def leave(status: int = 0):
+def leave() -> NoReturn:
     """End this torchrun worker now that its run is saved, without Python's interpreter teardown.
 
     ``destroy_process_group`` does not close a gloo group that DistributedDataParallel used: PyTorch keeps it
@@ -80,7 +81,7 @@ def leave(status: int = 0):
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    os._exit(0)
 
 
 def barrier() -> None:
