@@ -53,7 +53,7 @@ def run_once(data: Path, name: str, flags: str, seed: int, project: Path) -> dic
     final = run.results.get("test") or {}
     split = "test" if final else "val"
     accuracy = final.get("accuracy") if final else (run.best or {}).get("accuracy")
-    curve = [(e.get("elapsed"), e["valid info"]["accuracy"]) for e in run.epochs]
+    curve = [(e.get("elapsed"), e["val"]["accuracy"]) for e in run.epochs]
     return {"data": data.name, "variant": name, "flags": flags, "seed": seed, "wall_seconds": round(wall, 1),
             "split": split, "accuracy": accuracy, "phases": run.results.get("phases"),
             "best_epoch": run.best_epoch, "curve": curve, "load_avg_end": os.getloadavg()[0]}

@@ -1,4 +1,4 @@
-"""How fast `imgcls check` reads a data set of 512x384 JPEGs (the issue asks for >= 300 images/s on 2 cores).
+"""How fast `imgcls check` reads a data set of 512x384 JPEGs (target: >= 300 images/s on 2 cores).
 
     python benchmarks/check_speed.py [--images 1000] [--workers N] [--repeat 3]
 

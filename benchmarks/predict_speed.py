@@ -106,10 +106,10 @@ def main() -> None:
 
 def _without_export_inside(weights: Path, copy: Path) -> Path | None:
     """A copy of ``weights`` as torch.save writes it, when ``weights`` carries its export inside; else None."""
-    from imgcls.engine.runtime import read_embedded_card
+    from imgcls.runtime.cards import embedded_card
     from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
 
-    if read_embedded_card(weights) is None:
+    if embedded_card(weights) is None:
         return None
     save_checkpoint(copy, {k: v for k, v in load_checkpoint(weights).items() if k != "path"})
     return copy

@@ -24,7 +24,7 @@ _LAZY = {
     "EvalResult": ("imgcls.engine.evaluate", "EvalResult"),
     "tune": ("imgcls.engine.tune", "tune"),
     # data
-    "check": ("imgcls.engine.labels", "check"),
+    "check": ("imgcls.engine.check", "check"),
     # reports
     "report": ("imgcls.reporting.report", "write_report"),
     "compare": ("imgcls.reporting.compare", "compare_runs"),

@@ -228,7 +228,8 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "demo":
         imgcls.demo(args.data, args.project, **({"epochs": args.epochs} if args.epochs is not None else {}))
     elif command == "check":
-        from .data.check import NEAR_THRESHOLD, format_console
+        from .data.check import NEAR_THRESHOLD
+        from .reporting.check_page import format_console
 
         report = imgcls.check(args.data, out=args.out, imgsz=args.imgsz, near=not args.no_near,
                               threshold=NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold,

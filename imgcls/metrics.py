@@ -54,25 +54,24 @@ def top_k_accuracy(y_true, probs, k: int = 5) -> float:
     return float(np.mean(np.any(top == y_true[:, None], axis=1)))
 
 
-def summary(cm: np.ndarray, class_names: list[str], loss: float | None = None) -> dict:
-    """The per-epoch info block of results.json: loss, accuracy, per-class metrics and their means."""
-    metrics = per_class_metrics(cm)
-    info = {}
-    if loss is not None:
-        info["loss"] = round(float(loss), 6)
-    info["accuracy"] = round(accuracy(cm), 6)
-    for i, name in enumerate(class_names):
-        info[name] = {
-            "Precision": round(float(metrics["precision"][i]), 6),
-            "Recall": round(float(metrics["recall"][i]), 6),
-            "Specificity": round(float(metrics["specificity"][i]), 6),
-            "F1 score": round(float(metrics["f1"][i]), 6),
-        }
-    info["mean Precision"] = round(float(metrics["precision"].mean()), 6)
-    info["mean Recall"] = round(float(metrics["recall"].mean()), 6)
-    info["mean Specificity"] = round(float(metrics["specificity"].mean()), 6)
-    info["mean F1 score"] = round(float(metrics["f1"].mean()), 6)
-    return info
+def _round(x) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+def classification_report(cm: np.ndarray, class_names: list[str], loss: float | None = None) -> dict:
+    """The one schema of imgcls's classification metrics, from a confusion matrix (true classes as rows): the
+    loss when given, the number of images, accuracy, per class precision, recall, specificity, F1 and support,
+    their macro means, and the matrix. ``evaluation_report`` adds what needs probabilities; results.json's
+    per-epoch blocks render this in the seeds' format (record/results.py)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    per = per_class_metrics(cm)
+    columns = ("precision", "recall", "specificity", "f1")
+    return {**({"loss": _round(loss)} if loss is not None else {}), "images": int(cm.sum()),
+            "accuracy": _round(accuracy(cm)),
+            "per_class": {name: {k: _round(per[k][i]) for k in columns} | {"support": int(per["support"][i])}
+                          for i, name in enumerate(class_names)},
+            "macro_avg": {k: _round(per[k].mean()) if len(class_names) else 0.0 for k in columns},
+            "confusion_matrix": cm.tolist()}
 
 
 def roc_curves(y_true, probs, num_classes: int) -> dict:
@@ -247,42 +246,28 @@ def _mean(values: list[float | None], weights=None) -> float | None:
 
 
 def evaluation_report(y_true, probs, class_names: list[str], n_bins: int = 15) -> dict:
-    """Every number ``imgcls val`` reports, as plain JSON types (None where undefined).
-
-    accuracy, top-5 accuracy, log loss, ECE, the confusion matrix, and per class precision,
-    recall, specificity, F1, support, ROC AUC and average precision with macro and weighted means.
-    """
+    """Every number ``imgcls val`` reports, as plain JSON types (None where undefined): classification_report,
+    with ROC AUC and average precision per class and in the means, support-weighted means, top-5 accuracy, log
+    loss, ECE and the most confused pairs."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n = len(class_names)
     predicted = probs.argmax(axis=1) if len(y_true) else np.zeros(0, dtype=np.int64)
     cm = confusion_matrix(y_true, predicted, n)
+    report = classification_report(cm, class_names)
     per = per_class_metrics(cm)
     aucs, aps = one_vs_rest_scores(y_true, probs, n)
     columns = {"precision": list(per["precision"]), "recall": list(per["recall"]),
                "specificity": list(per["specificity"]), "f1": list(per["f1"]), "roc_auc": aucs,
                "average_precision": aps}
-    support = per["support"]
-
-    def r(x):
-        return None if x is None else round(float(x), 6)
-
-    per_class = {
-        name: {key: r(values[i]) for key, values in columns.items()} | {"support": int(support[i])}
-        for i, name in enumerate(class_names)
-    }
-    return {
-        "images": int(len(y_true)),
-        "accuracy": r(accuracy(cm)),
-        "top5_accuracy": r(top_k_accuracy(y_true, probs, 5)),
-        "log_loss": r(log_loss(y_true, probs)),
-        "ece": r(expected_calibration_error(y_true, probs, n_bins)),
-        "per_class": per_class,
-        "macro_avg": {key: r(_mean(values)) for key, values in columns.items()},
-        "weighted_avg": {key: r(_mean(values, support)) for key, values in columns.items()},
-        "confusion_matrix": cm.tolist(),
-        "most_confused_pairs": most_confused_pairs(cm, class_names),
-    }
+    per_class = {name: {key: _round(values[i]) for key, values in columns.items()} | {"support": int(per["support"][i])}
+                 for i, name in enumerate(class_names)}
+    return {"images": report["images"], "accuracy": report["accuracy"],
+            "top5_accuracy": _round(top_k_accuracy(y_true, probs, 5)), "log_loss": _round(log_loss(y_true, probs)),
+            "ece": _round(expected_calibration_error(y_true, probs, n_bins)), "per_class": per_class,
+            "macro_avg": {key: _round(_mean(values)) for key, values in columns.items()},
+            "weighted_avg": {key: _round(_mean(values, per["support"])) for key, values in columns.items()},
+            "confusion_matrix": report["confusion_matrix"], "most_confused_pairs": most_confused_pairs(cm, class_names)}
 
 
 def most_confident_mistakes(y_true, probs, n: int = 16) -> np.ndarray:

@@ -15,6 +15,7 @@ LAYERS = [
     {"errors", "console", "pages", "metrics", "config", "version"},
     {"record"},
     {"data", "models"},
+    {"runtime"},
     {"reporting"},
     {"engine"},
     {"deploy"},
@@ -80,6 +81,13 @@ def test_dependencies_point_down_the_layers():
     wrong = [f"{m} -> {d}" for m, deps in _graph().items() for d in deps
              if _layer(d) > _layer(m) and _unit(m) not in ("cli", "__init__", "__main__")]
     assert not wrong, "imports that point up the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_deploy_runs_models_without_training_code():
+    """predict, serve and export reach the network through runtime/, never through engine/ (training)."""
+    wrong = sorted(f"{m} -> {d}" for m, deps in _graph().items() for d in deps
+                   if _unit(m) == "deploy" and _unit(d) == "engine")
+    assert not wrong, "deploy imports training code:\n" + "\n".join(wrong)
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from imgcls.deploy.benchmark import parse_batches
-from imgcls.engine.runtime import measure
+from imgcls.runtime.runner import measure
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_bad_benchmark_options_are_one_line_errors(cli, run, args, message):
 
 def test_measure_reports_throughput_and_latency_percentiles(monkeypatch):
     """On a fake clock (a loaded CI machine must not change the answer): calls of 10 ms, one slow call of 50 ms."""
-    import imgcls.engine.runners as runners
+    import imgcls.runtime.pytorch as runners
 
     clock = [0.0]
     monkeypatch.setattr(runners.time, "perf_counter", lambda: clock[0])

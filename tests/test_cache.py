@@ -173,8 +173,8 @@ def test_onnxruntime_matches_eager_pytorch(cache_dir):
     pytest.importorskip("onnxruntime")
     import timm
 
-    from imgcls.engine.runners import export_onnx_bytes, fastest_runner, parity_error
-    from imgcls.engine.runtime import onnx_runner
+    from imgcls.runtime.pytorch import export_onnx_bytes, fastest_runner, parity_error
+    from imgcls.runtime.runner import onnx_runner
     from imgcls.models.parts import PreLogits
     from imgcls.models.simple_cnn import SimpleCNN
 
@@ -201,7 +201,7 @@ def test_a_clear_runtime_race_is_remembered_and_a_close_one_is_run_again(cache_d
     pytest.importorskip("onnxruntime")
     from types import SimpleNamespace
 
-    from imgcls.engine import runners
+    from imgcls.runtime import pytorch as runners
     from imgcls.models.simple_cnn import SimpleCNN
 
     now = [0.0]
@@ -242,7 +242,7 @@ def test_a_clear_runtime_race_is_remembered_and_a_close_one_is_run_again(cache_d
 def _failing_after(monkeypatch, calls: int) -> list:
     """ONNX Runtime sessions that compute right for their first ``calls`` batches (the parity check and the race)
     and then fail, as a kernel that breaks on one batch shape only; the race is won by ONNX Runtime."""
-    from imgcls.engine import runners
+    from imgcls.runtime import pytorch as runners
 
     built = runners.onnx_runner
 
@@ -270,7 +270,7 @@ def test_a_runtime_that_fails_on_a_later_batch_hands_over_to_pytorch(trained_run
     (hours into caching features, or in the middle of predict): one warning, and PyTorch computes that batch
     and the rest, giving what PyTorch gives. With --runtime onnxruntime asked for, its error is not hidden."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine import runners
+    from imgcls.runtime import pytorch as runners
     from imgcls.models.factory import model_from_checkpoint
     from imgcls.models.simple_cnn import SimpleCNN
 
@@ -353,7 +353,7 @@ def test_bad_cache_views_is_one_clear_error(cli, data):
 def test_cached_onnx_runner_matches_pytorch_and_follows_the_weights(trained_run, cache_dir):
     """A .pt checkpoint is exported to ONNX once, parity-checked and cached; changed weights get a new export."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine.runners import checkpoint_runner
+    from imgcls.runtime.pytorch import checkpoint_runner
     from imgcls.models.factory import model_from_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
@@ -380,7 +380,7 @@ def test_a_damaged_cached_export_is_exported_again(trained_run, cache_dir):
     """The cache is imgcls's own: a cached ONNX file that no longer loads (a disk error, a killed copy) is
     replaced by a new checked export instead of sending every later call to PyTorch."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine.runners import checkpoint_runner
+    from imgcls.runtime.pytorch import checkpoint_runner
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
     images = torch.randn(3, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(2))
@@ -398,7 +398,7 @@ def test_an_export_that_differs_from_pytorch_is_neither_used_nor_cached(trained_
     """The first call on a new checkpoint checks the export against PyTorch before it keeps it: a wrong export
     falls back to PyTorch with a warning (or is refused with --runtime onnxruntime) and leaves no file behind."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine import runners
+    from imgcls.runtime import pytorch as runners
     from imgcls.models.factory import network_from_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")
@@ -468,7 +468,7 @@ class _Timed(torch.nn.Module):
 
 
 def test_bf16_is_chosen_only_where_it_measures_faster():
-    from imgcls.engine.runners import cpu_bf16_is_faster
+    from imgcls.runtime.device import cpu_bf16_is_faster
 
     assert cpu_bf16_is_faster(_Timed(bf16_faster=True), (3, 8, 8)) is True
     assert cpu_bf16_is_faster(_Timed(bf16_faster=False), (3, 8, 8)) is False
@@ -478,8 +478,8 @@ def test_bf16_is_chosen_only_where_it_measures_faster():
 def test_onnx_runner_on_several_cores_gives_every_row_its_own_logits_in_order(trained_run, rows):
     """On N cores a batch is split into N slices run at once: the rows come back whole and in their order."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine.runners import export_onnx_bytes
-    from imgcls.engine.runtime import onnx_runner
+    from imgcls.runtime.pytorch import export_onnx_bytes
+    from imgcls.runtime.runner import onnx_runner
     from imgcls.models.factory import model_from_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "weights" / "best.pt")

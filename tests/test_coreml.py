@@ -75,15 +75,19 @@ def test_export_again_replaces_the_package_whole(exported, cli):
 
 def test_a_spec_that_does_not_match_is_refused(exported):
     from imgcls.deploy.coreml import check_spec, read_spec
+    from imgcls.record.card import ModelCard
 
     run, _ = exported
     package = run / "weights" / "best.mlpackage"
     meta = json.loads(read_spec(package)["metadata"])
-    check_spec(package, meta)  # as written: accepted
+    card = ModelCard.read(meta, "test")
+    check_spec(package, card, meta)  # as written: accepted
     with pytest.raises(ImgclsError, match="class labels"):
-        check_spec(package, meta | {"class_names": ["a", "b", "c"]})
+        check_spec(package, card.replace(class_names=("a", "b", "c")), meta)
     with pytest.raises(ImgclsError, match="input"):
-        check_spec(package, meta | {"preprocess": meta["preprocess"] | {"input_size": [3, 64, 64]}})
+        check_spec(package, card.replace(preprocess=card.preprocess | {"input_size": [3, 64, 64]}), meta)
+    with pytest.raises(ImgclsError, match="metadata"):
+        check_spec(package, card, meta | {"temperature": 2.0})
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML runs on macOS")

@@ -92,7 +92,7 @@ def test_gpu_paths_choose_nccl_local_device_and_fp16(monkeypatch):
     import torch
 
     from imgcls.engine import distributed
-    from imgcls.engine.device import autocast
+    from imgcls.runtime.device import autocast
 
     calls = {}
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -129,7 +129,7 @@ def test_a_network_built_on_the_cpu_runs_on_the_device_it_is_given():
     CI has no GPU: PyTorch's meta device stands in for one."""
     import torch
 
-    from imgcls.engine.runners import fastest_runner
+    from imgcls.runtime.pytorch import fastest_runner
 
     network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     fastest_runner(network, (3, 16, 16), device="meta")

@@ -17,7 +17,7 @@ from imagegen import make_class_folders
 from imgcls import metrics
 from imgcls.reporting.gradcam import grad_cam
 
-EVAL_FILES = ["metrics.json", "predictions.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",
+EVAL_FILES = ["metrics.json", "predictions_val.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",
               "roc.png", "pr.png", "calibration.png", "errors.png"]
 
 
@@ -204,7 +204,7 @@ def test_val_writes_every_file_and_agrees_with_training(cli, run):
     for key in ("top5_accuracy", "ece", "macro_avg", "weighted_avg", "most_confused_pairs",
                 "most_confident_mistakes"):
         assert key in m
-    rows = _read_csv(folder / "predictions.csv")
+    rows = _read_csv(folder / "predictions_val.csv")
     assert len(rows) == 15 and set(rows[0]) == {"path", "true", "predicted", "confidence", "p_circle", "p_square",
                                                 "p_triangle"}
     assert sum(r["true"] == r["predicted"] for r in rows) / 15 == pytest.approx(m["accuracy"])
@@ -249,7 +249,7 @@ def test_calibrate_stores_the_temperature_in_the_checkpoint(cli, run):
     assert after["temperature"] == pytest.approx(cal["temperature"], abs=1e-6) and after["temperature"] != 1.0
     assert cal["ece_after"] <= cal["ece_before"] and cal["log_loss_after"] <= cal["log_loss_before"]
     assert "ECE" in err and str(weights) in err
-    assert {k: v for k, v in after.items() if k != "temperature"}.keys() == before.keys()
+    assert after.keys() == before.keys() and before["temperature"] == 1.0  # only the card's temperature changed
     assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
     # later evaluations use the stored temperature
     code, _, _ = cli("val", "--weights", weights, "--workers", "0")
@@ -285,7 +285,7 @@ def test_bad_inputs_give_one_clear_line_and_write_nothing(cli, run, tmp_path):
     code, _, err = cli("val", "--weights", weights, "--calibrate", "--split", "test")
     assert code == 2 and "--calibrate" in err
     assert not list(run.glob("val*")), "a failed val must not leave a folder behind"
-    assert "temperature" not in torch.load(weights, weights_only=True)
+    assert torch.load(weights, weights_only=True)["temperature"] == 1.0
 
 
 def test_train_test_block_and_val_metrics_are_one_record(cli, split_data, tmp_path):

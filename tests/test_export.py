@@ -17,7 +17,7 @@ from imgcls.deploy.formats import load_exported
 from imgcls.deploy.parity import compare_logits
 from imgcls.errors import ImgclsError
 from imgcls.models.factory import model_from_checkpoint
-from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
+from imgcls.record.checkpoint import card_of, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -55,9 +55,11 @@ def test_onnx_export_classifies_on_its_own(cli, run):
     proto = onnx.load(str(onnx_path))
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["imgcls"])
     checkpoint = load_checkpoint(best)
-    assert meta == {"format": "imgcls-onnx", "version": 1, "model_name": "simple_cnn",
-                    "class_names": ["circle", "square", "triangle"], "preprocess": checkpoint["preprocess"],
-                    "temperature": 1.0, "outputs": ["logits", "familiarity"], "rejection": checkpoint["rejection"]}
+    card = card_of(checkpoint)  # the file carries the checkpoint's model card, and names its two outputs
+    assert meta == {"format": "imgcls-onnx", "version": 1, **card.to_dict()}
+    assert meta["model_name"] == "simple_cnn" and meta["class_names"] == ["circle", "square", "triangle"]
+    assert meta["temperature"] == 1.0 and meta["outputs"] == ["logits", "familiarity"]
+    assert meta["weights_source"] == "random initialisation (--no-pretrained)" and meta["metrics"]["val_accuracy"] > 0
     assert meta["rejection"]["score"] == "familiarity" and meta["rejection"]["keep"] == 0.95  # --reject's threshold
     assert meta["rejection"]["fallback"]["score"] == "energy"  # for a file that gives logits only
 
@@ -130,8 +132,7 @@ def test_int8_export_reports_size_speed_and_accuracy(run, capsys):
         assert line in printed
     assert "FP32" in printed and "INT8" in printed
     # The INT8 file is a real, self-describing classifier with the user's batch setting (fixed batch 1).
-    meta = _metadata(result.int8_path)
-    assert meta["class_names"] == ["circle", "square", "triangle"]
+    assert _metadata(result.int8_path).class_names == ("circle", "square", "triangle")
     session = ort.InferenceSession(str(result.int8_path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == 1
     graph = __import__("onnx").load(str(result.int8_path)).graph
@@ -169,8 +170,8 @@ def test_torchscript_export_has_parity_and_metadata(cli, run):
     assert code == 0, err
     assert "top-1 agreement 100.0% (15/15)" in err
     path = run / "weights" / "best.torchscript"
-    runner, meta = load_exported(path)
-    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["format"] == "imgcls-onnx"
+    runner, card = load_exported(path)
+    assert card.class_names == ("circle", "square", "triangle") and card.outputs == ("logits", "familiarity")
     assert runner(torch.zeros((4, 3, 32, 32))).shape == (4, 3)
 
 
@@ -181,13 +182,13 @@ def test_calibration_temperature_is_kept_in_every_export(cli, run):
     calibrated = run / "weights" / "calibrated.pt"
     save_checkpoint(calibrated, checkpoint)
     assert cli("export", "--weights", calibrated)[0] == 0
-    assert _metadata(run / "weights" / "calibrated.onnx")["temperature"] == 1.7
+    assert _metadata(run / "weights" / "calibrated.onnx").temperature == 1.7
     assert cli("export", "--weights", calibrated, "--format", "torchscript")[0] == 0
-    assert _metadata(run / "weights" / "calibrated.torchscript")["temperature"] == 1.7
+    assert _metadata(run / "weights" / "calibrated.torchscript").temperature == 1.7
 
 
 def _metadata(path):
-    """The imgcls metadata an exported file carries, read back the way predict reads it."""
+    """The model card an exported file carries, read back the way predict reads it."""
     return load_exported(path)[1]
 
 
@@ -204,7 +205,7 @@ def test_openvino_export_has_parity_and_metadata(cli, run):
     assert "top-1 agreement 100.0% (15/15)" in err
     xml = run / "weights" / "best.xml"
     assert xml.exists() and xml.with_suffix(".bin").exists()
-    assert _metadata(xml)["class_names"] == ["circle", "square", "triangle"]
+    assert _metadata(xml).class_names == ("circle", "square", "triangle")
 
 
 @pytest.mark.skipif(_has("tensorflow"), reason="TensorFlow is installed here (tests/test_tflite.py converts)")

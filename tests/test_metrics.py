@@ -8,7 +8,9 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support, recall_score, roc_auc_score
 
 from imgcls.engine.loop import lr_factor
-from imgcls.metrics import accuracy, confusion_matrix, per_class_metrics, roc_curves, summary, top_k_accuracy
+from imgcls.metrics import (accuracy, classification_report, confusion_matrix, per_class_metrics, roc_curves,
+                            top_k_accuracy)
+from imgcls.record.results import report_from_seed, seed_info
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -46,11 +48,23 @@ def test_known_confusion_matrices():
     assert m["precision"][0] == pytest.approx(3 / 5) and m["specificity"][0] == pytest.approx(6 / 8)
 
 
-def test_summary_has_the_results_json_layout():
-    info = summary(np.array([[3, 1], [0, 4]]), ["cat", "dog"], loss=0.5)
+SEED_KEYS = ["loss", "accuracy", "cat", "dog", "mean Precision", "mean Recall", "mean Specificity", "mean F1 score",
+             "confusion matrix"]
+
+
+def test_the_seeds_per_epoch_format_is_a_rendering_of_the_one_report():
+    """results.json's "train info"/"valid info" keep the seeds' keys, in their order, and read back as the
+    report they render."""
+    report = classification_report(np.array([[3, 1], [0, 4]]), ["cat", "dog"], loss=0.5)
+    assert report["per_class"]["cat"] == {"precision": 1.0, "recall": 0.75, "specificity": 1.0,
+                                          "f1": pytest.approx(6 / 7, abs=1e-6), "support": 4}
+    assert report["macro_avg"]["recall"] == pytest.approx((0.75 + 1) / 2) and report["images"] == 8
+    info = seed_info(report)
+    assert list(info) == SEED_KEYS
     assert info["loss"] == 0.5 and info["accuracy"] == pytest.approx(7 / 8)
     assert info["cat"] == {"Precision": 1.0, "Recall": 0.75, "Specificity": 1.0, "F1 score": pytest.approx(6 / 7, abs=1e-6)}
-    assert info["mean Recall"] == pytest.approx((0.75 + 1) / 2)
+    assert info["mean Recall"] == pytest.approx((0.75 + 1) / 2) and info["confusion matrix"] == [[3, 1], [0, 4]]
+    assert report_from_seed(info, ["cat", "dog"]) == report
 
 
 def test_roc_auc_matches_sklearn():

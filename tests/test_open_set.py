@@ -100,8 +100,8 @@ def test_threshold_round_trips_through_the_onnx_export(cli, run, tmp_path):
     weights = run / "weights" / "best.pt"
     assert cli("export", "--weights", weights)[0] == 0
     stored = torch.load(weights, weights_only=True)["rejection"]
-    runner, meta = load_exported(run / "weights" / "best.onnx")
-    assert meta["rejection"] == stored and meta["outputs"] == runner.metadata["outputs"] == ["logits", "familiarity"]
+    runner, card = load_exported(run / "weights" / "best.onnx")
+    assert card.rejection == stored and list(card.outputs) == runner.metadata["outputs"] == ["logits", "familiarity"]
     odd = [str(p) for p in unseen_images(tmp_path / "odd")]
     from_pt, from_onnx = Predictor(weights, reject=True), Predictor(run / "weights" / "best.onnx", reject=True)
     assert from_onnx.threshold == from_pt.threshold == stored["threshold"]
@@ -118,13 +118,13 @@ def test_a_file_without_the_familiarity_output_falls_back_to_energy(run, tmp_pat
     from imgcls.deploy.predict import Predictor
     from imgcls.metrics import open_set_score
     from imgcls.models.factory import model_from_checkpoint
-    from imgcls.record.checkpoint import load_checkpoint
+    from imgcls.record.checkpoint import card_of, load_checkpoint
 
     checkpoint = load_checkpoint(run / "weights" / "best.pt")
-    FORMATS["onnx"].write(model_from_checkpoint(checkpoint), checkpoint, tmp_path / "logits_only.onnx", False)
+    FORMATS["onnx"].write(model_from_checkpoint(checkpoint), card_of(checkpoint), tmp_path / "logits_only.onnx", False)
     predictor = Predictor(tmp_path / "logits_only.onnx", reject=True)
     fallback = checkpoint["rejection"]["fallback"]
-    assert predictor.model.outputs == ("logits",) and predictor.threshold == fallback["threshold"]
+    assert predictor.model.card.outputs == ("logits",) and predictor.threshold == fallback["threshold"]
     odd = [str(p) for p in unseen_images(tmp_path / "odd")]
     found = predictor.predict(odd)
     energy = open_set_score(predictor.logits(np.stack([predictor.decode(p) for p in odd])), "energy")

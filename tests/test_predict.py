@@ -218,7 +218,7 @@ def test_a_damaged_card_is_passed_over_and_written_again(weights, photos, tmp_pa
     loaded as on a first call, with the same answers, and a good card replaces it."""
     pytest.importorskip("onnxruntime")
     from imgcls import Predictor
-    from imgcls.engine.runtime import card_file, read_card
+    from imgcls.runtime.cards import cached_card, card_file
 
     monkeypatch.setenv("IMGCLS_CACHE", str(tmp_path / "cache"))
     weights = _without_export_inside(weights, tmp_path)
@@ -230,7 +230,7 @@ def test_a_damaged_card_is_passed_over_and_written_again(weights, photos, tmp_pa
         card.write_text(damaged)
         again = Predictor(weights, device="cpu", runtime="onnxruntime")
         assert [(p.path, p.label) for p in again.predict(images)] == expected
-        assert read_card(weights) is not None and read_card(weights)["model"] == good["model"]
+        assert cached_card(weights) is not None and cached_card(weights).card.to_dict() == good["model"]
 
 
 def test_an_exported_onnx_file_predicts_without_loading_pytorch(weights, photos, tmp_path):
@@ -257,7 +257,7 @@ def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_c
     import shutil
     import zipfile
 
-    from imgcls.engine.runtime import read_card, read_embedded_card
+    from imgcls.runtime.cards import cached_card, embedded_card
     from imgcls.record.checkpoint import load_checkpoint, save_checkpoint
 
     cache = tmp_path / "cache"
@@ -269,11 +269,11 @@ def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_c
                        "--project", tmp_path / "runs", "--name", "train")
     assert code == 0, err
     weights = tmp_path / "runs" / "train" / "weights" / "best.pt"
-    assert read_card(weights) is not None and read_embedded_card(weights) is not None
+    assert cached_card(weights) is not None and embedded_card(weights) is not None
     code, _, err = cli("val", "--weights", weights, "--calibrate", "--workers", "0")  # rewrites best.pt
     assert code == 0, err
-    carried = read_embedded_card(weights)
-    assert carried is not None and carried["model"]["temperature"] == load_checkpoint(weights)["temperature"]
+    carried = embedded_card(weights)
+    assert carried is not None and carried.card.temperature == load_checkpoint(weights)["temperature"]
     images = [str(p) for p in sorted(data.rglob("*_1.png"))]
     later = _predict_elsewhere(weights, images, cache)
     assert later["runtime"].startswith("onnxruntime") and later["torch"] is False and len(later["found"]) == 3
@@ -288,12 +288,12 @@ def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_c
     checkpoint["state_dict"][bias][0] += 100.0  # every image now looks like the first class
     changed = tmp_path / "changed.pt"
     save_checkpoint(changed, {k: v for k, v in checkpoint.items() if k != "path"})
-    assert read_embedded_card(changed) is None  # torch.save writes no export inside
+    assert embedded_card(changed) is None  # torch.save writes no export inside
     with zipfile.ZipFile(copied) as old, zipfile.ZipFile(changed, "a") as new:  # the old export, put back by hand
         prefix = next(n for n in new.namelist() if n.endswith("/data.pkl"))[: -len("data.pkl")]
         for name in (n for n in old.namelist() if "/imgcls/" in n):
             new.writestr(prefix + name.split("/", 1)[1], old.read(name))
-    assert read_embedded_card(changed) is None
+    assert embedded_card(changed) is None
     fresh = _predict_elsewhere(changed, images, tmp_path / "a third cache")
     assert {label for _, label, _ in fresh["found"]} == {checkpoint["class_names"][0]}
 
@@ -301,7 +301,7 @@ def test_a_trained_checkpoint_predicts_without_pytorch_here_and_wherever_it_is_c
 def _race_won_by(monkeypatch, winner: str) -> None:
     """The runtime race's outcome set by the test, not by this machine's speed at that moment (under load
     PyTorch can win a race ONNX Runtime usually wins, and then no export is carried)."""
-    from imgcls.engine import runners
+    from imgcls.runtime import pytorch as runners
 
     def race(candidates, probe, choice, **_):
         runners._remember(choice, winner)
@@ -315,8 +315,8 @@ def test_a_checkpoint_trained_without_onnx_runtime_carries_its_export_too(cli, t
     network on the CPU at its end, so its best.pt too predicts anywhere on ONNX Runtime alone; where PyTorch wins
     that race, nothing goes in. The race's winner is set here, not left to this machine's speed."""
     pytest.importorskip("onnxruntime")
-    from imgcls.engine import runners
-    from imgcls.engine.runtime import read_embedded_card
+    from imgcls.runtime import pytorch as runners
+    from imgcls.runtime.cards import embedded_card
 
     data = make_class_folders(tmp_path / "shapes", per_class=8)
     images = [str(p) for p in sorted(data.rglob("*_1.png"))]
@@ -328,7 +328,7 @@ def test_a_checkpoint_trained_without_onnx_runtime_carries_its_export_too(cli, t
                            "--project", tmp_path / "runs", "--name", winner.split()[0])
         assert code == 0, err
         weights = tmp_path / "runs" / winner.split()[0] / "weights" / "best.pt"
-        assert (read_embedded_card(weights) is not None) is (winner == runners.ORT)
+        assert (embedded_card(weights) is not None) is (winner == runners.ORT)
     elsewhere = _predict_elsewhere(tmp_path / "runs" / "onnxruntime" / "weights" / "best.pt", images,
                                    tmp_path / "another machine's cache")
     assert elsewhere["runtime"] == "onnxruntime (ONNX inside the checkpoint)" and elsewhere["torch"] is False
@@ -424,7 +424,7 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
     """What serve relies on: images sent together come back in fewer model calls, each to its own sender."""
     import threading
 
-    from imgcls.engine.inference import Batcher
+    from imgcls.runtime.inference import Batcher
 
     calls, started, release = [], threading.Event(), threading.Event()
 
@@ -456,7 +456,7 @@ def test_concurrent_callers_share_batches_and_each_gets_its_own_rows():
 
 
 def test_an_error_in_a_shared_batch_reaches_every_caller_and_the_next_call_runs():
-    from imgcls.engine.inference import Batcher
+    from imgcls.runtime.inference import Batcher
 
     def model(x):
         if (x < 0).any():

@@ -76,7 +76,8 @@ def _to_seed_format(run: Path) -> None:
     the per-epoch format ("Precision", "mean F1 score", "confusion matrix"), no phases, no elapsed times."""
     import json
 
-    from imgcls.metrics import confusion_matrix, summary
+    from imgcls.metrics import classification_report, confusion_matrix
+    from imgcls.record.results import seed_info
 
     results = json.loads((run / "results.json").read_text())
     test = results["test"]
@@ -84,8 +85,8 @@ def _to_seed_format(run: Path) -> None:
     cm = np.asarray(test["confusion_matrix"])
     y = np.repeat(np.arange(len(names)), cm.sum(axis=1))
     predicted = np.concatenate([np.repeat(np.arange(len(names)), row) for row in cm])
-    old = summary(confusion_matrix(y, predicted, len(names)), names, loss=0.5)
-    results["test"] = old | {"confusion matrix": cm.tolist(), "epoch": test["epoch"]}
+    old = seed_info(classification_report(confusion_matrix(y, predicted, len(names)), names, loss=0.5))
+    results["test"] = old | {"epoch": test["epoch"]}
     for key in ("phases", "wall seconds"):
         results.pop(key, None)
     for key in [k for k in results if k.startswith("epoch:")]:

@@ -134,8 +134,8 @@ def test_a_failing_tracker_is_dropped_and_the_run_goes_on(tmp_path, monkeypatch)
     group = trackers.Trackers([])
     group.active = [Broken()]
     group.start(tmp_path, {}, False)
-    group.log_epoch(1, {"train info": {"accuracy": 1.0}, "valid info": {"accuracy": 1.0, "mean F1 score": 1.0},
-                        "lr": 0.1}, [])
+    group.log_epoch(1, {"train": {"accuracy": 1.0}, "val": {"accuracy": 1.0, "macro_avg": {"f1": 1.0},
+                                                           "per_class": {}}, "lr": 0.1}, [])
     group.finish(tmp_path, {"best_val_accuracy": 1.0})
     assert group.active == []
     assert warnings == ["WARNING: --logger mlflow stopped (ConnectionError: tracking server unreachable)"]
@@ -144,9 +144,9 @@ def test_a_failing_tracker_is_dropped_and_the_run_goes_on(tmp_path, monkeypatch)
 def test_metric_names_are_safe_for_mlflow():
     from imgcls.engine.trackers import epoch_metrics, metric_key
 
-    record = {"train info": {"loss": 0.5, "accuracy": 0.8},
-              "valid info": {"loss": 0.6, "accuracy": 0.7, "mean F1 score": 0.65,
-                             "crème brûlée: 1": {"F1 score": 0.5}},
+    record = {"train": {"loss": 0.5, "accuracy": 0.8},
+              "val": {"loss": 0.6, "accuracy": 0.7, "macro_avg": {"f1": 0.65},
+                      "per_class": {"crème brûlée: 1": {"f1": 0.5}}},
               "lr": 0.01}
     metrics = epoch_metrics(record, ["crème brûlée: 1"])
     assert metrics["val_f1/crème brûlée: 1"] == 0.5 and metrics["val/accuracy"] == 0.7

@@ -44,13 +44,16 @@ def test_train_on_class_tree_writes_complete_run(cli, flat_data, tmp_path):
     model = results["model"]
     assert model["total parameters"] > model["trainable parameters"] * 0.99 > 0
     assert model["FLOPs per image"] > 1e6
-    for epoch in (1, 2):
+    for epoch in (1, 2):  # the seeds' per-epoch keys, exactly and in order: users' scripts read them
         record = results[f"epoch:{epoch}"]
+        assert list(record) == ["train info", "valid info", "lr", "seconds", "phase", "elapsed"]
         for key in ("train info", "valid info"):
             info = record[key]
+            assert list(info) == ["loss", "accuracy", "circle", "square", "triangle", "mean Precision", "mean Recall",
+                                  "mean Specificity", "mean F1 score", "confusion matrix"]
             assert 0 <= info["accuracy"] <= 1 and info["loss"] > 0
             for cls in ("circle", "square", "triangle"):
-                assert set(info[cls]) == {"Precision", "Recall", "Specificity", "F1 score"}
+                assert list(info[cls]) == ["Precision", "Recall", "Specificity", "F1 score"]
             for mean in ("mean Precision", "mean Recall", "mean Specificity", "mean F1 score"):
                 assert 0 <= info[mean] <= 1
     assert "epoch:3" not in results
@@ -112,7 +115,8 @@ def test_python_api_matches_cli(cli, flat_data, tmp_path):
         expected = cli_results[f"epoch:{epoch}"]["valid info"]
         got = json.loads((result.run_dir / "results.json").read_text())[f"epoch:{epoch}"]["valid info"]
         assert got["accuracy"] == expected["accuracy"] and abs(got["loss"] - expected["loss"]) < 1e-4
-    assert result.best == cli_results[f"epoch:{result.best_epoch}"]["valid info"]
+    best = cli_results[f"epoch:{result.best_epoch}"]["valid info"]
+    assert result.best["accuracy"] == best["accuracy"] and result.best["macro_avg"]["f1"] == best["mean F1 score"]
     assert result.test == cli_results["test"] | {"weights": result.test["weights"], "data": result.test["data"]}
 
 

@@ -9,9 +9,7 @@ class imbalance. ``imgcls train`` runs the fast part (no perceptual hashes) at s
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -25,14 +23,13 @@ import numpy as np
 from ..config import DEFAULT_SPLIT
 from ..console import progress_bar
 from ..errors import ImgclsError
-from ..pages import esc, page
 from ..record.files import is_inside
-from .images import ImageReadError, load_image, read_image
+from .images import ImageReadError, read_image
 
 # Perceptual hash: imagehash.phash with hash_size=16, i.e. 256 bits. Two images are near
-# duplicates when their hashes differ in at most NEAR_THRESHOLD bits (docs/check.md has the
-# measurements: resized/re-encoded copies differ by <= 20 bits, unrelated photos by >= 86).
-# The 64-bit default hash was too coarse: distinct pictures with the same layout collide.
+# duplicates when their hashes differ in at most NEAR_THRESHOLD bits, a margin between resized or
+# re-encoded copies and unrelated photos (docs/check.md).
+# The 64-bit default hash is too coarse: distinct pictures with the same layout collide.
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 NEAR_THRESHOLD = 26
@@ -484,10 +481,9 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
               export_clean: str | os.PathLike | None = None, write: bool = True,
               progress: bool = False, review=None, export_relabel: str | os.PathLike | None = None,
               relabel: str | os.PathLike | None = None) -> CheckReport:
-    """Check a data folder end to end; write check.json, check.html and class_counts.png into ``out``.
-
-    ``out`` defaults to a new folder runs/check, runs/check2, ...; ``export_clean`` writes a cleaned copy, with the
-    ``relabel`` CSV applied to it when given. ``review(records, class_names, root, known_groups)`` adds findings
+    """Check a data folder end to end and return what was found; ``out`` and ``write`` say where the caller will
+    write the report (engine/check.py), checked here before any work. ``export_clean`` writes a cleaned copy, with
+    the ``relabel`` CSV applied to it when given. ``review(records, class_names, root, known_groups)`` adds findings
     and the "labels" section (``imgcls check --labels``, engine/labels.py), which ``export_relabel`` writes out as
     an editable CSV.
     """
@@ -517,13 +513,6 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
 
         write_relabel_csv(export_relabel, relabel_rows(section))
         section["relabel_file"] = str(export_relabel)
-    if write:
-        from ..record.files import new_run_dir
-
-        out_dir = Path(out) if out is not None else new_run_dir("runs", "check")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_outputs(report, out_dir)
-        report.out_dir = str(out_dir)
     return report
 
 
@@ -697,179 +686,6 @@ def _relabel_targets(report: CheckReport, keep: list[str], relabel) -> dict[str,
     return moved
 
 
-# ---------------------------------------------------------------- output
-
-
-def _short(paths: list[str], limit: int) -> str:
-    shown = ", ".join(paths[:limit])
-    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
-
-
-def format_console(report: CheckReport, per_kind: int = 10) -> str:
-    """The console summary: counts, then errors, warnings and info naming the files."""
-    layout = report.layout + (": " + ", ".join(f"{s} = {f}" for s, f in report.split_folders.items())
-                              if report.split_folders else "")
-    lines = [f"imgcls check {report.root} ({layout}): {len(report.records)} files in {report.seconds:.1f}s"]
-    classes = list(next(iter(report.counts.values()), {}).keys())
-    if report.counts:
-        width = max(len(c) for c in classes + ["class"])
-        lines.append("  " + "class".ljust(width) + "".join(f"{s:>8}" for s in report.counts))
-        for c in classes:
-            lines.append("  " + c.ljust(width) + "".join(f"{report.counts[s].get(c, 0):>8}" for s in report.counts))
-    if report.imbalance_ratio is not None:
-        lines.append(f"  imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}")
-    if report.labels:
-        lines.append(label_summary(report.labels))
-    for severity in SEVERITIES:
-        items = [f for f in report.findings if f.severity == severity]
-        if not items:
-            continue
-        lines.append(f"{severity.upper()}S ({len(items)}):" if severity != "info" else f"INFO ({len(items)}):")
-        shown: dict[str, int] = {}
-        for f in items:
-            shown[f.kind] = shown.get(f.kind, 0) + 1
-            if shown[f.kind] > per_kind:
-                continue
-            lines.append(f"  [{f.kind}] {f.message}")
-            if f.paths and (f.details.get("match") or f.kind in ("colour_mode", "exif_rotation", *UNREAD_KINDS)):
-                lines.append(f"      {_short(f.paths, 6)}")
-        for kind, n in shown.items():
-            if n > per_kind:
-                lines.append(f"  [{kind}] ... and {n - per_kind} more (see check.json / check.html)")
-    if not report.findings:
-        lines.append("No problems found.")
-    lines.append(f"{report.errors} error(s), {report.count('warning')} warning(s), {report.count('info')} info")
-    if report.export:
-        d = report.export["dropped"]
-        lines.append(f"Clean copy: {report.export['kept']} images in {report.export['folder']} (dropped "
-                     + ", ".join(f"{len(v)} {k}" for k, v in d.items()) + ")")
-    if report.export and "relabelled" in report.export:
-        lines.append(f"  with {report.export['relabel_file']} applied: {len(report.export['relabelled'])} image(s) "
-                     f"in a new class folder, {len(report.export['dropped']['relabel_drop'])} dropped")
-    if report.labels and report.labels.get("relabel_file"):
-        lines.append(f"Relabel file: {report.labels['relabel_file']} (every image, most likely label error first; "
-                     "edit the action column, then `imgcls train --relabel FILE`)")
-    if report.out_dir:
-        lines.append(f"Report: {Path(report.out_dir) / 'check.html'} (and check.json, class_counts.png)")
-    return "\n".join(lines)
-
-
-def label_summary(labels: dict) -> str:
-    """One line about the --labels review."""
-    return (f"  labels ({labels['model']} features, {labels['folds']}-fold cross-validation, accuracy "
-            f"{labels['cross_validated_accuracy']:.1%}, {labels['seconds']:.1f}s): {labels['label_issues']} likely "
-            f"label error(s), {labels['outliers']} outlier(s), {labels['semantic_duplicates']} group(s) of semantic "
-            "near-duplicates")
-
-
-def class_count_chart(counts: dict[str, dict[str, int]]) -> bytes:
-    """Grouped bar chart of images per class and split, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = list(next(iter(counts.values()), {}).keys())
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(classes) * max(1, len(counts)) + 2), 3.8))
-    width = 0.8 / max(1, len(counts))
-    x = np.arange(len(classes))
-    for k, (split, per_class) in enumerate(counts.items()):
-        ax.bar(x + k * width - 0.4 + width / 2, [per_class.get(c, 0) for c in classes], width, label=split)
-    ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
-    ax.set_ylabel("images")
-    ax.set_title("Images per class")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def thumbnail_uri(path: Path, size: int = 128) -> str | None:
-    """A small JPEG of the image as a data: URI, or None when it cannot be decoded."""
-    try:
-        image = load_image(path, draft_size=(size, size))
-    except ImageReadError:
-        return None
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 800) -> str:
-    """check.html: self-contained (styles inline, images as data: URIs), readable offline."""
-    root = Path(report.root)
-    cache: dict[str, str | None] = {}
-    budget = [max_thumbs]
-
-    def figure(rel: str) -> str:
-        if rel not in cache:
-            if budget[0] <= 0:
-                return f"<figure><div class='nothumb'>&hellip;</div>{esc(rel)}</figure>"
-            budget[0] -= 1
-            cache[rel] = thumbnail_uri(root / rel)
-        uri = cache[rel]
-        picture = f"<img src='{uri}' alt=''>" if uri else "<div class='nothumb'>cannot decode</div>"
-        return f"<figure>{picture}{esc(rel)}</figure>"
-
-    parts = [f"<h1>imgcls check: {esc(str(root))}</h1>",
-             f"<p>{len(report.records)} files ({esc(report.layout)}), checked in {report.seconds:.1f}s: "
-             f"<b>{report.errors} error(s)</b>, {report.count('warning')} warning(s), {report.count('info')} info."
-             "</p>"]
-    if report.counts:
-        classes = list(next(iter(report.counts.values())).keys())
-        parts.append("<h2>Images per class</h2><table><tr><th>class</th>"
-                     + "".join(f"<th>{esc(s)}</th>" for s in report.counts) + "</tr>")
-        for c in classes:
-            parts.append(f"<tr><td>{esc(c)}</td>"
-                         + "".join(f"<td>{report.counts[s].get(c, 0)}</td>" for s in report.counts) + "</tr>")
-        parts.append("</table>")
-        if report.imbalance_ratio is not None:
-            parts.append(f"<p>Imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}</p>")
-        if chart_png:
-            parts.append("<img alt='images per class' src='data:image/png;base64,"
-                         + base64.b64encode(chart_png).decode("ascii") + "'>")
-    if report.labels:
-        parts.append("<h2>Labels</h2><p>" + esc(label_summary(report.labels).strip()) + ". Each likely label error is "
-                     "shown beside the most similar images of the class it looks like; the full ranking is in "
-                     "check.json (<code>labels.ranked</code>) and, with --export-relabel, in an editable CSV.</p>")
-    parts.append("<h2>Findings</h2>")
-    if not report.findings:
-        parts.append("<p>No problems found.</p>")
-    shown_issues = 0
-    for f in report.findings:
-        parts.append(f"<div class='finding {f.severity}'><span class='sev'>{esc(f.severity)}</span> "
-                     f"[{esc(f.kind)}] {esc(f.message)}")
-        if f.kind == "label_issue":
-            shown_issues += 1
-            if shown_issues <= LABEL_ISSUES_PICTURED:
-                parts.append("<div class='thumbs'>" + figure(f.paths[0]) + "<div class='beside'>looks like "
-                             f"<b>{esc(f.details['suggested'])}</b>:</div>"
-                             + "".join(figure(p) for p in f.details["similar"]) + "</div>")
-        elif f.paths and f.kind not in UNREAD_KINDS:
-            parts.append("<div class='thumbs'>" + "".join(figure(p) for p in f.paths[:24]) + "</div>")
-            if len(f.paths) > 24:
-                parts.append(f"<p>... and {len(f.paths) - 24} more (see check.json)</p>")
-        elif f.paths:
-            parts.append(f"<p>{esc(_short(f.paths, 50))}</p>")
-        parts.append("</div>")
-    parts.append(f"<h2>Settings</h2><pre>{esc(json.dumps(report.settings, indent=1))}</pre>")
-    return page(f"imgcls check: {root.name}", "\n".join(parts))
-
-
-def write_outputs(report: CheckReport, out_dir: Path) -> None:
-    from ..record.files import atomic_write_bytes, atomic_write_text, write_json
-
-    chart = class_count_chart(report.counts) if report.counts else None
-    if chart:
-        atomic_write_bytes(out_dir / "class_counts.png", chart)
-    report.out_dir = str(out_dir)
-    write_json(out_dir / "check.json", report.to_dict())
-    atomic_write_text(out_dir / "check.html", render_html(report, chart))
-
-
 # ---------------------------------------------------------------- the fast check inside train
 
 
@@ -919,6 +735,11 @@ def _copies(findings: list[Finding]) -> list[str]:
             for f in findings]
 
 
+def short_list(paths: list[str], limit: int) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
 def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int | None = None) -> str:
     """One block for the train log: one line per kind of finding, a few names each."""
     kinds: dict[str, list[Finding]] = {}
@@ -947,7 +768,7 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
             what = "identical or near-identical images" if any(f.details["match"] == "near" for f in items) \
                 else "identical files"
             lines.append(f"  {len(items)} group(s) ({sum(len(f.paths) for f in items)} images) of {what} in more "
-                         f"than one split (leakage): {_short(_copies(items), 3)}")
+                         f"than one split (leakage): {short_list(_copies(items), 3)}")
         elif kind in labels:
             if items[0].details.get("match"):
                 named = _copies(items)
@@ -955,7 +776,7 @@ def format_compact(findings: list[Finding], n_files: int, data: str, imgsz: int 
                 named = [f"{f.paths[0]} ({f.details['width']}x{f.details['height']})" for f in items]
             else:
                 named = [f.paths[0] for f in items]
-            lines.append(f"  {len(items)} {labels[kind]}: {_short(named, 3)}")
+            lines.append(f"  {len(items)} {labels[kind]}: {short_list(named, 3)}")
         else:
             lines.extend(f"  {f.message}" for f in items)
     lines.append(f"  `imgcls check --data {data}` also finds near duplicates, shows thumbnails and, with "

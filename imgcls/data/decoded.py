@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +24,8 @@ from .images import ImageReadError, load_image
 
 log = logging.getLogger("imgcls")
 
-# Bump when the meaning of a cached entry changes (transforms, storage layout).
-CACHE_FORMAT = 3  # 2: images far larger than the working size are box-reduced while decoded; 3: 16-bit ones
-#                 scaled by their bit depth (a 12-bit scan was near-black)
+# In every cache's key, so a cache written by another format version is not read.
+CACHE_FORMAT = 3
 
 
 def _output_shape(preprocess: dict, training: bool) -> tuple[int, int, int]:

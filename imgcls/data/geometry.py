@@ -4,7 +4,8 @@ size) and its normalisation to a float32 C x H x W array, with Pillow and numpy 
 Training, ``imgcls val``, predict and serve all use these, so an image gets the same input everywhere. They do
 what torchvision's Resize, CenterCrop, Pad, ToTensor and Normalize do on PIL images, pixel for pixel (those call
 Pillow the same way; tests/test_transforms.py pins it), without importing torch: a warm ``imgcls predict`` runs
-on ONNX Runtime alone and starts in a fraction of a second instead of about 3.5 s (docs/benchmarks.md).
+on ONNX Runtime alone and starts in a fraction of a second, without the seconds importing torch takes
+(docs/benchmarks.md).
 data/transforms.py builds training's random augmentation on top with torchvision.
 """
 

@@ -11,16 +11,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from ..console import setup_logging
-from ..engine.inference import predict_logits
-from ..engine.runners import torch_runner
-from ..engine.runtime import Runner, measure
 from ..errors import ImgclsError
-from ..record.checkpoint import load_checkpoint, run_dir_of
+from ..record.checkpoint import card_of, load_checkpoint, run_dir_of
 from ..record.files import atomic_write_text, new_run_dir, write_json
+from ..runtime.inference import predict_logits
+from ..runtime.pytorch import torch_runner
+from ..runtime.runner import Runner, measure
 
 log = logging.getLogger("imgcls")
 
@@ -63,12 +62,12 @@ def _build_runner(name: str, checkpoint: dict, model, workdir: Path, threads: in
     fmt.require()
     path = workdir / f"model{fmt.suffix}"
     if not path.exists():
-        fmt.write(model, checkpoint, path, not fmt.batch_one)
+        fmt.write(model, card_of(checkpoint), path, not fmt.batch_one)
     if name.endswith("-int8"):
         from .parity import reference_inputs
 
         calibration, _, _ = reference_inputs(checkpoint, "train", limit=32)
-        fmt.write_int8(model, checkpoint, path, fmt.int8_path(path), calibration)
+        fmt.write_int8(model, card_of(checkpoint), path, fmt.int8_path(path), calibration)
         path = fmt.int8_path(path)
     return fmt.load(path, threads)[0]
 
@@ -87,7 +86,7 @@ def _build_backends(names: list[str], checkpoint: dict, model, workdir: Path,
 
 
 def timed_predict(runner: Runner, batch: np.ndarray, seconds: float) -> dict:
-    """img/s and latency of the one inference path (engine.inference.predict_logits) on ``batch``."""
+    """img/s and latency of the one inference path (runtime.inference.predict_logits) on ``batch``."""
     inputs = torch.from_numpy(batch)
     labels = indices = torch.zeros(len(batch), dtype=torch.long)
     return measure(lambda x: predict_logits(runner, [(x, labels, indices)]), inputs, seconds=seconds)
@@ -112,8 +111,9 @@ def benchmark(weights: str | os.PathLike, backends: str | list = DEFAULT_BACKEND
     if threads is not None and threads < 1:
         raise ImgclsError(f"--threads {threads}: must be 1 or more")
     checkpoint = load_checkpoint(weights)
+    card = card_of(checkpoint)
     model = model_from_checkpoint(checkpoint)
-    shape = tuple(checkpoint["preprocess"]["input_size"])
+    shape = card.input_size
     rows = []
     torch_threads = torch.get_num_threads()
     if threads:
@@ -136,7 +136,7 @@ def benchmark(weights: str | os.PathLike, backends: str | list = DEFAULT_BACKEND
                "threads": threads or "runtime default", "torch_threads": measured_threads,
                "python": platform.python_version(),
                "torch": torch.__version__}
-    table = {"weights": str(checkpoint["path"]), "model": checkpoint["model_name"],
+    table = {"weights": str(checkpoint["path"]), "model": card.model_name,
              "input_size": list(shape), "seconds_per_measurement": seconds, "machine": machine,
              "results": rows, "skipped": skipped}
     write_json(folder / "benchmark.json", table)

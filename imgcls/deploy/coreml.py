@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.runtime import Runner
 from ..errors import ImgclsError
+from ..record.card import ModelCard
+from ..runtime.runner import Runner
 from .parity import Parity, compare_logits
 
 log = logging.getLogger("imgcls")
@@ -83,11 +84,12 @@ class ImageClassifier(nn.Module):
         return torch.softmax(self.model((x - self.mean) / self.std) / self.temperature, dim=1)
 
 
-def write(model: nn.Module, checkpoint: dict, metadata: dict, path: Path) -> None:
+def write(model: nn.Module, card: ModelCard, metadata: dict, path: Path) -> None:
+    """``metadata`` (deploy/formats.export_metadata of ``card``) goes into the model's user-defined metadata."""
     ct = import_coremltools()
-    pre = checkpoint["preprocess"]
-    channels, height, width = pre["input_size"]
-    net = ImageClassifier(model.eval(), pre["mean"], pre["std"], metadata.get("temperature", 1.0)).eval()
+    pre = card.preprocess
+    channels, height, width = card.input_size
+    net = ImageClassifier(model.eval(), pre["mean"], pre["std"], card.temperature).eval()
     # its progress bars go to stderr: quiet, like the other exports
     with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("coremltools"), \
             contextlib.redirect_stderr(io.StringIO()):
@@ -97,11 +99,11 @@ def write(model: nn.Module, checkpoint: dict, metadata: dict, path: Path) -> Non
         mlmodel = ct.convert(
             traced, inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, channels, height, width), scale=1 / 255.0,
                                          bias=[0.0] * channels, color_layout=ct.colorlayout.RGB)],
-            classifier_config=ct.ClassifierConfig(list(metadata["class_names"])), convert_to="mlprogram",
+            classifier_config=ct.ClassifierConfig(list(card.class_names)), convert_to="mlprogram",
             minimum_deployment_target=ct.target.iOS15, compute_precision=ct.precision.FLOAT32,
             skip_model_load=sys.platform != "darwin")
     mlmodel.user_defined_metadata[METADATA_KEY] = json.dumps(metadata)
-    mlmodel.short_description = (f"imgcls {metadata['model_name']} classifier: {len(metadata['class_names'])} "
+    mlmodel.short_description = (f"imgcls {card.model_name} classifier: {len(card.class_names)} "
                                  f"classes, RGB input {width}x{height}")
     mlmodel.save(str(path))
 
@@ -162,10 +164,11 @@ def _program_class_labels(spec) -> list[str]:
     return []
 
 
-def check_spec(path: Path, metadata: dict) -> dict:
-    """Refuse a converted model whose input, outputs, labels or metadata are not what imgcls wrote."""
+def check_spec(path: Path, card: ModelCard, metadata: dict) -> dict:
+    """Refuse a converted model whose input, outputs, labels or metadata (``metadata``, what was written) are not
+    what imgcls wrote."""
     spec = read_spec(path)
-    _, height, width = metadata["preprocess"]["input_size"]
+    _, height, width = card.input_size
     expected = [{"name": INPUT_NAME, "type": "imageType", "width": width, "height": height, "color": "RGB"}]
     problems = []
     if spec["type"] != "mlProgram":
@@ -175,8 +178,8 @@ def check_spec(path: Path, metadata: dict) -> dict:
     if spec["outputs"] != {LABEL_OUTPUT: "stringType", PROBS_OUTPUT: "dictionaryType"} or \
             (spec["predicted_feature"], spec["probabilities"]) != (LABEL_OUTPUT, PROBS_OUTPUT):
         problems.append(f"outputs {spec['outputs']}")
-    if spec["class_labels"] != list(metadata["class_names"]):
-        problems.append(f"class labels {spec['class_labels'][:5]}..., expected {metadata['class_names'][:5]}...")
+    if spec["class_labels"] != list(card.class_names):
+        problems.append(f"class labels {spec['class_labels'][:5]}..., expected {list(card.class_names[:5])}...")
     if not spec["metadata"] or json.loads(spec["metadata"]) != metadata:
         problems.append("the imgcls metadata is missing or differs")
     if problems:
@@ -201,7 +204,7 @@ def from_images(images: np.ndarray, preprocess: dict) -> np.ndarray:
     return ((images.transpose(0, 3, 1, 2).astype(np.float32) / 255) - mean) / std
 
 
-def coreml_runner(path: Path, metadata: dict) -> Runner:
+def coreml_runner(path: Path, card: ModelCard) -> Runner:
     """Log-probabilities from Core ML (softmax of them gives its probabilities back). macOS only."""
     if sys.platform != "darwin":
         raise ImgclsError(f"--weights {path}: Core ML models run only on macOS (Apple's Core ML framework); "
@@ -210,12 +213,12 @@ def coreml_runner(path: Path, metadata: dict) -> Runner:
 
     ct = import_coremltools()
     mlmodel = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-    names = list(metadata["class_names"])
+    names = list(card.class_names)
 
     def run(inputs):
         batch = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
         rows = []
-        for image in to_images(batch, metadata["preprocess"]):
+        for image in to_images(batch, card.preprocess):
             probs = mlmodel.predict({INPUT_NAME: Image.fromarray(image)})[PROBS_OUTPUT]
             rows.append([probs[name] for name in names])
         return np.log(np.maximum(np.asarray(rows, np.float32), 1e-30))
@@ -223,14 +226,14 @@ def coreml_runner(path: Path, metadata: dict) -> Runner:
     return Runner("coreml", run, fixed_batch=1)
 
 
-def check_numbers(model: nn.Module, metadata: dict, path: Path, batch: np.ndarray, source: str) -> Parity | None:
+def check_numbers(model: nn.Module, card: ModelCard, path: Path, batch: np.ndarray, source: str) -> Parity | None:
     """On macOS: Core ML's probabilities against PyTorch's on the same 8-bit images. Elsewhere: None."""
     if sys.platform != "darwin":
         log.warning(f"WARNING: {NOT_CHECKED}")
         return None
-    pre = metadata["preprocess"]
+    pre = card.preprocess
     exact = from_images(to_images(batch, pre), pre)  # what Core ML sees: the image rounded to 8 bits
     with torch.inference_mode():
-        expected = torch.softmax(model.eval()(torch.from_numpy(exact)) / metadata.get("temperature", 1.0), 1)
-    got = np.exp(coreml_runner(path, metadata)(exact))
+        expected = torch.softmax(model.eval()(torch.from_numpy(exact)) / card.temperature, 1)
+    got = np.exp(coreml_runner(path, card)(exact))
     return compare_logits(expected.numpy(), got, f"{source} (probabilities)")

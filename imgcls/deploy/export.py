@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..console import setup_logging
-from ..engine.runners import torch_runner
 from ..errors import ImgclsError
-from ..record.checkpoint import load_checkpoint
+from ..record.card import ModelCard
+from ..record.checkpoint import card_of, load_checkpoint
 from ..record.files import new_staging_dir, remove_staging_dir
+from ..runtime.pytorch import torch_runner
 from .formats import FORMATS, Format, file_size, format_of
 from .parity import MAX_LOGIT_DIFF, Parity, check_parity, reference_inputs
 
@@ -79,8 +80,8 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     staging = new_staging_dir(path)
     try:
         staged = staging / path.name
-        fmt.write(model, checkpoint, staged, dynamic_batch)
-        parity = _checked(fmt, model, checkpoint, staged, batch, source)
+        fmt.write(model, card_of(checkpoint), staged, dynamic_batch)
+        parity = _checked(fmt, model, card_of(checkpoint), staged, batch, source)
         # Side files first (OpenVINO's .bin before its .xml): a reader never finds the main file without them.
         for staged_file, target in reversed(list(zip(fmt.files(staged), fmt.files(path)))):
             _put_in_place(staged_file, target)
@@ -119,10 +120,10 @@ def _checked_format(weights, format: str, int8: bool, dynamic_batch: bool, calib
     return fmt
 
 
-def _checked(fmt: Format, model, checkpoint: dict, staged: Path, batch, source: str) -> Parity | None:
+def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: str) -> Parity | None:
     """Parity with PyTorch on ``batch``, or the format's own check (Core ML off macOS: the spec only, None)."""
     if fmt.verify is not None:
-        parity = fmt.verify(model, checkpoint, staged, batch, source)
+        parity = fmt.verify(model, card, staged, batch, source)
     else:
         candidate, _ = fmt.load(staged, None)
         parity = check_parity(torch_runner(model), candidate, batch, source)

@@ -1,6 +1,6 @@
-"""The one table of deployment formats. Each format knows how to write a checkpoint's network with the
-imgcls metadata inside (class names, preprocessing, model name, temperature), and how to load a
-written file back as a Runner plus that metadata; ONNX and TFLite also write INT8 files. export,
+"""The one table of deployment formats. Each format knows how to write a checkpoint's network with its model
+card inside (record/card.ModelCard: class names, preprocessing, model name, temperature, rejection), and how to
+load a written file back as a Runner plus that card; ONNX and TFLite also write INT8 files. export,
 benchmark, predict and serve all use it. TFLite's and Core ML's converters live in tflite.py and coreml.py.
 """
 
@@ -20,34 +20,31 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..engine.runtime import Runner, onnx_runner, runtime_threads
 from ..errors import ImgclsError
+from ..record.card import ModelCard
 from ..record.files import atomic_write_bytes
+from ..runtime.runner import Runner, onnx_runner, runtime_threads
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger("imgcls")
 
-METADATA_FORMAT = "imgcls-onnx"   # the tag every export carries (named when ONNX was the only format)
+METADATA_FORMAT = "imgcls-onnx"   # the tag every export carries, whatever its format (files out there carry it)
 METADATA_KEY = "imgcls"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
-def export_metadata(checkpoint: dict, model: torch.nn.Module | None = None) -> dict:
-    """What an exported file needs to classify on its own: labels, preprocessing, model, temperature, the
-    open-set rejection threshold calibrated on the validation split (``--reject``), and the outputs of ``model``,
-    the network written (logits, and the familiarity score when it is models/familiarity.Scored)."""
+def export_metadata(card: ModelCard, model: torch.nn.Module | None = None) -> dict:
+    """What an exported file carries to classify on its own: the model card, its outputs those of ``model``, the
+    network written (logits, and the familiarity score when it is models/familiarity.Scored)."""
     from ..models.familiarity import outputs_of
 
-    return {"format": METADATA_FORMAT, "version": 1, "model_name": checkpoint["model_name"],
-            "class_names": list(checkpoint["class_names"]), "preprocess": dict(checkpoint["preprocess"]),
-            "temperature": float(checkpoint.get("temperature", 1.0)), "outputs": list(outputs_of(model)),
-            **({"rejection": dict(checkpoint["rejection"])} if checkpoint.get("rejection") else {})}
+    return {"format": METADATA_FORMAT, "version": 1, **card.replace(outputs=outputs_of(model)).to_dict()}
 
 
-def check_metadata(text: str | None, path: Path) -> dict:
-    """Parse and check the metadata found in an exported file, with one clear error for each way it can fail."""
+def check_metadata(text: str | None, path: Path) -> ModelCard:
+    """The model card in the metadata found in an exported file, with one clear error for each way it can fail."""
     if not text:
         raise ImgclsError(f"--weights {path}: this file carries no imgcls metadata (class names, preprocessing); "
                           "export it with `imgcls export`")
@@ -55,11 +52,10 @@ def check_metadata(text: str | None, path: Path) -> dict:
         meta = json.loads(text)
     except json.JSONDecodeError:
         raise ImgclsError(f"--weights {path}: its imgcls metadata is not valid JSON; export it again") from None
-    missing = [k for k in ("model_name", "class_names", "preprocess") if k not in meta]
-    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT or missing:
-        raise ImgclsError(f"--weights {path}: its imgcls metadata is not in the {METADATA_FORMAT} format"
-                          + (f" (missing {missing})" if missing else "") + "; export it again with `imgcls export`")
-    return meta
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
+        raise ImgclsError(f"--weights {path}: its imgcls metadata is not in the {METADATA_FORMAT} format; export it "
+                          "again with `imgcls export`")
+    return ModelCard.read(meta, f"--weights {path}")
 
 
 def require(module: str, package: str):
@@ -79,21 +75,21 @@ def quiet():
         yield
 
 
-def sample_input(checkpoint: dict, batch: int = 1) -> torch.Tensor:
+def sample_input(card: ModelCard, batch: int = 1) -> torch.Tensor:
     import torch
 
-    return torch.randn(batch, *checkpoint["preprocess"]["input_size"], generator=torch.Generator().manual_seed(0))
+    return torch.randn(batch, *card.input_size, generator=torch.Generator().manual_seed(0))
 
 
-def onnx_bytes(model: torch.nn.Module, checkpoint: dict, dynamic_batch: bool) -> bytes:
-    """The network as ONNX with the imgcls metadata inside."""
-    from ..engine.runners import export_onnx_bytes
+def onnx_bytes(model: torch.nn.Module, card: ModelCard, dynamic_batch: bool) -> bytes:
+    """The network as ONNX with its model card inside."""
     from ..models.familiarity import outputs_of
+    from ..runtime.pytorch import export_onnx_bytes
 
     onnx = require("onnx", "onnx")
-    proto = onnx.load_from_string(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
-                                                    dynamic_batch=dynamic_batch, output_name=outputs_of(model)))
-    set_onnx_metadata(proto, export_metadata(checkpoint, model))
+    proto = onnx.load_from_string(export_onnx_bytes(model, card.input_size, dynamic_batch=dynamic_batch,
+                                                    output_name=outputs_of(model)))
+    set_onnx_metadata(proto, export_metadata(card, model))
     return proto.SerializeToString()
 
 
@@ -107,11 +103,11 @@ def set_onnx_metadata(proto, metadata: dict) -> None:
 
 # ------------------------------------------------------------------------------------------- the formats
 
-def _write_onnx(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
-    atomic_write_bytes(path, onnx_bytes(model, checkpoint, dynamic_batch))
+def _write_onnx(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
+    atomic_write_bytes(path, onnx_bytes(model, card, dynamic_batch))
 
 
-def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
+def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     require("onnxruntime", "onnxruntime")
     try:
         runner = onnx_runner(path, threads=threads or runtime_threads())
@@ -121,18 +117,18 @@ def _load_onnx(path: Path, threads: int | None) -> tuple[Runner, dict]:
     return runner, check_metadata(runner.metadata.get(METADATA_KEY), path)
 
 
-def _write_torchscript(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+def _write_torchscript(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
     import torch
 
     with quiet(), torch.no_grad():
-        traced = torch.jit.trace(model, sample_input(checkpoint))
-        torch.jit.save(traced, str(path), _extra_files={"imgcls.json": json.dumps(export_metadata(checkpoint, model))})
+        traced = torch.jit.trace(model, sample_input(card))
+        torch.jit.save(traced, str(path), _extra_files={"imgcls.json": json.dumps(export_metadata(card, model))})
 
 
-def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, dict]:
+def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     import torch
 
-    from ..engine.runners import torch_runner
+    from ..runtime.pytorch import torch_runner
 
     extra = {"imgcls.json": ""}
     with quiet():
@@ -140,26 +136,26 @@ def _load_torchscript(path: Path, threads: int | None) -> tuple[Runner, dict]:
     return torch_runner(module, name="torchscript"), check_metadata(extra["imgcls.json"], path)
 
 
-def _write_openvino(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+def _write_openvino(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
     """OpenVINO IR (path.xml + path.bin) converted from the ONNX graph, FP32 weights kept."""
-    from ..engine.runners import export_onnx_bytes
     from ..models.familiarity import outputs_of
+    from ..runtime.pytorch import export_onnx_bytes
 
     ov = require("openvino", "openvino")
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        onnx_path.write_bytes(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"],
-                                                dynamic_batch=dynamic_batch, output_name=outputs_of(model)))
+        onnx_path.write_bytes(export_onnx_bytes(model, card.input_size, dynamic_batch=dynamic_batch,
+                                                output_name=outputs_of(model)))
         ov_model = ov.convert_model(str(onnx_path))
-        ov_model.set_rt_info(json.dumps(export_metadata(checkpoint, model)), [METADATA_KEY])
+        ov_model.set_rt_info(json.dumps(export_metadata(card, model)), [METADATA_KEY])
         ov.save_model(ov_model, str(path), compress_to_fp16=False)
 
 
-def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, dict]:
+def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     ov = require("openvino", "openvino")
     core = ov.Core()
     model = core.read_model(str(path))
-    meta = check_metadata(model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY])
+    card = check_metadata(model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY])
                           else None, path)
     # CPUs with bf16/AMX would otherwise run in bf16 by default and lose FP32 parity.
     config = {"INFERENCE_PRECISION_HINT": "f32"} | ({"INFERENCE_NUM_THREADS": threads} if threads else {})
@@ -170,33 +166,33 @@ def _load_openvino(path: Path, threads: int | None) -> tuple[Runner, dict]:
         results = compiled(np.ascontiguousarray(batch, dtype=np.float32))  # numpy, or a CPU torch tensor
         return tuple(np.asarray(results[output]) for output in compiled.outputs)
 
-    return Runner("openvino", run, fixed_batch=dim.get_length() if dim.is_static else None), meta
+    return Runner("openvino", run, fixed_batch=dim.get_length() if dim.is_static else None), card
 
 
-def _write_tflite(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+def _write_tflite(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
     """TFLite through ONNX and onnx2tf (deploy/tflite.py); the metadata goes inside the flatbuffer."""
     from . import tflite
 
-    tflite.convert(model, checkpoint, export_metadata(checkpoint), fp32_path=path)
+    tflite.convert(model, card, export_metadata(card), fp32_path=path)
 
 
-def _write_tflite_int8(model, checkpoint: dict, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+def _write_tflite_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
     """Full-integer TFLite (int8 weights, activations, input and output), calibrated on ``calibration``."""
     from . import tflite
 
-    tflite.convert(model, checkpoint, export_metadata(checkpoint), int8_path=int8_path, calibration=calibration)
+    tflite.convert(model, card, export_metadata(card), int8_path=int8_path, calibration=calibration)
 
 
-def _load_tflite(path: Path, threads: int | None) -> tuple[Runner, dict]:
+def _load_tflite(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     from . import tflite
 
     require("ai_edge_litert", "ai-edge-litert")  # LiteRT alone runs the file: no TensorFlow needed
-    meta = check_metadata(tflite.file_metadata(path), path)
+    card = check_metadata(tflite.file_metadata(path), path)
     try:
         runner = tflite.litert_runner(path, threads)
     except (RuntimeError, ValueError) as e:
         raise ImgclsError(f"--weights {path}: LiteRT cannot load it ({str(e).strip()[:160]})") from None
-    return runner, meta
+    return runner, card
 
 
 def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
@@ -205,7 +201,12 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
     uint8 activations with int8 weights is the combination onnxruntime's x86 and ARM kernels are fastest on.
     """
     require("onnxruntime", "onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Images(CalibrationDataReader):
@@ -238,31 +239,30 @@ def _familiarity_nodes(path: Path) -> list[str]:
     return [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith("/familiarity/")]
 
 
-def _write_onnx_int8(model, checkpoint: dict, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+def _write_onnx_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
     quantize_onnx(fp32_path, int8_path, calibration)
 
 
-def _write_coreml(model, checkpoint: dict, path: Path, dynamic_batch: bool) -> None:
+def _write_coreml(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
     from . import coreml
 
-    coreml.write(model, checkpoint, export_metadata(checkpoint), path)
+    coreml.write(model, card, export_metadata(card), path)
 
 
-def _load_coreml(path: Path, threads: int | None) -> tuple[Runner, dict]:
+def _load_coreml(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     from . import coreml
 
-    meta = check_metadata(coreml.read_spec(path)["metadata"], path)
+    card = check_metadata(coreml.read_spec(path)["metadata"], path)
     # the model applies the temperature itself and returns probabilities; the runner gives their logarithm
-    return coreml.coreml_runner(path, meta), meta | {"temperature": 1.0}
+    return coreml.coreml_runner(path, card), card.replace(temperature=1.0)
 
 
-def _verify_coreml(model, checkpoint: dict, path: Path, batch: np.ndarray, source: str):
+def _verify_coreml(model, card: ModelCard, path: Path, batch: np.ndarray, source: str):
     """The spec everywhere; the numbers on macOS only (None elsewhere: not checked, and said so)."""
     from . import coreml
 
-    metadata = export_metadata(checkpoint)
-    coreml.check_spec(path, metadata)
-    return coreml.check_numbers(model, metadata, path, batch, source)
+    coreml.check_spec(path, card, export_metadata(card))
+    return coreml.check_numbers(model, card, path, batch, source)
 
 
 @dataclass(frozen=True)
@@ -270,11 +270,11 @@ class Format:
     name: str
     suffix: str
     packages: tuple[tuple[str, str], ...]     # (module, pip package) that writing needs
-    write: Callable                           # (model, checkpoint, path, dynamic_batch) -> None
-    load: Callable                            # (path, threads) -> (Runner, metadata)
+    write: Callable                           # (model, card, path, dynamic_batch) -> None
+    load: Callable                            # (path, threads) -> (Runner, ModelCard)
     side_suffixes: tuple[str, ...] = ()       # files written next to the main one (OpenVINO's .bin)
-    write_int8: Callable | None = None        # (model, checkpoint, fp32_path, int8_path, calibration) -> None
-    verify: Callable | None = None            # (model, checkpoint, path, batch, source) -> Parity | None,
+    write_int8: Callable | None = None        # (model, card, fp32_path, int8_path, calibration) -> None
+    verify: Callable | None = None            # (model, card, path, batch, source) -> Parity | None,
                                               # for files that cannot be loaded here (default: load + parity)
     batch_one: bool = False                   # always exported for batch 1 (--dynamic-batch is refused)
     familiarity: bool = True                  # carries the familiarity output (else logits only: --reject then
@@ -329,8 +329,8 @@ def format_of(path: str | os.PathLike) -> Format | None:
     return next((f for f in FORMATS.values() if f.suffix == suffix), None)
 
 
-def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Runner, dict]:
-    """A Runner and the imgcls metadata of an exported file."""
+def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Runner, ModelCard]:
+    """A Runner and the model card of an exported file."""
     path = Path(path)
     fmt = format_of(path)
     if fmt is None:

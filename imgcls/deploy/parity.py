@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.runtime import Runner
 from ..errors import ImgclsError
+from ..runtime.runner import Runner
 
 log = logging.getLogger("imgcls")
 
@@ -52,7 +52,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "
 def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
     """Logits compared as Parity; any further output (the familiarity score) must match as closely, relative to
     its scale, or the file is refused."""
-    from ..engine.runtime import outputs_error
+    from ..runtime.runner import outputs_error
 
     inputs = torch.from_numpy(np.ascontiguousarray(batch))
     expected, got = reference.outputs(inputs), candidate.outputs(inputs)
@@ -65,10 +65,10 @@ def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source
 def split_images(checkpoint: dict, split: str) -> tuple[list[Path], list[int], str]:
     """Paths and labels of ``split`` of the run that produced ``checkpoint``, or none and the reason."""
     from ..data.folders import run_source
-    from ..record.checkpoint import run_dir_of
+    from ..record.checkpoint import card_of, run_dir_of
 
     try:
-        source = run_source(run_dir_of(checkpoint["path"]), checkpoint["class_names"])
+        source = run_source(run_dir_of(checkpoint["path"]), list(card_of(checkpoint).class_names))
     except ImgclsError as e:
         return [], [], str(e)
     if not source.items.get(split):
@@ -108,15 +108,18 @@ def reference_inputs(checkpoint: dict, split: str = "val", limit: int = PARITY_I
 
     Falls back to random inputs, with a warning, when the run's data folder is gone.
     """
+    from ..record.checkpoint import card_of
+
+    card = card_of(checkpoint)
     paths, labels, reason = split_images(checkpoint, split)
     if paths:
         chosen = evenly(len(paths), limit)
-        batch, used = load_batch([paths[i] for i in chosen], checkpoint["preprocess"])
+        batch, used = load_batch([paths[i] for i in chosen], card.preprocess)
         if len(batch):
             return batch, np.asarray([labels[chosen[i]] for i in used]), f"{len(batch)} {split} image(s)"
         reason = "none of its images could be read"
     log.warning(f"WARNING: no {split} images for this check ({reason}); using {min(limit, 8)} random inputs "
                 "instead, which proves the file computes the same function but not on real photos")
     rng = np.random.default_rng(seed)
-    batch = rng.standard_normal((min(limit, 8), *checkpoint["preprocess"]["input_size"])).astype(np.float32)
+    batch = rng.standard_normal((min(limit, 8), *card.input_size)).astype(np.float32)
     return batch, None, f"{len(batch)} random input(s)"

@@ -6,17 +6,15 @@ threads, and every result is written to the run folder as soon as its batch is d
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
 import io
 import itertools
-import json
 import logging
 import os
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,110 +22,23 @@ import numpy as np
 from PIL import Image
 
 from ..data.geometry import EvalInput, draft_size_for
-from ..data.images import MAX_IMAGE_PIXELS, ImageReadError, as_image, load_image, reduce_towards
-from ..engine.inference import Batcher, predict_logits
-from ..engine.runtime import Runner
+from ..data.images import (
+    MAX_IMAGE_PIXELS,
+    ImageReadError,
+    as_image,
+    load_image,
+    reduce_towards,
+)
 from ..errors import ImgclsError
-from ..metrics import open_set_score, softmax, threshold_for, usable_spec
+from ..metrics import open_set_score, softmax, threshold_for
+from ..runtime.inference import Batcher, predict_logits
+from .model import load_model
 
 log = logging.getLogger("imgcls")
 
 LIST_FILE_SUFFIX = ".txt"  # a --source file with this suffix lists one image path per line
 _SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}  # --save-img keeps these; others become .png
 UNKNOWN = "unknown"  # the label of an image rejected by --reject as unlike the training data
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The model: a .pt checkpoint on the fastest runtime, or an exported file on its own runtime.
-
-
-@dataclass
-class LoadedModel:
-    """A trained classifier ready to run, with what it says about itself."""
-
-    path: Path
-    model_name: str
-    class_names: list[str]
-    preprocess: dict
-    runner: Runner
-    temperature: float = 1.0
-    metrics: dict = field(default_factory=dict)
-    rejection: dict | None = None   # metrics.rejection_spec: score, threshold, share kept on val, quantiles
-    outputs: tuple[str, ...] = ("logits",)   # the network's outputs: "familiarity" too when it gives that score
-
-    @property
-    def runtime(self) -> str:
-        return self.runner.name
-
-    @property
-    def usable_rejection(self) -> dict | None:
-        """The rejection spec this network can apply (metrics.usable_spec), None when it has none."""
-        return usable_spec(self.rejection, "familiarity" in self.outputs) if self.rejection else None
-
-
-def load_model(weights: str | os.PathLike, device: str = "auto", runtime: str = "auto") -> LoadedModel:
-    """An exported file (.onnx, .xml, .torchscript, ...) runs on its own runtime; a checkpoint (or a run
-    folder) on the fastest one measured here: ONNX Runtime through a cached, parity-checked export, or
-    PyTorch (``runtime`` forces one). A checkpoint file whose export an earlier call left a card for, or that
-    carries its export inside (the best.pt of ``imgcls train``), runs on that export at once, without loading
-    the file or PyTorch (engine/runtime.read_card, read_embedded_card)."""
-    from ..engine.runtime import RUNTIMES
-
-    if runtime not in RUNTIMES:
-        raise ImgclsError(f"--runtime {runtime!r}: choose {', '.join(RUNTIMES)}")
-    path = Path(weights)
-    if path.is_dir() and (path / "weights" / "best.pt").is_file():
-        path = path / "weights" / "best.pt"
-    warm = _from_card(path, device, runtime)
-    return warm if warm is not None else _load(path, device, runtime)
-
-
-def _from_card(path: Path, device: str, runtime: str) -> LoadedModel | None:
-    from ..engine.runtime import accelerator_visible, onnx_runner, read_card, read_embedded_card
-
-    cpu = device == "cpu" or (device == "auto" and not accelerator_visible())
-    if not cpu or runtime == "torch" or path.suffix.lower() not in (".pt", ".pth") or not path.is_file():
-        return None
-    card = read_card(path) or read_embedded_card(path)
-    if card is None:
-        return None
-    try:
-        model = card["model"]
-        about = (model["model_name"], list(model["class_names"]), dict(model["preprocess"]))
-        more = (float(model["temperature"]), dict(model["metrics"]), model["rejection"], tuple(model["outputs"]))
-        runner = onnx_runner(card["onnx"], threads=int(card["threads"]), name=card["runner"])
-    except Exception:  # noqa: BLE001 - a damaged card or export: the full path below writes both again
-        return None
-    return LoadedModel(path, *about, runner, *more)
-
-
-def _load(path: Path, device: str, runtime: str) -> LoadedModel:
-    from .formats import format_of, load_exported
-
-    if format_of(path) is None:
-        return _load_checkpoint(path, device, runtime)
-    if runtime != "auto":
-        raise ImgclsError(f"--runtime {runtime}: applies to .pt checkpoints; {path.name} runs on its own runtime")
-    runner, meta = load_exported(path)  # ONNX and OpenVINO files run without PyTorch
-    return LoadedModel(path, meta["model_name"], meta["class_names"], meta["preprocess"], runner,
-                       float(meta.get("temperature", 1.0)), dict(meta.get("metrics") or {}),
-                       meta.get("rejection"), tuple(meta.get("outputs") or ("logits",)))
-
-
-def _load_checkpoint(path: Path, device: str, runtime: str) -> LoadedModel:
-    from ..engine.device import select_device
-    from ..engine.runners import checkpoint_runner, remember_export
-    from ..engine.runtime import ORT
-    from ..models.factory import output_names
-    from ..record.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    runner = checkpoint_runner(checkpoint, device=select_device(device), kind=runtime)
-    if runner.name.startswith(ORT):
-        remember_export(checkpoint, checkpoint["path"])
-    return LoadedModel(Path(checkpoint["path"]), checkpoint["model_name"], list(checkpoint["class_names"]),
-                       checkpoint["preprocess"], runner, float(checkpoint.get("temperature", 1.0)),
-                       dict(checkpoint.get("metrics") or {}), checkpoint.get("rejection"), output_names(checkpoint))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,9 +102,9 @@ class Predictor:
         keep = rejection_keep(reject)
         self.model = load_model(weights, device, runtime)
         self.threshold = self._threshold(keep) if reject is not False and reject is not None else None
-        self.topk = min(topk, len(self.model.class_names))
+        self.topk = min(topk, len(self.model.card.class_names))
         self.batch_size = batch_size
-        self.decode = Decoder(self.model.preprocess, max_pixels)
+        self.decode = Decoder(self.model.card.preprocess, max_pixels)
         self._batched = Batcher(self._logits, max_batch=batch_size)
 
     def _threshold(self, keep: float | None) -> float:
@@ -209,11 +120,11 @@ class Predictor:
 
     @property
     def class_names(self) -> list[str]:
-        return self.model.class_names
+        return list(self.model.card.class_names)
 
     @property
     def model_name(self) -> str:
-        return self.model.model_name
+        return self.model.card.model_name
 
     @property
     def runtime(self) -> str:
@@ -297,14 +208,14 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
-        return softmax(self.logits(images), self.model.temperature)
+        return softmax(self.logits(images), self.model.card.temperature)
 
     def _run_batch(self, batch, topk: int | None) -> list[Prediction]:
         k = min(topk or self.topk, len(self.class_names))
         good = [array for _, array, _ in batch if array is not None]
         logits, familiarity = self.outputs(np.stack(good)) if good else \
             (np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.float32))
-        probs = softmax(logits, self.model.temperature) if len(logits) else logits
+        probs = softmax(logits, self.model.card.temperature) if len(logits) else logits
         scores = open_set_score(logits, self.model.usable_rejection["score"], familiarity) if self.rejecting \
             else None
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
@@ -464,55 +375,6 @@ class PredictResult:
         return self.out_dir / "predictions.json"
 
 
-def csv_header(topk: int, reject: bool = False) -> list[str]:
-    extra = [name for i in range(2, topk + 1) for name in (f"top{i}", f"top{i}_confidence")]
-    return ["path", "predicted", "confidence", *extra, *(["unknown", "score"] if reject else []), "error"]
-
-
-def csv_row(p: Prediction, topk: int, reject: bool = False) -> list[str]:
-    extra = []
-    for i in range(1, topk):
-        extra += [p.topk[i][0], f"{p.topk[i][1]:.6f}"] if i < len(p.topk) else ["", ""]
-    if reject:
-        extra += ["", ""] if not p.ok else [str(p.unknown).lower(), f"{p.score:.6f}"]
-    if not p.ok:
-        return [p.path, "", "", *extra, p.error]
-    return [p.path, p.label, f"{p.confidence:.6f}", *extra, ""]
-
-
-class _RunWriter:
-    """Writes each result as it arrives: a CSV row, and an entry of the streamed JSON array.
-
-    predictions.json is one object: run details, then "predictions" (one entry per image, in the CSV's
-    order), then "summary". Rows are flushed every batch, so an interrupted run keeps a valid CSV.
-    """
-
-    def __init__(self, out_dir: Path, header: dict, topk: int, reject: bool = False):
-        self.topk, self.reject = topk, reject
-        self._csv_file = open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._csv_file, lineterminator="\n")
-        self._csv.writerow(csv_header(topk, reject))
-        self._json = open(out_dir / "predictions.json", "w", encoding="utf-8")
-        self._json.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n"
-                                          for k, v in header.items()) + '  "predictions": [')
-        self._first = True
-
-    def write(self, p: Prediction) -> None:
-        self._csv.writerow(csv_row(p, self.topk, self.reject))
-        self._json.write(("\n    " if self._first else ",\n    ") + json.dumps(p.to_dict(), ensure_ascii=False))
-        self._first = False
-
-    def flush(self) -> None:
-        self._csv_file.flush()
-        self._json.flush()
-
-    def close(self, summary: dict) -> None:
-        self._json.write(("\n  ],\n" if not self._first else "],\n")
-                         + f'  "summary": {json.dumps(summary, ensure_ascii=False)}\n}}\n')
-        self._csv_file.close()
-        self._json.close()
-
-
 def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int = 5, batch_size: int = 32,
             save_img: bool = False, out: str | os.PathLike = "runs/predict", device: str = "auto",
             runtime: str = "auto", workers: int | None = None, reject: bool | float = False,
@@ -525,6 +387,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     from ..console import setup_logging
     from ..data.cores import default_workers
     from ..record.files import new_run_dir
+    from ..record.predictions import PredictionsWriter
 
     setup_logging()
     if workers is not None and workers < 0:
@@ -545,7 +408,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
              f"{len(predictor.class_names)} classes) -> {out_dir}")
     rejection = {"rejection": {"score": predictor.model.usable_rejection["score"], "threshold": predictor.threshold}} \
         if predictor.rejecting else {}
-    writer = _RunWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
+    writer = PredictionsWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
                                   "runtime": predictor.runtime, "class_names": predictor.class_names,
                                   "source": str(source), "topk": k, **rejection}, k, predictor.rejecting)
     counts: Counter[str] = Counter()
@@ -555,7 +418,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     done = 0
     try:
         for p in predictor.predict_stream(paths, workers=workers):
-            writer.write(p)
+            writer.write(p.to_dict())
             done += 1
             if p.ok:
                 counts[p.label] += 1

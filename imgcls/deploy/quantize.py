@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.runners import torch_runner
-from ..engine.runtime import measure, onnx_runner
+from ..record.checkpoint import card_of
 from ..record.files import atomic_write_bytes
+from ..runtime.pytorch import torch_runner
+from ..runtime.runner import measure, onnx_runner
 from .formats import file_size, onnx_bytes, quantize_onnx, require
 from .parity import reference_inputs, split_images
 
@@ -34,7 +35,10 @@ def int8_path_for(fp32_path: Path) -> Path:
 def _fix_batch(path: Path, batch: int) -> None:
     """Pin the 'batch' dimension of a dynamic-batch file, for users who asked for a fixed-batch export."""
     import onnx
-    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+    from onnxruntime.tools.onnx_model_utils import (
+        fix_output_shapes,
+        make_dim_param_fixed,
+    )
 
     proto = onnx.load(str(path))
     make_dim_param_fixed(proto.graph, "batch", batch)
@@ -49,12 +53,12 @@ def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_I
     from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
-    from ..engine.inference import predict_logits
+    from ..runtime.inference import predict_logits
 
     paths, labels, _ = split_images(checkpoint, "val")
     if not paths:
         return {name: None for name in runners}, 0, {name: None for name in runners}
-    preprocess = checkpoint["preprocess"]
+    preprocess = card_of(checkpoint).preprocess
     dataset = ImageDataset(paths[:limit], labels[:limit], eval_transform(preprocess),
                            draft_size=draft_size_for(preprocess))
     top1, accuracy, seen = {}, {}, 0
@@ -90,11 +94,11 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
     with tempfile.TemporaryDirectory() as tmp:
         # Quantize and time dynamic-batch twins so batch 32 can be measured whatever the user's batch setting.
         fp32_dynamic = Path(tmp) / "fp32.onnx"
-        fp32_dynamic.write_bytes(onnx_bytes(model, checkpoint, dynamic_batch=True))
+        fp32_dynamic.write_bytes(onnx_bytes(model, card_of(checkpoint), dynamic_batch=True))
         int8_dynamic = Path(tmp) / "int8.onnx"
         quantize_onnx(fp32_dynamic, int8_dynamic, calibration)
         proto = onnx.load(str(int8_dynamic))
-        set_onnx_metadata(proto, export_metadata(checkpoint, model))
+        set_onnx_metadata(proto, export_metadata(card_of(checkpoint), model))
         int8_dynamic.write_bytes(proto.SerializeToString())
         threads = torch.get_num_threads()
         runners = {"FP32": onnx_runner(fp32_dynamic, threads=threads),
@@ -116,7 +120,7 @@ def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp3
     calibration, source = calibration_batch(checkpoint, calibration_images)
     with tempfile.TemporaryDirectory(prefix=".imgcls-int8-", dir=fp32_path.parent) as tmp:
         staged = Path(tmp) / int8_path.name
-        fmt.write_int8(model, checkpoint, fp32_path, staged, calibration)
+        fmt.write_int8(model, card_of(checkpoint), fp32_path, staged, calibration)
         os.replace(staged, int8_path)
     runners = {"FP32": fmt.load(fp32_path, None)[0], "INT8": fmt.load(int8_path, None)[0]}
     report = compare_int8(runners, {"FP32": fp32_path, "INT8": int8_path}, checkpoint, model, source,
@@ -127,7 +131,7 @@ def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp3
 def compare_int8(runners: dict, paths: dict, checkpoint: dict, model, source: str, bench_seconds: float,
                  batches) -> dict:
     """Size, speed, validation accuracy and top-1 agreement with PyTorch of the FP32 and INT8 runners, printed."""
-    shape = tuple(checkpoint["preprocess"]["input_size"])
+    shape = card_of(checkpoint).input_size
     speed = {(name, b): measure(runner, np.random.default_rng(0).standard_normal((b, *shape), np.float32),
                                 seconds=bench_seconds) for name, runner in runners.items() for b in batches}
     accuracy, n_val, agreement = validation_accuracy(runners, checkpoint, reference=torch_runner(model))

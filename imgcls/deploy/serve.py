@@ -14,8 +14,8 @@ import socket
 import threading
 from importlib import resources
 
-from ..errors import ImgclsError
 from ..data.images import MAX_IMAGE_PIXELS, ImageReadError
+from ..errors import ImgclsError
 
 log = logging.getLogger("imgcls")
 
@@ -98,13 +98,12 @@ class BodySizeLimit:
 
 
 def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
-    model = predictor.model
-    return {"model_name": model.model_name, "runtime": model.runtime, "weights": model.path.name,
-            "class_names": model.class_names, "num_classes": len(model.class_names), "preprocess": model.preprocess,
-            "temperature": model.temperature, "metrics": model.metrics,
+    model, card = predictor.model, predictor.model.card
+    return {"model_name": card.model_name, "runtime": model.runtime, "weights": model.path.name,
+            "class_names": list(card.class_names), "num_classes": len(card.class_names),
+            "preprocess": card.preprocess, "temperature": card.temperature, "metrics": card.metrics,
             "rejection": {"on": predictor.rejecting, "score": (model.usable_rejection or {}).get("score"),
-                          "threshold": predictor.threshold,
-                          "calibrated": bool(model.rejection)},
+                          "threshold": predictor.threshold, "calibrated": bool(card.rejection)},
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk,
                        "max_pixels": predictor.decode.max_pixels}}
 
@@ -160,13 +159,13 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
     if max_files < 1:
         raise ImgclsError(f"--max-files {max_files}: must be 1 or more")
     predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels, reject=reject)
-    model = predictor.model
+    card = predictor.model.card
     page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
     decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
     model_info = _model_card(predictor, max_upload_mb, max_files)
 
     app = app_class()(title="imgcls", version=__version__,
-                      description=f"Image classification with {model.model_name} ({len(model.class_names)} classes).",
+                      description=f"Image classification with {card.model_name} ({len(card.class_names)} classes).",
                       # null turns off Swagger UI's badge, which would fetch an image from validator.swagger.io
                       swagger_ui_parameters={"validatorUrl": None})
     app.state.predictor = predictor
@@ -181,7 +180,7 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
 
     @app.get("/health", summary="Liveness check")
     def health():
-        return {"status": "ok", "model_name": model.model_name}
+        return {"status": "ok", "model_name": card.model_name}
 
     @app.get("/model", summary="Classes, preprocessing, metrics and limits of the served model")
     def model_card():
@@ -210,7 +209,7 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         inputs = [decode_upload(upload, name) for upload, name in zip(files, names)]
         results = predictor.predict_decoded(inputs, names, topk=topk)
         return {
-            "model_name": model.model_name,
+            "model_name": card.model_name,
             "predictions": [answer(r) for r in results],
         }
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.runners import export_onnx_bytes
-from ..engine.runtime import Runner
 from ..errors import ImgclsError
+from ..record.card import ModelCard
 from ..record.files import atomic_write_bytes
-
+from ..runtime.pytorch import export_onnx_bytes
+from ..runtime.runner import Runner
 
 METADATA_KEY = "imgcls"
 INPUT_LAYOUT = "NHWC"
@@ -34,20 +34,20 @@ INPUT_LAYOUT = "NHWC"
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
-def tflite_metadata(checkpoint_metadata: dict, int8: bool = False) -> dict:
-    return checkpoint_metadata | {"input_layout": INPUT_LAYOUT, "input_dtype": "int8" if int8 else "float32"}
+def tflite_metadata(metadata: dict, int8: bool = False) -> dict:
+    return metadata | {"input_layout": INPUT_LAYOUT, "input_dtype": "int8" if int8 else "float32"}
 
 
 # ------------------------------------------------------------------------------------------------- writing
 
-def convert(model: torch.nn.Module, checkpoint: dict, metadata: dict, fp32_path: Path | None = None,
+def convert(model: torch.nn.Module, card: ModelCard, metadata: dict, fp32_path: Path | None = None,
             int8_path: Path | None = None, calibration: np.ndarray | None = None) -> None:
     """Write ``fp32_path`` and/or ``int8_path`` (full-integer, calibrated on ``calibration``: N x C x H x W
     images, preprocessed as for the model)."""
     with tempfile.TemporaryDirectory(prefix="imgcls-tflite-") as tmp:
         tmp = Path(tmp)
         raw, folded = tmp / "model.onnx", tmp / "folded.onnx"
-        raw.write_bytes(export_onnx_bytes(model, checkpoint["preprocess"]["input_size"], dynamic_batch=False))
+        raw.write_bytes(export_onnx_bytes(model, card.input_size, dynamic_batch=False))
         _fold_constants(raw, folded)
         np.save(tmp / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
         args = {"onnx": str(folded), "workdir": str(tmp)}

@@ -29,7 +29,7 @@ def main(args: dict) -> None:
     spec = keras_model.inputs[0]
     function = tf.function(lambda x: keras_model(x),
                            input_signature=[tf.TensorSpec(spec.shape, tf.float32, name="images")])
-    # From the concrete function, not from the Keras model: the same file, ten times faster to convert.
+    # From the concrete function, not from the Keras model: the same file, much faster to convert.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if args.get("fp32"):

@@ -1,3 +1,3 @@
-"""The engine: the training loop (``loop``), training state (``state``), phases and ``fit``, the one
-inference path (``inference``), runtimes (``runners``), the feature cache (``features``), torchrun
-(``distributed``), and the three things users run on it: ``train``, ``evaluate`` and ``tune``."""
+"""The engine: the training loop (``loop``), training state (``state``, ``seeds``), phases and ``fit``, the budget
+plan (``plan``, ``budget``), the feature cache (``features``), torchrun (``distributed``), and what users run on
+it: ``train``, ``evaluate``, ``tune`` and ``check``."""

@@ -28,7 +28,7 @@ RECIPE = {
     "views": 4,              # augmented views cached per training image (more only when the budget allows)
     "max_views": 8,
     "probe_epochs": 10,      # linear probe on the pooled features of the cached views
-    "probe_lr": 3e-3,        # AdamW, per 32 images (1e-2 overfits the head: val -2.5 points on aid30, flowers5)
+    "probe_lr": 3e-3,        # AdamW, per 32 images (a larger lr overfits the head: docs/benchmarks.md)
     "tune_epochs": 8,        # the top stages on the cached activations
     "min_tune_epochs": 3,
     "max_tune_epochs": 20,   # a re-fit may grow the phase this far when its epochs are quicker than measured
@@ -36,9 +36,9 @@ RECIPE = {
     "top_stages": 2,         # stages trained above the cut
 }
 LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
-FIXED_SECONDS = 20.0          # model and runtime set-up, report: measured once, not per image
+FIXED_SECONDS = 20.0          # model and runtime set-up, report: a cost per run, not per image
 DECODE_SECONDS = 0.004        # augmenting one view of a decoded image, beside the network (per view)
-READ_SAMPLE = 8               # image files read to measure what reading one costs (large PNG/TIFF: 0.3 s and more)
+READ_SAMPLE = 8               # image files read to measure what reading one costs (large PNG/TIFF are slow to read)
 
 
 @dataclass
@@ -142,10 +142,8 @@ def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: d
     the full recipe (the most views, and at least RECIPE's tune epochs), else the smallest. Costs are measured
     once at the largest size and scaled by the number of pixels for the others (the network's work is per pixel).
 
-    Larger inputs are what helped most where there was time to spare (aid30, 150-pixel photos: +9 points for the
-    frozen head from 224 to 352 pixels, +2 for the plan), but bought with views and epochs they cost accuracy
-    (flowers5: 256 pixels with 4 views and 7 tune epochs, 0.761; 224 with 4 views and 10, 0.781; same seed):
-    docs/benchmarks.md."""
+    A larger input helps most when there is time to spare, but bought with views and epochs it costs accuracy:
+    it pays off only when the full recipe fits (docs/benchmarks.md, 'Alternatives measured')."""
     for size in reversed(sizes):
         views, probe, tune, est = choose(scaled(costs_at_largest, sizes[-1], size), counts, budget, max_views,
                                          review_seconds, spent)
@@ -186,7 +184,7 @@ def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 3
     (``batch`` for extraction and training, twice that for the pooled features), with the runtime extraction
     will use. Small batches would overstate the cost per image several times over on a CPU."""
     from ..models.parts import Lower, Upper
-    from .runners import fastest_runner
+    from ..runtime.pytorch import fastest_runner
 
     model = copy.deepcopy(model)  # a timed training step moves batch-norm statistics: never on the run's model
     images = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
@@ -210,7 +208,7 @@ def measure(model: nn.Module, cut: int, input_size, runtime: str, batch: int = 3
 
 def reading_seconds(paths: list, draft_size: tuple[int, int], seed: int = 0, sample: int = READ_SAMPLE) -> float:
     """Mean seconds to read and decode one of ``paths`` (a random sample of them, at ``draft_size`` as caching
-    reads them): next to nothing for a small JPEG, a third of a second for a 12-megapixel PNG, which no
+    reads them): next to nothing for a small JPEG, a large share of the run for big PNGs, which no
     measurement on random tensors sees. Unreadable files are left to the run's own warnings."""
     import random
 
@@ -258,8 +256,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     measured = "once"
     if size != sizes[-1]:
         # The input size is chosen once, before caching, for the whole run: a slow moment of the machine (another
-        # job, a busy VM host: 2.2x once, docs/benchmarks.md) must not cost the larger input. Measure again and
-        # keep the quicker of each; a machine that is really slow measures slow twice.
+        # job, a busy VM host) must not cost the larger input. Measure again and keep the quicker of each; a
+        # machine that is really slow measures slow twice.
         again = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
         costs = Costs(*(min(a, b) for a, b in zip(astuple(costs), astuple(again))))
         measured = f"twice, as the first measurement allowed only {size[0]}x{size[1]}"

@@ -9,7 +9,7 @@ log = logging.getLogger("imgcls")
 
 # Settings that finish in a few minutes on a 2-core CPU with the default pretrained model. The frozen
 # backbone runs once per cached view (4 per training image), so epochs are nearly free and the
-# budget goes to a larger input size instead (was 10 epochs at 96 px without the feature cache).
+# budget goes to a larger input size instead.
 DEMO_SETTINGS = {"epochs": 30, "imgsz": 128, "batch_size": 64}
 
 

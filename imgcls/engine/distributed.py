@@ -152,7 +152,7 @@ def gather_logits(out):
     """One Logits covering every image of the split exactly once, in dataset order."""
     if not enabled():
         return out
-    from .inference import Logits
+    from ..runtime.inference import Logits
 
     merged = merge_by_index(gather({"indices": out.indices, "labels": out.labels, "logits": out.logits}))
     return Logits(merged["logits"], merged["labels"], merged["indices"])

@@ -17,11 +17,22 @@ import torch
 
 from ..console import setup_logging
 from ..errors import ImgclsError
-from ..metrics import (evaluation_report, expected_calibration_error, fit_temperature, log_loss, mistake_rows,
-                       open_set_report, open_set_score, rejection_spec, softmax, threshold_for, usable_spec)
-from ..record.checkpoint import load_checkpoint, run_dir_of, save_checkpoint
-from ..record.files import new_run_dir, write_json
-from .runtime import read_embedded_card
+from ..metrics import (
+    evaluation_report,
+    expected_calibration_error,
+    fit_temperature,
+    log_loss,
+    mistake_rows,
+    open_set_report,
+    open_set_score,
+    rejection_spec,
+    softmax,
+    threshold_for,
+    usable_spec,
+)
+from ..record.card import ModelCard
+from ..record.checkpoint import attached_export, card_of, load_checkpoint, run_dir_of, update_card
+from ..record.files import new_run_dir
 
 log = logging.getLogger("imgcls")
 
@@ -64,7 +75,7 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     """
     from ..data.folders import run_source, scan_layout
 
-    class_names = checkpoint["class_names"]
+    class_names = list(card_of(checkpoint).class_names)
     if data is None:
         run_dir = run_dir_of(checkpoint["path"])
         source = run_source(run_dir, class_names)
@@ -104,12 +115,12 @@ def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, 
     if not len(out):
         raise ImgclsError("none of the images could be read; see the warnings above")
     paths = [items[i][0] for i in out.indices]
-    temperature = float(checkpoint.get("temperature", 1.0))
-    probs = softmax(out.logits, temperature)
-    metrics = evaluation_record(checkpoint, root, split, tta, temperature, paths, out.labels, probs,
+    card = card_of(checkpoint)
+    probs = softmax(out.logits, card.temperature)
+    metrics = evaluation_record(checkpoint, root, split, tta, card.temperature, paths, out.labels, probs,
                                 skipped=sorted(set(rel for rel, _ in items) - set(paths)))
     metrics["open_set"] = open_set_block(checkpoint, out)
-    return EvalResult(metrics, list(checkpoint["class_names"]), paths, out.labels, probs, logits=out.logits,
+    return EvalResult(metrics, list(card.class_names), paths, out.labels, probs, logits=out.logits,
                       familiarity=out.familiarity)
 
 
@@ -121,10 +132,10 @@ def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *,
     from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
-    from .inference import predict_logits
-    from .runners import checkpoint_runner
+    from ..runtime.inference import predict_logits
+    from ..runtime.pytorch import checkpoint_runner
 
-    preprocess = checkpoint["preprocess"]
+    preprocess = card_of(checkpoint).preprocess
     dataset = ImageDataset(paths, labels, eval_transform(preprocess), draft_size=draft_size_for(preprocess))
     runner = runner or checkpoint_runner(checkpoint, device=device, kind=runtime)
     return predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
@@ -138,11 +149,16 @@ def fit_checkpoint_familiarity(checkpoint: dict, root: Path, items: list[tuple[s
     the pooled features and logits of up to FAMILIARITY_IMAGES training images seen as predict sees them; None
     when there are none, or the network's head does more than a linear layer on its pooled features."""
     from ..models.factory import model_from_checkpoint
-    from ..models.familiarity import FeaturesAndLogits, fit_familiarity, head_reproduces_logits
-    from .runners import fastest_runner
+    from ..models.familiarity import (
+        FeaturesAndLogits,
+        fit_familiarity,
+        head_reproduces_logits,
+    )
+    from ..runtime.pytorch import fastest_runner
 
+    card = card_of(checkpoint)
     model = model_from_checkpoint(checkpoint)
-    input_size = checkpoint["preprocess"]["input_size"]
+    input_size = card.input_size
     if len(items) < 2 or not head_reproduces_logits(model, input_size):
         return None
     started = time.perf_counter()
@@ -153,7 +169,7 @@ def fit_checkpoint_familiarity(checkpoint: dict, root: Path, items: list[tuple[s
     out = checkpoint_logits(checkpoint, [Path(root) / items[i][0] for i in chosen], [items[i][1] for i in chosen],
                             batch_size=batch_size, workers=workers, progress=progress, desc="familiarity",
                             runner=runner)
-    classes = len(checkpoint["class_names"])
+    classes = len(card.class_names)
     if len(out) < 2:
         return None
     stats = fit_familiarity(out.logits[:, :-classes], out.labels, classes)
@@ -166,7 +182,7 @@ def fit_checkpoint_familiarity(checkpoint: dict, root: Path, items: list[tuple[s
 def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, temperature: float, paths: list[str],
                       y_true, probs, skipped: list[str]) -> dict:
     """metrics.json, and results.json's "test": what was evaluated, then every number of evaluation_report."""
-    class_names = list(checkpoint["class_names"])
+    class_names = list(card_of(checkpoint).class_names)
     present = set(np.asarray(y_true).tolist())
     missing = [name for i, name in enumerate(class_names) if i not in present]
     return {"weights": str(Path(checkpoint["path"]).resolve()), "epoch": checkpoint.get("epoch"),
@@ -183,14 +199,14 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     """Evaluate a checkpoint exactly as ``imgcls val`` does.
 
     ``imgcls.evaluate("runs/train/weights/best.pt")`` scores the run's own validation split and
-    writes RUN/val (or val2, ...): metrics.json, predictions.csv and the plots. ``calibrate`` fits a
+    writes RUN/val (or val2, ...): metrics.json, predictions_<split>.csv and the plots. ``calibrate`` fits a
     temperature and the open-set rejection threshold on this split and stores them in the checkpoint.
     metrics.json's "open_set" gives the share of these images ``--reject`` would reject; with ``ood`` (a folder
     of images of none of the classes) also the AUROC of the open-set score and the false-accept rate.
     """
-    from ..data.folders import SPLITS
     from ..data.cores import default_workers
-    from .device import select_device
+    from ..data.folders import SPLITS
+    from ..runtime.device import select_device
 
     setup_logging()
     if split not in SPLITS:
@@ -213,11 +229,11 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     if result.metrics["missing_classes"]:
         log.warning(f"WARNING: class(es) {result.metrics['missing_classes']} have no images here; their recall, "
                     "ROC AUC and AP are undefined")
-    carried = calibrate and read_embedded_card(checkpoint["path"]) is not None
+    carried = calibrate and attached_export(checkpoint["path"]) is not None
     before = _calibrate(result, checkpoint) if calibrate else None
     if calibrate:
-        checkpoint["rejection"] = store_rejection(checkpoint["path"], result.logits, result.familiarity,
-                                                  checkpoint.get("familiarity"))
+        checkpoint |= store_rejection(checkpoint["path"], result.logits, result.familiarity,
+                                      checkpoint.get("familiarity")).to_dict()
     if carried:  # the rewritten best.pt carries its (new) checked export again, as imgcls train left it
         _carry_export(checkpoint["path"], torch_device, runtime)
     ood_out = None
@@ -234,7 +250,8 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
 
 
 def _carry_export(path: str | os.PathLike, device, runtime: str) -> None:
-    from .runners import checkpoint_runner, embed_export
+    from ..runtime.cards import embed_export
+    from ..runtime.pytorch import checkpoint_runner
 
     calibrated = load_checkpoint(path)
     checkpoint_runner(calibrated, device=device, kind=runtime)  # exports and checks the new network, once
@@ -259,17 +276,15 @@ def _familiarity_for_calibration(checkpoint: dict, data, device, runtime: str, b
 
 
 def store_rejection(path: str | os.PathLike, logits: np.ndarray, familiarity: np.ndarray | None = None,
-                    stats: dict | None = None, keep: float = REJECT_KEEP) -> dict:
+                    stats: dict | None = None, keep: float = REJECT_KEEP) -> ModelCard:
     """Calibrate the open-set threshold on validation outputs (keeping ``keep`` of them) and store it in the
-    checkpoint atomically, with the familiarity score's statistics ``stats`` (None removes them), other keys
-    kept; exports carry both from there (deploy/formats.export_metadata, models/familiarity.Scored)."""
+    checkpoint's card atomically, with the familiarity score's statistics ``stats`` (None removes them), other
+    keys kept; exports carry both from there (deploy/formats.export_metadata, models/familiarity.Scored)."""
     spec = rejection_spec(logits, keep, familiarity=familiarity if stats else None)
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    stored.pop("familiarity", None)
-    save_checkpoint(path, stored | {"rejection": spec} | ({"familiarity": stats} if stats else {}))
+    card = update_card(path, familiarity=stats, rejection=spec)
     log.info(f"Open-set rejection: {spec['score']} threshold {spec['threshold']:.4f} keeps {keep:.0%} of "
              f"{spec['images']} validation images (stored in {Path(path).name}; predict/serve --reject use it)")
-    return spec
+    return card
 
 
 def ood_images(folder: str | os.PathLike) -> list[Path]:
@@ -294,13 +309,13 @@ def open_set_block(checkpoint: dict, out, ood_out=None, ood=None) -> dict:
     """metrics.json's "open_set": the share of these images (``out``: Logits or EvalResult) --reject rejects at the
     stored threshold (calibrated here when the checkpoint has none), and with OOD images (``ood_out``) the AUROC
     and the false-accept rate."""
-    stored = checkpoint.get("rejection")
+    stored = card_of(checkpoint).rejection
     spec = usable_spec(stored, out.familiarity is not None) if stored else \
         rejection_spec(out.logits, REJECT_KEEP, familiarity=out.familiarity)
     threshold = threshold_for(spec)
     scores = open_set_score(out.logits, spec["score"], out.familiarity)
     block = {"score": spec["score"], "threshold": round(threshold, 6), "keep_on_val": spec["keep"],
-             "threshold_from": "checkpoint" if checkpoint.get("rejection") else "these images",
+             "threshold_from": "checkpoint" if stored else "these images",
              "rejected": round(float((scores < threshold).mean()), 6) if len(scores) else None}
     if ood_out is not None:
         report = open_set_report(scores, open_set_score(ood_out.logits, spec["score"], ood_out.familiarity), threshold)
@@ -317,7 +332,7 @@ def _check_positive(**values) -> None:
 
 def _calibrate(result: EvalResult, checkpoint: dict) -> np.ndarray:
     """Fit the temperature on these logits, store it in the checkpoint; returns the probabilities before."""
-    old = float(checkpoint.get("temperature", 1.0))
+    old = card_of(checkpoint).temperature
     temperature = fit_temperature(result.logits, result.y_true)
     before, result.probs = result.probs, softmax(result.logits, temperature)
     y = result.y_true
@@ -329,8 +344,7 @@ def _calibrate(result: EvalResult, checkpoint: dict) -> np.ndarray:
     result.metrics = evaluation_record(checkpoint, Path(result.metrics["data"]), result.metrics["split"],
                                        result.metrics["tta"], temperature, result.paths, y, result.probs,
                                        result.metrics["skipped_images"]) | {"calibration": calibration}
-    stored = torch.load(checkpoint["path"], map_location="cpu", weights_only=True)
-    save_checkpoint(checkpoint["path"], stored | {"temperature": float(temperature)})  # atomic, other keys kept
+    update_card(checkpoint["path"], temperature=float(temperature))
     log.info(f"Calibration: temperature {temperature:.4f} stored in {checkpoint['path']}; ECE "
              f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, log loss "
              f"{calibration['log_loss_before']:.4f} -> {calibration['log_loss_after']:.4f}")
@@ -338,29 +352,20 @@ def _calibrate(result: EvalResult, checkpoint: dict) -> np.ndarray:
 
 
 def _write_eval_files(result: EvalResult, checkpoint: dict, root: Path, device, errors: int, before) -> list[Path]:
+    """RUN/valN: predictions_<split>.csv, the figures (reporting/evaluation.py), then metrics.json."""
     from ..models.factory import model_from_checkpoint
     from ..record.predictions import write_predictions_csv
-    from ..reporting.gallery import draw_error_gallery
-    from ..reporting.plots import plot_calibration, plot_confusion_matrix, plot_pr, plot_roc
+    from ..record.results import write_metrics
+    from ..reporting.evaluation import draw_evaluation
 
-    out, m, names, y, p = result.out_dir, result.metrics, result.class_names, result.y_true, result.probs
-    what = f"{m['split']}, {m['images']} images" + (", flip TTA" if m["tta"] else "")
-    rows = mistake_rows(result.paths, y, p, names, errors)
-    draw_error_gallery(model_from_checkpoint(checkpoint).to(device), root, rows, names, checkpoint["preprocess"],
-                       out / "errors.png", device=device, title=f"Most confident mistakes ({what})")
-    write_predictions_csv(out / "predictions.csv", result.paths, y, p, names)
-    files = [
-        out / "errors.png", out / "predictions.csv",
-        plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix.png", f"Confusion matrix ({what})"),
-        plot_confusion_matrix(m["confusion_matrix"], names, out / "confusion_matrix_normalized.png",
-                              f"Confusion matrix, normalised by true class ({what})", normalize=True),
-        plot_roc(y, p, names, out / "roc.png", f"ROC one-vs-rest ({what})"),
-        plot_pr(y, p, names, out / "pr.png", f"Precision-recall ({what})"),
-        plot_calibration(y, p, out / "calibration.png", f"Reliability diagram, T={m['temperature']:.3g} ({what})",
-                         before=before),
-    ]
-    write_json(out / "metrics.json", m)  # last: a folder with metrics.json is complete
-    return [out / "metrics.json", *files]
+    out, names, y, p = result.out_dir, result.class_names, result.y_true, result.probs
+    predictions = out / f"predictions_{result.metrics['split']}.csv"
+    write_predictions_csv(predictions, result.paths, y, p, names)
+    mistakes = mistake_rows(result.paths, y, p, names, errors)
+    figures = draw_evaluation(out, result.metrics, y, p, names, before=before, mistakes=mistakes, root=root,
+                              model=model_from_checkpoint(checkpoint).to(device),
+                              preprocess=card_of(checkpoint).preprocess, device=device)
+    return [write_metrics(out, result.metrics), predictions, *figures]
 
 
 def open_set_line(block: dict, split: str) -> str:

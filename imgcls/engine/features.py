@@ -20,28 +20,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.images import ImageReadError, load_image
 from ..console import progress_bar
+from ..data.images import ImageReadError, load_image
 from ..errors import ImgclsError
-from ..models.parts import mirror_image
+from ..models.parts import head, mirror_image
 from ..record.cache import cache_root, file_hashes
 from . import distributed as dist
 
 log = logging.getLogger("imgcls")
 
-# Bump when the meaning of a cached entry changes (view seeding, transforms, storage layout).
-CACHE_FORMAT = 3  # 2: images far larger than the working size are box-reduced while decoded; 3: 16-bit ones
-#                 scaled by their bit depth (a 12-bit scan was near-black)
+# In every store's key, so a cache written by another format version is not read.
+CACHE_FORMAT = 3
 EVAL_VIEW = "eval"
 SHARD_ROWS = 512  # features written per shard file: an interrupted extraction keeps what it did
 
 
 def weights_hash(model: nn.Module) -> str:
     """Hash of the backbone's tensors (the classifier is left out: it does not change features)."""
-    head = {id(p) for p in model.get_classifier().parameters()}
+    in_head = {id(p) for p in head(model).parameters()}
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in model.state_dict(keep_vars=True).items():
-        if id(tensor) in head:
+        if id(tensor) in in_head:
             continue
         data = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(name.encode())
@@ -282,7 +281,7 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
     from ..data.geometry import draft_size_for
     from ..data.transforms import eval_transform, train_transform
     from ..models.parts import Lower, PreLogits
-    from .runners import fastest_runner
+    from ..runtime.pytorch import fastest_runner
 
     start = time.time()
     paths = {split: [str(p) for p in source.paths(split)] for split in ("train", "val", "test") if source.items.get(split)}
@@ -339,7 +338,7 @@ def image_features(model: nn.Module, model_name: str, preprocess: dict, paths: l
     from ..data.geometry import draft_size_for
     from ..data.transforms import eval_transform
     from ..models.parts import PreLogits
-    from .runners import fastest_runner
+    from ..runtime.pytorch import fastest_runner
 
     start = time.time()
     hashes = file_hashes(paths, workers=2)

@@ -16,16 +16,17 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.folders import DataSource
-from ..metrics import confusion_matrix, cross_entropy, summary
-from ..models.parts import Lower, MirroredTop, PreLogits, Upper, set_backbone_trainable, set_trainable
-from ..record.checkpoint import save_checkpoint
+from ..metrics import classification_report, confusion_matrix, cross_entropy
+from ..models.parts import Lower, MirroredTop, PreLogits, Upper, head, set_backbone_trainable, set_trainable
+from ..record.card import ModelCard
+from ..record.checkpoint import checkpoint_content, save_checkpoint
 from ..record.files import write_yaml
 from ..record.results import write_results
+from ..runtime.inference import Logits, predict_logits
+from ..runtime.pytorch import torch_runner
 from . import distributed as dist
-from .inference import Logits, predict_logits
 from .loop import EpochOutput, Optimization, train_one_epoch
 from .plan import Phase, phases_of
-from .runners import torch_runner
 from .state import TrainState
 
 log = logging.getLogger("imgcls")
@@ -46,7 +47,8 @@ class Run:
     device: torch.device
     plan: list[Phase]
     results: dict                    # the header blocks of results.json
-    checkpoint_base: dict            # what every checkpoint of the run describes itself with
+    card: ModelCard                  # what every checkpoint of the run describes its model with
+    checkpoint_extra: dict           # and the run with: its settings ("args"), "plan" and "label review"
     state: TrainState = field(default_factory=TrainState)
     workers: int = 0
     main: bool = True                # rank 0 (or the only process): the one that writes and speaks
@@ -84,7 +86,7 @@ def _review_labels(run: Run, inputs: "PhaseInputs") -> None:
     section = review_training_labels(inputs.features(None), run.source, run.run_dir,
                                      relabelled=bool(run.cfg.relabel))
     if section is not None:
-        run.results["label review"] = run.checkpoint_base["label review"] = section
+        run.results["label review"] = run.checkpoint_extra["label review"] = section
 
 
 def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_epoch_end) -> None:
@@ -137,7 +139,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
             _save_epoch(run, phase, opt, improved)
         _log_epoch(run, epoch, last_epoch, record, improved)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, record["valid info"])
+            on_epoch_end(epoch, record["val"])
         if stop:
             log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
             return
@@ -158,8 +160,8 @@ def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float) -> Phase:
     run.plan[-1] = refitted
     run.cfg = dataclasses.replace(run.cfg, epochs=sum(p.epochs for p in run.plan))
     records = [p.to_dict() for p in run.plan]
-    run.results["phases"], run.checkpoint_base["plan"] = records, records
-    run.results["train parameters"] = run.checkpoint_base["args"] = run.cfg.to_dict()
+    run.results["phases"], run.checkpoint_extra["plan"] = records, records
+    run.results["train parameters"] = run.checkpoint_extra["args"] = run.cfg.to_dict()
     if run.main:
         write_yaml(run.run_dir / "args.yaml", run.cfg.to_dict())
     return refitted
@@ -178,9 +180,9 @@ def phase_network(model: nn.Module, phase: Phase) -> tuple[nn.Module | None, nn.
     if phase.trains == "head":
         set_backbone_trainable(model, False)
         if phase.cut is None:
-            return (None if cached else PreLogits(model)), model.get_classifier()
+            return (None if cached else PreLogits(model)), head(model)
         above = Upper(model, phase.cut, pre_logits=True)
-        return (above if cached else nn.Sequential(Lower(model, phase.cut), above)), model.get_classifier()
+        return (above if cached else nn.Sequential(Lower(model, phase.cut), above)), head(model)
     upper = Upper(model, phase.cut)
     set_trainable(model, upper)
     upper.train()
@@ -197,13 +199,13 @@ def evaluated_network(model: nn.Module, phase: Phase, lower: nn.Module | None, u
 
 def trained_parameters(model: nn.Module, phase: Phase) -> int:
     """How many parameters ``phase`` trains: those ``phase_network`` unfreezes."""
-    part = {"all": lambda: model, "head": model.get_classifier, "top": lambda: Upper(model, phase.cut)}[phase.trains]()
+    part = {"all": lambda: model, "head": lambda: head(model), "top": lambda: Upper(model, phase.cut)}[phase.trains]()
     return sum(p.numel() for p in part.parameters())
 
 
 def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -> Optimization:
     cfg = run.cfg
-    head_ids = {id(p) for p in run.model.get_classifier().parameters()}
+    head_ids = {id(p) for p in head(run.model).parameters()}
     params = [p for p in upper.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) in head_ids], "lr": phase.lr, "initial_lr": phase.lr},
               {"params": [p for p in params if id(p) not in head_ids], "lr": phase.body_lr,
@@ -229,13 +231,12 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 
 
 def _epoch_record(run: Run, phase: Phase, tr: EpochOutput, va: Logits, opt: Optimization, seconds: float) -> dict:
-    """The "epoch:N" block of results.json (the seeds' format) plus the phase it belongs to."""
+    """One epoch in the one metrics schema (record/results.py renders it as results.json's "epoch:N")."""
     names = run.source.class_names
     cm_train = confusion_matrix(tr.targets, tr.predictions, len(names))
     cm_val = confusion_matrix(va.labels, va.logits.argmax(1) if len(va) else va.labels, len(names))
-    return {"train info": summary(cm_train, names, tr.loss) | {"confusion matrix": cm_train.tolist()},
-            "valid info": summary(cm_val, names, cross_entropy(va.logits, va.labels))
-            | {"confusion matrix": cm_val.tolist()},
+    return {"train": classification_report(cm_train, names, tr.loss),
+            "val": classification_report(cm_val, names, cross_entropy(va.logits, va.labels)),
             "lr": opt.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "phase": phase.name}
 
 
@@ -244,12 +245,12 @@ def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> No
     state = run.state
     state.optimizer = opt.optimizer.state_dict()
     state.scaler = opt.scaler.state_dict() if opt.scaler is not None else None
-    info = state.history[-1]["valid info"]
-    weights = run.checkpoint_base | {
-        "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()},
-        "epoch": state.epoch, "mirrored_at": phase.cut if phase.mirrors else None,
-        "metrics": {"epoch": state.epoch, "val_accuracy": info["accuracy"],
-                                          "val_loss": info["loss"], "val_macro_f1": info["mean F1 score"]}}
+    val = state.history[-1]["val"]
+    card = run.card.replace(mirrored_at=phase.cut if phase.mirrors else None,
+                            metrics={"epoch": state.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+                                     "val_macro_f1": val["macro_avg"]["f1"]})
+    weights = checkpoint_content(card, **run.checkpoint_extra, epoch=state.epoch, state_dict={
+        k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()})
     if improved:
         save_checkpoint(run.run_dir / "weights" / "best.pt", weights)
     source = run.source
@@ -260,16 +261,16 @@ def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> No
 
 
 def _log_epoch(run: Run, epoch: int, last_epoch: int, record: dict, improved: bool) -> None:
-    tr, va = record["train info"], record["valid info"]
+    tr, va = record["train"], record["val"]
     log.info(f"epoch {epoch}/{last_epoch}  lr {record['lr']:.2e}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f}"
-             f"  val loss {va['loss']:.4f} acc {va['accuracy']:.3f} F1 {va['mean F1 score']:.3f}"
+             f"  val loss {va['loss']:.4f} acc {va['accuracy']:.3f} F1 {va['macro_avg']['f1']:.3f}"
              f"  {record['seconds']:.1f}s{'  *best*' if improved else ''}")
 
 
 @contextlib.contextmanager
 def _single_thread(enabled: bool):
     """A head on cached features is a few tiny matmuls per batch: extra threads only add sync
-    overhead (20-50x slower on a busy 2-core machine), so use one while training it."""
+    overhead (many times slower on a busy CPU), so use one while training it."""
     threads = torch.get_num_threads()
     if enabled:
         torch.set_num_threads(1)

@@ -7,7 +7,7 @@ likely label errors from those probabilities (confident learning, Northcutt et a
 outliers (far from their nearest neighbours, whatever the class) and semantic near-duplicates (almost the same
 features, beyond what the perceptual hash catches).
 
-``check`` is the public ``imgcls.check``: the data check of ``data/check.py`` with this review added when asked.
+``imgcls.check`` (engine/check.py) adds this review to the data check of ``data/check.py`` when asked.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.check import NEAR_THRESHOLD, CheckReport, FileRecord, Finding, connected_groups, run_check
+from ..data.check import (
+    FileRecord,
+    Finding,
+    connected_groups,
+)
 from ..errors import ImgclsError
 
 log = logging.getLogger("imgcls")
@@ -187,7 +191,7 @@ def _features(usable: list[FileRecord], root: Path, model_name: str, imgsz: int,
     from ..data.cores import default_workers
     from ..data.transforms import make_preprocess
     from ..models.factory import create_model
-    from .device import select_device
+    from ..runtime.device import select_device
     from .features import image_features
 
     torch_device = select_device(device)
@@ -241,47 +245,12 @@ def _semantic_findings(x, usable: list[FileRecord], known_groups) -> list[Findin
     return findings
 
 
-# ---------------------------------------------------------------------------------------- imgcls.check
-
-def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgsz: int = 224, near: bool = True,
-          threshold: int = NEAR_THRESHOLD, workers: int | None = None, export_clean: str | os.PathLike | None = None,
-          labels: bool = False, export_relabel: str | os.PathLike | None = None,
-          relabel: str | os.PathLike | None = None, model: str | None = None, device: str = "auto",
-          runtime: str = "auto", write: bool = True, progress: bool = False) -> CheckReport:
-    """Check a data folder as ``imgcls check`` does; with ``labels``, also find likely label errors, outliers and
-    semantic near-duplicates from backbone features (``model``, default the training default).
-
-    ``export_relabel`` writes the editable relabel CSV (needs ``labels``); ``relabel`` applies such a CSV to the
-    ``export_clean`` copy. The source folder is never modified.
-    """
-    from ..models.factory import DEFAULT_MODEL, SIMPLE_CNN
-
-    if export_relabel is not None and not labels:
-        raise ImgclsError("--export-relabel writes the findings of --labels; add --labels")
-    if model is not None and not labels:
-        raise ImgclsError("--model chooses the backbone of --labels; add --labels")
-    model_name = model or DEFAULT_MODEL
-    if labels:
-        require_cleanlab()
-        if model_name == SIMPLE_CNN:
-            raise ImgclsError("--model simple_cnn: --labels compares images by the features of a pretrained backbone, "
-                              "and simple_cnn has none; choose a timm model (default tf_efficientnet_lite0)")
-    reviewer = None
-    if labels:
-        def reviewer(records, class_names, root, known_groups):
-            return review(records, class_names, root, model_name=model_name, imgsz=imgsz, device=device,
-                          runtime=runtime, known_groups=known_groups, progress=progress)
-    return run_check(data, out=out, imgsz=imgsz, near=near, threshold=threshold, workers=workers,
-                     export_clean=export_clean, write=write, progress=progress, review=reviewer,
-                     export_relabel=export_relabel, relabel=relabel)
-
-
 # ---------------------------------------------------------------------------------------- train's review
 
 TRAIN_REVIEW_MAX_IMAGES = 10_000  # train reviews its labels up to this many images (seconds); beyond, `check --labels`
 TRAIN_REVIEW_SHOWN = 5            # likely label errors named in train's log (all are in the run's relabel.csv)
 TRAIN_REVIEW_KEPT = 20            # ... and in results.json
-REVIEW_SECONDS_PER_IMAGE = 0.006  # the cross-validation on this 2-core machine (docs/benchmarks.md)
+REVIEW_SECONDS_PER_IMAGE = 0.006  # the cross-validation's cost per image, for the budget (docs/benchmarks.md)
 RELABEL_FILE = "relabel.csv"
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..console import progress_bar
-from .device import autocast
+from ..runtime.device import autocast
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:

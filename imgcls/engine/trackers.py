@@ -36,12 +36,12 @@ EXPERIMENT = "imgcls"
 
 
 def epoch_metrics(record: dict, class_names: list[str]) -> dict[str, float]:
-    """One epoch of results.json as flat metric names, the same for every tracker."""
-    train, val = record["train info"], record["valid info"]
+    """One epoch (record/results.py's one schema) as flat metric names, the same for every tracker."""
+    train, val = record["train"], record["val"]
     metrics = {"train/loss": train.get("loss"), "train/accuracy": train["accuracy"],
-               "val/loss": val.get("loss"), "val/accuracy": val["accuracy"], "val/macro_f1": val["mean F1 score"],
+               "val/loss": val.get("loss"), "val/accuracy": val["accuracy"], "val/macro_f1": val["macro_avg"]["f1"],
                "lr": record["lr"]}
-    metrics |= {f"val_f1/{name}": val[name]["F1 score"] for name in class_names if name in val}
+    metrics |= {f"val_f1/{name}": val["per_class"][name]["f1"] for name in class_names if name in val["per_class"]}
     return {key: float(value) for key, value in metrics.items() if value is not None}
 
 

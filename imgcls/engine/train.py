@@ -20,14 +20,16 @@ from torch import nn
 from ..config import TrainConfig, make_config, parse_duration
 from ..console import setup_logging
 from ..errors import ImgclsError
-from ..record.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from ..record.card import ModelCard
+from ..record.checkpoint import card_of, load_checkpoint
 from ..record.files import is_inside, new_run_dir, write_json, write_yaml
 from ..record.results import write_results
+from ..runtime.device import select_device
 from . import distributed as dist
-from .device import seed_everything, select_device
 from .evaluate import store_rejection
 from .fit import Run, fit, trained_parameters
 from .plan import explicit_plan, plan_from_records
+from .seeds import seed_everything
 from .state import TrainState
 from .trackers import open_trackers
 
@@ -42,7 +44,7 @@ class TrainResult:
     class_names: list[str]
     best_epoch: int
     epochs_run: int
-    best: dict = field(default_factory=dict)   # the best epoch's "valid info"
+    best: dict = field(default_factory=dict)   # the best epoch's validation report (metrics.classification_report)
     test: dict | None = None                   # "test" block of results.json (the metrics.json schema)
 
     @property
@@ -142,7 +144,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     model, pretrained_cfg, weights_desc = create_model(cfg.model, len(source.class_names),
                                                        pretrained=cfg.pretrained and last is None,
                                                        weights=cfg.weights if last is None else None, se=cfg.se)
-    preprocess = last["preprocess"] if last else _preprocess(pretrained_cfg, cfg)
+    preprocess = card_of(last).preprocess if last else _preprocess(pretrained_cfg, cfg)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main, cfg)
@@ -159,20 +161,18 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         teacher=distiller.description["teacher"] if distiller else None)
     run_dir = Path(last["path"]).parent.parent if last else \
         dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
-    weights_desc = last["weights_source"] if last else weights_desc
+    weights_desc = card_of(last).weights_source if last else weights_desc
+    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, {"se": cfg.se}, weights_source=weights_desc)
     run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
-              device=device, plan=plan, results={}, checkpoint_base={}, workers=workers,
-              main=main, progress=progress and main, distiller=distiller)
+              device=device, plan=plan, results={}, card=card, workers=workers, main=main,
+              checkpoint_extra={"args": resolved.to_dict(), "plan": [p.to_dict() for p in plan]},
+              progress=progress and main, distiller=distiller)
     if estimate is not None:  # a fresh budget plan: its last phase re-fits to the time left after its first epoch
         run.budget, run.reserve = parse_duration(cfg.budget), estimate.after_training
     set_backbone_trainable(model, run.plan[0].trains == "all")  # as the first phase trains it
     run.results = _results_header(run, weights_desc)
-    run.checkpoint_base = {"format": CHECKPOINT_FORMAT, "version": 1, "model_name": cfg.model,
-                           "model_kwargs": {"se": cfg.se}, "class_names": source.class_names,
-                           "preprocess": preprocess, "args": resolved.to_dict(), "weights_source": weights_desc,
-                           "plan": [p.to_dict() for p in plan]}
     if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
-        run.results["label review"] = run.checkpoint_base["label review"] = last["label review"]
+        run.results["label review"] = run.checkpoint_extra["label review"] = last["label review"]
     if last is not None:
         model.load_state_dict(last["state_dict"])
         run.state = TrainState.from_checkpoint(last)
@@ -224,8 +224,8 @@ def _source(cfg: TrainConfig, last: dict | None):
         source = discover(cfg.data, cfg.split, cfg.seed)
         return _relabelled(source, cfg.relabel) if cfg.relabel else source
     data = last["data"]
-    return DataSource(root=Path(data["root"]), class_names=last["class_names"], split_made=data["split_made"],
-                      items={k: [tuple(x) for x in v] for k, v in data["items"].items()})
+    return DataSource(root=Path(data["root"]), class_names=list(card_of(last).class_names),
+                      split_made=data["split_made"], items={k: [tuple(x) for x in v] for k, v in data["items"].items()})
 
 
 def _relabelled(source, relabel_file: str):
@@ -273,7 +273,7 @@ def _amp(run: Run) -> bool | str:
         return False
     if run.device.type != "cpu" or cfg.amp is False or not any(p.trains == "all" for p in run.plan):
         return False
-    from .runners import cpu_bf16_is_faster
+    from ..runtime.device import cpu_bf16_is_faster
 
     pinned = os.environ.get("IMGCLS_CPU_BF16")
     faster = pinned == "1" if pinned in ("0", "1") else cpu_bf16_is_faster(run.model, run.preprocess["input_size"])
@@ -351,8 +351,8 @@ def finish(run: Run) -> TrainResult:
         dist.barrier()
         return result
     from ..record.predictions import write_predictions_csv
+    from ..runtime.cards import embed_export
     from .evaluate import evaluate_checkpoint_on, fit_checkpoint_familiarity
-    from .runners import embed_export
 
     best = load_checkpoint(run.run_dir / "weights" / "best.pt")
     # --reject's familiarity score: fitted on training images, then val calibrates its threshold
@@ -370,8 +370,8 @@ def finish(run: Run) -> TrainResult:
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
                                   e.class_names)
             if split == "val":  # --reject's threshold, before test is scored with it
-                best["rejection"] = store_rejection(run.run_dir / "weights" / "best.pt", e.logits, e.familiarity,
-                                                    best["familiarity"])
+                best |= store_rejection(run.run_dir / "weights" / "best.pt", e.logits, e.familiarity,
+                                        best["familiarity"]).to_dict()
     if "test" in evaluations:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),
@@ -382,7 +382,7 @@ def finish(run: Run) -> TrainResult:
     embed_export(load_checkpoint(run.run_dir / "weights" / "best.pt"), run.run_dir / "weights" / "best.pt")
     best_info = result.best
     log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
-             f"macro-F1 {best_info['mean F1 score']:.4f}, loss {best_info['loss']:.4f}"
+             f"macro-F1 {best_info['macro_avg']['f1']:.4f}, loss {best_info['loss']:.4f}"
              + (f"; test accuracy {result.test['accuracy']:.4f}" if result.test else ""))
     log.info(f"Results saved to {run.run_dir}")
     dist.barrier()
@@ -394,9 +394,14 @@ def _draw(run: Run) -> None:
     from ..reporting.gallery import draw_run_errors
     from ..reporting.report import write_report
 
+    not_drawn = {}
     try:
         draw_run_errors(run.run_dir, run.device)
-        write_report(run.run_dir)
+    except Exception as e:  # noqa: BLE001 - the gallery is one figure: the report goes on without it
+        not_drawn["errors_val.png"] = f"{type(e).__name__}: {str(e).strip()[:160]}"
+        log.warning(f"WARNING: errors_val.png not drawn ({not_drawn['errors_val.png']})")
+    try:
+        write_report(run.run_dir, not_drawn)
     except Exception as e:  # noqa: BLE001 - weights and results are saved; a drawing problem must not fail the run
         log.warning(f"WARNING: report not written ({type(e).__name__}: {e}); `imgcls report {run.run_dir}` retries")
 

@@ -14,8 +14,8 @@ import yaml
 
 from ..config import FIELDS, make_config, parse_duration
 from ..errors import ImgclsError
+from ..record.files import new_run_dir, write_json, write_yaml
 from .plan import EXPLICIT_EPOCHS
-from ..record.files import atomic_write_bytes, new_run_dir, write_json, write_yaml
 
 log = logging.getLogger("imgcls")
 
@@ -198,47 +198,23 @@ def tune(data: str, model: str = "tf_efficientnet_lite0", *, trials: int = 20, t
 
 
 def _write_summary(study, tune_dir: Path) -> None:
-    """summary.png: optimization history and parameter importances; trials.csv: every trial."""
-    import io
+    """trials.csv: every trial; summary.png: optimization history and parameter importances."""
+    import warnings
 
     import optuna
 
-    from ..reporting.plots import _pyplot, _save
+    from ..record.files import write_csv
+    from ..reporting.tune import plot_tune_summary
 
-    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    buffer = io.StringIO()
     keys = sorted({k for t in study.trials for k in t.params})
-    buffer.write(",".join(["number", "state", "value", *keys]) + "\n")
-    for t in study.trials:
-        row = [str(t.number), t.state.name, "" if t.value is None else f"{t.value:.6f}",
-               *[str(t.params.get(k, "")) for k in keys]]
-        buffer.write(",".join(row) + "\n")
-    atomic_write_bytes(tune_dir / "trials.csv", buffer.getvalue().encode())
-
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    numbers = [t.number for t in trials]
-    values = [t.value for t in trials]
-    left.plot(numbers, values, "o", label="trial")
-    left.plot(numbers, [max(values[: i + 1]) for i in range(len(values))], "-", label="best so far")
-    left.set_xlabel("trial")
-    left.set_ylabel("val accuracy")
-    left.set_title("Optimization history")
-    left.grid(alpha=0.3)
-    left.legend()
-    import warnings
-
+    write_csv(tune_dir / "trials.csv", ["number", "state", "value", *keys],
+              [[t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}",
+                *[t.params.get(k, "") for k in keys]] for t in study.trials])
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna warns when too few trials differ to rank parameters
             importances = optuna.importance.get_param_importances(study) if len(trials) >= 2 else {}
     except (RuntimeError, ValueError):
         importances = {}
-    if importances:
-        names = list(importances)[::-1]
-        right.barh(names, [importances[n] for n in names])
-        right.set_xlabel("importance")
-    else:
-        right.text(0.5, 0.5, "needs 2+ completed trials\nwith varying settings", ha="center", va="center")
-    right.set_title("Parameter importances")
-    _save(fig, tune_dir / "summary.png")
+    plot_tune_summary([t.number for t in trials], [t.value for t in trials], importances, tune_dir / "summary.png")

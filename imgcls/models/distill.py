@@ -66,14 +66,15 @@ class Distiller:
 def make_distiller(teacher_path: str | os.PathLike, class_names: list[str], student_preprocess: dict,
                    temperature: float, alpha: float, device: torch.device) -> Distiller:
     """Load the teacher checkpoint safely and check that it knows the student's classes, in the same order."""
-    from ..record.checkpoint import load_checkpoint
+    from ..record.checkpoint import card_of, load_checkpoint
     from .factory import model_from_checkpoint
 
     try:
         checkpoint = load_checkpoint(teacher_path)
     except ImgclsError as e:
         raise ImgclsError(str(e).replace("--weights", "--teacher", 1)) from None
-    if list(checkpoint["class_names"]) != list(class_names):
+    card = card_of(checkpoint)
+    if list(card.class_names) != list(class_names):
         raise ImgclsError(
             f"--teacher {teacher_path}: was trained on classes {checkpoint['class_names']}, but --data has "
             f"{class_names}; distill on the teacher's data set (same class folders)"
@@ -81,10 +82,10 @@ def make_distiller(teacher_path: str | os.PathLike, class_names: list[str], stud
     teacher = model_from_checkpoint(checkpoint).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad = False
-    description = {"teacher": str(Path(checkpoint["path"]).resolve()), "teacher model": checkpoint["model_name"],
-                   "teacher val accuracy": checkpoint.get("metrics", {}).get("val_accuracy"),
+    description = {"teacher": str(Path(checkpoint["path"]).resolve()), "teacher model": card.model_name,
+                   "teacher val accuracy": card.metrics.get("val_accuracy"),
                    "kd temperature": temperature, "kd alpha": alpha}
     log.info(f"Distilling from teacher {checkpoint['model_name']} ({checkpoint['path']}): "
              f"soft-target weight {alpha}, temperature {temperature}")
-    return Distiller(teacher, float(temperature), float(alpha), student_preprocess, checkpoint["preprocess"],
+    return Distiller(teacher, float(temperature), float(alpha), student_preprocess, card.preprocess,
                      description)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ImgclsError
-from .parts import zero_classifier
+from .parts import head, zero_classifier
 from .simple_cnn import SIMPLE_CNN_CFG, SimpleCNN
 
 log = logging.getLogger("imgcls")
@@ -108,7 +108,7 @@ def _state_dict_from_file(path: Path) -> dict:
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    classifier = head(model) if hasattr(model, "get_classifier") else None
     names = {id(p): n for n, p in model.named_parameters()}
     return {names[id(p)] for p in classifier.parameters()} if isinstance(classifier, nn.Module) else set()
 
@@ -123,13 +123,13 @@ def load_matching(model: nn.Module, state_dict: dict, source: str, allow_ordered
     if allow_ordered and set(state_dict) != set(target) and len(state_dict) == len(target):
         pairs = list(zip(target.items(), state_dict.values()))
         mismatched = [k for (k, t), v in pairs if t.shape != v.shape]
-        head = _classifier_keys(model)
-        if set(mismatched) <= head:
+        head_keys = _classifier_keys(model)
+        if set(mismatched) <= head_keys:
             state_dict = {k: v for (k, _), v in pairs}
-    head = _classifier_keys(model)
+    head_keys = _classifier_keys(model)
     usable = {k: v for k, v in state_dict.items() if k in target and target[k].shape == v.shape}
-    dropped_head = sorted(k for k in head if k in state_dict and k not in usable)
-    missing = [k for k in target if k not in usable and k not in head and not k.endswith("num_batches_tracked")]
+    dropped_head = sorted(k for k in head_keys if k in state_dict and k not in usable)
+    missing = [k for k in target if k not in usable and k not in head_keys and not k.endswith("num_batches_tracked")]
     if missing:
         raise ImgclsError(
             f"{source}: the weights do not fit this model ({len(missing)} tensors missing or of another shape, "
@@ -144,7 +144,7 @@ def load_matching(model: nn.Module, state_dict: dict, source: str, allow_ordered
 
 
 def _num_outputs(model: nn.Module) -> int:
-    return getattr(model.get_classifier(), "out_features", 0)
+    return getattr(head(model), "out_features", 0)
 
 
 def _local_pretrained_file(name: str) -> Path | None:
@@ -264,16 +264,18 @@ def _download_pretrained(name: str, num_classes: int, cfg: dict) -> tuple[nn.Mod
 def model_from_checkpoint(checkpoint: dict) -> nn.Module:
     """Rebuild the trained network from an imgcls checkpoint (see runs.load_checkpoint), in eval mode: predicting
     from its activations at a stage and their mirror image (parts.Mirrored) when it was trained on them mirrored."""
+    from ..record.checkpoint import card_of
     from .parts import Mirrored, cut_points
 
-    model = build_model(checkpoint["model_name"], len(checkpoint["class_names"]), **checkpoint.get("model_kwargs", {}))
+    card = card_of(checkpoint)
+    model = build_model(card.model_name, len(card.class_names), **card.model_kwargs)
     model.load_state_dict(checkpoint["state_dict"])
-    cut = checkpoint.get("mirrored_at")
+    cut = card.mirrored_at
     if cut is None:
         return model.eval()
     if type(cut) is not int or not 0 < cut < cut_points(model):
         raise ImgclsError(f"--weights {checkpoint.get('path', 'checkpoint')}: mirrored_at {cut!r} is not a stage of "
-                          f"{checkpoint['model_name']} (1 to {cut_points(model) - 1}); the file is damaged or was "
+                          f"{card.model_name} (1 to {cut_points(model) - 1}); the file is damaged or was "
                           "edited: use weights/best.pt or weights/last.pt as imgcls train wrote it")
     return Mirrored(model, cut).eval()
 
@@ -286,9 +288,3 @@ def network_from_checkpoint(checkpoint: dict) -> nn.Module:
     model = model_from_checkpoint(checkpoint)
     return Scored(model, Familiarity(checkpoint["familiarity"])).eval() if checkpoint.get("familiarity") else model
 
-
-def output_names(checkpoint: dict) -> tuple[str, ...]:
-    """The outputs of network_from_checkpoint, as exported files name them."""
-    from .familiarity import OUTPUTS
-
-    return OUTPUTS if checkpoint.get("familiarity") else OUTPUTS[:1]

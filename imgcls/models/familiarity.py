@@ -1,7 +1,7 @@
 """How familiar an image looks to a trained classifier: the score ``--reject`` uses to say "none of these".
 
 Logits alone cannot tell a photo from another world from a hard one: a fine-tuned head gives aerial photos logits
-as large as flowers' (the energy of the logits accepted 81% of them at 95% of flowers kept). The pooled features
+as large as flowers' (a score on the logits, such as their energy, accepts most of them). The pooled features
 can: an aerial photo lies far from every class in feature space. The score is minus the Mahalanobis distance
 (Lee et al., 2018) of the L2-normalised pooled features to the nearest class mean, with one covariance shared by
 the classes and written as probabilistic PCA (Tipping and Bishop, 1999): its ``dims`` largest directions
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .parts import pooled_features
+from ..record.card import LOGITS_ONLY, WITH_FAMILIARITY
+from .parts import head, pooled_features
 
 DIMS = 64            # principal directions kept exactly; the rest share one variance
-OUTPUTS = ("logits", "familiarity")
 STAT_NAMES = ("means", "basis", "weights", "residual_precision")
 
 
@@ -91,12 +91,12 @@ class Scored(nn.Module):
 
     def forward(self, images):
         features = pooled_features(self.model, images)
-        return self.model.get_classifier()(features), self.familiarity(features)
+        return head(self.model)(features), self.familiarity(features)
 
 
 def outputs_of(model: nn.Module | None) -> tuple[str, ...]:
     """The names of a network's outputs in exported files: both for ``Scored``, else the logits alone."""
-    return OUTPUTS if isinstance(model, Scored) else OUTPUTS[:1]
+    return WITH_FAMILIARITY if isinstance(model, Scored) else LOGITS_ONLY
 
 
 class FeaturesAndLogits(nn.Module):
@@ -108,7 +108,7 @@ class FeaturesAndLogits(nn.Module):
 
     def forward(self, images):
         features = pooled_features(self.model, images)
-        return torch.cat([features, self.model.get_classifier()(features)], 1)
+        return torch.cat([features, head(self.model)(features)], 1)
 
 
 def head_reproduces_logits(model: nn.Module, input_size) -> bool:
@@ -118,7 +118,7 @@ def head_reproduces_logits(model: nn.Module, input_size) -> bool:
     try:
         with torch.inference_mode():
             model.eval()
-            split = model.get_classifier()(pooled_features(model, probe))
+            split = head(model)(pooled_features(model, probe))
             whole = model(probe)
     except Exception:  # noqa: BLE001 - no forward_head/get_classifier, or a head that is not a module
         return False

@@ -10,6 +10,29 @@ import torch
 from torch import nn
 
 
+class AveragedHeads(nn.Module):
+    """A classifier made of several linear heads (LeViT's head and distillation head), their logits averaged, as
+    the model's own ``forward_head`` does at inference."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    @property
+    def out_features(self) -> int:
+        return getattr(self.heads[0], "out_features", 0)
+
+    def forward(self, features):
+        return torch.stack([h(features) for h in self.heads]).mean(0)
+
+
+def head(model: nn.Module) -> nn.Module:
+    """The classifier of ``model`` as one module (pooled features in, logits out), whatever ``get_classifier``
+    returns: the one way the head is found wherever it is replaced, frozen, trained or measured."""
+    found = model.get_classifier()
+    return AveragedHeads(found) if isinstance(found, (tuple, list)) else found
+
+
 def pooled_features(model: nn.Module, images):
     """The pooled features of ``images``: what the classifier of ``model`` takes in."""
     return model.forward_head(model.forward_features(images), pre_logits=True)
@@ -30,15 +53,15 @@ def zero_classifier(model: nn.Module) -> None:
     """Start a new head at zero: every class equally likely, and no large random logits on top
     of pretrained features, which makes head training several times faster to converge."""
     with torch.no_grad():
-        for p in model.get_classifier().parameters():
+        for p in head(model).parameters():
             p.zero_()
 
 
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     """Freeze or unfreeze everything but the classifier head."""
-    head = {id(p) for p in model.get_classifier().parameters()}
+    in_head = {id(p) for p in head(model).parameters()}
     for p in model.parameters():
-        p.requires_grad = trainable or id(p) in head
+        p.requires_grad = trainable or id(p) in in_head
 
 
 def set_trainable(model: nn.Module, part: nn.Module) -> None:
@@ -149,7 +172,7 @@ class MirroredTop(nn.Module):
     def __init__(self, model: nn.Module, cut: int, pre_logits: bool = False):
         super().__init__()
         self.above = Upper(model, cut, pre_logits=True)
-        self.classifier, self.pre_logits = [model.get_classifier()], pre_logits  # a list: already in ``above``
+        self.classifier, self.pre_logits = [head(model)], pre_logits  # a list: already in ``above``
 
     def forward(self, activations):
         features = (self.above(activations) + self.above(mirror_image(activations))) / 2
@@ -180,10 +203,10 @@ class Mirrored(nn.Module):
 
     def forward_head(self, activations, pre_logits: bool = False):
         features = self.parts[1](activations)
-        return features if pre_logits else self.model.get_classifier()(features)
+        return features if pre_logits else head(self.model)(features)
 
     def forward(self, images):
         return self.forward_head(self.forward_features(images))
 
     def get_classifier(self) -> nn.Module:
-        return self.model.get_classifier()
+        return head(self.model)

@@ -1,9 +1,16 @@
-"""predictions_*.csv and RUN/val*/predictions.csv: one row per image with the probability of every class."""
+"""The two kinds of predictions file, each with its own name and columns.
+
+- ``predictions_<split>.csv`` of an evaluation (RUN/ after train, RUN/val*/ after ``imgcls val``): the labelled
+  images of a split, with the true class and the probability of every class.
+- ``predictions.csv`` and ``predictions.json`` of ``imgcls predict`` (runs/predict*/): any images, with the top-k
+  classes, the ``--reject`` verdict and the error of a file that could not be read.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +42,55 @@ def read_predictions_csv(path: Path, class_names: list[str]) -> tuple[np.ndarray
     y_true = np.array([index[r["true"]] for r in rows], dtype=np.int64)
     probs = np.array([[float(r[f"p_{c}"]) for c in class_names] for r in rows], dtype=np.float64)
     return y_true, probs.reshape(len(rows), len(class_names)), [r["path"] for r in rows]
+
+
+def predict_columns(topk: int, reject: bool = False) -> list[str]:
+    """The columns of ``imgcls predict``'s predictions.csv."""
+    extra = [name for i in range(2, topk + 1) for name in (f"top{i}", f"top{i}_confidence")]
+    return ["path", "predicted", "confidence", *extra, *(["unknown", "score"] if reject else []), "error"]
+
+
+def predict_row(entry: dict, topk: int, reject: bool = False) -> list[str]:
+    """One predictions.csv row of one predictions.json entry (deploy/predict.Prediction.to_dict)."""
+    ranked, ok = entry["topk"], entry["error"] is None
+    extra = []
+    for i in range(1, topk):
+        extra += [ranked[i]["class"], f"{ranked[i]['probability']:.6f}"] if i < len(ranked) else ["", ""]
+    if reject:
+        extra += [str(entry["unknown"]).lower(), f"{entry['score']:.6f}"] if ok else ["", ""]
+    if not ok:
+        return [entry["path"], "", "", *extra, entry["error"]]
+    return [entry["path"], entry["predicted"], f"{entry['confidence']:.6f}", *extra, ""]
+
+
+class PredictionsWriter:
+    """``imgcls predict``'s predictions.csv and predictions.json, written as each result arrives.
+
+    predictions.json is one object: run details (``header``), then "predictions" (one entry per image, in the
+    CSV's order), then "summary". Rows are flushed every batch, so an interrupted run keeps a valid CSV.
+    """
+
+    def __init__(self, out_dir: Path, header: dict, topk: int, reject: bool = False):
+        self.topk, self.reject = topk, reject
+        self._csv_file = open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._csv_file, lineterminator="\n")
+        self._csv.writerow(predict_columns(topk, reject))
+        self._json = open(out_dir / "predictions.json", "w", encoding="utf-8")
+        self._json.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n"
+                                          for k, v in header.items()) + '  "predictions": [')
+        self._first = True
+
+    def write(self, entry: dict) -> None:
+        self._csv.writerow(predict_row(entry, self.topk, self.reject))
+        self._json.write(("\n    " if self._first else ",\n    ") + json.dumps(entry, ensure_ascii=False))
+        self._first = False
+
+    def flush(self) -> None:
+        self._csv_file.flush()
+        self._json.flush()
+
+    def close(self, summary: dict) -> None:
+        self._json.write(("\n  ],\n" if not self._first else "],\n")
+                         + f'  "summary": {json.dumps(summary, ensure_ascii=False)}\n}}\n')
+        self._csv_file.close()
+        self._json.close()

@@ -1,8 +1,11 @@
 """results.json (the full record of a training run) and results.csv (one row per epoch): writer and reader.
 
-Per epoch, results.json holds ``"epoch:N": {"train info": ..., "valid info": ..., "lr", "seconds", "phase"}``
-with per-class "Precision", "Recall", "Specificity" and "F1 score" (the seeds' format). Its "test" block
-is an evaluation record, the same schema as ``imgcls val``'s metrics.json (see engine.evaluate).
+In code an epoch is ``{"train": report, "val": report, "lr", "seconds", "phase", "elapsed"}``, each report in
+the one metrics schema (metrics.classification_report). results.json renders it in the seeds' format, which
+users' scripts read: ``"epoch:N": {"train info": ..., "valid info": ..., "lr", "seconds", "phase", "elapsed"}``
+with the loss, the accuracy, per class "Precision", "Recall", "Specificity" and "F1 score", their "mean ..."
+and the "confusion matrix". ``seed_epoch`` is that rendering and ``epoch_from_seed`` reads it back. Its "test"
+block is an evaluation record, the same as ``imgcls val``'s metrics.json (engine/evaluate.evaluation_record).
 """
 
 from __future__ import annotations
@@ -23,21 +26,59 @@ CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", 
 TAIL_KEYS = ("phases", "best epoch", "test", "train seconds", "wall seconds")
 
 
+SEED_NAMES = {"precision": "Precision", "recall": "Recall", "specificity": "Specificity", "f1": "F1 score"}
+
+
+def seed_info(report: dict) -> dict:
+    """A classification report in the seeds' per-epoch format ("train info" / "valid info")."""
+    info = {"loss": report["loss"]} if "loss" in report else {}
+    info["accuracy"] = report["accuracy"]
+    for name, row in report["per_class"].items():
+        info[name] = {seed: row[key] for key, seed in SEED_NAMES.items()}
+    info |= {f"mean {seed}": report["macro_avg"][key] for key, seed in SEED_NAMES.items()}
+    return info | {"confusion matrix": report["confusion_matrix"]}
+
+
+def report_from_seed(info: dict, class_names: list[str]) -> dict:
+    """The classification report that ``seed_info`` rendered (support and images from the confusion matrix)."""
+    cm = np.asarray(info["confusion matrix"], dtype=np.int64)
+    support = cm.sum(axis=1)
+    per_class = {name: {key: info[name][seed] for key, seed in SEED_NAMES.items()} | {"support": int(support[i])}
+                 for i, name in enumerate(class_names)}
+    return {**({"loss": info["loss"]} if "loss" in info else {}), "images": int(cm.sum()),
+            "accuracy": info["accuracy"], "per_class": per_class,
+            "macro_avg": {key: info[f"mean {seed}"] for key, seed in SEED_NAMES.items()},
+            "confusion_matrix": cm.tolist()}
+
+
+def seed_epoch(epoch: dict) -> dict:
+    """One epoch as results.json's "epoch:N" block."""
+    rest = {k: v for k, v in epoch.items() if k not in ("train", "val")}
+    return {"train info": seed_info(epoch["train"]), "valid info": seed_info(epoch["val"])} | rest
+
+
+def epoch_from_seed(block: dict, class_names: list[str]) -> dict:
+    """An "epoch:N" block of results.json (or of a last.pt's history) as the epoch ``seed_epoch`` rendered."""
+    rest = {k: v for k, v in block.items() if k not in ("train info", "valid info")}
+    return {"train": report_from_seed(block["train info"], class_names),
+            "val": report_from_seed(block["valid info"], class_names)} | rest
+
+
 def write_results(run_dir: Path, results: dict, history: list[dict]) -> None:
-    """results.json: the run's header blocks, one "epoch:N" block per epoch, then the tail blocks;
-    results.csv: the per-epoch numbers a spreadsheet or plot needs."""
+    """results.json: the run's header blocks, one "epoch:N" block per epoch (``history``: epochs in the one
+    schema), then the tail blocks; results.csv: the per-epoch numbers a spreadsheet or plot needs."""
     body = {k: v for k, v in results.items() if k not in TAIL_KEYS}
-    for i, record in enumerate(history, start=1):
-        body[f"epoch:{i}"] = record
+    for i, epoch in enumerate(history, start=1):
+        body[f"epoch:{i}"] = seed_epoch(epoch)
     body.update({k: results[k] for k in TAIL_KEYS if k in results})
     write_json(run_dir / "results.json", body)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for i, r in enumerate(history, start=1):
-        writer.writerow([i, f"{r['lr']:.6g}", f"{r['train info']['loss']:.6f}", f"{r['train info']['accuracy']:.6f}",
-                         f"{r['valid info']['loss']:.6f}", f"{r['valid info']['accuracy']:.6f}",
-                         f"{r['valid info']['mean F1 score']:.6f}", f"{r['seconds']:.2f}"])
+    for i, e in enumerate(history, start=1):
+        writer.writerow([i, f"{e['lr']:.6g}", f"{e['train']['loss']:.6f}", f"{e['train']['accuracy']:.6f}",
+                         f"{e['val']['loss']:.6f}", f"{e['val']['accuracy']:.6f}", f"{e['val']['macro_avg']['f1']:.6f}",
+                         f"{e['seconds']:.2f}"])
     atomic_write_text(run_dir / "results.csv", buffer.getvalue())
 
 
@@ -62,7 +103,8 @@ class RunRecord:
 
     @property
     def epochs(self) -> list[dict]:
-        return [self.results[f"epoch:{i}"] for i in range(1, self.epochs_run + 1)]
+        """Every epoch in the one schema: {"train": report, "val": report, "lr", "seconds", "phase", ...}."""
+        return [epoch_from_seed(self.results[f"epoch:{i}"], self.class_names) for i in range(1, self.epochs_run + 1)]
 
     @property
     def epochs_run(self) -> int:
@@ -74,8 +116,9 @@ class RunRecord:
 
     @property
     def best(self) -> dict | None:
-        """The best epoch's "valid info"."""
-        return self.results.get(f"epoch:{self.best_epoch}", {}).get("valid info")
+        """The best epoch's validation report (metrics.classification_report), None before the first epoch."""
+        block = self.results.get(f"epoch:{self.best_epoch}")
+        return report_from_seed(block["valid info"], self.class_names) if block else None
 
     @property
     def model(self) -> dict:
@@ -105,11 +148,12 @@ class RunRecord:
 
     @property
     def test(self) -> dict | None:
-        """The test evaluation in the metrics.json schema; runs written before that schema are converted."""
+        """The test evaluation (metrics.json's record); a run whose "test" block is in the seeds' format, as runs
+        of imgcls's first versions wrote it, gives that block's report (no AUC or AP then)."""
         test = self.results.get("test")
         if not test:
             return None
-        return test if "per_class" in test else _test_from_seed_format(test, self.class_names)
+        return test if "per_class" in test else report_from_seed(test, self.class_names) | {"epoch": test.get("epoch")}
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
@@ -128,14 +172,18 @@ def read_run(run_dir: str | Path) -> RunRecord:
     return RunRecord(run_dir, results, settings)
 
 
-def _test_from_seed_format(test: dict, class_names: list[str]) -> dict:
-    """A "test" block written before train and val shared one schema, in that schema (no AUC or AP then)."""
-    cm = np.asarray(test["confusion matrix"])
-    support = cm.sum(axis=1)
-    names = {"precision": "Precision", "recall": "Recall", "specificity": "Specificity", "f1": "F1 score"}
-    per_class = {c: {k: test[c][old] for k, old in names.items()} | {"roc_auc": None, "average_precision": None,
-                                                                      "support": int(support[i])}
-                 for i, c in enumerate(class_names)}
-    macro = {k: test[f"mean {old}"] for k, old in names.items()} | {"roc_auc": None, "average_precision": None}
-    return {"accuracy": test["accuracy"], "loss": test.get("loss"), "images": int(cm.sum()), "per_class": per_class,
-            "macro_avg": macro, "confusion_matrix": cm.tolist(), "epoch": test.get("epoch")}
+def write_metrics(folder: Path, metrics: dict) -> Path:
+    """FOLDER/metrics.json, an evaluation record (``imgcls val``): written last, so a folder that has it is whole."""
+    write_json(Path(folder) / "metrics.json", metrics)
+    return Path(folder) / "metrics.json"
+
+
+def read_metrics(folder: Path) -> dict | None:
+    """FOLDER/metrics.json, or None when there is none or it is not an evaluation record."""
+    path = Path(folder) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics["split"], metrics["macro_avg"]["f1"]  # noqa: B018 - keys every reader needs
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return metrics

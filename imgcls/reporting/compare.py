@@ -83,7 +83,7 @@ def run_summary(run_dir: Path) -> dict:
         "params": run.model.get("total parameters"),
         "flops": run.model.get("FLOPs per image"),
         "val_accuracy": best.get("accuracy"),
-        "val_macro_f1": best.get("mean F1 score"),
+        "val_macro_f1": best.get("macro_avg", {}).get("f1"),
         "test_accuracy": test.get("accuracy"),
         "train_seconds": run.train_seconds,
         "predict_images_per_s": images_per_s,

@@ -52,20 +52,21 @@ def draw_run_errors(run_dir: str | Path, device: torch.device, n: int = GALLERY_
     predictions_val.csv and the images under the run's data folder, explained (Grad-CAM) by the network that made
     them, as the checkpoint describes it (models.factory.model_from_checkpoint)."""
     from ..models.factory import model_from_checkpoint
-    from ..record.checkpoint import load_checkpoint
+    from ..record.checkpoint import card_of, load_checkpoint
     from ..record.files import read_yaml
     from ..record.predictions import read_predictions_csv
 
     run_dir = Path(run_dir)
     checkpoint = load_checkpoint(run_dir / "weights" / "best.pt")
-    found = read_predictions_csv(run_dir / "predictions_val.csv", checkpoint["class_names"])
+    card = card_of(checkpoint)
+    found = read_predictions_csv(run_dir / "predictions_val.csv", list(card.class_names))
     if found is None:
         return None
     y_true, probs, paths = found
     root = Path(read_yaml(run_dir / "args.yaml")["data"])
-    rows = mistake_rows(paths, y_true, probs, checkpoint["class_names"], n)
+    rows = mistake_rows(paths, y_true, probs, list(card.class_names), n)
     path = run_dir / "errors_val.png"
-    draw_error_gallery(model_from_checkpoint(checkpoint).to(device), root, rows, checkpoint["class_names"],
-                       checkpoint["preprocess"], path, device=device,
+    draw_error_gallery(model_from_checkpoint(checkpoint).to(device), root, rows, list(card.class_names),
+                       card.preprocess, path, device=device,
                        title=f"Most confident mistakes, val (best epoch {checkpoint['epoch']})")
     return path

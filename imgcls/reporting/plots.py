@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,11 @@ from ..record.files import atomic_write_bytes
 from ..record.predictions import read_predictions_csv
 from ..record.results import read_results_csv
 
+log = logging.getLogger("imgcls")
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,11 +25,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """A figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def save_figure(fig, path: Path) -> None:
+    atomic_write_bytes(path, png_bytes(fig))
 
 
 def _save_unit_square(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
@@ -38,7 +46,7 @@ def _save_unit_square(fig, ax, path: Path, title: str, xlabel: str, ylabel: str,
     ax.set_title(title)
     ax.legend(loc=legend, fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -50,7 +58,7 @@ def _integer_ticks():
 
 def plot_curves(results_csv: Path, out_dir: Path) -> list[Path]:
     """loss.png, accuracy.png and lr.png from results.csv."""
-    plt = _pyplot()
+    plt = pyplot()
     table = read_results_csv(results_csv)
     if not table:
         return []
@@ -76,14 +84,14 @@ def plot_curves(results_csv: Path, out_dir: Path) -> list[Path]:
         if filename == "lr.png":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         ax.legend()
-        _save(fig, out_dir / filename)
+        save_figure(fig, out_dir / filename)
         written.append(out_dir / filename)
     return written
 
 
 def plot_confusion_matrix(cm, class_names: list[str], path: Path, title: str, normalize: bool = False) -> Path:
     """Counts (or row-normalised rates) with class names on both axes."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm, dtype=np.float64)
     values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     n = len(class_names)
@@ -103,7 +111,7 @@ def plot_confusion_matrix(cm, class_names: list[str], path: Path, title: str, no
                 text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=8 if n > 12 else 10,
                         color="white" if values[i, j] > threshold else "black")
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -111,7 +119,7 @@ def plot_roc(y_true, probs, class_names: list[str], path: Path, title: str) -> P
     """One-vs-rest ROC per class with its AUC, plus micro and macro averages."""
     from ..metrics import roc_curves
 
-    plt = _pyplot()
+    plt = pyplot()
     curves = roc_curves(y_true, probs, len(class_names))
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     per_class = [k for k in curves if isinstance(k, (int, np.integer))]
@@ -136,14 +144,14 @@ def plot_accuracy_time(run, path: Path) -> Path | None:
     epochs = run.epochs
     if not epochs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     clock = np.cumsum([e["seconds"] for e in epochs])  # runs written before "elapsed" was recorded
     minutes = np.array([e.get("elapsed", c) for e, c in zip(epochs, clock)]) / 60
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
     phases = [e.get("phase", "train") for e in epochs]
     for name in dict.fromkeys(phases):
         keep = [i for i, p in enumerate(phases) if p == name]
-        ax.plot(minutes[keep], [epochs[i]["valid info"]["accuracy"] for i in keep], marker="o", markersize=3,
+        ax.plot(minutes[keep], [epochs[i]["val"]["accuracy"] for i in keep], marker="o", markersize=3,
                 label=f"val accuracy, {name}")
     if run.best_epoch:
         ax.axvline(minutes[run.best_epoch - 1], color="grey", lw=0.8, ls=":", label=f"best epoch ({run.best_epoch})")
@@ -157,46 +165,64 @@ def plot_accuracy_time(run, path: Path) -> Path | None:
     ax.set_title("Accuracy against wall time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
-def plot_run(run_dir: str | Path) -> list[Path]:
+def plot_run(run_dir: str | Path) -> tuple[list[Path], dict[str, str]]:
     """Redraw every plot of a training run from its files alone: curves, confusion matrices, and ROC,
-    precision-recall and reliability diagrams from the predictions files."""
+    precision-recall and reliability diagrams from the predictions files. Returns the files drawn and, for each
+    figure that could not be drawn, why (the others are drawn all the same)."""
     from ..record.results import read_run
 
     run = read_run(run_dir)
     run_dir, names, best = run.run_dir, run.class_names, run.best_epoch
-    written = plot_curves(run_dir / "results.csv", run_dir)
-    written.append(plot_accuracy_time(run, run_dir / "accuracy_time.png"))
+    failed: dict[str, str] = {}
+    written = _drawn(failed, ("loss.png", "accuracy.png", "lr.png"), plot_curves, run_dir / "results.csv", run_dir) or []
+    written.append(_drawn(failed, ("accuracy_time.png",), plot_accuracy_time, run, run_dir / "accuracy_time.png"))
     matrices = {}
     if best:
-        matrices = {split: run.results[f"epoch:{best}"][key]["confusion matrix"]
-                    for split, key in (("train", "train info"), ("val", "valid info"))}
+        epoch = run.epochs[best - 1]
+        matrices = {split: epoch[split]["confusion_matrix"] for split in ("train", "val")}
     if run.test:
         matrices["test"] = run.test["confusion_matrix"]
     for split, cm in matrices.items():
-        written.append(plot_confusion_matrix(cm, names, run_dir / f"confusion_matrix_{split}.png",
-                                             f"Confusion matrix, {split} (best epoch {best})"))
+        name = f"confusion_matrix_{split}.png"
+        written.append(_drawn(failed, (name,), plot_confusion_matrix, cm, names, run_dir / name,
+                              f"Confusion matrix, {split} (best epoch {best})"))
     for split in ("val", "test"):
         found = read_predictions_csv(run_dir / f"predictions_{split}.csv", names)
         if found is None:
             continue
         y_true, probs, _ = found
         where = f"{split} (best epoch {best})"
-        written += [plot_roc(y_true, probs, names, run_dir / f"roc_{split}.png", f"ROC one-vs-rest, {where}"),
-                    plot_pr(y_true, probs, names, run_dir / f"pr_{split}.png", f"Precision-recall, {where}"),
-                    plot_calibration(y_true, probs, run_dir / f"calibration_{split}.png",
-                                     f"Reliability diagram, {where}")]
-    return [w for w in written if w is not None]
+        for kind, draw, title in (("roc", plot_roc, f"ROC one-vs-rest, {where}"),
+                                  ("pr", plot_pr, f"Precision-recall, {where}")):
+            name = f"{kind}_{split}.png"
+            written.append(_drawn(failed, (name,), draw, y_true, probs, names, run_dir / name, title))
+        name = f"calibration_{split}.png"
+        written.append(_drawn(failed, (name,), plot_calibration, y_true, probs, run_dir / name,
+                              f"Reliability diagram, {where}"))
+    return [w for w in written if w is not None], failed
+
+
+def _drawn(failed: dict[str, str], names: tuple[str, ...], draw, *args):
+    """``draw(*args)``; should it fail, each of ``names`` is recorded in ``failed`` with the reason, and None comes
+    back: one figure that cannot be drawn must not cost the others, or the report."""
+    try:
+        return draw(*args)
+    except Exception as e:  # noqa: BLE001 - whatever matplotlib or the data raise, the figure is the only loss
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}" if str(e).strip() else type(e).__name__
+        log.warning(f"WARNING: {', '.join(names)} not drawn ({reason})")
+        failed.update(dict.fromkeys(names, reason))
+        return None
 
 
 def plot_pr(y_true, probs, class_names: list[str], path: Path, title: str) -> Path:
     """Precision-recall curve of every class (one vs rest) with its average precision."""
     from ..metrics import pr_curves
 
-    plt = _pyplot()
+    plt = pyplot()
     curves = pr_curves(y_true, probs, len(class_names))
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     for c in list(curves)[:20]:
@@ -215,7 +241,7 @@ def plot_calibration(y_true, probs, path: Path, title: str, before=None, n_bins:
     before temperature scaling) adds the uncalibrated curve for comparison."""
     from ..metrics import expected_calibration_error, reliability_bins
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.0, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     bins = reliability_bins(y_true, probs, n_bins)
     centers = (bins["edges"][:-1] + bins["edges"][1:]) / 2
@@ -243,7 +269,7 @@ def plot_calibration(y_true, probs, path: Path, title: str, before=None, n_bins:
     hist.set_xlabel("confidence (top probability)")
     hist.set_ylabel("images")
     hist.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -253,13 +279,13 @@ def plot_error_gallery(tiles: list[dict], path: Path, title: str, per_row: int =
     ``tiles``: dicts with image and heatmap (H x W x 3 floats in [0, 1]), true, predicted, confidence, name,
     and cam_empty (True when no part of the image raised the predicted class's score).
     """
-    plt = _pyplot()
+    plt = pyplot()
     if not tiles:
         fig, ax = plt.subplots(figsize=(6, 1.2))
         ax.axis("off")
         ax.text(0.5, 0.5, "No mistakes on this split.", ha="center", va="center", fontsize=12)
         ax.set_title(title)
-        _save(fig, path)
+        save_figure(fig, path)
         return path
     per_row = min(per_row, len(tiles))
     rows = -(-len(tiles) // per_row)
@@ -278,7 +304,7 @@ def plot_error_gallery(tiles: list[dict], path: Path, title: str, per_row: int =
         left.text(0, -0.04, _short(tile["name"], 28), transform=left.transAxes, fontsize=6, va="top", color="dimgray")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -44,8 +43,11 @@ def _card(value, label: str) -> str:
     return f'<div class="card"><b>{esc(value)}</b><span>{esc(label)}</span></div>'
 
 
-def _png(run: RunRecord, name: str, caption: str, wide: bool = False) -> str:
+def _png(run: RunRecord, name: str, caption: str, wide: bool = False, not_drawn: dict | None = None) -> str:
+    """The figure ``name`` of the run folder with its caption; where it could not be drawn, a line that says why."""
     path = run.run_dir / name
+    if not path.exists() and name in (not_drawn or {}):
+        return f'<p class="note">{esc(caption)}: not drawn ({esc(not_drawn[name])}).</p>'
     return figure(path.read_bytes() if path.exists() else None, caption, wide)
 
 
@@ -54,33 +56,28 @@ def _grid(*figures: str) -> str:
     return f'<div class="grid">{"".join(shown)}</div>' if shown else '<p class="note">No plot in the run folder.</p>'
 
 
-def _per_class_valid(info: dict, class_names: list[str], predictions) -> str:
-    """The per-class table of the best epoch's validation: precision/recall/specificity/F1 from results.json,
-    support from its confusion matrix, ROC AUC and AP from the predictions file."""
+def _per_class_valid(report: dict, class_names: list[str], predictions) -> str:
+    """The per-class table of the best epoch's validation report, with ROC AUC and AP from the predictions file."""
     from ..metrics import one_vs_rest_scores
 
-    support = np.asarray(info["confusion matrix"]).sum(axis=1)
     aucs = aps = [None] * len(class_names)
     if predictions is not None:
         aucs, aps = one_vs_rest_scores(predictions[0], predictions[1], len(class_names))
-    rows = [[name, _fmt(info[name]["Precision"]), _fmt(info[name]["Recall"]), _fmt(info[name]["Specificity"]),
-             _fmt(info[name]["F1 score"]), int(support[i]), _fmt(aucs[i]), _fmt(aps[i])]
-            for i, name in enumerate(class_names)]
 
     def mean(values):
         kept = [v for v in values if v is not None]
         return float(np.mean(kept)) if kept else None
 
-    rows.append(["macro mean", _fmt(info["mean Precision"]), _fmt(info["mean Recall"]),
-                 _fmt(info["mean Specificity"]), _fmt(info["mean F1 score"]), int(support.sum()),
-                 _fmt(mean(aucs)), _fmt(mean(aps))])
-    return table(["class", "precision", "recall", "specificity", "F1", "support", "ROC AUC", "AP"], rows, 1)
+    per_class = {name: row | {"roc_auc": aucs[i], "average_precision": aps[i]}
+                 for i, (name, row) in enumerate(report["per_class"].items())}
+    macro = report["macro_avg"] | {"roc_auc": mean(aucs), "average_precision": mean(aps)}
+    return _per_class_evaluation(report | {"per_class": per_class, "macro_avg": macro})
 
 
 def _per_class_evaluation(metrics: dict) -> str:
-    """The per-class table of an evaluation record (results.json's "test", metrics.json)."""
+    """The per-class table of a report: an evaluation record (results.json's "test", metrics.json) or an epoch's."""
     keys = ("precision", "recall", "specificity", "f1", "support", "roc_auc", "average_precision")
-    rows = [[name, *[_fmt(row[k]) for k in keys]] for name, row in metrics["per_class"].items()]
+    rows = [[name, *[_fmt(row.get(k)) for k in keys]] for name, row in metrics["per_class"].items()]
     macro = metrics["macro_avg"]
     rows.append(["macro mean", *[_fmt(macro.get(k)) if k != "support" else metrics["images"] for k in keys]])
     return table(["class", "precision", "recall", "specificity", "F1", "support", "ROC AUC", "AP"], rows, 1)
@@ -97,16 +94,16 @@ def _calibration_line(predictions) -> str:
             "temperature that lowers it.</p>")
 
 
-def _errors_section(run: RunRecord, predictions) -> str:
+def _errors_section(run: RunRecord, predictions, png) -> str:
     from ..metrics import mistake_rows, most_confused_pairs
     from .gallery import GALLERY_SIZE
 
-    parts = [_png(run, "errors_val.png", "The most confident val mistakes; right: Grad-CAM of the predicted class "
+    parts = [png("errors_val.png", "The most confident val mistakes; right: Grad-CAM of the predicted class "
                                          "(red = where the network saw it)", wide=True)]
     if not (run.run_dir / "errors_val.png").exists():
         parts.append('<p class="note">No error gallery in this run folder; <code>imgcls val --weights '
                      'RUN/weights/best.pt</code> draws one.</p>')
-    pairs = most_confused_pairs(run.best["confusion matrix"], run.class_names)
+    pairs = most_confused_pairs(run.best["confusion_matrix"], run.class_names)
     parts.append("<h3>Most confused pairs (val, best epoch)</h3>")
     parts.append(table(["true class", "predicted as", "images", "share of the true class"],
                        [[p["true"], p["predicted"], p["count"], f"{p['rate']:.1%}"] for p in pairs])
@@ -123,17 +120,20 @@ def _errors_section(run: RunRecord, predictions) -> str:
 
 def _evaluations_section(run_dir: Path) -> str:
     """One row per RUN/val*/metrics.json written by `imgcls val`."""
+    from ..record.results import read_metrics
+
     rows = []
     for folder in sorted(run_dir.glob("val*"), key=lambda p: (len(p.name), p.name)):
-        metrics_file = folder / "metrics.json"
-        if not metrics_file.is_file():
+        if not (folder / "metrics.json").is_file():
             continue
-        try:
-            m = json.loads(metrics_file.read_text(encoding="utf-8"))
-            rows.append([folder.name, m["split"], m["images"], "yes" if m["tta"] else "no", _fmt(m["temperature"], 3),
-                         _fmt(m["accuracy"]), _fmt(m["macro_avg"]["f1"]), _fmt(m["log_loss"]), _fmt(m["ece"])])
-        except (ValueError, KeyError, TypeError):
-            log.warning(f"WARNING: {metrics_file}: not readable as imgcls val metrics; left out of the report")
+        m = read_metrics(folder)
+        if m is None:
+            log.warning(f"WARNING: {folder / 'metrics.json'}: not readable as imgcls val metrics; left out of the "
+                        "report")
+            continue
+        rows.append([folder.name, m["split"], m.get("images"), "yes" if m.get("tta") else "no",
+                     _fmt(m.get("temperature"), 3), _fmt(m.get("accuracy")), _fmt(m["macro_avg"]["f1"]),
+                     _fmt(m.get("log_loss")), _fmt(m.get("ece"))])
     if not rows:
         return ""
     return ("<h2>Evaluations (imgcls val)</h2>"
@@ -146,7 +146,7 @@ def _summary(run: RunRecord) -> str:
     cards = []
     if best:
         cards += [_card(f"{best['accuracy']:.2%}", "val accuracy (best epoch)"),
-                  _card(f"{best['mean F1 score']:.3f}", "val macro-F1"), _card(f"{best['loss']:.4f}", "val loss")]
+                  _card(f"{best['macro_avg']['f1']:.3f}", "val macro-F1"), _card(f"{best['loss']:.4f}", "val loss")]
     if test:
         cards.append(_card(f"{test['accuracy']:.2%}", "test accuracy"))
     if run.wall_seconds is not None:  # caching and evaluating can be most of a run: the epochs alone mislead
@@ -205,7 +205,7 @@ def _label_review_section(run: RunRecord) -> str:
             + (table(["image", "labelled", "its probability", "looks like", "probability"], rows) if rows else ""))
 
 
-def _test_section(run: RunRecord) -> str:
+def _test_section(run: RunRecord, png) -> str:
     test = run.test
     if not test:
         return "<h2>Test</h2><p class='note'>This run has no test split.</p>"
@@ -214,45 +214,50 @@ def _test_section(run: RunRecord) -> str:
             f"<p>Test accuracy <b>{test['accuracy']:.4f}</b>, macro-F1 {test['macro_avg']['f1']:.4f}, "
             f"log loss {_fmt(loss)} (weights of epoch {test.get('epoch') or run.best_epoch}).</p>"
             + _per_class_evaluation(test)
-            + _grid(_png(run, "confusion_matrix_test.png", "confusion matrix, test"),
-                    _png(run, "roc_test.png", "ROC, test"), _png(run, "pr_test.png", "precision-recall, test"),
-                    _png(run, "calibration_test.png", "reliability diagram, test")))
+            + _grid(png("confusion_matrix_test.png", "confusion matrix, test"),
+                    png("roc_test.png", "ROC, test"), png("pr_test.png", "precision-recall, test"),
+                    png("calibration_test.png", "reliability diagram, test")))
 
 
-def build_report(run_dir: str | os.PathLike) -> str:
-    """The report's HTML, from the run folder's files (the plots must be drawn: see plots.plot_run)."""
+def build_report(run_dir: str | os.PathLike, not_drawn: dict[str, str] | None = None) -> str:
+    """The report's HTML, from the run folder's files (the plots must be drawn: see plots.plot_run). A figure in
+    ``not_drawn`` (file name -> why) is named with the reason instead."""
+    import functools
+
     run = read_run(run_dir)
+    png = functools.partial(_png, run, not_drawn=not_drawn)
     val_predictions = read_predictions_csv(run.run_dir / "predictions_val.csv", run.class_names)
     out = [_summary(run), _data_and_model(run), _label_review_section(run), "<h2>Training curves</h2>",
-           _grid(_png(run, "accuracy_time.png", "accuracy against wall time, by training phase"),
-                 _png(run, "loss.png", "loss"), _png(run, "accuracy.png", "accuracy"),
-                 _png(run, "lr.png", "learning rate")),
+           _grid(png("accuracy_time.png", "accuracy against wall time, by training phase"),
+                 png("loss.png", "loss"), png("accuracy.png", "accuracy"),
+                 png("lr.png", "learning rate")),
            f"<h2>Validation, best epoch ({run.best_epoch})</h2>"]
     if run.best:
         out += [_per_class_valid(run.best, run.class_names, val_predictions), _calibration_line(val_predictions)]
-    out.append(_grid(_png(run, "confusion_matrix_val.png", "confusion matrix, val"),
-                     _png(run, "confusion_matrix_train.png", "confusion matrix, train"),
-                     _png(run, "roc_val.png", "ROC, val"), _png(run, "pr_val.png", "precision-recall, val"),
-                     _png(run, "calibration_val.png", "reliability diagram, val")))
+    out.append(_grid(png("confusion_matrix_val.png", "confusion matrix, val"),
+                     png("confusion_matrix_train.png", "confusion matrix, train"),
+                     png("roc_val.png", "ROC, val"), png("pr_val.png", "precision-recall, val"),
+                     png("calibration_val.png", "reliability diagram, val")))
     out.append("<h2>Error analysis</h2>")
     if run.best:
-        out.append(_errors_section(run, val_predictions))
-    out += [_test_section(run), _evaluations_section(run.run_dir),
+        out.append(_errors_section(run, val_predictions, png))
+    out += [_test_section(run, png), _evaluations_section(run.run_dir),
             "<p class='sub' style='margin-top:32px'>Written by imgcls from the files of this run folder; "
             "<code>imgcls report RUN</code> redraws it.</p>"]
     return page(f"imgcls report: {run.run_dir.name}", "".join(out))
 
 
-def write_report(run_dir: str | os.PathLike) -> Path:
-    """Redraw the run's plots, then write RUN/report.html (atomically) and return its path."""
+def write_report(run_dir: str | os.PathLike, not_drawn: dict[str, str] | None = None) -> Path:
+    """Redraw the run's plots, then write RUN/report.html (atomically) and return its path. A figure that cannot
+    be drawn (or one in ``not_drawn``, drawn elsewhere: file name -> why) is left out with a line that says why."""
     from .plots import plot_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ImgclsError(f"{run_dir}: folder not found; pass a run folder such as runs/train")
     read_run(run_dir)  # one clear error for a folder that is not a run, before drawing anything
-    plot_run(run_dir)
+    _, failed = plot_run(run_dir)
     path = run_dir / "report.html"
-    atomic_write_text(path, build_report(run_dir))
+    atomic_write_text(path, build_report(run_dir, (not_drawn or {}) | failed))
     log.info(f"Report: {path}")
     return path

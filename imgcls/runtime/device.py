@@ -1,12 +1,13 @@
-"""Devices, seeds, random states and autocast: the few facts about the hardware a run needs."""
+"""Which device runs a network, and in which precision: chosen by name, or measured where it matters."""
 
 from __future__ import annotations
 
 import contextlib
-import random
+import copy
+import time
 
-import numpy as np
 import torch
+from torch import nn
 
 from ..errors import ImgclsError
 
@@ -26,27 +27,6 @@ def select_device(name: str) -> torch.device:
         raise ImgclsError(f"--device {name!r}: choose auto, cpu, cuda, cuda:N or mps") from None
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Every random generator training draws from, as tensors and plain values (safe to torch.save)."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    np_state = np.random.get_state()
-    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-
-
 def autocast(device: torch.device, amp: bool | str):
     """float16 autocast on CUDA when ``amp``; bf16 autocast on CPU when ``amp == "bf16"`` (chosen only
     after measuring that it is faster on this CPU); otherwise nothing."""
@@ -55,3 +35,27 @@ def autocast(device: torch.device, amp: bool | str):
     if amp == "bf16" and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:
+    """Time one training step in float32 and in bf16 autocast on CPU; True only when bf16 wins clearly.
+
+    CPUs without native bf16 (AVX512-BF16/AMX) emulate it and are slower, so this is measured, not assumed.
+    """
+    probe = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    trial = copy.deepcopy(model).train()
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = trial(probe).float().mean()
+        loss.backward()
+        return time.perf_counter() - start
+
+    try:
+        step(False), step(True)  # warm-up
+        fp32 = min(step(False) for _ in range(3))
+        bf16 = min(step(True) for _ in range(3))
+    except RuntimeError:
+        return False
+    return bf16 < 0.85 * fp32

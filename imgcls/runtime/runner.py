@@ -1,19 +1,14 @@
 """The ``Runner`` (a batch in, the network's outputs as numpy arrays out) and ONNX Runtime, without PyTorch.
 
-Everything that runs a network goes through a Runner; engine/runners.py builds them from PyTorch modules and
-checkpoints. This module imports no torch, so ``imgcls predict`` on a checkpoint with a card (one an earlier call
-left in the cache, ``read_card``, or the one inside the best.pt of ``imgcls train``, ``read_embedded_card``)
-starts on ONNX Runtime alone.
+Everything that runs a network goes through a Runner; runtime/pytorch.py builds them from PyTorch modules and
+checkpoints. This module imports no torch, so ``imgcls predict`` on a checkpoint with a checked export
+(runtime/cards.py) starts on ONNX Runtime alone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -74,7 +69,7 @@ def onnx_runner(model: str | Path | bytes, *, threads: int, name: str = ORT) -> 
 
     Each core runs its own share of a batch on one thread: the session is thread-safe and releases the GIL,
     and on small CPUs this beats one call spread over the cores, whose threads wait for each other at every
-    layer (lite0 on 2 cores: about 1.2x the images per second; docs/benchmarks.md).
+    layer (docs/benchmarks.md).
     """
     try:
         import onnxruntime as ort
@@ -144,116 +139,6 @@ def measure(fn: Callable, batch, *, seconds: float = 3.0, warmup: int = 2, min_r
     return {"img_per_s": float(len(batch) * len(times_arr) / times_arr.sum()),
             "p50_ms": float(np.percentile(times_arr, 50) * 1000),
             "p95_ms": float(np.percentile(times_arr, 95) * 1000), "runs": len(times_arr)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Cards: what a checkpoint file needs to run on its cached ONNX export, found without PyTorch.
-
-CARD_FORMAT = "imgcls-onnx-card"
-
-
-def card_file(weights: str | os.PathLike) -> Path:
-    """Where the card of a checkpoint file lives: under the hash of its bytes, so any change to the file (new
-    weights, a new calibration, another run's best.pt copied over it) finds no card."""
-    from ..record.cache import cache_root, file_hash
-
-    return cache_root() / "onnx" / "cards" / f"{file_hash(weights)}.json"
-
-
-def card_conditions() -> dict:
-    """What a card holds only for: the same libraries, imgcls and cores (runners.remember_export's race ran here)."""
-    from ..data.cores import available_cpus
-    from ..version import __version__
-
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "none"
-
-    return {"imgcls": __version__, "torch": version("torch"), "onnxruntime": version("onnxruntime"),
-            "cpus": available_cpus(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
-
-
-def read_card(weights: str | os.PathLike) -> dict | None:
-    """The card ``runners.remember_export`` left for this exact checkpoint file, with ``onnx`` the path of its
-    checked export; None when there is none, or when it was written under other conditions."""
-    try:
-        path = card_file(weights)
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or card.get("conditions") != card_conditions():
-        return None
-    name = str(card.get("onnx", ""))
-    onnx = path.parent.parent / name
-    if Path(name).name != name or onnx.suffix != ".onnx" or not onnx.is_file():
-        return None
-    return card | {"onnx": onnx, "runner": f"{ORT} (cached ONNX)"}
-
-
-# A checkpoint file that ``imgcls train`` wrote carries its card and checked export inside it, as two more records
-# of the zip archive torch.save writes (torch.load reads the file as before): it predicts without PyTorch on any
-# machine, with no cache. The card names a digest of the checkpoint's own records, so a file whose weights or
-# settings changed (torch.save drops the extra records anyway) is never answered from an old export.
-EMBEDDED_CARD, EMBEDDED_ONNX = "imgcls/card.json", "imgcls/model.onnx"
-
-
-def embed_card(weights: str | os.PathLike, card: dict, onnx: bytes) -> bool:
-    """Write ``card`` and the export ``onnx`` into the checkpoint file ``weights``, atomically (a copy gets them,
-    then replaces the file). False when the file is not a torch.save archive or already carries them."""
-    import shutil
-
-    from ..record.files import _replace_atomically
-
-    try:
-        with zipfile.ZipFile(weights) as archive:
-            prefix = _records_prefix(archive)
-            if any(name.startswith(prefix + "imgcls/") for name in archive.namelist()):
-                return False
-            card = card | {"records": _records_digest(archive, prefix)}
-    except (zipfile.BadZipFile, ValueError):
-        return False
-
-    def write(copy: str) -> None:
-        shutil.copyfile(weights, copy)
-        with zipfile.ZipFile(copy, "a") as archive:
-            archive.writestr(prefix + EMBEDDED_ONNX, onnx)
-            archive.writestr(prefix + EMBEDDED_CARD, json.dumps(card))
-
-    _replace_atomically(Path(weights), write)
-    return True
-
-
-def read_embedded_card(weights: str | os.PathLike) -> dict | None:
-    """The card ``embed_card`` put inside this checkpoint file, with ``onnx`` the export's bytes; None when there
-    is none, or when the checkpoint's records are not those it was written with."""
-    try:
-        with zipfile.ZipFile(weights) as archive:
-            prefix = _records_prefix(archive)
-            card = json.loads(archive.read(prefix + EMBEDDED_CARD))
-            if not isinstance(card, dict) or card.get("format") != CARD_FORMAT \
-                    or card.get("records") != _records_digest(archive, prefix):
-                return None
-            onnx = archive.read(prefix + EMBEDDED_ONNX)  # zipfile checks its CRC-32
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    return card | {"onnx": onnx, "threads": runtime_threads(), "runner": f"{ORT} (ONNX inside the checkpoint)"}
-
-
-def _records_prefix(archive: zipfile.ZipFile) -> str:
-    """The folder torch.save put the checkpoint's records in (the file's first name, kept through renames)."""
-    names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-    if len(names) != 1:
-        raise ValueError("not a torch.save archive")
-    return names[0][: -len("data.pkl")]
-
-
-def _records_digest(archive: zipfile.ZipFile, prefix: str) -> str:
-    """A digest of the records torch.save wrote (names, sizes and CRC-32s, read from the archive's directory)."""
-    own = sorted((info.filename, info.file_size, info.CRC) for info in archive.infolist()
-                 if not info.filename.startswith(prefix + "imgcls/"))
-    return hashlib.sha256(json.dumps(own).encode()).hexdigest()
 
 
 def accelerator_visible() -> bool:

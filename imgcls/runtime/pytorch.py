@@ -1,4 +1,4 @@
-"""Runners built with PyTorch. A ``Runner`` (engine/runtime.py, which also holds ONNX Runtime and imports no
+"""Runners built with PyTorch. A ``Runner`` (runtime/runner.py, which also holds ONNX Runtime and imports no
 torch) maps a float32 batch (N x 3 x H x W images, or cached inputs) to numpy arrays: the network's outputs, of
 which the first is the logits (or features) and a classifier with a familiarity score (models/familiarity.Scored)
 has that score as its second.
@@ -10,7 +10,7 @@ per architecture, input size, thread count and library versions. On a GPU PyTorc
 ``checkpoint_runner`` is what predict, serve, val and benchmark use for a trained checkpoint: its
 network is exported to ONNX once, checked against PyTorch, and kept in the cache folder under a key
 of its weights, so a changed checkpoint is never served from a stale file. ``remember_export`` leaves the
-card that lets a later predict run that export without PyTorch.
+card that lets a later predict run that export without PyTorch (runtime/cards.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import contextlib
 import copy
 import functools
 import hashlib
-import importlib.util
 import io
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +33,15 @@ from torch import nn
 
 from ..errors import ImgclsError
 from .device import autocast
-from .runtime import ORT, PARITY_RTOL, RUNTIMES, TORCH, Runner, onnx_runner, outputs_error
+from .runner import (
+    ORT,
+    PARITY_RTOL,
+    RUNTIMES,
+    TORCH,
+    Runner,
+    onnx_runner,
+    outputs_error,
+)
 
 log = logging.getLogger("imgcls")
 
@@ -127,7 +133,7 @@ def decisive(speeds: list[float]) -> bool:
 
 def _falls_back(runner: Runner, module: Callable[[], nn.Module]) -> Runner:
     """``runner`` (ONNX Runtime) that goes on in PyTorch for good, with one warning, should a later batch fail in it:
-    passing the parity probe does not prove every batch runs (an ONNX Runtime kernel once failed on one shape
+    passing the parity probe does not prove every batch runs (an ONNX Runtime kernel can fail on one shape
     only), and a long job should not end there. ``module`` builds the PyTorch network when it is needed."""
     fallback: list[Runner] = []
 
@@ -158,7 +164,7 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
     probe = _probe(input_size)
     choice = _choice_key(type(module).__name__ + ",".join(f"{k}:{tuple(v.shape)}" for k, v in
                                                            module.state_dict().items()), input_size)
-    wanted = {kind} if kind != "auto" else {_remembered(choice)} & {ORT, TORCH} or {ORT, TORCH}
+    wanted = {kind} if kind != "auto" else {remembered(choice)} & {ORT, TORCH} or {ORT, TORCH}
     candidates = []
     if ORT in wanted:
         try:
@@ -181,28 +187,29 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     also its parity check against PyTorch, and PyTorch's first call is also its warm-up for the race, so a cold
     start runs the network no more often than the race needs."""
     from ..models.factory import network_from_checkpoint
+    from ..record.checkpoint import card_of
 
     if kind not in RUNTIMES:
         raise ImgclsError(f"--runtime {kind!r}: choose {', '.join(RUNTIMES)}")
     device = torch.device(device)
-    input_size = checkpoint["preprocess"]["input_size"]
+    input_size = card_of(checkpoint).input_size
     if device.type != "cpu" or kind == "torch":
         return torch_runner(_channels_last_copy(network_from_checkpoint(checkpoint).to(device)), device,
                             channels_last=True)
-    choice = _checkpoint_choice(checkpoint)
-    remembered = _remembered(choice) if kind == "auto" else None
+    choice = checkpoint_choice(checkpoint)
+    known = remembered(choice) if kind == "auto" else None
     network = functools.cache(lambda: network_from_checkpoint(checkpoint))  # built once, and only when needed
     fast = functools.cache(lambda: torch_runner(_channels_last_copy(network()), "cpu", channels_last=True))
     probe = _probe(input_size, RACE_BATCH)
     onnx, new_export = None, None
-    if remembered != TORCH:
+    if known != TORCH:
         try:
             onnx, new_export = _cached_onnx_runner(checkpoint, network)
         except Exception as e:  # noqa: BLE001 - as in fastest_runner
             if kind == "onnxruntime":
                 raise ImgclsError(f"--runtime onnxruntime: {e}") from None
             _explain_ort_failure(e, kind)
-    race = kind == "auto" and remembered != ORT
+    race = kind == "auto" and known != ORT
     if new_export is not None and not _keep_export(onnx, fast() if race else torch_runner(network()), probe,
                                                    *new_export):
         if kind == "onnxruntime":
@@ -215,73 +222,20 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     return _falls_back(chosen, network) if chosen is onnx and kind == "auto" else chosen
 
 
-def _checkpoint_choice(checkpoint: dict) -> str:
-    return _choice_key(f"{checkpoint['model_name']}|{checkpoint.get('model_kwargs')}|"
-                       f"{len(checkpoint['class_names'])}", checkpoint["preprocess"]["input_size"])
+def checkpoint_choice(checkpoint: dict) -> str:
+    """The key the runtime race's outcome for a checkpoint's network is remembered under."""
+    from ..record.checkpoint import card_of
+
+    card = card_of(checkpoint)
+    return _choice_key(f"{card.model_name}|{card.model_kwargs}|{len(card.class_names)}", card.input_size)
 
 
-def remember_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
-    """Leave a card (runtime.read_card) for the checkpoint file ``weights`` (``checkpoint`` is its content) when
-    its network's checked ONNX export is in the cache and PyTorch has not won the race for it here: what predict
-    needs to run it (labels, preprocessing, temperature, rejection) without loading the file, and so without
-    PyTorch. True when a card was written."""
-    found = _export_card(checkpoint)
-    return found is not None and _leave_card(found[0], weights)
-
-
-def _leave_card(card: dict, weights: str | os.PathLike) -> bool:
-    from ..record.files import write_json
-    from .runtime import card_file
-
-    try:
-        write_json(card_file(weights), card)
-    except (OSError, TypeError, ValueError):  # a read-only cache, or metrics JSON cannot hold: no card, no harm
-        return False
-    return True
-
-
-def embed_export(checkpoint: dict, weights: str | os.PathLike) -> bool:
-    """Put the card and the checked export inside the checkpoint file ``weights`` itself (runtime.embed_card),
-    so that it predicts without PyTorch wherever it is copied; then leave the card in the cache for the new file's
-    bytes, as ``remember_export`` does. For the best.pt that ``imgcls train`` wrote; when training ran no ONNX
-    Runtime, the export is made and checked here first. True when the export went in."""
-    from .runtime import embed_card
-
-    found = _export_card(checkpoint)
-    if found is None and _remembered(_checkpoint_choice(checkpoint)) != TORCH \
-            and importlib.util.find_spec("onnxruntime") is not None:
-        # trained where ONNX Runtime did not run (on a GPU, or with --runtime torch): export, check and race
-        # here, on this machine's CPU, as predict's first call would
-        checkpoint_runner(checkpoint, device="cpu")
-        found = _export_card(checkpoint)
-    if found is None:
-        return False
-    try:
-        embedded = embed_card(weights, found[0], found[1].read_bytes())
-    except (OSError, TypeError, ValueError):  # no room on the disk, or metrics JSON cannot hold: file unchanged
-        embedded = False
-    _leave_card(found[0], weights)  # keyed by the file's new bytes
-    return embedded
-
-
-def _export_card(checkpoint: dict) -> tuple[dict, Path] | None:
-    """(the card, the cached export's path) when the checkpoint's network has a checked export in the cache and
-    PyTorch has not won the race for it here, else None."""
-    from ..models.factory import output_names
+def cached_export_path(checkpoint: dict) -> Path:
+    """Where the checked ONNX export of a checkpoint's network is kept: under a key of what it computes."""
     from ..record.cache import cache_root
     from ..record.checkpoint import network_key
-    from .runtime import CARD_FORMAT, card_conditions
 
-    onnx = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
-    if not onnx.is_file() or _remembered(_checkpoint_choice(checkpoint)) == TORCH:
-        return None
-    model = {"model_name": checkpoint["model_name"], "class_names": list(checkpoint["class_names"]),
-             "preprocess": checkpoint["preprocess"], "temperature": float(checkpoint.get("temperature", 1.0)),
-             "metrics": checkpoint.get("metrics") or {}, "rejection": checkpoint.get("rejection"),
-             "outputs": list(output_names(checkpoint))}
-    card = {"format": CARD_FORMAT, "conditions": card_conditions(), "threads": torch.get_num_threads(),
-            "onnx": onnx.name, "model": model}
-    return card, onnx
+    return cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
 
 
 def _cached_onnx_runner(checkpoint: dict, network: Callable[[], nn.Module]) -> tuple[Runner, tuple | None]:
@@ -289,20 +243,19 @@ def _cached_onnx_runner(checkpoint: dict, network: Callable[[], nn.Module]) -> t
     (that runner on a new export, (its cache path, its bytes)): ``_keep_export`` writes them once they agree with
     PyTorch. The key is the checkpoint's weights, so a changed checkpoint is never served from a stale file; a
     cached file that no longer loads (damaged on disk) is exported again and replaced."""
-    from ..models.factory import output_names
-    from ..record.cache import cache_root
-    from ..record.checkpoint import network_key
-
     import onnxruntime  # noqa: F401 - fail early, before exporting, when it is missing
 
-    path = cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
+    from ..record.checkpoint import card_of
+
+    path = cached_export_path(checkpoint)
     run = functools.partial(onnx_runner, threads=torch.get_num_threads(), name=f"{ORT} (cached ONNX)")
     if path.exists():
         try:
             return run(path), None
         except Exception:  # noqa: BLE001 - whatever ONNX Runtime says about a file it cannot load
             log.warning(f"WARNING: the cached export {path} is damaged (ONNX Runtime cannot load it); exporting again")
-    data = export_onnx_bytes(network(), checkpoint["preprocess"]["input_size"], output_name=output_names(checkpoint))
+    card = card_of(checkpoint)
+    data = export_onnx_bytes(network(), card.input_size, output_name=card.outputs)
     return run(data), (path, data)
 
 
@@ -361,7 +314,7 @@ def _choices_file() -> Path:
     return cache_root() / "runtime-choices.json"
 
 
-def _remembered(choice: str) -> str | None:
+def remembered(choice: str) -> str | None:
     try:
         return json.loads(_choices_file().read_text()).get(choice)
     except (OSError, ValueError):
@@ -377,27 +330,3 @@ def _remember(choice: str, name: str) -> None:
         write_json(path, choices | {choice: name.split(" (")[0]})
     except (OSError, ValueError):
         pass  # a read-only cache folder only means measuring again next time
-
-
-def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:
-    """Time one training step in float32 and in bf16 autocast on CPU; True only when bf16 wins clearly.
-
-    CPUs without native bf16 (AVX512-BF16/AMX) emulate it and are slower, so this is measured, not assumed.
-    """
-    probe = _probe(input_size, batch)
-    trial = copy.deepcopy(model).train()
-
-    def step(bf16: bool) -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = trial(probe).float().mean()
-        loss.backward()
-        return time.perf_counter() - start
-
-    try:
-        step(False), step(True)  # warm-up
-        fp32 = min(step(False) for _ in range(3))
-        bf16 = min(step(True) for _ in range(3))
-    except RuntimeError:
-        return False
-    return bf16 < 0.85 * fp32

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..console import progress_bar
-from .runtime import Runner
+from .runner import Runner
 
 
 @dataclass
