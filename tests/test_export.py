@@ -278,6 +278,43 @@ def test_imgcls_predict_on_exported_onnx_matches_pt(trained_run, tmp_path, cli):
         assert abs(answers["best.onnx"][path][1] - confidence) < 1e-4
 
 
+def test_a_network_whose_features_barely_differ_exports_with_its_familiarity_score(cli, run, tmp_path):
+    """A weak network (random or barely trained) gives every image nearly the same pooled features; its familiarity
+    score must still come out of ONNX Runtime as PyTorch computes it, so that export writes the file and
+    `predict --reject` on it decides as the checkpoint does."""
+    import csv
+
+    weights = run / "weights" / "best.pt"
+    checkpoint = torch.load(weights, weights_only=True)
+    state = checkpoint["state_dict"]
+    last_norm = [k[: -len(".running_mean")] for k in state if k.endswith(".running_mean")][-1]
+    state[f"{last_norm}.weight"] *= 0.1   # the last stage's output: a large constant, a little of it varies
+    state[f"{last_norm}.bias"].fill_(5.0)
+    checkpoint.pop("familiarity")
+    torch.save(checkpoint | {"rejection": checkpoint["rejection"]["fallback"]}, weights)
+    code, _, err = cli("val", "--weights", weights, "--calibrate", "--workers", "0")  # refits the score on train
+    assert code == 0, err
+    code, _, err = cli("export", "--weights", weights)
+    assert code == 0, err
+    _, meta = load_exported(run / "weights" / "best.onnx")
+    assert meta["outputs"] == ["logits", "familiarity"] and meta["rejection"]["score"] == "familiarity"
+    answers = {}
+    for name in ("best.pt", "best.onnx"):
+        out = tmp_path / f"pred_{name}"
+        code, _, err = cli("predict", "--weights", run / "weights" / name, "--source", _val_images(run)[0].parents[1],
+                           "--reject", "--out", out, "--runtime", "torch" if name == "best.pt" else "auto")
+        assert code == 0, err
+        with open(out / "predictions.csv", encoding="utf-8") as f:
+            answers[name] = {r["path"]: (r["unknown"], float(r["score"])) for r in csv.DictReader(f)}
+    scores = {path: score for path, (_, score) in answers["best.pt"].items()}
+    tolerance = 1e-3 * np.ptp(list(scores.values()))
+    threshold = meta["rejection"]["threshold"]   # a val image's own score: that one may fall either side of it
+    for path, (unknown, score) in answers["best.pt"].items():
+        assert abs(answers["best.onnx"][path][1] - score) < tolerance
+        if abs(score - threshold) > tolerance:
+            assert answers["best.onnx"][path][0] == unknown
+
+
 @pytest.mark.parametrize("fmt, name", [("onnx", "best.onnx"), ("torchscript", "best.torchscript"),
                                        ("openvino", "best.xml")])
 def test_a_network_tuned_on_mirrored_activations_exports_as_it_predicts(cli, run, fmt, name):
