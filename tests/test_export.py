@@ -105,6 +105,33 @@ def test_export_that_disagrees_with_pytorch_fails_and_writes_nothing(cli, run, m
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
 
 
+def test_a_file_whose_familiarity_score_differs_is_written_without_it_in_one_line(cli, run, monkeypatch, tmp_path):
+    """The logits agree but the score does not: the user gets the file, told in one line that --reject on it uses
+    the energy of the logits, and predict --reject runs on it."""
+    import dataclasses
+
+    from imgcls.deploy import formats
+
+    onnx = formats.FORMATS["onnx"]
+
+    def drifting_load(path, threads=None):
+        runner, meta = onnx.load(path, threads)
+        return dataclasses.replace(runner, run=lambda batch: tuple(
+            o + 1.0 if i else o for i, o in enumerate(runner.outputs(batch)))), meta
+
+    monkeypatch.setitem(formats.FORMATS, "onnx", dataclasses.replace(onnx, load=drifting_load))
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "familiarity" in line and "WARNING" in line]
+    assert len(warnings) == 1 and "written without it: --reject on this file uses the logits' energy" in warnings[0]
+    _, meta = load_exported(run / "weights" / "best.onnx")
+    assert meta["outputs"] == ["logits"]
+    code, _, err = cli("predict", "--weights", run / "weights" / "best.onnx", "--source", _val_images(run)[0],
+                       "--reject", "--out", tmp_path / "pred")
+    assert code == 0, err
+    assert json.loads((tmp_path / "pred" / "predictions.json").read_text())["rejection"]["score"] == "energy"
+
+
 def test_parity_falls_back_to_random_inputs_when_the_data_is_gone(cli, run):
     args = yaml.safe_load((run / "args.yaml").read_text())
     args["data"] = str(run / "no-such-data")
