@@ -107,6 +107,33 @@ def test_export_that_disagrees_with_pytorch_fails_and_writes_nothing(cli, run, m
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
 
 
+def test_a_file_whose_familiarity_score_differs_is_written_without_it_in_one_line(cli, run, monkeypatch, tmp_path):
+    """The logits agree but the score does not: the user gets the file, told in one line that --reject on it uses
+    the energy of the logits, and predict --reject runs on it."""
+    import dataclasses
+
+    from imgcls.deploy import formats
+
+    onnx = formats.FORMATS["onnx"]
+
+    def drifting_load(path, threads=None):
+        runner, meta = onnx.load(path, threads)
+        return dataclasses.replace(runner, run=lambda batch: tuple(
+            o + 1.0 if i else o for i, o in enumerate(runner.outputs(batch)))), meta
+
+    monkeypatch.setitem(formats.FORMATS, "onnx", dataclasses.replace(onnx, load=drifting_load))
+    code, _, err = cli("export", "--weights", run / "weights" / "best.pt")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "familiarity" in line and "WARNING" in line]
+    assert len(warnings) == 1 and "written without it: --reject on this file uses the logits' energy" in warnings[0]
+    _, card = load_exported(run / "weights" / "best.onnx")
+    assert card.outputs == ("logits",)
+    code, _, err = cli("predict", "--weights", run / "weights" / "best.onnx", "--source", _val_images(run)[0],
+                       "--reject", "--out", tmp_path / "pred")
+    assert code == 0, err
+    assert json.loads((tmp_path / "pred" / "predictions.json").read_text())["rejection"]["score"] == "energy"
+
+
 def test_parity_falls_back_to_random_inputs_when_the_data_is_gone(cli, run):
     args = yaml.safe_load((run / "args.yaml").read_text())
     args["data"] = str(run / "no-such-data")
@@ -277,6 +304,43 @@ def test_imgcls_predict_on_exported_onnx_matches_pt(trained_run, tmp_path, cli):
     for path, (label, confidence) in answers["best.pt"].items():
         assert answers["best.onnx"][path][0] == label
         assert abs(answers["best.onnx"][path][1] - confidence) < 1e-4
+
+
+def test_a_network_whose_features_barely_differ_exports_with_its_familiarity_score(cli, run, tmp_path):
+    """A weak network (random or barely trained) gives every image nearly the same pooled features; its familiarity
+    score must still come out of ONNX Runtime as PyTorch computes it, so that export writes the file and
+    `predict --reject` on it decides as the checkpoint does."""
+    import csv
+
+    weights = run / "weights" / "best.pt"
+    checkpoint = torch.load(weights, weights_only=True)
+    state = checkpoint["state_dict"]
+    last_norm = [k[: -len(".running_mean")] for k in state if k.endswith(".running_mean")][-1]
+    state[f"{last_norm}.weight"] *= 0.1   # the last stage's output: a large constant, a little of it varies
+    state[f"{last_norm}.bias"].fill_(5.0)
+    checkpoint.pop("familiarity")
+    torch.save(checkpoint | {"rejection": checkpoint["rejection"]["fallback"]}, weights)
+    code, _, err = cli("val", "--weights", weights, "--calibrate", "--workers", "0")  # refits the score on train
+    assert code == 0, err
+    code, _, err = cli("export", "--weights", weights)
+    assert code == 0, err
+    _, card = load_exported(run / "weights" / "best.onnx")
+    assert card.outputs == ("logits", "familiarity") and card.rejection["score"] == "familiarity"
+    answers = {}
+    for name in ("best.pt", "best.onnx"):
+        out = tmp_path / f"pred_{name}"
+        code, _, err = cli("predict", "--weights", run / "weights" / name, "--source", _val_images(run)[0].parents[1],
+                           "--reject", "--out", out, "--runtime", "torch" if name == "best.pt" else "auto")
+        assert code == 0, err
+        with open(out / "predictions.csv", encoding="utf-8") as f:
+            answers[name] = {r["path"]: (r["unknown"], float(r["score"])) for r in csv.DictReader(f)}
+    scores = {path: score for path, (_, score) in answers["best.pt"].items()}
+    tolerance = 1e-3 * np.ptp(list(scores.values()))
+    threshold = card.rejection["threshold"]   # a val image's own score: that one may fall either side of it
+    for path, (unknown, score) in answers["best.pt"].items():
+        assert abs(answers["best.onnx"][path][1] - score) < tolerance
+        if abs(score - threshold) > tolerance:
+            assert answers["best.onnx"][path][0] == unknown
 
 
 @pytest.mark.parametrize("fmt, name", [("onnx", "best.onnx"), ("torchscript", "best.torchscript"),

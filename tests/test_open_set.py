@@ -309,3 +309,25 @@ def test_familiarity_stays_float32_under_mixed_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = score(x)
     assert mixed.dtype == torch.float32 and torch.allclose(mixed, score(x), rtol=1e-6)
+
+
+def test_familiarity_is_exact_in_float32_when_the_features_barely_differ():
+    """A weak network gives every image nearly the same features (a large common part, classes apart by a
+    hundredth of it, images within a class by far less): the float32 score must still be the distance itself, not
+    the rounding of the large terms it was once a small difference of."""
+    from imgcls.models.familiarity import Familiarity, fit_familiarity, unit
+
+    rng = np.random.default_rng(3)
+    dims, classes = 256, 3
+    common, apart = rng.normal(size=dims), rng.normal(size=(classes, dims)) * 1e-2
+    labels = rng.integers(0, classes, 200)
+    stats = fit_familiarity(common + apart[labels] + rng.normal(size=(200, dims)) * 1e-5, labels, classes)
+    queries = unit(common + apart[rng.integers(0, classes, 16)] + rng.normal(size=(16, dims)) * 3e-5)
+    means, basis = stats["means"].double().numpy(), stats["basis"].double().numpy()
+    precisions = stats["weights"].double().numpy() + float(stats["residual_precision"])
+    offsets = queries[:, None, :] - means[None]                 # the distance from its definition, in float64
+    along = offsets @ basis
+    across = offsets - along @ basis.T
+    expected = (float(stats["residual_precision"]) * (across ** 2).sum(-1) + along ** 2 @ precisions).min(1)
+    got = Familiarity(stats).distance(torch.tensor(queries, dtype=torch.float32)).double().numpy()
+    assert got == pytest.approx(expected, rel=1e-3)

@@ -59,8 +59,9 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
            bench_seconds: float = 2.0, force: bool = False) -> ExportResult:
     """Export a checkpoint, check it against PyTorch on validation images, and (``int8``) quantize it.
 
-    Raises ImgclsError when the FP32 file disagrees with PyTorch; the file is then not kept. An existing
-    file at the output path is replaced only with ``force``.
+    Raises ImgclsError when the FP32 file's logits disagree with PyTorch; the file is then not kept (one whose
+    familiarity score alone disagrees is written without it). An existing file at the output path is replaced only
+    with ``force``.
     """
     from ..models.factory import model_from_checkpoint, network_from_checkpoint
 
@@ -80,8 +81,7 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     staging = new_staging_dir(path)
     try:
         staged = staging / path.name
-        fmt.write(model, card_of(checkpoint), staged, dynamic_batch)
-        parity = _checked(fmt, model, card_of(checkpoint), staged, batch, source)
+        model, parity = _written(fmt, model, checkpoint, staged, dynamic_batch, batch, source)
         # Side files first (OpenVINO's .bin before its .xml): a reader never finds the main file without them.
         for staged_file, target in reversed(list(zip(fmt.files(staged), fmt.files(path)))):
             _put_in_place(staged_file, target)
@@ -118,6 +118,27 @@ def _checked_format(weights, format: str, int8: bool, dynamic_batch: bool, calib
     if format_of(weights) is not None:
         raise ImgclsError(f"--weights {weights}: export starts from an imgcls checkpoint (.pt), not an exported file")
     return fmt
+
+
+def _written(fmt: Format, model, checkpoint: dict, staged: Path, dynamic_batch: bool, batch,
+             source: str) -> tuple[object, Parity | None]:
+    """(the network written, its parity): the file is written and checked; one whose logits agree with PyTorch
+    but whose familiarity score does not is written again without the score, in one line: a threshold placed on a
+    score the file does not reproduce would reject other images than the checkpoint does, while --reject on a file
+    of logits alone uses their energy, whose threshold the checkpoint stores beside (metrics.usable_spec)."""
+    from ..models.factory import model_from_checkpoint
+
+    card = card_of(checkpoint)
+    fmt.write(model, card, staged, dynamic_batch)
+    parity = _checked(fmt, model, card, staged, batch, source)
+    if parity is None or parity.score_agrees():
+        return model, parity
+    log.warning(f"WARNING: the file's familiarity score differs from PyTorch's by {parity.score_diff:.2e} of its "
+                f"scale (allowed {parity.score_allowed:g}), as when a network gives every image nearly the same "
+                "features; written without it: --reject on this file uses the logits' energy score")
+    model = model_from_checkpoint(checkpoint)
+    fmt.write(model, card, staged, dynamic_batch)
+    return model, _checked(fmt, model, card, staged, batch, source)
 
 
 def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: str) -> Parity | None:

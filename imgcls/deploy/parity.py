@@ -27,14 +27,20 @@ class Parity:
     max_abs_diff: float
     top1_agreement: float   # fraction of images with the same top-1 class
     source: str = ""
+    score_diff: float | None = None   # the familiarity score's largest difference relative to its scale (None: none)
+    score_allowed: float = 0.0         # the most ``check_parity`` lets it differ
 
     def passed(self, max_diff: float = MAX_LOGIT_DIFF) -> bool:
         return self.top1_agreement == 1.0 and self.max_abs_diff <= max_diff
 
+    def score_agrees(self) -> bool:
+        return self.score_diff is None or self.score_diff <= self.score_allowed
+
     def line(self) -> str:
         return (f"parity on {self.source}: max |logit diff| {self.max_abs_diff:.2e}, "
                 f"top-1 agreement {self.top1_agreement * 100:.1f}% ({round(self.top1_agreement * self.images)}/"
-                f"{self.images})")
+                f"{self.images})" + (f", familiarity score diff {self.score_diff:.2e}" if self.score_diff is not None
+                                     else ""))
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "") -> Parity:
@@ -50,16 +56,19 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "
 
 
 def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
-    """Logits compared as Parity; any further output (the familiarity score) must match as closely, relative to
-    its scale, or the file is refused."""
-    from ..runtime.runner import outputs_error
+    """Logits compared as Parity, and the familiarity score, when there is one, by the rule of the cached export
+    that predict runs (runtime/pytorch._keep_export), so that a file written with the score is one predict would run:
+    ``Parity.score_diff`` (relative to the score's scale) against ``Parity.score_allowed``."""
+    from ..runtime.runner import PARITY_RTOL, outputs_error
 
     inputs = torch.from_numpy(np.ascontiguousarray(batch))
     expected, got = reference.outputs(inputs), candidate.outputs(inputs)
-    if len(expected) != len(got) or (len(got) > 1 and outputs_error(got[1:], expected[1:]) > MAX_LOGIT_DIFF):
-        raise ImgclsError(f"the exported model's outputs after the logits differ from PyTorch's "
-                          f"({len(got)} outputs against {len(expected)}); nothing was written")
-    return compare_logits(expected[0], got[0], source)
+    if len(expected) != len(got):
+        raise ImgclsError(f"the exported model gives {len(got)} outputs, PyTorch {len(expected)}; nothing was written")
+    parity = compare_logits(expected[0], got[0], source)
+    if len(got) > 1:
+        parity.score_diff, parity.score_allowed = outputs_error(got[1:], expected[1:]), PARITY_RTOL
+    return parity
 
 
 def split_images(checkpoint: dict, split: str) -> tuple[list[Path], list[int], str]:

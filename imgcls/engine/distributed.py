@@ -178,3 +178,13 @@ def sync_buffers(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def average_buffers(buffers: list[torch.Tensor]) -> None:
+    """Each of ``buffers`` replaced by its mean over the ranks (every rank passes the same list)."""
+    if not dist.is_initialized():
+        return
+    with torch.no_grad():
+        for buffer in buffers:
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer /= world_size()

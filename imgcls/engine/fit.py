@@ -25,7 +25,7 @@ from ..record.results import write_results
 from ..runtime.inference import Logits, predict_logits
 from ..runtime.pytorch import torch_runner
 from . import distributed as dist
-from .loop import EpochOutput, Optimization, train_one_epoch
+from .loop import EpochOutput, Optimization, recompute_batch_norm, train_one_epoch
 from .plan import Phase, phases_of
 from .state import TrainState
 
@@ -33,6 +33,13 @@ log = logging.getLogger("imgcls")
 
 OPTIMIZERS = {"SGD": partial(torch.optim.SGD, momentum=0.9, nesterov=True), "Adam": torch.optim.Adam,
               "AdamW": torch.optim.AdamW}
+# Batch-norm's running statistics are an average over roughly the last 1/momentum steps (10 by default) that
+# starts from mean 0 and variance 1. Until a phase has taken a couple of hundred steps they mostly describe the
+# networks of its fast-moving first steps, not the one it validates and saves: on a few images (a handful of
+# steps an epoch) that network can predict one class in eval mode. Below this many steps of the phase they are
+# recomputed after each epoch; one pass over the training images costs about a third of an epoch, so a phase
+# pays at most about this many forward batches in all, and nothing once one epoch alone has this many steps.
+PRECISE_BN_STEPS = 200
 
 
 @dataclass
@@ -120,6 +127,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
                                  lower=lower, channels_last=channels_last, desc=f"epoch {epoch}/{last_epoch} train",
                                  progress=run.progress)
             state.step += tr.steps
+            if images and phase.trains != "head" and state.step < PRECISE_BN_STEPS:
+                _recompute_batch_norm(run, phase, epoch, inputs, lower, upper, channels_last)
             dist.sync_buffers(run.model)
             runner = torch_runner(evaluated, run.device, channels_last=channels_last, amp=run.amp is True)
             va = dist.gather_logits(predict_logits(runner, inputs.val_loader(phase), progress=run.progress,
@@ -143,6 +152,15 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         if stop:
             log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
             return
+
+
+def _recompute_batch_norm(run: Run, phase: Phase, epoch: int, inputs: "PhaseInputs", lower, upper,
+                          channels_last: bool) -> None:
+    """Batch-norm statistics of the layers the phase trains, over the training images (PRECISE_BN_STEPS): each
+    rank over its share, then their mean on every rank, so the ranks validate and rank 0 saves the same network."""
+    norms = recompute_batch_norm(upper, inputs.train_loader(phase, epoch), device=run.device, lower=lower,
+                                 channels_last=channels_last, amp=run.amp, progress=run.progress)
+    dist.average_buffers([b for m in norms for b in (m.running_mean, m.running_var)])
 
 
 def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float) -> Phase:

@@ -1,4 +1,5 @@
-"""The training loop as plain functions: the lr schedule (a pure function of the step) and one epoch."""
+"""The training loop as plain functions: the lr schedule (a pure function of the step), one epoch, and batch-norm
+statistics recomputed over the training images."""
 
 from __future__ import annotations
 
@@ -110,3 +111,38 @@ def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torc
     return EpochOutput(loss=total_loss / max(seen, 1),
                        targets=torch.cat(targets).numpy() if targets else empty,
                        predictions=torch.cat(predictions).numpy() if predictions else empty, steps=steps)
+
+
+def recompute_batch_norm(upper: nn.Module, loader, *, device: torch.device, lower: Callable | None = None,
+                         channels_last: bool = False, amp: bool | str = False, desc: str = "batch-norm statistics",
+                         progress: bool = True) -> list[nn.Module]:
+    """Set the running statistics of ``upper``'s batch-norm layers to the mean and variance of their inputs over
+    ``loader``'s images under the current weights ("precise BN", Wu and Johnson, 2021), in one forward pass in
+    training mode without gradients; ``lower`` is the frozen part below, as in ``train_one_epoch``.
+
+    Each batch counts by its size (its momentum is its share of the images seen so far), so a short last batch
+    weighs what its images do. Returns the layers it recomputed.
+    """
+    norms = [m for m in upper.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return norms
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+    upper.train()
+    seen = 0
+    with torch.no_grad():
+        for batch in progress_bar(loader, desc, progress, unit="batch"):
+            if batch is None:
+                continue
+            images = batch[0].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            seen += len(images)
+            for m in norms:
+                m.momentum = len(images) / seen
+            with autocast(device, amp):
+                upper(lower(images).float() if lower is not None else images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return norms

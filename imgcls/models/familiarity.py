@@ -60,23 +60,49 @@ def fit_familiarity(features, labels, classes: int, dims: int = DIMS) -> dict[st
 
 
 class Familiarity(nn.Module):
-    """Pooled features in, one familiarity score per image out: minus the distance to the nearest class."""
+    """Pooled features in, one familiarity score per image out: minus the distance to the nearest class.
+
+    A weak network (random or barely trained) gives every image nearly the same normalised features, and a tiny
+    residual variance. Expanded as |x|^2 - 2 x.m + |m|^2, and with the kept directions subtracted from the whole,
+    the distance is then a small difference of terms orders of magnitude larger, which float32 turns into noise
+    (ONNX Runtime and PyTorch disagree by more than the score varies between images). So the features are taken
+    about the centre of the classes, the nearest class is chosen on that expansion (a near tie it may break either
+    way changes the distance little), and its distance is computed again from the difference itself, split into
+    the kept directions and the rest: a sum of positive terms.
+    """
 
     def __init__(self, stats: dict[str, torch.Tensor]):
         super().__init__()
         for name in STAT_NAMES:
             self.register_buffer(name, torch.as_tensor(stats[name], dtype=torch.float32).clone())
-        self.register_buffer("projected_means", self.means @ self.basis)
+        means, basis = self.means.double(), self.basis.double()
+        centre = means.mean(0)
+        offsets = means - centre
+        along = offsets @ basis
+        derived = {"centre": centre, "offsets": offsets, "projected_means": along,
+                   "across_means": offsets - along @ basis.T,   # each class's offset outside the kept directions
+                   "precisions": self.weights.double() + self.residual_precision.double()}  # 1 / kept variances
+        for name, value in derived.items():
+            self.register_buffer(name, value.float())
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
         """Squared Mahalanobis distance of the normalised features to the nearest class mean, (N,). Always in
-        float32, also under mixed precision: the distances are small differences of large terms."""
+        float32, also under mixed precision: nearby images' features differ in their last digits."""
         with torch.autocast(features.device.type, enabled=False):
-            x = unit(features.float())
-            squared = (x * x).sum(1, keepdim=True) - 2 * x @ self.means.T + (self.means * self.means).sum(1)
-            along = (x @ self.basis).unsqueeze(1) - self.projected_means.unsqueeze(0)    # (N, classes, dims)
-            d2 = self.residual_precision * squared + (along * along) @ self.weights
-            return d2.clamp_min(0).min(1).values
+            x = unit(features.float()) - self.centre
+            along = x @ self.basis
+            across = x - along @ self.basis.T
+            squared = (across * across).sum(1, keepdim=True) - 2 * across @ self.across_means.T \
+                + (self.across_means * self.across_means).sum(1)
+            apart = along.unsqueeze(1) - self.projected_means.unsqueeze(0)    # (N, classes, dims)
+            nearest = (self.residual_precision * squared + (apart * apart) @ self.precisions).argmin(1)
+            return self._distance_to(x - self.offsets[nearest])
+
+    def _distance_to(self, offset: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance of each row of ``offset`` (a feature less its class mean) from zero."""
+        along = offset @ self.basis
+        across = offset - along @ self.basis.T
+        return self.residual_precision * (across * across).sum(1) + (along * along) @ self.precisions
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return -self.distance(features).sqrt()
