@@ -168,6 +168,21 @@ def test_grad_cam_runs_on_cnn_and_convnext_backbones(name):
     assert model.training  # the caller's mode is restored
 
 
+@pytest.mark.parametrize("name, size, grid", [("vit_tiny_patch16_224", 64, (4, 4)), ("eva02_tiny_patch14_224", 56, (4, 4)),
+                                              ("swin_tiny_patch4_window7_224", 64, (2, 2)), ("levit_128s", 224, (4, 4))])
+def test_grad_cam_lays_transformer_tokens_on_their_patch_grid(name, size, grid):
+    """Token features (N x tokens x C, class and register tokens first) and Swin's N x H x W x C become maps on the
+    patch grid; a ViT that classifies from its class token alone is explained from its last block's input."""
+    from imgcls.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, 3, img_size=(size, size))
+    explained = [grad_cam(model, torch.randn(2, 3, size, size), [c, c]) for c in range(3)]
+    assert all(cam.shape == (2, *grid) for cam in explained)
+    assert all(np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 for cam in explained)
+    assert any(cam.max() == 1 for cam in explained)  # some class's evidence is found somewhere on the grid
+
+
 # ---- imgcls val end to end ---------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -275,6 +275,8 @@ def test_compare_logits_is_exact_about_disagreement():
     parity = compare_logits(ref, ref + [[0.0, 0.0], [0.0, -2.0]], "2 images")
     assert parity.max_abs_diff == 2.0 and parity.top1_agreement == 0.5 and not parity.passed()
     assert compare_logits(ref, ref + 5e-4).passed()
+    large = ref * 500  # logits in the hundreds, as a network from scratch gives: the bound is relative to them
+    assert compare_logits(large, large + 0.05).passed() and not compare_logits(large, large + 2.0).passed()
     with pytest.raises(ImgclsError, match="shape"):
         compare_logits(ref, ref[:1])
 

@@ -392,3 +392,45 @@ def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(
     assert code == 0, err
     assert torch.load(tmp_path / "runs" / "fast" / "weights" / "last.pt", weights_only=True)["mirrored_at"] is None
     assert json.loads((tmp_path / "runs" / "fast" / "results.json").read_text())["model"]["FLOPs per image"] < flops
+
+
+# A whole-network plan (on a GPU, for networks imgcls cannot cut, from scratch): measured, fitted, re-fitted.
+# Seconds per image of a whole training step and of inference, recorded from runs that stand in for devices
+# this suite never has: lite0 at 224 px on one H100 (bf16, channels_last) and a tiny ViT on a 2-core CPU.
+GPU = Costs(lower=0.0, top_train=0.0009, top_eval=0.0003, head=6e-6, read=0.0016)
+CPU_VIT = Costs(lower=0.0, top_train=0.040, top_eval=0.013, head=2.6e-4, read=0.0001)
+FLOWERS5 = {"train": 3022, "val": 646, "test": 649}
+
+
+def test_the_whole_network_plan_fits_the_budget_at_the_measured_speed():
+    from imgcls.engine.budget import WHOLE, fit_whole_epochs
+
+    for costs, budget in ((GPU, 15 * 60), (GPU, 2 * 60), (CPU_VIT, 2 * 60), (CPU_VIT, 15 * 60)):
+        epochs, est = fit_whole_epochs(costs, FLOWERS5, budget, WHOLE["probe_epochs"], WHOLE["epochs"], views=4)
+        assert 1 <= epochs <= WHOLE["epochs"]
+        if epochs > 1:  # the most epochs that fit: one more would not
+            assert est.total <= budget
+            more = fit_whole_epochs(costs, FLOWERS5, budget * 10, WHOLE["probe_epochs"], epochs + 1, views=4)[1]
+            assert epochs == WHOLE["epochs"] or more.total > budget
+    # a GPU holds the whole recipe in 15 minutes; a 2-core CPU training a ViT from scratch on flowers5 cannot
+    assert fit_whole_epochs(GPU, FLOWERS5, 15 * 60, 5, WHOLE["epochs"], 4)[0] == WHOLE["epochs"]
+    assert fit_whole_epochs(CPU_VIT, FLOWERS5, 2 * 60, 0, WHOLE["scratch_epochs"], 4)[0] == 1
+
+
+def test_a_network_trained_from_scratch_gets_the_epochs_its_budget_holds(cli, split_data, tmp_path, monkeypatch):
+    """--no-pretrained trains every layer for as many epochs as the measured speed fits in --budget (the fixed
+    30 epochs ran a ViT 200 s past a 120 s budget), prints the plan and its estimate, and re-fits after the first
+    epoch."""
+    import imgcls.engine.budget as budget
+
+    monkeypatch.setattr(budget, "measure_whole", lambda *args, **kwargs: Costs(0.0, top_train=0.05, top_eval=0.01))
+    code, _, err = cli("train", "--data", split_data, "--model", "simple_cnn", "--no-pretrained", "--imgsz", "32",
+                       "--batch-size", "8", "--workers", "0", "--budget", "40s", "--project", tmp_path / "runs")
+    assert code == 0, err
+    assert "Plan for --budget 40s" in err and "all layers:" in err and "augmented view" not in err
+    results = json.loads((tmp_path / "runs" / "train" / "results.json").read_text())
+    (full,) = results["phases"]
+    assert full["name"] == "full" and full["trains"] == "all" and full["inputs"] == "images"
+    planned = int(err.split("full: ")[1].split(" epoch")[0])
+    assert 1 <= planned < budget.WHOLE["scratch_epochs"]  # 0.05 s an image: 40 s holds a few epochs, not 30
+    assert "Re-planned with this run's own speed" in err  # the real epochs are far quicker than measured

@@ -138,3 +138,22 @@ def test_report_renders_in_headless_chromium(trained_run, browser):
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(artifacts / "report.png"))
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_and_the_report_is_written(cli, run, monkeypatch):
+    """One figure that fails (matplotlib, odd data) costs that figure: the page is written with the others and a
+    line that names the missing one and why."""
+    from imgcls.reporting import plots
+
+    def broken(*args, **kwargs):
+        raise ValueError("no curve for this data")
+
+    monkeypatch.setattr(plots, "plot_roc", broken)
+    for name in ("roc_val.png", "roc_test.png"):
+        (run / name).unlink()
+    code, _, err = cli("report", run)
+    assert code == 0, err
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "ROC, val: not drawn (ValueError: no curve for this data)" in page
+    assert "ROC, test: not drawn" in page and "precision-recall, val" in page and (run / "pr_val.png").exists()
+    assert "WARNING: roc_val.png not drawn" in err

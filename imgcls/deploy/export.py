@@ -129,7 +129,7 @@ def _written(fmt: Format, model, checkpoint: dict, staged: Path, dynamic_batch: 
     from ..models.factory import model_from_checkpoint
 
     card = card_of(checkpoint)
-    fmt.write(model, card, staged, dynamic_batch)
+    _write(fmt, model, card, staged, dynamic_batch)
     parity = _checked(fmt, model, card, staged, batch, source)
     if parity is None or parity.score_agrees():
         return model, parity
@@ -137,8 +137,23 @@ def _written(fmt: Format, model, checkpoint: dict, staged: Path, dynamic_batch: 
                 f"scale (allowed {parity.score_allowed:g}), as when a network gives every image nearly the same "
                 "features; written without it: --reject on this file uses the logits' energy score")
     model = model_from_checkpoint(checkpoint)
-    fmt.write(model, card, staged, dynamic_batch)
+    _write(fmt, model, card, staged, dynamic_batch)
     return model, _checked(fmt, model, card, staged, batch, source)
+
+
+def _write(fmt: Format, model, card: ModelCard, staged: Path, dynamic_batch: bool) -> None:
+    """The format's writer; a converter that cannot express this network (an operator at this input size that
+    PyTorch's ONNX exporter has no rule for, say) is one line that names the model, the size and the cause."""
+    try:
+        fmt.write(model, card, staged, dynamic_batch)
+    except ImgclsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the converter raises, the user gets one line and no file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        size = "x".join(str(n) for n in card.input_size[1:])
+        raise ImgclsError(f"--format {fmt.name}: {card.model_name} at {size} cannot be written as {fmt.name} "
+                          f"({type(e).__name__}: {first}); nothing was written. Another input size (--imgsz when "
+                          "training) or another --format may work") from None
 
 
 def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: str) -> Parity | None:
@@ -154,7 +169,8 @@ def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: s
     if not parity.passed():
         raise ImgclsError(
             f"--format {fmt.name}: the exported model disagrees with PyTorch (max |logit diff| "
-            f"{parity.max_abs_diff:.2e}, allowed {MAX_LOGIT_DIFF:g}; top-1 agreement "
+            f"{parity.max_abs_diff:.2e}, {parity.relative_diff:.2e} of the logits' scale, allowed {MAX_LOGIT_DIFF:g}; "
+            "top-1 agreement "
             f"{parity.top1_agreement * 100:.1f}%, required 100%); nothing was written")
     return parity
 

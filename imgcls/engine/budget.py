@@ -239,7 +239,9 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     budget = parse_duration(cfg.budget)
     stages = cut_points(model)
     if device.type != "cpu" or stages < 3 or not cfg.pretrained:
-        return _whole_network_plan(cfg, counts), min(cfg.cache_views, RECIPE["views"]), None, None
+        views = min(cfg.cache_views, RECIPE["views"])
+        plan, est = whole_network_plan(cfg, model, preprocess, counts, device, paths, views, spent)
+        return plan, views, est, None
     cut = stages - RECIPE["top_stages"]
     t0 = time.time()
 
@@ -284,10 +286,89 @@ def _at_size(preprocess: dict, size: tuple[int, int]) -> dict:
     return preprocess | {"input_size": [preprocess["input_size"][0], *size]}
 
 
-def _whole_network_plan(cfg: TrainConfig, counts: dict[str, int]) -> list[Phase]:
-    """Where cutting does not apply: on CUDA (LP-FT of all layers), for networks imgcls cannot cut, and from
-    scratch. Without measurements the epochs are fixed: 5 probe epochs, then 20 (or 30 from scratch)."""
+WHOLE = {
+    "probe_epochs": 5,       # a linear head on pooled features first, when the weights are pretrained (LP-FT)
+    "epochs": 20,            # then every layer, at most this many epochs (the plan shrinks to the budget)
+    "scratch_epochs": 30,    # from random weights, every layer from the start
+    "lr": 1e-3,              # AdamW for the head; the body at body_lr
+    "body_lr": 1e-4,
+}
+
+
+def whole_estimate(costs: Costs, counts: dict[str, int], probe_epochs: int, epochs: int, views: int,
+                   spent: float = 0.0) -> Estimate:
+    """Seconds of each step of a plan that trains the whole network on images (pure: testable): ``costs.top_train``
+    and ``costs.top_eval`` are the whole network's training step and inference per image; a probe first caches the
+    pooled features of ``views`` views of each training image."""
+    train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
+    probe = [("pooled features for the probe", (train * views + val + test) * (costs.top_eval + DECODE_SECONDS)),
+             (f"probe: {probe_epochs} epochs", probe_epochs * (train + val) * costs.head)] if probe_epochs else []
+    return Estimate([
+        *([("data check, model set-up and measuring (done)", spent)] if spent else []),
+        ("runtime set-up and report", FIXED_SECONDS),
+        (f"decoding {train + val + test:,} images once", (train + val + test) * costs.read),
+        *probe,
+        (f"all layers: {epochs} epochs", epochs * (train * (costs.top_train + DECODE_SECONDS) + val * costs.top_eval)),
+        ("final evaluation on val and test, and the familiarity score",
+         (val + test + min(train, FAMILIARITY_IMAGES)) * (costs.top_eval + DECODE_SECONDS + costs.read)),
+    ])
+
+
+def fit_whole_epochs(costs: Costs, counts: dict[str, int], budget: float, probe_epochs: int, most: int,
+                     views: int, spent: float = 0.0) -> tuple[int, Estimate]:
+    """The most epochs of all layers (at most ``most``, at least one) whose plan fits ``budget`` seconds."""
+    epochs = most
+    while epochs > 1 and whole_estimate(costs, counts, probe_epochs, epochs, views, spent).total > budget:
+        epochs -= 1
+    return epochs, whole_estimate(costs, counts, probe_epochs, epochs, views, spent)
+
+
+def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int = 32) -> Costs:
+    """The whole network's training step and inference per image, timed on random inputs of the real size on
+    ``device`` (a copy of the model: a timed step moves batch-norm statistics)."""
+    model = copy.deepcopy(model).to(device)
+    images = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def train_step(x):
+        model.train()
+        model(x).float().logsumexp(1).mean().backward()
+        sync()
+
+    def infer(x):
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+        sync()
+
+    top_train = _per_image(train_step, images)
+    model.zero_grad(set_to_none=True)
+    top_eval = _per_image(infer, images)
+    return Costs(lower=0.0, top_train=top_train, top_eval=top_eval, head=top_eval / 50)
+
+
+def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: dict[str, int],
+                       device: torch.device, paths: list, views: int, spent: float = 0.0
+                       ) -> tuple[list[Phase], Estimate]:
+    """Where cutting does not apply (on a GPU, for networks imgcls cannot cut, and from scratch): the whole
+    network trains on images, after a linear probe when the weights are pretrained, for as many epochs (up to
+    WHOLE's) as --budget holds at the speed measured here; the last phase re-fits after its first epoch."""
+    from ..data.geometry import draft_size_for
+
+    t0 = time.time()
+    read = reading_seconds(paths, draft_size_for(preprocess), cfg.seed) if len(paths) else 0.0
+    costs = replace(measure_whole(model, preprocess["input_size"], device, batch=cfg.batch_size), read=read)
+    probe = WHOLE["probe_epochs"] if cfg.pretrained else 0
+    most = WHOLE["epochs"] if cfg.pretrained else WHOLE["scratch_epochs"]
+    epochs, est = fit_whole_epochs(costs, counts, parse_duration(cfg.budget), probe, most, views,
+                                   spent + time.time() - t0)
+    log.info(f"Measured this machine in {time.time() - t0:.1f}s at {preprocess['input_size'][1]}x"
+             f"{preprocess['input_size'][2]} on {device.type}: {costs.top_train * 1000:.1f} ms per image to train all "
+             f"layers, {costs.top_eval * 1000:.1f} ms to infer, {costs.read * 1000:.1f} ms to read an image file")
+    if est.total > parse_duration(cfg.budget):
+        log.warning(f"WARNING: even one epoch of the whole network takes about {est.total / 60:.1f} min here, more "
+                    f"than --budget {cfg.budget}; it runs anyway")
     if not cfg.pretrained:
-        return [Phase("full", 30, "all", "images", 1e-3, 1e-3)]
-    return [Phase("probe", 5, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
-            Phase("finetune", 20, "all", "images", 1e-3, 1e-4)]
+        return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"])], est
+    return [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
+            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"])], est

@@ -23,6 +23,7 @@ from ..record.checkpoint import checkpoint_content, save_checkpoint
 from ..record.files import write_yaml
 from ..record.results import write_results
 from ..runtime.inference import Logits, predict_logits
+from ..runtime.device import channels_last_survives
 from ..runtime.pytorch import torch_runner
 from . import distributed as dist
 from .loop import EpochOutput, Optimization, recompute_batch_norm, train_one_epoch
@@ -103,7 +104,9 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         log.info(f"Phase {phase.describe()}")
     lower, upper = phase_network(run.model, phase)
     images = phase.inputs == "images"
-    channels_last = images and _uses_convolutions(run.model)
+    channels_last = images and _uses_convolutions(run.model) and (
+        run.device.type != "cpu" or channels_last_survives(run.model, run.preprocess["input_size"], train=True,
+                                                           subject=run.cfg.model))
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
     opt = _optimization(run, phase, upper, len(inputs.train_dataset(phase, 1)))

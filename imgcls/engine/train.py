@@ -128,7 +128,6 @@ def check_project_outside_data(project: str, data: str) -> None:
 
 def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True) -> Run:
     """Everything before the first epoch: device, checked data, model, resolved settings, run folder."""
-    from ..models.factory import create_model
     from ..models.parts import set_backbone_trainable
 
     begun = time.time()
@@ -141,10 +140,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
     source = _source(cfg, last)
-    model, pretrained_cfg, weights_desc = create_model(cfg.model, len(source.class_names),
-                                                       pretrained=cfg.pretrained and last is None,
-                                                       weights=cfg.weights if last is None else None, se=cfg.se)
-    preprocess = card_of(last).preprocess if last else _preprocess(pretrained_cfg, cfg)
+    model, pretrained_cfg, weights_desc, preprocess, model_kwargs = _model(cfg, source, last)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main, cfg)
@@ -161,8 +157,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         teacher=distiller.description["teacher"] if distiller else None)
     run_dir = Path(last["path"]).parent.parent if last else \
         dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
-    weights_desc = card_of(last).weights_source if last else weights_desc
-    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, {"se": cfg.se}, weights_source=weights_desc)
+    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, model_kwargs, weights_source=weights_desc)
     run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
               device=device, plan=plan, results={}, card=card, workers=workers, main=main,
               checkpoint_extra={"args": resolved.to_dict(), "plan": [p.to_dict() for p in plan]},
@@ -202,6 +197,25 @@ def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, 
     counts = {split: len(items) for split, items in source.items.items()}
     made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent) if main else None
     return dist.broadcast(made)
+
+
+def _model(cfg: TrainConfig, source, last: dict | None):
+    """(model, its pretrained config, where its weights came from, preprocessing, the arguments that build it
+    again): from --model and its weights at the input size asked (an architecture made for one size is built for
+    another where its weights allow: models/factory.at_input_size); on resume, as the run built it."""
+    from ..models.factory import at_input_size, build_model, create_model, pretrained_config
+
+    classes = len(source.class_names)
+    if last is not None:
+        card = card_of(last)
+        return (build_model(cfg.model, classes, **card.model_kwargs), pretrained_config(cfg.model),
+                card.weights_source, card.preprocess, card.model_kwargs)
+    model, pretrained_cfg, weights_desc = create_model(cfg.model, classes, pretrained=cfg.pretrained,
+                                                       weights=cfg.weights, se=cfg.se)
+    preprocess = _preprocess(pretrained_cfg, cfg)
+    model, kwargs = at_input_size(model, cfg.model, classes, preprocess["input_size"],
+                                  pretrained=bool(cfg.pretrained or cfg.weights), se=cfg.se)
+    return model, pretrained_cfg, weights_desc, preprocess, kwargs
 
 
 def _imgsz(preprocess: dict) -> int | str:
@@ -336,8 +350,11 @@ def _log_start(run: Run, weights_desc: str, estimate) -> None:
     if estimate is None:
         log.info("Plan: " + "; then ".join(p.describe() for p in run.plan))
         return
-    log.info(f"Plan for --budget {run.cfg.budget} (estimated {estimate.total / 60:.1f} min on this machine; "
-             f"{run.cfg.cache_views} augmented view{'s' if run.cfg.cache_views != 1 else ''} per training image):\n"
+    views = run.cfg.cache_views
+    cached = any(p.inputs == "features" for p in run.plan) and \
+        f"; {views} augmented view{'s' if views != 1 else ''} per training image"
+    log.info(f"Plan for --budget {run.cfg.budget} (estimated {estimate.total / 60:.1f} min on this machine"
+             f"{cached or ''}):\n"
              + "\n".join(f"  {i}. {p.describe()}" for i, p in enumerate(run.plan, 1)) + "\nEstimated time:\n"
              + "\n".join(estimate.lines()))
 

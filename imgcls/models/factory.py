@@ -69,18 +69,54 @@ def pretrained_config(name: str) -> dict:
     return dict(cfg.to_dict()) if cfg is not None else {}
 
 
-def _build(name: str, num_classes: int, se: bool = False) -> nn.Module:
+def _build(name: str, num_classes: int, se: bool = False, img_size=None) -> nn.Module:
     if name == SIMPLE_CNN:
         return SimpleCNN(num_classes=num_classes, se=se)
     import timm
 
-    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    sized = {"img_size": tuple(img_size)} if img_size else {}
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, **sized)
 
 
-def build_model(name: str, num_classes: int, se: bool = False) -> nn.Module:
-    """A model with random weights, e.g. to load a checkpoint into."""
+def build_model(name: str, num_classes: int, se: bool = False, img_size=None) -> nn.Module:
+    """A model with random weights, e.g. to load a checkpoint into; ``img_size`` (H, W) builds one of the
+    architectures whose layers are made for one input size (ViT, Swin, LeViT, MaxViT...) at that size."""
     _check_name(name)
-    return _build(name, num_classes, se)
+    return _build(name, num_classes, se, img_size)
+
+
+def runs_at(model: nn.Module, input_size) -> bool:
+    """Whether ``model`` takes an input of ``input_size`` (C, H, W): one forward pass of one blank image."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size))
+        return True
+    except Exception:  # noqa: BLE001 - an assertion on the size, a shape mismatch in attention or a reshape
+        return False
+    finally:
+        model.train(was_training)
+
+
+def at_input_size(model: nn.Module, name: str, num_classes: int, input_size, *, pretrained: bool,
+                  se: bool = False) -> tuple[nn.Module, dict]:
+    """(model, the keyword arguments that build it again) for ``input_size``: ``model`` itself when it takes that
+    size, else (random weights only) the architecture built for it; one error line when neither can be."""
+    if runs_at(model, input_size):
+        return model, {"se": se}
+    size = list(input_size[1:])
+    own = pretrained_config(name).get("input_size", input_size)
+    if not pretrained:
+        try:
+            rebuilt = _build(name, num_classes, se, size)
+        except Exception:  # noqa: BLE001 - an architecture that takes no img_size: refused below
+            rebuilt = None
+        if rebuilt is not None and runs_at(rebuilt, input_size):
+            return rebuilt, {"se": se, "img_size": size}
+    why = (f"its pretrained weights are for {own[1]}x{own[2]} only; drop --imgsz, or add --no-pretrained to train one "
+           f"at {size[0]}x{size[1]}") if pretrained else f"it cannot be built for {size[0]}x{size[1]} inputs; drop --imgsz"
+    raise ImgclsError(f"--imgsz {size[0] if size[0] == size[1] else f'{size[0]},{size[1]}'}: --model {name} "
+                      f"takes {own[1]}x{own[2]} inputs: {why}")
 
 
 def _state_dict_from_file(path: Path) -> dict:

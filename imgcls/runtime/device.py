@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
+import sys
 import time
 
 import torch
 from torch import nn
 
 from ..errors import ImgclsError
+
+log = logging.getLogger("imgcls")
 
 
 def select_device(name: str) -> torch.device:
@@ -52,6 +56,10 @@ def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:
         loss.backward()
         return time.perf_counter() - start
 
+    key = f"{type(model).__name__}|{sum(p.numel() for p in model.parameters())}|{list(input_size)}"
+    if not survives("bf16 autocast", key, lambda: step(True)):
+        warn_once("bf16 autocast", type(model).__name__)
+        return False
     try:
         step(False), step(True)  # warm-up
         fp32 = min(step(False) for _ in range(3))
@@ -59,3 +67,126 @@ def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:
     except RuntimeError:
         return False
     return bf16 < 0.85 * fp32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Native fast paths that can crash the process (a segmentation fault in PyTorch's kernels for one architecture on
+# one CPU) are tried once in a forked child; the outcome is remembered, and a crash costs only that path.
+
+PROBES_FILE = "native-probes.json"
+PROBE_SECONDS = 300.0
+_warned: set[str] = set()
+
+
+def survives(path: str, key: str, trial, *, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether ``trial()`` (the native fast path named ``path``) runs without the process crashing, measured once
+    in a forked child and remembered under ``key`` for this machine and these libraries. Where processes cannot
+    fork (Windows, macOS), True: the path is taken as it always was."""
+    import os
+
+    key = _probe_key(path, key)
+    known = _probes().get(key)
+    if known is not None:
+        return known == "ok"
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return True
+    outcome = _in_child(trial, timeout)
+    if outcome is not None:  # a child that ran out of time proves nothing: tried again next time
+        _remember_probe(key, outcome)
+    return outcome in ("ok", None)
+
+
+def warn_once(path: str, subject: str) -> None:
+    """One warning per process and path (the training network and the one predict runs are probed apart, and
+    share the verdict as a rule): the run goes on without the fast path."""
+    if path not in _warned:
+        _warned.add(path)
+        log.warning(f"WARNING: {path} crashes PyTorch's native code for {subject} on this machine (tried in a child "
+                    f"process); going on without it")
+
+
+def _in_child(trial, timeout: float) -> str | None:
+    """"ok", "crash" (a signal, or any failure), or None when the child ran out of time."""
+    import os
+    import signal
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: one thread (OpenMP's pool does not survive fork), no cleanup of the parent's state
+        code = 3
+        try:
+            quiet = os.open(os.devnull, os.O_WRONLY)  # what the C library says as it crashes is not the user's news
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            torch.set_num_threads(1)
+            trial()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return "ok" if os.waitstatus_to_exitcode(status) == 0 else "crash"
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def _probe_key(path: str, key: str) -> str:
+    import hashlib
+    import platform
+
+    spec = f"{path}|{key}|{torch.__version__}|{platform.machine()}|{platform.processor()}|{_cpu_model()}"
+    return f"{path}:{hashlib.sha256(spec.encode()).hexdigest()[:20]}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+def _probes() -> dict:
+    import json
+
+    from ..record.cache import cache_root
+
+    try:
+        return json.loads((cache_root() / PROBES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_probe(key: str, outcome: str) -> None:
+    from ..record.cache import cache_root
+    from ..record.files import write_json
+
+    try:
+        write_json(cache_root() / PROBES_FILE, _probes() | {key: outcome})
+    except OSError:  # a read-only cache only means probing again next time
+        pass
+
+
+def channels_last_survives(model: nn.Module, input_size, *, train: bool, subject: str = "this model") -> bool:
+    """Whether ``model`` runs in channels_last on the CPU here (a forward, and with ``train`` a backward too, on a
+    batch of two at ``input_size``), with one warning when it does not."""
+    shapes = ",".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    key = f"{type(model).__name__}|{shapes}|{list(input_size)}|{'train' if train else 'eval'}"
+
+    def trial():
+        module = model.to(memory_format=torch.channels_last).train(train)
+        x = torch.randn(2, *input_size).contiguous(memory_format=torch.channels_last)
+        with torch.set_grad_enabled(train):
+            out = module(x)
+            if train:
+                (out if isinstance(out, torch.Tensor) else out[0]).float().sum().backward()
+
+    fine = survives("channels_last", key, trial)
+    if not fine:
+        warn_once("channels_last", subject)
+    return fine

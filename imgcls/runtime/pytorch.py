@@ -144,7 +144,7 @@ def _falls_back(runner: Runner, module: Callable[[], nn.Module]) -> Runner:
             except Exception as e:  # noqa: BLE001 - whatever the runtime raises, PyTorch computes the same network
                 log.warning(f"WARNING: {runner.name} failed on a batch of {len(inputs)} ({_reason(e)}); going on with "
                             "PyTorch")
-                fallback.append(torch_runner(_channels_last_copy(module()), "cpu", channels_last=True))
+                fallback.append(fast_torch_runner(module(), tuple(inputs.shape[1:])))
         return fallback[0].run(inputs)
 
     return Runner(runner.name, run, fixed_batch=runner.fixed_batch, images_per_second=runner.images_per_second,
@@ -160,7 +160,7 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
     device = torch.device(device)
     module = module.eval()
     if device.type != "cpu" or kind == "torch":
-        return torch_runner(module.to(device), device, channels_last=True)
+        return fast_torch_runner(module, input_size, device, copy=False)
     probe = _probe(input_size)
     choice = _choice_key(type(module).__name__ + ",".join(f"{k}:{tuple(v.shape)}" for k, v in
                                                            module.state_dict().items()), input_size)
@@ -175,7 +175,7 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
         except Exception as e:  # noqa: BLE001 - not installed, or an operator the exporter cannot express
             _explain_ort_failure(e, kind)
     if TORCH in wanted or not candidates:
-        candidates.append(torch_runner(_channels_last_copy(module), "cpu", channels_last=True))
+        candidates.append(fast_torch_runner(module, input_size))
     chosen = _faster(candidates, probe, choice)
     return _falls_back(chosen, lambda: module) if chosen.name == ORT and kind == "auto" else chosen
 
@@ -194,12 +194,11 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     device = torch.device(device)
     input_size = card_of(checkpoint).input_size
     if device.type != "cpu" or kind == "torch":
-        return torch_runner(_channels_last_copy(network_from_checkpoint(checkpoint).to(device)), device,
-                            channels_last=True)
+        return fast_torch_runner(network_from_checkpoint(checkpoint), input_size, device, copy=False)
     choice = checkpoint_choice(checkpoint)
     known = remembered(choice) if kind == "auto" else None
     network = functools.cache(lambda: network_from_checkpoint(checkpoint))  # built once, and only when needed
-    fast = functools.cache(lambda: torch_runner(_channels_last_copy(network()), "cpu", channels_last=True))
+    fast = functools.cache(lambda: fast_torch_runner(network(), input_size))
     probe = _probe(input_size, RACE_BATCH)
     onnx, new_export = None, None
     if known != TORCH:
@@ -290,6 +289,21 @@ def _explain_ort_failure(error: Exception, kind: str) -> None:
 def _reason(error: Exception) -> str:
     """The first line of an error's message (at most 160 characters), or its type when it has none."""
     return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+
+
+def fast_torch_runner(module: nn.Module, input_size, device: torch.device | str = "cpu", *,
+                      copy: bool = True) -> Runner:
+    """Eager PyTorch in channels_last (oneDNN's fastest convolution kernels) where that runs here without crashing
+    (runtime/device.channels_last_survives), else in the default memory format. ``copy``: leave ``module`` as it
+    is (the runner gets its own copy)."""
+    from .device import channels_last_survives
+
+    device = torch.device(device)
+    if device.type == "cpu" and not channels_last_survives(module, input_size, train=False,
+                                                           subject=type(module).__name__):
+        return torch_runner(module.eval(), device)
+    module = _channels_last_copy(module) if copy else module.eval().to(memory_format=torch.channels_last)
+    return torch_runner(module.to(device), device, channels_last=True)
 
 
 def _channels_last_copy(module: nn.Module) -> nn.Module:
