@@ -84,7 +84,12 @@ def _training_commands(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
 
     p = sub.add_parser("check", help="find bad files, duplicates, leakage and imbalance in a data set")
-    p.add_argument("--data", required=True, help="the data folder, in any layout `imgcls train` accepts")
+    p.add_argument("--data", required=True, help="the data folder, in any layout `imgcls train` accepts, or a label "
+                   "file (CSV/TSV/TXT)")
+    p.add_argument("--images", metavar="DIR", help="the folder a label file's image paths are relative to (default: "
+                   "its folder)")
+    p.add_argument("--columns", metavar="PATH,LABEL", help="a label file's image-path and label columns (default: "
+                   "recognised by their header)")
     p.add_argument("--out", metavar="DIR", help="where to write check.json, check.html and class_counts.png "
                    "(default: a new folder runs/check, runs/check2, ...)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when there are errors (for CI)")
@@ -235,7 +240,8 @@ def _run(args: argparse.Namespace) -> int:
                               threshold=NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold,
                               workers=args.workers, export_clean=args.export_clean, labels=args.labels,
                               export_relabel=args.export_relabel, relabel=args.relabel, model=args.model,
-                              device=args.device, progress=sys.stderr.isatty())
+                              device=args.device, progress=sys.stderr.isatty(), images=args.images,
+                              columns=args.columns)
         print(format_console(report))
         return 1 if args.strict and report.errors else 0
     elif command == "tune":

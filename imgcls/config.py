@@ -70,7 +70,11 @@ DEFAULT_SPLIT = "0.7,0.15,0.15"  # train, val, test fractions of a single tree o
 class TrainConfig:
     # data
     data: str = setting("",
-        "folder with train/ and val/ (optionally test/) class folders, or one tree of class folders")
+        "folder with train/ and val/ (optionally test/) class folders, one tree of class folders, or a label file "
+        "(CSV, TSV or TXT: image path and label per row)")
+    images: str | None = setting(None, "the folder a label file's image paths are relative to (default: its folder)")
+    columns: str | None = setting(None, "a label file's image-path and label columns, PATH,LABEL (default: "
+                                  "recognised by their header)")
     split: str = setting(DEFAULT_SPLIT,
         "train,val[,test] fractions for a single tree, or a split.csv to reuse")
     imgsz: str | None = setting(None, "input size in pixels: one number, or H,W (default: the model's pretrained size)")

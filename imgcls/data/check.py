@@ -448,10 +448,14 @@ def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, ne
 # ---------------------------------------------------------------- the data folder
 
 
-def collect_entries(root: Path):
-    """Files to check under root, as train reads them: (entries, the folders.Layout, layout findings)."""
+def collect_entries(root: Path, images: str | os.PathLike | None = None, columns: str | None = None):
+    """Files to check under root (or listed in the label file ``root``), as train reads them: (entries, the
+    folders.Layout, layout findings)."""
     from .folders import scan_layout
+    from .labelfile import is_label_file
 
+    if is_label_file(root):
+        return _listed_entries(root, images, columns)
     layout = scan_layout(root)
     findings = [Finding(severity, "layout", message) for severity, message in layout.problems]
     if not layout.trees.get(None, True):
@@ -476,21 +480,49 @@ def collect_entries(root: Path):
     return entries, layout, findings
 
 
+def _listed_entries(path: Path, images, columns: str | None):
+    """A label file's images as check entries, with a Layout of them (rooted at the images folder)."""
+    from .folders import SPLITS, Layout, row_split
+    from .labelfile import read_rows, resolve
+
+    root = Path(images).expanduser() if images else path.parent
+    if not root.is_dir():
+        raise ImgclsError(f"--images {root}: folder not found; give the folder the paths in {path.name} are "
+                          "relative to")
+    trees: dict[str | None, dict[str, list[Path]]] = {}
+    entries = []
+    for number, rel, label, split in resolve(read_rows(path, columns), root):
+        where = row_split(path, number, split)
+        trees.setdefault(where, {}).setdefault(label, []).append(root / rel)
+        entries.append((root / rel, rel, label, where))
+    if None in trees and len(trees) > 1:
+        raise ImgclsError(f"--data {path}: some rows have a split and some do not; give every row one, or none")
+    return entries, Layout(root=root, split_dirs={}, trees=dict(sorted(trees.items(), key=lambda kv: SPLITS.index(
+        kv[0]) if kv[0] else 0))), []
+
+
 def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgsz: int = 224,
               near: bool = True, threshold: int = NEAR_THRESHOLD, workers: int | None = None,
               export_clean: str | os.PathLike | None = None, write: bool = True,
               progress: bool = False, review=None, export_relabel: str | os.PathLike | None = None,
-              relabel: str | os.PathLike | None = None) -> CheckReport:
+              relabel: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+              columns: str | None = None) -> CheckReport:
     """Check a data folder end to end and return what was found; ``out`` and ``write`` say where the caller will
     write the report (engine/check.py), checked here before any work. ``export_clean`` writes a cleaned copy, with
     the ``relabel`` CSV applied to it when given. ``review(records, class_names, root, known_groups)`` adds findings
     and the "labels" section (``imgcls check --labels``, engine/labels.py), which ``export_relabel`` writes out as
     an editable CSV.
     """
+    from .labelfile import is_label_file
+
     root = Path(data).expanduser()
+    if is_label_file(root):  # the report is about the images the file lists, in their folder
+        root, listed = (Path(images).expanduser() if images else root.parent), root
+    else:
+        listed = None
     _check_targets(root, write, out, export_clean, export_relabel, relabel)
     t0 = time.time()
-    entries, layout, layout_issues = collect_entries(root)
+    entries, layout, layout_issues = collect_entries(listed or root, images, columns)
     relabelled = _read_relabel(relabel, entries)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
     findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold)

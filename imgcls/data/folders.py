@@ -57,7 +57,9 @@ class DataSource:
     items: dict[str, list[tuple[str, int]]]
     split_made: bool = False  # True when imgcls made (part of) the split (it is then saved as split.csv)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
-    given: tuple[str, ...] = ()  # splits the user gave as folders (train, test, ...)
+    given: tuple[str, ...] = ()  # splits the user gave as folders (train, test, ...) or in a label file's column
+    listed: bool = False          # the images come from a label file (data/labelfile.py): split.csv always saved
+    rows: dict[str, int] = field(default_factory=dict)  # a label file's row of each image (its messages name it)
 
     def paths(self, split: str) -> list[Path]:
         return [self.root / rel for rel, _ in self.items.get(split, [])]
@@ -339,14 +341,20 @@ def read_split_csv(path: Path, root: Path, class_names: list[str] | None = None)
     return DataSource(root=Path(root), class_names=names, items=items, split_made=True)
 
 
-def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0) -> DataSource:
-    """Read a data folder: split folders (train/val/test under any common name) or one tree of class folders.
+def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0, *,
+             images: str | os.PathLike | None = None, columns: str | None = None) -> DataSource:
+    """Read a data set: split folders (train/val/test under any common name), one tree of class folders, or a
+    label file (CSV, TSV, TXT: data/labelfile.py) with its images under ``images`` (default: the file's folder).
 
     ``split`` is a fraction spec for a single tree, or the path of a saved split.csv to reuse. With a train
     folder but no validation folder, a seeded, stratified validation split (``split``'s val fraction) is
     carved from train. Raises ImgclsError (one line) when the folder cannot be a classification data set.
     """
+    from .labelfile import is_label_file
+
     root = Path(root).expanduser()
+    if is_label_file(root):
+        return _from_label_file(root, split, seed, images, columns)
     if _reuses_split_csv(split) and root.is_dir():
         return read_split_csv(Path(split), root)
     layout = scan_layout(root)
@@ -361,24 +369,77 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0)
     found = {s: [(str(p.relative_to(root)), index[c]) for c in sorted(tree) for p in tree[c]]
              for s, tree in layout.trees.items()}
     given = tuple(s for s in SPLITS if s in layout.split_dirs)
+    source = _with_val(DataSource(root=root, class_names=class_names, items=found, given=given), split, seed,
+                       f"--data {root}")
+    if given and source.split_made:
+        fractions = _carving(split, "test" in found)
+        carved = f"{fractions[1]:.0%} validation" + (f" and {fractions[2]:.0%} test" if fractions[2] else "")
+        log.info(f"No validation folder: a seeded, stratified {carved} split carved from {layout.where('train')} "
+                 f"(seed {seed}; saved in the run's split.csv)")
+    return source
+
+
+def _with_val(source: DataSource, split: str, seed: int, where: str) -> DataSource:
+    """``source`` (items of the splits given, or of None for one unsplit pool) with a validation split: as given,
+    or carved, seeded and stratified, from train (or from the pool: then test too, by ``split``'s fractions)."""
+    found = source.items
     if "val" in found:
-        return DataSource(root=root, class_names=class_names, items=found, split_made=False, given=given)
+        return source
     fractions = _carving(split, "test" in found)
     pool = found.get("train", found.get(None))
     if fractions[1] <= 0:
-        raise ImgclsError(f"--data {root}: has no validation folder and --split {split} leaves none; "
+        raise ImgclsError(f"{where}: has no validation split and --split {split} leaves none; "
                           "give val a share such as --split 0.8,0.2, or add a val/ folder")
     assignment = stratified_split([label for _, label in pool], fractions, seed)
     items = {s: [item for item, a in zip(pool, assignment) if a == s] for s in SPLITS}
     if "test" in found:
         items["test"] = found["test"]
     if not items["val"]:
-        raise ImgclsError(f"--data {root}: too few images to make a validation split; add images or use --split 0.8,0.2")
-    if given:
-        carved = f"{fractions[1]:.0%} validation" + (f" and {fractions[2]:.0%} test" if fractions[2] else "")
-        log.info(f"No validation folder: a seeded, stratified {carved} split carved from {layout.where('train')} "
-                 f"(seed {seed}; saved in the run's split.csv)")
-    return DataSource(root=root, class_names=class_names, items=items, split_made=True, given=given)
+        raise ImgclsError(f"{where}: too few images to make a validation split; add images or use --split 0.8,0.2")
+    return replace(source, items=items, split_made=True)
+
+
+def _from_label_file(path: Path, split: str, seed: int, images, columns: str | None) -> DataSource:
+    """A DataSource from a label file: its split column where it has one, else a split made as for one tree."""
+    from .labelfile import read_rows, resolve
+
+    root = Path(images).expanduser() if images else path.parent
+    if not root.is_dir():
+        raise ImgclsError(f"--images {root}: {'is a file' if root.exists() else 'folder not found'}; give the folder "
+                          f"the paths in {path.name} are relative to")
+    table = read_rows(path, columns)
+    rows = resolve(table, root)
+    if not rows:
+        raise ImgclsError(f"--data {path}: no rows; give one image path and its label per row")
+    names = table.class_names or sorted({label for _, _, label, _ in rows})
+    if len(names) < 2:
+        raise ImgclsError(f"--data {path}: every row has the label {names[0]!r}; a classifier needs two classes or "
+                          "more")
+    index = {name: i for i, name in enumerate(names)}
+    splits = [row_split(path, number, value) for number, _, _, value in rows]
+    if len(set(splits)) > 1 and None in splits:
+        raise ImgclsError(f"--data {path}: some rows have a split and some do not; give every row one, or none")
+    found: dict[str | None, list[tuple[str, int]]] = {}
+    for (_, rel, label, _), where in zip(rows, splits):
+        found.setdefault(where, []).append((rel, index[label]))
+    found = {s: sorted(items, key=lambda item: (item[1], item[0])) for s, items in found.items()}  # as folders list
+    given = tuple(s for s in SPLITS if s in found)
+    numbers = {rel: number for number, rel, _, _ in rows}
+    if _reuses_split_csv(split):
+        return replace(read_split_csv(Path(split), root, names), listed=True, rows=numbers)
+    return replace(_with_val(DataSource(root=root, class_names=names, items=found, given=given), split, seed,
+                             f"--data {path}"), listed=True, rows=numbers)
+
+
+def row_split(path: Path, number: int, value: str | None) -> str | None:
+    """The split a label file's row names (None where it names none); one error line for a value that is no split."""
+    if value is None:
+        return None
+    found = split_of(value)
+    if found is None:
+        raise ImgclsError(f"--data {path}: row {number}: split {value!r} is not train, val or test (or a common name "
+                          "for one); fix the row, or drop the split column to let imgcls split")
+    return found
 
 
 def _reuses_split_csv(split) -> bool:
@@ -449,10 +510,11 @@ def run_source(run_dir: Path, class_names: list[str]) -> DataSource:
     args_file = run_dir / "args.yaml"
     if not args_file.exists():
         raise ImgclsError(f"{run_dir}: no args.yaml next to the weights, so the run's data is unknown; pass --data DIR")
-    data = read_yaml(args_file).get("data")
+    args = read_yaml(args_file)
+    data = args.get("data")
     if not data:
         raise ImgclsError(f"{args_file}: no data folder recorded; pass --data DIR")
-    root = Path(data)
+    root = Path(args.get("images") or data)  # a label file's images, or the data folder
     if (run_dir / "split.csv").exists():
         return read_split_csv(run_dir / "split.csv", root, class_names)
     if not root.is_dir():

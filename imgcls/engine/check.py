@@ -15,7 +15,8 @@ def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgs
           threshold: int = NEAR_THRESHOLD, workers: int | None = None, export_clean: str | os.PathLike | None = None,
           labels: bool = False, export_relabel: str | os.PathLike | None = None,
           relabel: str | os.PathLike | None = None, model: str | None = None, device: str = "auto",
-          runtime: str = "auto", write: bool = True, progress: bool = False) -> CheckReport:
+          runtime: str = "auto", write: bool = True, progress: bool = False, images: str | os.PathLike | None = None,
+          columns: str | None = None) -> CheckReport:
     """Check a data folder as ``imgcls check`` does; with ``labels``, also find likely label errors, outliers and
     semantic near-duplicates from backbone features (``model``, default the training default).
 
@@ -42,7 +43,7 @@ def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgs
                           runtime=runtime, known_groups=known_groups, progress=progress)
     report = run_check(data, out=out, imgsz=imgsz, near=near, threshold=threshold, workers=workers,
                        export_clean=export_clean, write=write, progress=progress, review=reviewer,
-                       export_relabel=export_relabel, relabel=relabel)
+                       export_relabel=export_relabel, relabel=relabel, images=images, columns=columns)
     if write:
         _write_report(report, Path(out) if out is not None else new_run_dir("runs", "check"))
     return report

@@ -74,8 +74,11 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     one of the checkpoint's classes.
     """
     from ..data.folders import run_source, scan_layout
+    from ..data.labelfile import is_label_file
 
     class_names = list(card_of(checkpoint).class_names)
+    if data is not None and is_label_file(data):
+        return _listed_items(Path(data), class_names, split)
     if data is None:
         run_dir = run_dir_of(checkpoint["path"])
         source = run_source(run_dir, class_names)
@@ -102,6 +105,25 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     if not items:
         raise ImgclsError(f"--data {where}: no images found in class folders")
     return root, items, split if split_dirs else "all"
+
+
+def _listed_items(path: Path, class_names: list[str], split: str) -> tuple[Path, list[tuple[str, int]], str]:
+    """A label file's images (relative to its folder): the rows of ``split`` where it has a split column, else all."""
+    from ..data.folders import row_split
+    from ..data.labelfile import read_rows, resolve
+
+    rows = [(rel, label, row_split(path, number, value)) for number, rel, label, value in
+            resolve(read_rows(path), path.parent)]
+    unknown = sorted({label for _, label, _ in rows} - set(class_names))
+    if unknown:
+        raise ImgclsError(f"--data {path}: label(s) {unknown} are not classes of this model ({', '.join(class_names)})")
+    splits = {s for _, _, s in rows}
+    if splits != {None} and split not in splits:
+        raise ImgclsError(f"--data {path}: its split column has no {split} rows; choose --split "
+                          f"{' or '.join(sorted(s for s in splits if s))}")
+    index = {name: i for i, name in enumerate(class_names)}
+    chosen = [(rel, index[label]) for rel, label, s in rows if s is None or s == split]
+    return path.parent, chosen, split if splits != {None} else "all"
 
 
 def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, int]], split: str, *,

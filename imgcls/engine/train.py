@@ -99,7 +99,8 @@ def _settings(cfg, cfg_file, resume, settings) -> tuple[TrainConfig, dict | None
             raise TypeError("pass either a TrainConfig or keyword settings, not both")
         cfg = cfg or make_config(cfg_file, **settings)
         if not cfg.data:
-            raise ImgclsError("--data is required: a folder with one sub-folder of images per class")
+            raise ImgclsError("--data is required: a folder with one sub-folder of images per class, or a label file "
+                              "(CSV/TSV/TXT) of image paths and labels")
         check_project_outside_data(cfg.project, cfg.data)
         return cfg, None
     extra = sorted(k for k, v in settings.items() if v is not None) + (["--cfg"] if cfg_file else [])
@@ -151,6 +152,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
                  "sees more detail (--imgsz sets it yourself)")
     resolved = dataclasses.replace(
         cfg, data=str(Path(cfg.data).resolve()), relabel=str(Path(cfg.relabel).resolve()) if cfg.relabel else None,
+        images=str(source.root.resolve()) if source.listed else None,
         epochs=sum(p.epochs for p in plan), cache_views=views,
         freeze=None if cfg.planned else cfg.frozen_backbone, lr=None if cfg.planned else cfg.base_lr,
         workers=workers, imgsz=_imgsz(preprocess), device=str(device),
@@ -235,7 +237,7 @@ def _source(cfg: TrainConfig, last: dict | None):
     from ..data.folders import DataSource, discover
 
     if last is None:
-        source = discover(cfg.data, cfg.split, cfg.seed)
+        source = discover(cfg.data, cfg.split, cfg.seed, images=cfg.images, columns=cfg.columns)
         return _relabelled(source, cfg.relabel) if cfg.relabel else source
     data = last["data"]
     return DataSource(root=Path(data["root"]), class_names=list(card_of(last).class_names),
@@ -263,6 +265,9 @@ def _checked(source, preprocess: dict, workers: int, main: bool, cfg: TrainConfi
                                              workers=max(2, workers), split=cfg.split, seed=cfg.seed)
         if findings_block:
             log.warning(findings_block)
+        for rel, reason in source.skipped if source.rows else ():
+            log.warning(f"WARNING: --data {cfg.data}: row {source.rows.get(rel, '?')}: {rel} cannot be used "
+                        f"({reason}); training goes on without it")
         check_trainable(source)
         log.info(f"Checked {sum(len(v) for v in source.items.values())} images in {time.time() - t0:.1f}s")
     return dist.broadcast(source)
@@ -333,7 +338,7 @@ def _write_run_header(run: Run) -> None:
 
     write_yaml(run.run_dir / "args.yaml", run.cfg.to_dict())
     write_json(run.run_dir / "class_indices.json", {str(i): c for i, c in enumerate(run.source.class_names)})
-    if run.source.split_made:
+    if run.source.split_made or run.source.listed:  # a label file's split too: later commands read it from there
         write_split_csv(run.source, run.run_dir / "split.csv")
 
 

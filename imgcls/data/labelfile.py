@@ -1,0 +1,202 @@
+"""A label file beside a folder of images: Kaggle's ``train.csv`` (``id,label``), a ``labels.csv``
+(``filename,breed``), a TSV, or a ``train_list.txt`` of ``path index`` lines with a names file.
+
+The columns are recognised by their header, or named with ``--columns PATH,LABEL``; an optional split column
+(train/val/test under any common name) gives the split. Paths are relative to ``--images`` (default: the label
+file's folder); an id without an extension is the one image file of that stem. Every bad row is one error line
+that names the row and what to do. The file and the images are only read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ImgclsError
+from .images import is_image_path
+
+log = logging.getLogger("imgcls")
+
+SUFFIXES = (".csv", ".tsv", ".txt")
+PATH_HEADERS = ("path", "filepath", "file_path", "file", "filename", "file_name", "fname", "image", "image_path",
+                "image_name", "image_id", "img", "img_path", "img_name", "id")
+LABEL_HEADERS = ("label", "labels", "class", "class_name", "classname", "category", "target", "tag", "tags", "y")
+SPLIT_HEADERS = ("split", "subset", "set", "fold_name")
+NAMES_FILES = ("names.txt", "classes.txt", "class_names.txt", "labels.txt")
+
+
+@dataclass
+class LabelRows:
+    """What a label file says: (row number, image path as written, label, split or None) for every row."""
+
+    file: Path
+    rows: list[tuple[int, str, str, str | None]]
+    class_names: list[str] | None = None    # from a names file, in its order (else sorted labels)
+
+
+def is_label_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in SUFFIXES and Path(path).is_file()
+
+
+def read_rows(path: Path, columns: str | None = None) -> LabelRows:
+    """The rows of a label file: a CSV/TSV with a header, or a TXT of ``path label`` lines."""
+    text = _text(path)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if path.suffix.lower() == ".txt" and "," not in first and "\t" not in first:
+        return _list_rows(path, text)
+    dialect = csv.excel_tab if path.suffix.lower() == ".tsv" or "\t" in first else csv.excel
+    table = list(csv.reader(io.StringIO(text), dialect))
+    if not table:
+        raise ImgclsError(f"--data {path}: the file is empty; give a CSV with a header such as path,label")
+    header = [h.strip() for h in table[0]]
+    at_path, at_label, at_split = _columns(path, header, columns)
+    rows = []
+    for number, row in enumerate(table[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        cell = (lambda i: row[i].strip() if i is not None and i < len(row) else "")
+        rows.append((number, cell(at_path), cell(at_label), cell(at_split) or None))
+    return LabelRows(path, rows)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImgclsError(f"--data {path}: not a text file in UTF-8; save the label file as UTF-8 CSV") from None
+
+
+def _columns(path: Path, header: list[str], columns: str | None) -> tuple[int, int, int | None]:
+    """Indices of the path, label and split columns: named by --columns, else recognised by their header."""
+    lowered = [h.lower().replace(" ", "_") for h in header]
+    split = next((lowered.index(h) for h in SPLIT_HEADERS if h in lowered), None)
+    if columns:
+        names = [c.strip() for c in columns.split(",")]
+        missing = [n for n in names if n not in header]
+        if len(names) != 2 or missing:
+            raise ImgclsError(f"--columns {columns}: expected two column names of {path.name}, PATH,LABEL (its "
+                              f"header: {', '.join(header)})")
+        return header.index(names[0]), header.index(names[1]), split
+    at_path = next((lowered.index(h) for h in PATH_HEADERS if h in lowered), None)
+    at_label = next((lowered.index(h) for h in LABEL_HEADERS if h in lowered), None)
+    rest = [i for i in range(len(header)) if i not in (at_path, split)]
+    if at_path is not None and at_label is None and len(rest) == 1:
+        at_label = rest[0]  # filename,breed: the one other column is the label
+        log.info(f"{path.name}: labels from its column {header[at_label]!r} (--columns names them otherwise)")
+    if at_path is None or at_label is None:
+        raise ImgclsError(f"--data {path}: cannot tell which column holds the image paths and which the labels "
+                          f"(header: {', '.join(header) or 'none'}); name them with --columns PATH_COLUMN,LABEL_COLUMN")
+    return at_path, at_label, split
+
+
+def _list_rows(path: Path, text: str) -> LabelRows:
+    """``./bocai/38.jpg 0`` lines: a path, then a label (an index into a names file beside the list, or a name)."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rsplit(None, 1)
+        rows.append((number, parts[0].strip(), parts[1].strip() if len(parts) == 2 else "", None))
+    names = _names_beside(path)
+    if names is not None:
+        index = {str(i): name for i, name in enumerate(names)}
+        for number, _, label, _ in rows:
+            if label and label not in index and label not in names:
+                raise ImgclsError(f"--data {path}: row {number}: label {label!r} is not an index of the "
+                                  f"{len(names)} names in {_names_file(path)}; fix the row or the names file")
+        rows = [(n, p, index.get(label, label), s) for n, p, label, s in rows]
+    return LabelRows(path, rows, names)
+
+
+def _names_file(path: Path) -> Path | None:
+    for candidate in (*(path.parent / n for n in NAMES_FILES), *sorted(path.parent.glob("*.yaml")),
+                      *sorted(path.parent.glob("*.yml"))):
+        if candidate.is_file() and candidate != path and (candidate.suffix == ".txt" or _yaml_names(candidate)):
+            return candidate
+    return None
+
+
+def _names_beside(path: Path) -> list[str] | None:
+    """Class names from names.txt (one a line) or a yaml's ``names`` (a list, or {index: name}) beside the list."""
+    found = _names_file(path)
+    if found is None:
+        return None
+    if found.suffix == ".txt":
+        return [line.strip() for line in found.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return _yaml_names(found)
+
+
+def _yaml_names(path: Path) -> list[str] | None:
+    import yaml
+
+    try:
+        names = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("names")
+    except (yaml.YAMLError, AttributeError, OSError):
+        return None
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names, key=int)] if all(str(k).isdigit() for k in names) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def resolve(rows: LabelRows, images: Path) -> list[tuple[int, str, str, str | None]]:
+    """(row, path relative to ``images``, label, split) for every row, each image found on disk: one error line for
+    the first row with no label, a file not found, an id that matches several files, or a path given two labels."""
+    stems = _stems(images) if any(not Path(p).suffix for _, p, _, _ in rows.rows) else {}
+    seen: dict[str, tuple[int, str]] = {}
+    out = []
+    for number, written, label, split in rows.rows:
+        where = f"--data {rows.file}: row {number}"
+        if not written:
+            raise ImgclsError(f"{where}: no image path; fill it in or delete the row")
+        if not label:
+            raise ImgclsError(f"{where}: {written!r} has no label; give it one or delete the row")
+        rel = _found(written, images, stems, where)
+        if rel in seen and seen[rel][1] != label:
+            raise ImgclsError(f"{where}: {rel} already has the label {seen[rel][1]!r} (row {seen[rel][0]}), here "
+                              f"{label!r}; keep one of the two rows")
+        if rel not in seen:
+            seen[rel] = (number, label)
+            out.append((number, rel, label, split))
+    return out
+
+
+def _found(written: str, images: Path, stems: dict[str, list[str]], where: str) -> str:
+    """The image a row names, relative to ``images``."""
+    path = Path(written.replace("\\", "/"))
+    full = path if path.is_absolute() else images / path
+    if full.is_file():
+        try:
+            return full.resolve().relative_to(images.resolve()).as_posix()
+        except ValueError:
+            raise ImgclsError(f"{where}: {written} is outside {images}; give paths inside the images folder "
+                              "(--images DIR)") from None
+    if not path.suffix:
+        matches = stems.get(path.as_posix(), []) or stems.get(path.name, [])
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ImgclsError(f"{where}: id {written!r} matches {len(matches)} files ({', '.join(matches[:3])}); "
+                              "give the file name with its extension")
+    raise ImgclsError(f"{where}: image {written} not found under {images}; fix the path, or point --images at the "
+                      "folder the paths are relative to")
+
+
+def _stems(images: Path) -> dict[str, list[str]]:
+    """Image files under ``images`` by stem (and by relative path without its extension)."""
+    from .folders import is_hidden
+
+    found: dict[str, list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(images):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(filenames):
+            if is_hidden(name) or not is_image_path(Path(name)):
+                continue
+            rel = (Path(dirpath) / name).relative_to(images).as_posix()
+            found.setdefault(Path(name).stem, []).append(rel)
+            if "/" in rel:
+                found.setdefault(rel.rsplit(".", 1)[0], []).append(rel)
+    return found
