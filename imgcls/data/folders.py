@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from ..config import DEFAULT_SPLIT
 from ..errors import ImgclsError
-from .images import is_image_path
+from .images import is_hidden, is_image_path
 
 log = logging.getLogger("imgcls")
 
@@ -23,16 +23,6 @@ SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validati
                "test": ("test", "testing")}
 SPLIT_SUFFIXES = frozenset({"set", "data", "dataset", "images", "imgs", "img", "split"})
 _SPLIT_OF_WORD = {word: split for split, words in SPLIT_WORDS.items() for word in words}
-# Folders and files that operating systems, archivers and notebooks leave behind; never read as data.
-SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin",
-                          "system volume information", "__pycache__", "lost+found"})
-
-
-def is_hidden(name: str) -> bool:
-    """Dot-names (.DS_Store, .ipynb_checkpoints, ._photo.jpg) and system names (__MACOSX, Thumbs.db, ...)."""
-    return name.startswith(".") or name.lower() in SYSTEM_NAMES
-
-
 def split_of(name: str) -> str | None:
     """'train', 'val' or 'test' for a split folder name (train, Training, seg_train, valid, test_set...), else None."""
     tokens = [t for t in re.split(r"[_\-. ]+", name.lower()) if t]

@@ -19,6 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# Folders and files that operating systems, archivers and notebooks leave behind; never read as data.
+SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin",
+                          "system volume information", "__pycache__", "lost+found"})
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-names (.DS_Store, .ipynb_checkpoints, ._photo.jpg) and system names (__MACOSX, Thumbs.db, ...)."""
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # Images above this many pixels are refused before decoding (PIL's own default limit).

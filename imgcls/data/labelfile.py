@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImgclsError
-from .images import is_image_path
+from .images import is_hidden, is_image_path
 
 log = logging.getLogger("imgcls")
 
@@ -187,8 +187,6 @@ def _found(written: str, images: Path, stems: dict[str, list[str]], where: str) 
 
 def _stems(images: Path) -> dict[str, list[str]]:
     """Image files under ``images`` by stem (and by relative path without its extension)."""
-    from .folders import is_hidden
-
     found: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(images):
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
