@@ -369,7 +369,7 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0,
     return source
 
 
-def _with_val(source: DataSource, split: str, seed: int, where: str) -> DataSource:
+def _with_val(source: DataSource, split: str, seed: int, where: str, missing: str = "validation folder") -> DataSource:
     """``source`` (items of the splits given, or of None for one unsplit pool) with a validation split: as given,
     or carved, seeded and stratified, from train (or from the pool: then test too, by ``split``'s fractions)."""
     found = source.items
@@ -378,7 +378,7 @@ def _with_val(source: DataSource, split: str, seed: int, where: str) -> DataSour
     fractions = _carving(split, "test" in found)
     pool = found.get("train", found.get(None))
     if fractions[1] <= 0:
-        raise ImgclsError(f"{where}: has no validation split and --split {split} leaves none; "
+        raise ImgclsError(f"{where}: has no {missing} and --split {split} leaves none; "
                           "give val a share such as --split 0.8,0.2, or add a val/ folder")
     assignment = stratified_split([label for _, label in pool], fractions, seed)
     items = {s: [item for item, a in zip(pool, assignment) if a == s] for s in SPLITS}
@@ -418,7 +418,7 @@ def _from_label_file(path: Path, split: str, seed: int, images, columns: str | N
     if _reuses_split_csv(split):
         return replace(read_split_csv(Path(split), root, names), listed=True, rows=numbers)
     return replace(_with_val(DataSource(root=root, class_names=names, items=found, given=given), split, seed,
-                             f"--data {path}"), listed=True, rows=numbers)
+                             f"--data {path}", "val rows"), listed=True, rows=numbers)
 
 
 def row_split(path: Path, number: int, value: str | None) -> str | None:
