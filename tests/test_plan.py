@@ -376,7 +376,11 @@ def test_the_tuned_network_predicts_from_its_activations_and_their_mirror_image(
         assert torch.allclose(logits, expected, atol=1e-5) and not torch.allclose(logits, plain, atol=1e-3)
         best = torch.load(run / "weights" / "best.pt", weights_only=True)
         assert len(explained) == 1 and (run / "errors_val.png").exists()
-        assert torch.allclose(explained[0].cpu().eval()(images), expected_logits(best, images)[0], atol=1e-5)
+        # best.pt is the better of the phases' ends by val, a near tie on this tiny set: whichever it is, the
+        # gallery explains the network it describes (the tuned one predicting from the mirrored maps, or the probe's)
+        mirrored, plain_best = expected_logits(best, images)
+        reference = mirrored if best.get("mirrored_at") == CUT else plain_best
+        assert torch.allclose(explained[0].cpu().eval()(images), reference, atol=1e-5)
     flops = results["model"]["FLOPs per image"]
     assert flops == count_flops(model_from_checkpoint(last), (3, 32, 32)) > count_flops(model_from_checkpoint(last).model,
                                                                                          (3, 32, 32))
