@@ -314,7 +314,7 @@ def test_familiarity_stays_float32_under_mixed_precision():
 def test_familiarity_is_exact_in_float32_when_the_features_barely_differ():
     """A weak network gives every image nearly the same features (a large common part, classes apart by a
     hundredth of it, images within a class by far less): the float32 score must still be the distance itself, not
-    the rounding of the large terms it was once a small difference of."""
+    the rounding error of large terms whose small difference it would be in a naive expansion."""
     from imgcls.models.familiarity import Familiarity, fit_familiarity, unit
 
     rng = np.random.default_rng(3)

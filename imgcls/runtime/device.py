@@ -81,7 +81,7 @@ _warned: set[str] = set()
 def survives(path: str, key: str, trial, *, timeout: float = PROBE_SECONDS) -> bool:
     """Whether ``trial()`` (the native fast path named ``path``) runs without the process crashing, measured once
     in a forked child and remembered under ``key`` for this machine and these libraries. Where processes cannot
-    fork (Windows, macOS), True: the path is taken as it always was."""
+    fork (Windows, macOS), True: the path is taken without a trial."""
     import os
 
     key = _probe_key(path, key)
