@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ..console import setup_logging
 from ..errors import ImgclsError
 from ..record.card import ModelCard
 from ..record.checkpoint import card_of, load_checkpoint
-from ..record.files import new_staging_dir, remove_staging_dir
+from ..record.files import new_staging_dir, put_in_place, remove_staging_dir
 from ..runtime.pytorch import torch_runner
 from .formats import FORMATS, Format, file_size, format_of
 from .parity import MAX_LOGIT_DIFF, Parity, check_parity, reference_inputs
@@ -84,7 +83,7 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
         model, parity = _written(fmt, model, checkpoint, staged, dynamic_batch, batch, source)
         # Side files first (OpenVINO's .bin before its .xml): a reader never finds the main file without them.
         for staged_file, target in reversed(list(zip(fmt.files(staged), fmt.files(path)))):
-            _put_in_place(staged_file, target)
+            put_in_place(staged_file, target)
     finally:
         remove_staging_dir(staging)
     log.info(f"Exported {format} ({sum(file_size(p) for p in fmt.files(path)) / 1e6:.2f} MB) to {path}")
@@ -174,14 +173,3 @@ def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: s
             f"{parity.top1_agreement * 100:.1f}%, required 100%); nothing was written")
     return parity
 
-
-def _put_in_place(staged: Path, target: Path) -> None:
-    """Rename ``staged`` over ``target``; a folder (Core ML's .mlpackage) replaces an old one as a whole."""
-    if staged.is_dir() and target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staged, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, target)

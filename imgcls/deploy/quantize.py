@@ -5,7 +5,6 @@ full-integer conversion (deploy/tflite.py), compared here the same way."""
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 
 from ..record.checkpoint import card_of
-from ..record.files import atomic_write_bytes
+from ..record.files import atomic_write_bytes, put_in_place
 from ..runtime.pytorch import torch_runner
 from ..runtime.runner import measure, onnx_runner
 from .formats import file_size, onnx_bytes, quantize_onnx, require
@@ -121,7 +120,7 @@ def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp3
     with tempfile.TemporaryDirectory(prefix=".imgcls-int8-", dir=fp32_path.parent) as tmp:
         staged = Path(tmp) / int8_path.name
         fmt.write_int8(model, card_of(checkpoint), fp32_path, staged, calibration)
-        os.replace(staged, int8_path)
+        put_in_place(staged, int8_path)
     runners = {"FP32": fmt.load(fp32_path, None)[0], "INT8": fmt.load(int8_path, None)[0]}
     report = compare_int8(runners, {"FP32": fp32_path, "INT8": int8_path}, checkpoint, model, source,
                           bench_seconds, batches)
