@@ -113,8 +113,8 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
 def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp32_path: Path, *,
                               calibration_images: int, bench_seconds: float = 2.0,
                               batches: tuple[int, ...] = (1, 32)) -> tuple[Path, dict]:
-    """INT8 for the other formats that offer it (TFLite): FP32_STEM_int8 written by the format next to the
-    FP32 file, then both files loaded back and compared side by side."""
+    """INT8 for the other formats that offer it (TFLite, web): FP32_STEM_int8 written by the format next to the
+    FP32 file (or folder), then both loaded back and compared side by side."""
     int8_path = fmt.int8_path(fp32_path)
     calibration, source = calibration_batch(checkpoint, calibration_images)
     with tempfile.TemporaryDirectory(prefix=".imgcls-int8-", dir=fp32_path.parent) as tmp:
