@@ -38,10 +38,7 @@ async function loadModel() {
     ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
     // WebAssembly threads need a cross-origin isolated page (COOP/COEP headers), which plain static hosts do not give
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-    const card = fetch("imgcls.json").then((r) => {
-      if (!r.ok) throw new Error(`imgcls.json: HTTP ${r.status}`);
-      return r.json();
-    });
+    const card = download("imgcls.json").then((r) => r.json());
     const session = ort.InferenceSession.create("model.onnx", {executionProviders: ["wasm"]});
     [model.card, model.session] = await Promise.all([card, session]);
     showModel(model.card);
@@ -52,6 +49,12 @@ async function loadModel() {
   } catch (e) {
     setState("failed", `The model could not be loaded: ${e.message || e}`);
   }
+}
+
+async function download(name) {
+  const response = await fetch(name);
+  if (!response.ok) throw new Error(`${name}: HTTP ${response.status}`);
+  return response;
 }
 
 function showModel(card) {
