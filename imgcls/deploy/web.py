@@ -49,7 +49,7 @@ def ort_web_files() -> Path:
                 raise ImgclsError(f"--format web: {folder} holds onnxruntime-web {found or '(unknown version)'}, "
                                   f"imgcls needs {ORT_WEB_VERSION}: run {install}")
             return folder
-    where = f"${ORT_WEB_ENV}" if os.environ.get(ORT_WEB_ENV) else "imgcls"
+    where = f"${ORT_WEB_ENV}" if os.environ.get(ORT_WEB_ENV) else "imgcls's folder for it"
     raise ImgclsError(f"--format web needs onnxruntime-web {ORT_WEB_VERSION} ({', '.join(ORT_WEB_FILES)}), not "
                       f"found in {root} ({where}): run {install}, or set {ORT_WEB_ENV} to a folder that holds them")
 
