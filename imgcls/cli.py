@@ -184,16 +184,19 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
     _add_reject(p)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO, TFLite or Core ML, "
-                                      "parity-checked")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO, TFLite, Core ML or a web "
+                                      "page that classifies in the browser, parity-checked")
     p.add_argument("--weights", required=True, help="checkpoint to export, e.g. runs/train/weights/best.pt")
-    p.add_argument("--format", default="onnx", help="onnx (default), torchscript, openvino, tflite or coreml")
+    p.add_argument("--format", default="onnx",
+                   help="onnx (default), torchscript, openvino, tflite, coreml or web (a folder: a page that runs the "
+                        "model in the browser)")
     p.add_argument("--int8", action="store_true",
-                   help="onnx and tflite: also write an INT8 file (calibrated on training images) and compare its "
-                        "size, speed, accuracy and agreement with PyTorch with FP32")
+                   help="onnx, tflite and web: also write an INT8 file (calibrated on training images) and compare "
+                        "its size, speed, accuracy and agreement with PyTorch with FP32")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="onnx, torchscript, openvino: accept any batch size (default: batch 1)")
-    p.add_argument("--out", metavar="FILE", help="output file (default: next to the checkpoint, e.g. best.onnx)")
+    p.add_argument("--out", metavar="FILE", help="output file, or folder for coreml and web (default: next to the "
+                                                 "checkpoint, e.g. best.onnx, best_web)")
     p.add_argument("--calib-images", type=int, default=64, metavar="N",
                    help="training images used to calibrate INT8 (default 64)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -260,7 +260,7 @@ def test_missing_package_error_names_the_package(cli, run, monkeypatch, fmt, mod
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "tensorrt"], "--format 'tensorrt': choose one of onnx, torchscript, openvino, tflite, coreml"),
-    (["--format", "torchscript", "--int8"], "--int8 is offered for --format onnx and tflite, not torchscript"),
+    (["--format", "torchscript", "--int8"], "--int8 is offered for --format onnx, tflite and web, not torchscript"),
     (["--format", "tflite", "--dynamic-batch"], "--dynamic-batch: tflite files are exported for batch 1"),
     (["--format", "coreml", "--dynamic-batch"], "--dynamic-batch: coreml files are exported for batch 1"),
     (["--out", "model.pt"], "a onnx file should end in .onnx"),

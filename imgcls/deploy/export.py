@@ -1,5 +1,5 @@
-"""``imgcls export``: ONNX, TorchScript, OpenVINO, TFLite and Core ML files that carry their own labels and
-preprocessing.
+"""``imgcls export``: ONNX, TorchScript, OpenVINO, TFLite and Core ML files, and web pages, that carry their own
+labels and preprocessing.
 
 Every export is checked against PyTorch on images of the run's validation split before it is put in
 place, so a file that gives other answers never lands next to the checkpoint. (Core ML can only run on
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ..console import setup_logging
 from ..errors import ImgclsError
 from ..record.card import ModelCard
 from ..record.checkpoint import card_of, load_checkpoint
-from ..record.files import new_staging_dir, remove_staging_dir
+from ..record.files import new_staging_dir, put_in_place, remove_staging_dir
 from ..runtime.pytorch import torch_runner
 from .formats import FORMATS, Format, file_size, format_of
 from .parity import MAX_LOGIT_DIFF, Parity, check_parity, reference_inputs
@@ -38,16 +37,18 @@ class ExportResult:
 
 
 def default_output(checkpoint_path: Path, fmt: str) -> Path:
-    """RUN/weights/best.pt -> RUN/weights/best.onnx (next to the checkpoint, never over it)."""
-    return checkpoint_path.with_suffix(FORMATS[fmt].suffix)
+    """RUN/weights/best.pt -> RUN/weights/best.onnx, best_web (next to the checkpoint, never over it)."""
+    return FORMATS[fmt].next_to(checkpoint_path)
 
 
-def _check_targets(paths: list[Path], force: bool, given: bool) -> None:
+def _check_targets(fmt: Format, paths: list[Path], force: bool, given: bool) -> None:
     """Refuse, before any work, to replace an existing file unless ``force``; never replace a folder other than
-    an earlier Core ML package."""
+    an earlier export in a format written as a folder (Core ML, web)."""
     for p in paths:
-        if p.is_dir() and not (p.suffix == ".mlpackage" and (p / "Manifest.json").is_file()):
+        if p.is_dir() and fmt.earlier_export is None:
             raise ImgclsError(f"--out {p}: is a folder; give a file name")
+        if p.is_dir() and not fmt.earlier_export(p):
+            raise ImgclsError(f"--out {p}: is a folder that is not an earlier {fmt.name} export; choose another --out")
     taken = [p for p in paths if p.exists() or p.is_symlink()]
     if taken and not force:
         where = f"--out {taken[0]}: already exists" if given else f"{taken[0]} already exists (an earlier export?)"
@@ -71,11 +72,12 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     checkpoint = load_checkpoint(weights)
     checkpoint_path = Path(checkpoint["path"])
     path = Path(out) if out else default_output(checkpoint_path, format)
-    if path.suffix != fmt.suffix:
-        raise ImgclsError(f"--out {path}: a {format} file should end in {fmt.suffix}")
+    if not fmt.owns(path):
+        kind = "folder" if fmt.earlier_export else "file"
+        raise ImgclsError(f"--out {path}: a {format} {kind} should end in {fmt.suffix}")
     if path.resolve() == checkpoint_path.resolve():
         raise ImgclsError(f"--out {path}: is the checkpoint itself; choose another file name")
-    _check_targets(fmt.files(path) + ([fmt.int8_path(path)] if int8 else []), force, given=out is not None)
+    _check_targets(fmt, fmt.files(path) + ([fmt.int8_path(path)] if int8 else []), force, given=out is not None)
     model = (network_from_checkpoint if fmt.familiarity else model_from_checkpoint)(checkpoint)
     batch, _, source = reference_inputs(checkpoint, "val")
     staging = new_staging_dir(path)
@@ -84,10 +86,12 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
         model, parity = _written(fmt, model, checkpoint, staged, dynamic_batch, batch, source)
         # Side files first (OpenVINO's .bin before its .xml): a reader never finds the main file without them.
         for staged_file, target in reversed(list(zip(fmt.files(staged), fmt.files(path)))):
-            _put_in_place(staged_file, target)
+            put_in_place(staged_file, target)
     finally:
         remove_staging_dir(staging)
     log.info(f"Exported {format} ({sum(file_size(p) for p in fmt.files(path)) / 1e6:.2f} MB) to {path}")
+    if fmt.next_step:
+        log.info(fmt.next_step.format(path=path))
     result = ExportResult(path=path, format=format, parity=parity)
     if int8:
         from .quantize import quantize_and_compare, quantize_file_and_compare
@@ -108,14 +112,15 @@ def _checked_format(weights, format: str, int8: bool, dynamic_batch: bool, calib
     if fmt is None:
         raise ImgclsError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     if int8 and fmt.write_int8 is None:
-        offered = " and ".join(f.name for f in FORMATS.values() if f.write_int8)
+        *others, last = [f.name for f in FORMATS.values() if f.write_int8]
+        offered = f"{', '.join(others)} and {last}"
         raise ImgclsError(f"--int8 is offered for --format {offered}, not {format}")
     if dynamic_batch and fmt.batch_one:
-        raise ImgclsError(f"--dynamic-batch: {format} files are exported for batch 1 (what mobile apps run); "
+        raise ImgclsError(f"--dynamic-batch: {format} files are exported for batch 1 (what apps and pages run); "
                           "drop --dynamic-batch")
     if calibration_images < 1:
         raise ImgclsError(f"--calib-images {calibration_images}: must be 1 or more")
-    if format_of(weights) is not None:
+    if format_of(weights) is not None and not Path(weights, "weights", "best.pt").is_file():  # not a run folder
         raise ImgclsError(f"--weights {weights}: export starts from an imgcls checkpoint (.pt), not an exported file")
     return fmt
 
@@ -173,15 +178,3 @@ def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: s
             "top-1 agreement "
             f"{parity.top1_agreement * 100:.1f}%, required 100%); nothing was written")
     return parity
-
-
-def _put_in_place(staged: Path, target: Path) -> None:
-    """Rename ``staged`` over ``target``; a folder (Core ML's .mlpackage) replaces an old one as a whole."""
-    if staged.is_dir() and target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staged, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, target)

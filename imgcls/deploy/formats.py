@@ -1,7 +1,8 @@
 """The one table of deployment formats. Each format knows how to write a checkpoint's network with its model
 card inside (record/card.ModelCard: class names, preprocessing, model name, temperature, rejection), and how to
-load a written file back as a Runner plus that card; ONNX and TFLite also write INT8 files. export,
-benchmark, predict and serve all use it. TFLite's and Core ML's converters live in tflite.py and coreml.py.
+load a written file back as a Runner plus that card; ONNX, TFLite and web also write INT8 files. export,
+benchmark, predict and serve all use it. TFLite's and Core ML's converters live in tflite.py and coreml.py, the web
+page in web.py.
 """
 
 from __future__ import annotations
@@ -265,10 +266,53 @@ def _verify_coreml(model, card: ModelCard, path: Path, batch: np.ndarray, source
     return coreml.check_numbers(model, card, path, batch, source)
 
 
+def _write_web(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
+    """A folder with a page that runs the ONNX network in the browser (web.py); batch 1, as the page feeds it."""
+    from . import web
+
+    web.write(path, onnx_bytes(model, card, dynamic_batch=False), export_metadata(card, model))
+
+
+def _write_web_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """The FP32 web folder again, with its network quantized as ``--format onnx --int8`` quantizes."""
+    from . import web
+
+    onnx = require("onnx", "onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "int8.onnx"
+        quantize_onnx(web.model_file(fp32_path), staged, calibration)
+        proto = onnx.load(str(staged))
+        set_onnx_metadata(proto, export_metadata(card, model))  # the quantizer drops the metadata
+        web.copy_as(fp32_path, int8_path, proto.SerializeToString(), export_metadata(card, model), "INT8")
+
+
+def _load_web(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
+    """The web folder's network on ONNX Runtime (the same file the page runs on onnxruntime-web)."""
+    from . import web
+
+    return _load_onnx(web.model_file(path), threads)
+
+
+def _web_ready() -> None:
+    from . import web
+
+    web.ort_web_files()
+
+
+def _is_coreml_package(path: Path) -> bool:
+    return path.suffix == ".mlpackage" and (path / "Manifest.json").is_file()
+
+
+def _is_web_export(path: Path) -> bool:
+    from . import web
+
+    return web.is_web_export(path)
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
-    suffix: str
+    suffix: str                               # how the written file's (or folder's) name ends: .onnx, _web
     packages: tuple[tuple[str, str], ...]     # (module, pip package) that writing needs
     write: Callable                           # (model, card, path, dynamic_batch) -> None
     load: Callable                            # (path, threads) -> (Runner, ModelCard)
@@ -280,9 +324,22 @@ class Format:
     familiarity: bool = True                  # carries the familiarity output (else logits only: --reject then
                                               # falls back to the energy score)
     notes: str = ""                           # added to the missing-package error (e.g. the extra to install)
+    ready: Callable | None = None             # () -> None: checks what writing needs besides Python packages
+                                              # (web: onnxruntime-web's files), raising one ImgclsError
+    earlier_export: Callable | None = None    # (folder) -> bool, for formats written as folders: whether a folder
+                                              # is an earlier export, which --force may replace
+    next_step: str = ""                       # said after writing; {path} is the written file or folder
 
     def files(self, path: Path) -> list[Path]:
         return [path, *[path.with_suffix(s) for s in self.side_suffixes]]
+
+    def owns(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is named as this format's files are (any case)."""
+        return Path(path).name.lower().endswith(self.suffix) and len(Path(path).name) > len(self.suffix)
+
+    def next_to(self, path: Path) -> Path:
+        """best.pt -> best.onnx, best_web (beside ``path``)."""
+        return path.with_name(path.stem + self.suffix)
 
     def require(self) -> None:
         """Name the first missing package before any work is done (found, not imported: TFLite's TensorFlow
@@ -295,10 +352,14 @@ class Format:
             if not found:
                 raise ImgclsError(f"missing package {package}: install it with `pip install {package}`"
                                   + (f" ({self.notes})" if self.notes else ""))
+        if self.ready is not None:
+            self.ready()
 
     def int8_path(self, fp32_path: Path) -> Path:
-        """best.onnx -> best_int8.onnx"""
-        return fp32_path.with_name(f"{fp32_path.stem}_int8{self.suffix}")
+        """best.onnx -> best_int8.onnx, best_web -> best_int8_web"""
+        name = fp32_path.name
+        base = name[:len(name) - len(self.suffix)] if self.owns(fp32_path) else fp32_path.stem
+        return fp32_path.with_name(f"{base}_int8{self.suffix}")
 
 
 TFLITE_PACKAGES = (("tensorflow", "tensorflow"), ("tf_keras", "tf-keras"), ("onnx2tf", "onnx2tf"),
@@ -313,7 +374,12 @@ FORMATS = {f.name: f for f in (
     Format("tflite", ".tflite", TFLITE_PACKAGES, _write_tflite, _load_tflite, write_int8=_write_tflite_int8,
            batch_one=True, familiarity=False, notes="or `pip install 'imgcls[tflite]'`"),
     Format("coreml", ".mlpackage", (("coremltools", "coremltools"),), _write_coreml, _load_coreml,
-           verify=_verify_coreml, batch_one=True, familiarity=False),
+           verify=_verify_coreml, batch_one=True, familiarity=False, earlier_export=_is_coreml_package),
+    Format("web", "_web", (("onnx", "onnx"), ("onnxruntime", "onnxruntime")), _write_web, _load_web,
+           write_int8=_write_web_int8, batch_one=True, familiarity=False, ready=_web_ready,
+           earlier_export=_is_web_export,
+           next_step="Open it in a browser: python -m http.server 8000 --directory {path}, then http://localhost:8000 "
+                     "(or copy the folder to any static host)"),
 )}
 
 
@@ -325,8 +391,7 @@ def file_size(path: Path) -> int:
 
 def format_of(path: str | os.PathLike) -> Format | None:
     """The format of an exported file, by its suffix; None for anything else (e.g. a .pt checkpoint)."""
-    suffix = Path(path).suffix.lower()
-    return next((f for f in FORMATS.values() if f.suffix == suffix), None)
+    return next((f for f in FORMATS.values() if f.owns(path)), None)
 
 
 def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Runner, ModelCard]:
@@ -335,6 +400,6 @@ def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[
     fmt = format_of(path)
     if fmt is None:
         raise ImgclsError(f"--weights {path}: not an exported model ({', '.join(f.suffix for f in FORMATS.values())})")
-    if not path.exists():  # a Core ML .mlpackage is a folder
+    if not path.exists():  # a Core ML .mlpackage and a web export are folders
         raise ImgclsError(f"--weights {path}: file not found")
     return fmt.load(path, threads)

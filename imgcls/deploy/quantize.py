@@ -5,7 +5,6 @@ full-integer conversion (deploy/tflite.py), compared here the same way."""
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 
 from ..record.checkpoint import card_of
-from ..record.files import atomic_write_bytes
+from ..record.files import atomic_write_bytes, put_in_place
 from ..runtime.pytorch import torch_runner
 from ..runtime.runner import measure, onnx_runner
 from .formats import file_size, onnx_bytes, quantize_onnx, require
@@ -114,14 +113,14 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
 def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp32_path: Path, *,
                               calibration_images: int, bench_seconds: float = 2.0,
                               batches: tuple[int, ...] = (1, 32)) -> tuple[Path, dict]:
-    """INT8 for the other formats that offer it (TFLite): FP32_STEM_int8 written by the format next to the
-    FP32 file, then both files loaded back and compared side by side."""
+    """INT8 for the other formats that offer it (TFLite, web): FP32_STEM_int8 written by the format next to the
+    FP32 file (or folder), then both loaded back and compared side by side."""
     int8_path = fmt.int8_path(fp32_path)
     calibration, source = calibration_batch(checkpoint, calibration_images)
     with tempfile.TemporaryDirectory(prefix=".imgcls-int8-", dir=fp32_path.parent) as tmp:
         staged = Path(tmp) / int8_path.name
         fmt.write_int8(model, card_of(checkpoint), fp32_path, staged, calibration)
-        os.replace(staged, int8_path)
+        put_in_place(staged, int8_path)
     runners = {"FP32": fmt.load(fp32_path, None)[0], "INT8": fmt.load(int8_path, None)[0]}
     report = compare_int8(runners, {"FP32": fp32_path, "INT8": int8_path}, checkpoint, model, source,
                           bench_seconds, batches)

@@ -142,3 +142,20 @@ def staged_dir(dest: str | os.PathLike):
             (staging / STAGING_MARKER).touch()
             remove_staging_dir(staging)
         raise
+
+
+def put_in_place(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename ``staged`` over ``target``; a folder (a Core ML .mlpackage, a web export) replaces what is there as a
+    whole, which a rename alone cannot do over a folder that is not empty."""
+    staged, target = Path(staged), Path(target)
+    if staged.is_dir() and (target.exists() or target.is_symlink()):
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(staged, target)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(staged, target)
