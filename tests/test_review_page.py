@@ -1,12 +1,14 @@
-"""The label review of check.html: choosing Keep / Relabel as X / Drop with the keyboard and the
+"""The label review of check.html (and report.html): choosing Keep / Relabel as X / Drop with the keyboard and the
 mouse in real Chromium from a file:// page, the choices kept across the class filter, a reload and reopening the
 file, and the downloaded relabel.csv taken by `imgcls train --relabel`."""
 
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -202,3 +204,22 @@ def test_the_csv_the_page_writes_is_the_relabel_file(browser, tmp_path):
     target[pick[0]] = NAMES[0]  # 1
     assert relabel.new_class == {p: c for p, c in target.items() if c != given[p]} and relabel.drop == {pick[2]}
 
+
+def test_report_html_reviews_the_runs_relabel_file(tmp_path):
+    """report.html's label review takes its suspects from RUN/relabel.csv (the rows train proposes to relabel)."""
+    from imgcls.data.relabel import write_relabel_csv
+    from imgcls.reporting.report import _label_review_section
+
+    rows, _ = synthetic_rows(10)
+    write_relabel_csv(tmp_path / "relabel.csv", rows)
+    likely = [r | {"given_probability": 0.03, "suggested_probability": 0.9} for r in rows if r["flagged"]][:2]
+    run = SimpleNamespace(run_dir=tmp_path, dataset={"root": str(tmp_path / "data")}, class_names=NAMES,
+                          label_review={"folds": 5, "label_issues": 10, "images": 10, "cross_validated_accuracy": 0.5,
+                                        "file": "relabel.csv", "likely_errors": likely})
+    html = _label_review_section(run)
+    assert "<h2>Label review</h2>" in html and html.count("class='suspect'") == 10
+    assert f"{likely[0]['path']}: labelled cat (3%), looks like dog, small (90%)".replace('"', "&quot;") in html
+    data = json.loads(html.split("id='review-data'>")[1].split("</script>")[0])
+    assert len(data["rows"]) == 10 and data["classes"] == NAMES
+    (tmp_path / "relabel.csv").write_text("path,given,suggested,score,action\na.png,cat,dog,high,relabel\n")
+    assert "class='suspect'" not in _label_review_section(run)  # a file the page cannot show: the plain table
