@@ -1,5 +1,6 @@
-"""The one look of imgcls's HTML pages (report, compare, check): self-contained, no script, nothing
-loaded from the network, so every page opens offline and can be mailed as one file."""
+"""The one look of imgcls's HTML pages (report, compare, check): self-contained, nothing loaded from the
+network, so every page opens offline and can be mailed as one file. The only script is the label review's
+(reporting/label_review.py), inline, and the page reads without it."""
 
 from __future__ import annotations
 

@@ -90,8 +90,17 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture
-def browser(tmp_path):
-    """Headless Debian chromium through selenium. Skips on a developer's machine without it; fails in CI."""
+def download_dir(tmp_path) -> Path:
+    """Where the `browser` fixture's Chromium saves what a page downloads."""
+    folder = tmp_path / "downloads"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser(tmp_path, download_dir):
+    """Headless Debian chromium through selenium, saving downloads into `download_dir`. Skips on a developer's
+    machine without it; fails in CI."""
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
         if os.environ.get("CI"):
             pytest.fail("CI needs Debian chromium and chromium-driver for the browser tests")
@@ -105,6 +114,8 @@ def browser(tmp_path):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", "--window-size=1280,2400", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
+                                              "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:

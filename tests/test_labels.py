@@ -246,6 +246,7 @@ def test_train_names_likely_label_errors_and_writes_a_relabel_file_it_accepts(cl
     assert flagged <= set(PLANTED) | {OFF_TOPIC}
     html = (run / "report.html").read_text()
     assert "<h2>Label review</h2>" in html and all(path in html for path in flagged)
+    assert html.count("class='suspect'") == len(flagged)  # each with Keep / Relabel as / Drop (test_review_page.py)
     assert tree_digest(data) == before
 
     code, _, err = cli("train", "--data", data, "--relabel", run / "relabel.csv", "--name", "fixed", *common)

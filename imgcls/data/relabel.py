@@ -38,8 +38,36 @@ def relabel_csv_text(rows: list[dict]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([row["path"], row["given"], row["suggested"], f"{float(row['score']):.6f}", row["action"]])
+        writer.writerow([row["path"], row["given"], row["suggested"], score_text(row["score"]), row["action"]])
     return buffer.getvalue()
+
+
+def score_text(score) -> str:
+    """The score column as relabel_csv_text writes it."""
+    return f"{float(score):.6f}"
+
+
+def csv_field(value: str) -> str:
+    """One field exactly as relabel_csv_text writes it (quoted only where the csv module quotes it), so that a page
+    can assemble the file line by line and write the same bytes."""
+    if value == "":  # the csv module writes a lone empty field as "", an empty field among others as nothing
+        return ""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([value])
+    return buffer.getvalue()[:-1]
+
+
+def read_relabel_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a relabel file as written, unchecked (the report's label review redraws from them); missing
+    columns read as ''. ImgclsError when the file cannot be read or has no path and action columns."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ImgclsError(f"{path}: cannot be read as CSV ({e})") from None
+    if rows and not {"path", "action"} <= rows[0].keys():
+        raise ImgclsError(f"{path}: not a relabel file (expected the columns {','.join(COLUMNS)})")
+    return [{column: (row.get(column) or "") for column in COLUMNS} for row in rows]
 
 
 def write_relabel_csv(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -4,16 +4,16 @@ report (data/check.CheckReport)."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..data.check import LABEL_ISSUES_PICTURED, SEVERITIES, UNREAD_KINDS, CheckReport, short_list
-from ..data.images import ImageReadError, load_image
+from ..data.check import LABEL_ISSUES_PICTURED, SEVERITIES, UNREAD_KINDS, CheckReport, relabel_rows, short_list
 from ..pages import esc, page
+from .label_review import Suspect, review_help, review_section
 from .plots import png_bytes, pyplot
+from .thumbnails import Thumbnails
 
 
 def format_console(report: CheckReport, per_kind: int = 10) -> str:
@@ -90,74 +90,74 @@ def class_count_chart(counts: dict[str, dict[str, int]]) -> bytes:
     return png_bytes(fig, dpi=100)
 
 
-def thumbnail_uri(path: Path, size: int = 128) -> str | None:
-    """A small JPEG of the image as a data: URI, or None when it cannot be decoded."""
-    try:
-        image = load_image(path, draft_size=(size, size))
-    except ImageReadError:
-        return None
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def render_html(report: CheckReport, chart_png: bytes | None, max_thumbs: int = 800) -> str:
-    """check.html: self-contained (styles inline, images as data: URIs), readable offline."""
+    """check.html: self-contained (styles, the label review's script and the images inline), works offline."""
     root = Path(report.root)
-    cache: dict[str, str | None] = {}
-    budget = [max_thumbs]
-
-    def figure(rel: str) -> str:
-        if rel not in cache:
-            if budget[0] <= 0:
-                return f"<figure><div class='nothumb'>&hellip;</div>{esc(rel)}</figure>"
-            budget[0] -= 1
-            cache[rel] = thumbnail_uri(root / rel)
-        uri = cache[rel]
-        picture = f"<img src='{uri}' alt=''>" if uri else "<div class='nothumb'>cannot decode</div>"
-        return f"<figure>{picture}{esc(rel)}</figure>"
-
+    figure = Thumbnails(root, max_thumbs)
+    findings = _findings_section(report, figure)  # first: errors get thumbnails before the label review does
     parts = [f"<h1>imgcls check: {esc(str(root))}</h1>",
              f"<p>{len(report.records)} files ({esc(report.layout)}), checked in {report.seconds:.1f}s: "
              f"<b>{report.errors} error(s)</b>, {report.count('warning')} warning(s), {report.count('info')} info."
-             "</p>"]
-    if report.counts:
-        classes = list(next(iter(report.counts.values())).keys())
-        parts.append("<h2>Images per class</h2><table><tr><th>class</th>"
-                     + "".join(f"<th>{esc(s)}</th>" for s in report.counts) + "</tr>")
-        for c in classes:
-            parts.append(f"<tr><td>{esc(c)}</td>"
-                         + "".join(f"<td>{report.counts[s].get(c, 0)}</td>" for s in report.counts) + "</tr>")
-        parts.append("</table>")
-        if report.imbalance_ratio is not None:
-            parts.append(f"<p>Imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}</p>")
-        if chart_png:
-            parts.append("<img alt='images per class' src='data:image/png;base64,"
-                         + base64.b64encode(chart_png).decode("ascii") + "'>")
+             "</p>", _counts_section(report, chart_png)]
     if report.labels:
-        parts.append("<h2>Labels</h2><p>" + esc(label_summary(report.labels).strip()) + ". Each likely label error is "
-                     "shown beside the most similar images of the class it looks like; the full ranking is in "
-                     "check.json (<code>labels.ranked</code>) and, with --export-relabel, in an editable CSV.</p>")
-    parts.append("<h2>Findings</h2>")
+        parts.append(_labels_section(report, figure))
+    parts += [findings, f"<h2>Settings</h2><pre>{esc(json.dumps(report.settings, indent=1))}</pre>"]
+    return page(f"imgcls check: {root.name}", "\n".join(parts))
+
+
+def _findings_section(report: CheckReport, figure: Thumbnails) -> str:
+    """Every finding with thumbnails of its files; the likely label errors in one line (the review shows them)."""
+    parts = ["<h2>Findings</h2>"]
     if not report.findings:
         parts.append("<p>No problems found.</p>")
-    shown_issues = 0
+    issues = [f for f in report.findings if f.kind == "label_issue"]
     for f in report.findings:
+        if f.kind == "label_issue":
+            if f is issues[0]:
+                parts.append(f"<div class='finding {f.severity}'><span class='sev'>{esc(f.severity)}</span> "
+                             f"[label_issue] {len(issues)} likely label error(s): each is in the review under "
+                             "Labels above</div>")
+            continue
         parts.append(f"<div class='finding {f.severity}'><span class='sev'>{esc(f.severity)}</span> "
                      f"[{esc(f.kind)}] {esc(f.message)}")
-        if f.kind == "label_issue":
-            shown_issues += 1
-            if shown_issues <= LABEL_ISSUES_PICTURED:
-                parts.append("<div class='thumbs'>" + figure(f.paths[0]) + "<div class='beside'>looks like "
-                             f"<b>{esc(f.details['suggested'])}</b>:</div>"
-                             + "".join(figure(p) for p in f.details["similar"]) + "</div>")
-        elif f.paths and f.kind not in UNREAD_KINDS:
+        if f.paths and f.kind not in UNREAD_KINDS:
             parts.append("<div class='thumbs'>" + "".join(figure(p) for p in f.paths[:24]) + "</div>")
             if len(f.paths) > 24:
                 parts.append(f"<p>... and {len(f.paths) - 24} more (see check.json)</p>")
         elif f.paths:
             parts.append(f"<p>{esc(short_list(f.paths, 50))}</p>")
         parts.append("</div>")
-    parts.append(f"<h2>Settings</h2><pre>{esc(json.dumps(report.settings, indent=1))}</pre>")
-    return page(f"imgcls check: {root.name}", "\n".join(parts))
+    return "\n".join(parts)
+
+
+def _counts_section(report: CheckReport, chart_png: bytes | None) -> str:
+    if not report.counts:
+        return ""
+    classes = list(next(iter(report.counts.values())).keys())
+    parts = ["<h2>Images per class</h2><table><tr><th>class</th>"
+             + "".join(f"<th>{esc(s)}</th>" for s in report.counts) + "</tr>"]
+    for c in classes:
+        parts.append(f"<tr><td>{esc(c)}</td>"
+                     + "".join(f"<td>{report.counts[s].get(c, 0)}</td>" for s in report.counts) + "</tr>")
+    parts.append("</table>")
+    if report.imbalance_ratio is not None:
+        parts.append(f"<p>Imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}</p>")
+    if chart_png:
+        parts.append("<img alt='images per class' src='data:image/png;base64,"
+                     + base64.b64encode(chart_png).decode("ascii") + "'>")
+    return "\n".join(parts)
+
+
+def _labels_section(report: CheckReport, figure: Thumbnails) -> str:
+    """The --labels summary and the review of its likely label errors (reporting/label_review.py)."""
+    suspects = [Suspect(f.paths[0], f.details["given"], f.details["suggested"], f.message, f.details["similar"])
+                for f in report.findings if f.kind == "label_issue"]
+    intro = ("<h2>Labels</h2><p>" + esc(label_summary(report.labels).strip()) + ". The full ranking is in "
+             "check.json (<code>labels.ranked</code>)" + (" and in an editable CSV (--export-relabel)"
+                                                          if report.labels.get("relabel_file") else "") + ".</p>")
+    if not suspects:
+        return intro
+    class_names = list(next(iter(report.counts.values())).keys())
+    return (intro + review_help(LABEL_ISSUES_PICTURED, len(suspects))
+            + review_section(relabel_rows(report.labels), suspects, class_names, str(Path(report.root).resolve()),
+                             figure, LABEL_ISSUES_PICTURED))

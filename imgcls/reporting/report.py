@@ -198,11 +198,46 @@ def _label_review_section(run: RunRecord) -> str:
              f"(cross-validated accuracy {review['cross_validated_accuracy']:.1%}).")
     if review.get("file"):
         intro += (f" Every image is ranked in <code>{esc(review['file'])}</code> in this folder: set each action "
-                  "(keep, relabel, drop), then pass it to <code>--relabel</code> when you train again.")
+                  "(keep, relabel, drop), here or in the file, then pass it to <code>--relabel</code> when you train "
+                  "again.")
+    drawn = _label_review_choices(run, review)
+    if drawn:
+        return "<h2>Label review</h2>" + intro + "</p>" + drawn
     rows = [[r["path"], r["given"], _percent(r.get("given_probability")), r["suggested"],
              _percent(r.get("suggested_probability"))] for r in review["likely_errors"]]
     return ("<h2>Label review</h2>" + intro + "</p>"
             + (table(["image", "labelled", "its probability", "looks like", "probability"], rows) if rows else ""))
+
+
+def _label_review_choices(run: RunRecord, review: dict) -> str:
+    """The review with choices (reporting/label_review.py) over RUN/relabel.csv: its likely label errors are the
+    rows it proposes to relabel or drop. '' when the run has no such file, or it cannot be read."""
+    from ..data.check import LABEL_ISSUES_PICTURED
+    from ..data.relabel import read_relabel_rows
+    from .label_review import Suspect, review_help, review_section
+    from .thumbnails import Thumbnails
+
+    path = run.run_dir / (review.get("file") or "")
+    if not review.get("file") or not path.is_file():
+        return ""
+    known = {r["path"]: r for r in review["likely_errors"]}
+    root = str(run.dataset.get("root", ""))
+    try:
+        rows = read_relabel_rows(path)
+        suspects = [Suspect(r["path"], r["given"], r["suggested"], _suspect_line(r, known.get(r["path"])))
+                    for r in rows if r["action"].strip().lower() != "keep"]
+        drawn = review_section(rows, suspects, run.class_names, root, Thumbnails(Path(root)), LABEL_ISSUES_PICTURED)
+    except (ImgclsError, ValueError) as e:  # a hand-edited file the page cannot show (a score that is no number)
+        log.warning(f"WARNING: the report lists the likely label errors without choices ({e})")
+        return ""
+    return review_help(LABEL_ISSUES_PICTURED, len(suspects)) + drawn if suspects else ""
+
+
+def _suspect_line(row: dict, known: dict | None) -> str:
+    if known and known.get("given_probability") is not None:
+        return (f"{row['path']}: labelled {row['given']} ({_percent(known['given_probability'])}), looks like "
+                f"{row['suggested']} ({_percent(known.get('suggested_probability'))})")
+    return f"{row['path']}: labelled {row['given']}, looks like {row['suggested']} (score {row['score']})"
 
 
 def _test_section(run: RunRecord, png) -> str:
