@@ -2,12 +2,13 @@
 
 Routes: ``GET /`` (the page), ``POST /predict`` (multipart field ``files``, one or more images),
 ``GET /model``, ``GET /health`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (served from the fastapi-offline
-package's copy of Swagger UI and ReDoc when it is installed, so they work offline). Every bad request gets a 4xx JSON
-``{"detail": "one line"}`` and the server keeps serving.
+package's copy of Swagger UI and ReDoc when it is installed, so they work offline).
+Every bad request gets a 4xx JSON ``{"detail": "one line"}`` and the server keeps serving. With an API key
+(``api_key.py``) every route but ``/health`` and the page needs it.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime, and the
-# types they name are imported inside create_app so that importing imgcls never imports the web stack.
+# types they name are imported inside the functions that build the app, so importing imgcls never imports the web stack.
 
 import logging
 import socket
@@ -143,48 +144,75 @@ async def _one_line_validation_error(request, exc):
     return JSONResponse({"detail": message}, status_code=422)
 
 
-def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk: int = 5, device: str = "auto",
-               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS, reject: bool | float = False):
-    """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient)."""
-    _require_web_stack()
-    from fastapi import File, HTTPException, Query, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse
-
-    from ..version import __version__
-    from .predict import Predictor
-
+def check_limits(max_upload_mb: float, max_files: int) -> None:
     if not max_upload_mb > 0:
-        raise ImgclsError(f"--max-upload-mb {max_upload_mb}: must be above 0")
+        raise ImgclsError(f"--max-upload-mb {max_upload_mb:g}: must be above 0")
     if max_files < 1:
         raise ImgclsError(f"--max-files {max_files}: must be 1 or more")
+
+
+def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk: int = 5, device: str = "auto",
+               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS, reject: bool | float = False,
+               api_key: str | None = None):
+    """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient).
+
+    ``api_key`` (else ``$IMGCLS_API_KEY``; none when neither is set) is required by every route but ``/health`` and
+    the page, as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
+    """
+    _require_web_stack()
+    from fastapi.exceptions import RequestValidationError
+
+    from ..version import __version__
+    from .api_key import RequireApiKey, declare_api_key, resolve_api_key
+    from .predict import Predictor
+
+    key = resolve_api_key(api_key)
+    check_limits(max_upload_mb, max_files)
     predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels, reject=reject)
     card = predictor.model.card
-    page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
-    decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
-    model_info = _model_card(predictor, max_upload_mb, max_files)
 
     app = app_class()(title="imgcls", version=__version__,
                       description=f"Image classification with {card.model_name} ({len(card.class_names)} classes).",
                       # null turns off Swagger UI's badge, which would fetch an image from validator.swagger.io
                       swagger_ui_parameters={"validatorUrl": None})
     app.state.predictor = predictor
+    # the last added runs first: check a request's key, then its size
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 1e6))
+    if key is not None:
+        app.add_middleware(RequireApiKey, key=key)
+        declare_api_key(app)
 
     app.add_exception_handler(RequestValidationError, _one_line_validation_error)
     app.add_exception_handler(Exception, _json_server_error)
+    _add_information_routes(app, predictor, _model_card(predictor, max_upload_mb, max_files))
+    _add_predict_route(app, predictor, max_files)
+    return app
+
+
+def _add_information_routes(app, predictor, model_info: dict) -> None:
+    from fastapi.responses import HTMLResponse
+
+    page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+    model_name = predictor.model_name
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
         return HTMLResponse(page)
 
-    @app.get("/health", summary="Liveness check")
+    @app.get("/health", summary="Liveness check (needs no API key)")
     def health():
-        return {"status": "ok", "model_name": card.model_name}
+        return {"status": "ok", "model_name": model_name}
 
     @app.get("/model", summary="Classes, preprocessing, metrics and limits of the served model")
     def model_card():
         return model_info
+
+
+def _add_predict_route(app, predictor, max_files: int) -> None:
+    from fastapi import File, HTTPException, Query, UploadFile
+
+    decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
+    model_name = predictor.model_name
 
     def decode_upload(upload, name: str):
         """One upload to the model's input, decoded in one of the server's decode slots and reduced as it is
@@ -209,11 +237,9 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         inputs = [decode_upload(upload, name) for upload, name in zip(files, names)]
         results = predictor.predict_decoded(inputs, names, topk=topk)
         return {
-            "model_name": card.model_name,
+            "model_name": model_name,
             "predictions": [answer(r) for r in results],
         }
-
-    return app
 
 
 def answer(r) -> dict:
@@ -253,24 +279,40 @@ def _check_port_free(host: str, port: int) -> None:
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
           topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS,
-          reject: bool | float = False) -> None:
-    """Serve the page and API with uvicorn until Ctrl+C."""
-    _require_web_stack()
-    import uvicorn
+          reject: bool | float = False, api_key: str | None = None) -> None:
+    """Serve the page and API with uvicorn until Ctrl+C.
 
+    ``api_key`` (else ``$IMGCLS_API_KEY``) is required by every route but /health and the page.
+    """
+    _require_web_stack()
     from ..console import setup_logging
+    from .api_key import resolve_api_key
 
     setup_logging()
-    app = create_app(weights, max_upload_mb=max_upload_mb, max_files=max_files, topk=topk, device=device,
-                     runtime=runtime, max_pixels=max_pixels, reject=reject)
-    return_freed_memory_to_the_system()
-    _check_port_free(host, port)
-    if host not in LOOPBACK_HOSTS:
-        log.warning(f"WARNING: --host {host} makes the model reachable from other computers; "
-                    "the API has no authentication")
+    settings = {"weights": str(weights), "max_upload_mb": max_upload_mb, "max_files": max_files, "topk": topk,
+                "device": device, "runtime": runtime, "max_pixels": max_pixels, "reject": reject,
+                "api_key": resolve_api_key(api_key)}
+    check_limits(max_upload_mb, max_files)
+    _serve_one_process(settings, host, port)
+
+
+def _announce(host: str, port: int, keyed: bool, what: str) -> None:
+    if host not in LOOPBACK_HOSTS and not keyed:
+        log.warning(f"WARNING: --host {host} opens the model to other computers with no API key; add one with "
+                    "--api-key KEY or IMGCLS_API_KEY=KEY (16 or more characters)")
     shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}"
+    needs = "; every request but /health needs the API key" if keyed else ""
+    log.info(f"Serving {what} at {address}/  (API docs: {address}/docs{needs}; Ctrl+C stops)")
+
+
+def _serve_one_process(settings: dict, host: str, port: int) -> None:
+    import uvicorn
+
+    app = create_app(**settings)
+    return_freed_memory_to_the_system()
+    _check_port_free(host, port)
     predictor = app.state.predictor
-    log.info(f"Serving {predictor.model_name} on {predictor.runtime} at {address}/  (API docs: {address}/docs; "
-             "Ctrl+C stops)")
+    _announce(host, port, settings["api_key"] is not None, f"{predictor.model_name} on {predictor.runtime}")
     uvicorn.run(app, host=host, port=port, log_level="info")
+
