@@ -1,14 +1,16 @@
-"""imgcls serve on a network: the API key and the open-host warning."""
+"""imgcls serve on a network: the API key, /metrics (Prometheus) and the open-host warning."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
 
 from imagegen import shape_image  # noqa: E402
 from test_serve import _free_port, png_bytes  # noqa: E402
@@ -43,6 +45,20 @@ def never_serving(monkeypatch):
 
 def image(name: str = "a.png", kind: str = "circle", seed: int = 5):
     return ("files", (name, png_bytes(kind, seed=seed), "image/png"))
+
+
+def metric_samples(text: str) -> dict:
+    """{(sample name, sorted labels): value} of a /metrics answer, read by prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def requests_counted(samples: dict) -> dict:
+    """{(endpoint, status): count} from imgcls_http_requests_total."""
+    return {(dict(labels)["endpoint"], dict(labels)["status"]): value
+            for (name, labels), value in samples.items() if name == "imgcls_http_requests_total"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,6 +183,58 @@ def test_an_open_host_without_a_key_warns_in_one_line_that_says_how(weights, cli
     code, _, err = cli("serve", "--weights", weights, "--port", port)  # loopback: no warning
     assert code == 0 and "WARNING" not in err and len(ran) == 3
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# /metrics
+
+
+def test_metrics_count_the_requests_sent(weights):
+    """What the test sent, by endpoint and status, is what /metrics counts; images and model calls too."""
+    from fastapi.testclient import TestClient
+
+    from imgcls.deploy.serve import create_app
+
+    client = TestClient(create_app(weights, topk=2, api_key=KEY))
+    key = {"X-API-Key": KEY}
+    for files in ([image()], [image("b.png", "square", 6), image("c.png", "triangle", 7)], [image(seed=8)]):
+        assert client.post("/predict", files=files, headers=key).status_code == 200
+    assert client.post("/predict", files=[("files", ("a.txt", b"text", "text/plain"))], headers=key).status_code == 415
+    assert client.post("/predict", headers=key).status_code == 422
+    assert client.post("/predict", files=[image()]).status_code == 401
+    for _ in range(2):
+        assert client.get("/health").status_code == 200
+    assert client.get("/metrics").status_code == 401
+
+    scrape = client.get("/metrics", headers=key)
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    samples = metric_samples(scrape.text)
+    assert requests_counted(samples) == {("/predict", "200"): 3, ("/predict", "415"): 1, ("/predict", "422"): 1,
+                                         ("/predict", "401"): 1, ("/health", "200"): 2, ("/metrics", "401"): 1}
+    assert samples[("imgcls_images_predicted_total", ())] == 4
+    assert samples[("imgcls_model_batch_images_count", ())] == 3  # one model call per request, sent one by one
+    assert samples[("imgcls_model_batch_images_sum", ())] == 4
+    assert samples[("imgcls_model_batch_images_bucket", (("le", "2.0"),))] == 3
+    assert samples[("imgcls_http_request_duration_seconds_count", (("endpoint", "/predict"),))] == 6
+    [(labels, value)] = [(dict(k[1]), v) for k, v in samples.items() if k[0] == "imgcls_model_info"]
+    assert value == 1 and labels["model_name"] == "simple_cnn" and labels["weights"] == "best.pt"
+    assert set(labels) == {"model_name", "weights", "runtime", "imgcls_version"}
+
+
+def test_metrics_are_open_without_a_key_and_count_merged_batches(weights):
+    """Concurrent requests are merged into fewer model calls: the batch sizes add up to the images sent."""
+    from fastapi.testclient import TestClient
+
+    from imgcls.deploy.serve import create_app
+
+    client = TestClient(create_app(weights))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda i: client.post("/predict", files=[image(f"{i}.png", seed=i)]), range(16)))
+    assert all(a.status_code == 200 for a in answers)
+    samples = metric_samples(client.get("/metrics").text)
+    assert samples[("imgcls_model_batch_images_sum", ())] == 16 == samples[("imgcls_images_predicted_total", ())]
+    assert 1 <= samples[("imgcls_model_batch_images_count", ())] <= 16
+    assert requests_counted(samples) == {("/predict", "200"): 16}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """``imgcls serve``: a local web page and REST API for a trained model (FastAPI under uvicorn).
 
 Routes: ``GET /`` (the page), ``POST /predict`` (multipart field ``files``, one or more images),
-``GET /model``, ``GET /health`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (served from the fastapi-offline
-package's copy of Swagger UI and ReDoc when it is installed, so they work offline).
+``GET /model``, ``GET /health``, ``GET /metrics`` (Prometheus) and the OpenAPI docs at ``/docs`` and ``/redoc``
+(served from the fastapi-offline package's copy of Swagger UI and ReDoc when it is installed, so they work offline).
 Every bad request gets a 4xx JSON ``{"detail": "one line"}`` and the server keeps serving. With an API key
 (``api_key.py``) every route but ``/health`` and the page needs it.
 """
@@ -28,7 +28,8 @@ def _require_web_stack():
 
     # python-multipart installs as `python_multipart` (new) or `multipart` (old); FastAPI needs it for uploads
     missing = [name for name, modules in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
-                                          ("python-multipart", ["python_multipart", "multipart"]))
+                                          ("python-multipart", ["python_multipart", "multipart"]),
+                                          ("prometheus-client", ["prometheus_client"]))
                if not any(find_spec(m) for m in modules)]
     if missing:
         raise ImgclsError(f"imgcls serve needs {', '.join(missing)}: pip install 'imgcls[serve]'")
@@ -165,32 +166,38 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
     from ..version import __version__
     from .api_key import RequireApiKey, declare_api_key, resolve_api_key
     from .predict import Predictor
+    from .serve_metrics import CountRequests, ServeMetrics
 
     key = resolve_api_key(api_key)
     check_limits(max_upload_mb, max_files)
     predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels, reject=reject)
     card = predictor.model.card
+    metrics = ServeMetrics()
+    metrics.describe_model(card.model_name, predictor.model.path.name, predictor.runtime, __version__)
+    predictor.watch_batches(metrics.batch.observe)
 
     app = app_class()(title="imgcls", version=__version__,
                       description=f"Image classification with {card.model_name} ({len(card.class_names)} classes).",
                       # null turns off Swagger UI's badge, which would fetch an image from validator.swagger.io
                       swagger_ui_parameters={"validatorUrl": None})
     app.state.predictor = predictor
-    # the last added runs first: check a request's key, then its size
+    app.state.metrics = metrics
+    # the last added runs first: count every request, then check its key, then its size
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 1e6))
     if key is not None:
         app.add_middleware(RequireApiKey, key=key)
         declare_api_key(app)
+    app.add_middleware(CountRequests, metrics=metrics)
 
     app.add_exception_handler(RequestValidationError, _one_line_validation_error)
     app.add_exception_handler(Exception, _json_server_error)
-    _add_information_routes(app, predictor, _model_card(predictor, max_upload_mb, max_files))
-    _add_predict_route(app, predictor, max_files)
+    _add_information_routes(app, predictor, metrics, _model_card(predictor, max_upload_mb, max_files))
+    _add_predict_route(app, predictor, metrics, max_files)
     return app
 
 
-def _add_information_routes(app, predictor, model_info: dict) -> None:
-    from fastapi.responses import HTMLResponse
+def _add_information_routes(app, predictor, metrics, model_info: dict) -> None:
+    from fastapi.responses import HTMLResponse, Response
 
     page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
     model_name = predictor.model_name
@@ -207,8 +214,14 @@ def _add_information_routes(app, predictor, model_info: dict) -> None:
     def model_card():
         return model_info
 
+    @app.get("/metrics", summary="Prometheus metrics: requests, latency, images, batch sizes, the model",
+             response_class=Response)
+    def prometheus_metrics():
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
-def _add_predict_route(app, predictor, max_files: int) -> None:
+
+def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
     from fastapi import File, HTTPException, Query, UploadFile
 
     decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
@@ -236,6 +249,7 @@ def _add_predict_route(app, predictor, max_files: int) -> None:
         names = [upload.filename or f"file {number + 1}" for number, upload in enumerate(files)]
         inputs = [decode_upload(upload, name) for upload, name in zip(files, names)]
         results = predictor.predict_decoded(inputs, names, topk=topk)
+        metrics.images.inc(len(results))
         return {
             "model_name": model_name,
             "predictions": [answer(r) for r in results],
