@@ -1,8 +1,11 @@
-"""imgcls serve on a network: the API key, /metrics (Prometheus) and the open-host warning."""
+"""imgcls serve on a network: the API key, /metrics (Prometheus), the open-host warning and --workers."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +15,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-from imagegen import shape_image  # noqa: E402
+from conftest import REPO  # noqa: E402
+from imagegen import CLASSES, shape_image  # noqa: E402
 from test_serve import _free_port, png_bytes  # noqa: E402
 
 KEY = "team-key-0123456789abcdef"
@@ -89,7 +93,8 @@ def test_the_key_in_either_header_gets_predictions(keyed):
 
 def test_health_and_the_page_need_no_key(keyed):
     health = keyed.get("/health")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "model_name": "simple_cnn"}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "model_name": "simple_cnn",
+                                                           "worker": os.getpid()}
     page = keyed.get("/")
     assert page.status_code == 200 and 'id="key-form"' in page.text
 
@@ -184,6 +189,10 @@ def test_an_open_host_without_a_key_warns_in_one_line_that_says_how(weights, cli
     assert code == 0 and "WARNING" not in err and len(ran) == 3
 
 
+def test_workers_below_one_are_refused(weights, cli, never_serving):
+    code, _, err = cli("serve", "--weights", weights, "--workers", "0")
+    assert code == 2 and err.strip() == "imgcls: error: --workers 0: must be 1 or more"
+
 
 # ---------------------------------------------------------------------------------------------------------
 # /metrics
@@ -235,6 +244,83 @@ def test_metrics_are_open_without_a_key_and_count_merged_batches(weights):
     assert samples[("imgcls_model_batch_images_sum", ())] == 16 == samples[("imgcls_images_predicted_total", ())]
     assert 1 <= samples[("imgcls_model_batch_images_count", ())] <= 16
     assert requests_counted(samples) == {("/predict", "200"): 16}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --workers: a real `imgcls serve --workers 2` on a free loopback port
+
+
+def _start(args: list[str], tmp: Path) -> tuple[subprocess.Popen, Path]:
+    log_path = tmp / "serve.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", TMPDIR=str(tmp))
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "imgcls", "serve", *args, "--device", "cpu"],
+                                   stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    return process, log_path
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_two_workers_serve_one_port_and_metrics_sum_both(weights, tmp_path):
+    import httpx
+
+    port = _free_port()
+    process, log_path = _start(["--weights", str(weights), "--port", str(port), "--workers", "2",
+                                "--api-key", KEY], tmp_path)
+    url, key = f"http://127.0.0.1:{port}", {"X-API-Key": KEY}
+    try:
+        deadline, workers, health_answers = time.time() + 60, set(), 0
+        while len(workers) < 2:  # each /health on a new connection; both workers accept on the one socket
+            assert process.poll() is None and time.time() < deadline, log_path.read_text()
+            try:
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    answers = list(pool.map(lambda _: httpx.get(url + "/health", timeout=5), range(4)))
+            except httpx.HTTPError:
+                time.sleep(0.3)
+                continue
+            health_answers += len(answers)
+            workers |= {a.json()["worker"] for a in answers}
+        [folder] = list(tmp_path.glob("imgcls-serve-*"))
+        assert list((folder / "metrics").glob("*.db"))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            predictions = list(pool.map(lambda i: httpx.post(url + "/predict", headers=key, timeout=30,
+                                                             files=[image(f"{i}.png", CLASSES[i % 3], i)]), range(8)))
+        assert all(p.status_code == 200 for p in predictions)
+        assert httpx.post(url + "/predict", files=[image()], timeout=30).status_code == 401
+        samples = metric_samples(httpx.get(url + "/metrics", headers=key, timeout=10).text)
+        counted = requests_counted(samples)
+        assert counted[("/health", "200")] == health_answers  # both workers' answers, whichever one was scraped
+        assert counted[("/predict", "200")] == 8 and counted[("/predict", "401")] == 1
+        assert samples[("imgcls_images_predicted_total", ())] == 8
+        assert [v for k, v in samples.items() if k[0] == "imgcls_model_info"] == [1.0]
+    finally:
+        _stop(process)
+    assert process.returncode == 0, log_path.read_text()
+    assert list(tmp_path.glob("imgcls-serve-*")) == []  # the metrics folder goes with the server
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_workers_that_cannot_load_the_model_stop_the_server_in_one_line(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    process, log_path = _start(["--weights", str(broken), "--port", str(_free_port()), "--workers", "2"], tmp_path)
+    try:
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            _stop(process)
+    errors = [line for line in log_path.read_text().splitlines() if line.startswith("imgcls: error:")]
+    assert process.returncode == 2 and len(errors) == 1 and "broken.onnx" in errors[0], log_path.read_text()
+    assert list(tmp_path.glob("imgcls-serve-*")) == []
 
 
 # ---------------------------------------------------------------------------------------------------------

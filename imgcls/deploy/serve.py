@@ -4,16 +4,19 @@ Routes: ``GET /`` (the page), ``POST /predict`` (multipart field ``files``, one 
 ``GET /model``, ``GET /health``, ``GET /metrics`` (Prometheus) and the OpenAPI docs at ``/docs`` and ``/redoc``
 (served from the fastapi-offline package's copy of Swagger UI and ReDoc when it is installed, so they work offline).
 Every bad request gets a 4xx JSON ``{"detail": "one line"}`` and the server keeps serving. With an API key
-(``api_key.py``) every route but ``/health`` and the page needs it.
+(``api_key.py``) every route but ``/health`` and the page needs it. ``--workers N`` runs N processes, each with its
+own model, on one port.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime, and the
 # types they name are imported inside the functions that build the app, so importing imgcls never imports the web stack.
 
 import logging
+import os
 import socket
 import threading
 from importlib import resources
+from pathlib import Path
 
 from ..data.images import MAX_IMAGE_PIXELS, ImageReadError
 from ..errors import ImgclsError
@@ -206,9 +209,9 @@ def _add_information_routes(app, predictor, metrics, model_info: dict) -> None:
     def index():
         return HTMLResponse(page)
 
-    @app.get("/health", summary="Liveness check (needs no API key)")
+    @app.get("/health", summary="Liveness check (needs no API key); `worker` is the answering process's id")
     def health():
-        return {"status": "ok", "model_name": model_name}
+        return {"status": "ok", "model_name": model_name, "worker": os.getpid()}
 
     @app.get("/model", summary="Classes, preprocessing, metrics and limits of the served model")
     def model_card():
@@ -293,21 +296,28 @@ def _check_port_free(host: str, port: int) -> None:
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
           topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS,
-          reject: bool | float = False, api_key: str | None = None) -> None:
+          reject: bool | float = False, api_key: str | None = None, workers: int = 1) -> None:
     """Serve the page and API with uvicorn until Ctrl+C.
 
-    ``api_key`` (else ``$IMGCLS_API_KEY``) is required by every route but /health and the page.
+    ``api_key`` (else ``$IMGCLS_API_KEY``) is required by every route but /health and the page. ``workers`` > 1 runs
+    that many processes, each loading its own model, on one port (from a script, call this under
+    ``if __name__ == "__main__":``, as for any multiprocessing).
     """
     _require_web_stack()
     from ..console import setup_logging
     from .api_key import resolve_api_key
 
     setup_logging()
+    if workers < 1:
+        raise ImgclsError(f"--workers {workers}: must be 1 or more")
     settings = {"weights": str(weights), "max_upload_mb": max_upload_mb, "max_files": max_files, "topk": topk,
                 "device": device, "runtime": runtime, "max_pixels": max_pixels, "reject": reject,
                 "api_key": resolve_api_key(api_key)}
     check_limits(max_upload_mb, max_files)
-    _serve_one_process(settings, host, port)
+    if workers == 1:
+        _serve_one_process(settings, host, port)
+    else:
+        _serve_workers(settings, host, port, workers)
 
 
 def _announce(host: str, port: int, keyed: bool, what: str) -> None:
@@ -330,3 +340,75 @@ def _serve_one_process(settings: dict, host: str, port: int) -> None:
     _announce(host, port, settings["api_key"] is not None, f"{predictor.model_name} on {predictor.runtime}")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
+
+SETTINGS_ENV = "IMGCLS_SERVE_SETTINGS"   # serve() -> the worker processes' app factory; not a user setting
+
+
+def _serve_workers(settings: dict, host: str, port: int, workers: int) -> None:
+    """``workers`` uvicorn worker processes sharing one port, each building its own app and model.
+
+    uvicorn's workers load the app from an import string, so the settings reach them through the environment
+    they inherit. Their metrics go to files in a temporary folder (prometheus-client's multiprocess mode), so
+    /metrics sums every worker; the folder is removed when the server stops. A worker that cannot build its
+    app writes why to that folder and exits as a startup failure, which stops uvicorn instead of restarting it.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from .serve_metrics import MULTIPROCESS_ENV
+
+    if tuple(int(part) for part in uvicorn.__version__.split(".")[:2]) < (0, 50):
+        # older ones restart a worker that cannot load the model for ever, and load the app in the parent too
+        raise ImgclsError(f"--workers needs uvicorn 0.50 or newer (this is {uvicorn.__version__}): "
+                          "pip install -U 'imgcls[serve]'")
+    _check_port_free(host, port)
+    folder = Path(tempfile.mkdtemp(prefix="imgcls-serve-"))
+    failure = folder / "startup-error.txt"
+    (folder / "metrics").mkdir()
+    environment = {SETTINGS_ENV: json.dumps({"app": settings, "startup_error": str(failure)}),
+                   MULTIPROCESS_ENV: str(folder / "metrics")}
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        _announce(host, port, settings["api_key"] is not None, f"{Path(settings['weights']).name} with {workers} "
+                  "worker processes")
+        uvicorn.run("imgcls.deploy.serve:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                    log_level="info")
+        reason = failure.read_text(encoding="utf-8") if failure.exists() else None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
+    if reason is not None:
+        raise ImgclsError(reason)
+
+
+def app_from_environment():
+    """uvicorn's app factory in each worker process of ``--workers``: the app for the settings serve() left in
+    the environment."""
+    import json
+
+    from ..console import setup_logging
+
+    setup_logging()
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    try:
+        app = create_app(**settings["app"])
+    except Exception as e:  # any failure here would fail the same way in every restarted worker
+        from uvicorn.config import STARTUP_FAILURE
+
+        if not isinstance(e, ImgclsError):
+            log.exception("a worker could not start")
+        reason = str(e) if isinstance(e, ImgclsError) else f"a worker could not start ({type(e).__name__}: {e})"
+        Path(settings["startup_error"]).write_text(reason, encoding="utf-8")
+        raise SystemExit(STARTUP_FAILURE) from None
+    return_freed_memory_to_the_system()
+    predictor = app.state.predictor
+    log.info(f"worker {os.getpid()}: {predictor.model_name} on {predictor.runtime}")
+    return app
