@@ -207,7 +207,7 @@ def stream_plan(total: int, junk_share: float, photos: str | None) -> list[tuple
 
 
 def stream(server: Server, total: int, junk_share: float, photos: str | None = None,
-           new_connection: bool = False) -> dict:
+           new_connection: bool = False, headers: dict | None = None) -> dict:
     import httpx
 
     plan = stream_plan(total, junk_share, photos)
@@ -225,7 +225,8 @@ def stream(server: Server, total: int, junk_share: float, photos: str | None = N
                 clients.append(local.client)
         sent = time.perf_counter()
         post = functools.partial(httpx.post, timeout=600) if new_connection else local.client.post
-        response = post(server.url + "/predict", files={"files": (name, data, "application/octet-stream")})
+        response = post(server.url + "/predict", files={"files": (name, data, "application/octet-stream")},
+                        headers=headers)
         seconds = time.perf_counter() - sent
         ok = response.status_code == expected and response.headers.get("content-type") == "application/json"
         with lock:

@@ -173,6 +173,12 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="require this key (16 or more characters) on every request but /health and the page, sent as "
+                        "'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: $IMGCLS_API_KEY, which other "
+                        "users cannot read from the process list; neither: no key)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes sharing the port, each with its own copy of the model (default 1)")
     p.add_argument("--max-upload-mb", type=float, default=20, metavar="MB",
                    help="largest request body accepted, in MB (default 20)")
     p.add_argument("--max-files", type=int, default=16, metavar="N", help="most images per request (default 16)")
@@ -269,7 +275,7 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "serve":
         imgcls.serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                      max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime,
-                     max_pixels=args.max_pixels, reject=args.reject)
+                     max_pixels=args.max_pixels, reject=args.reject, api_key=args.api_key, workers=args.workers)
     elif command == "export":
         imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
                       calibration_images=args.calib_images, force=args.force)

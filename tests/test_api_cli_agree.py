@@ -45,6 +45,11 @@ def _cases(tmp, run):
         (["report", missing], lambda: imgcls.report(missing)),
         (["compare", tmp], lambda: imgcls.compare([tmp])),
         (["serve", "--weights", best, "--max-files", "0"], lambda: imgcls.serve(best, max_files=0)),
+        (["serve", "--weights", best, "--workers", "0"], lambda: imgcls.serve(best, workers=0)),
+        (["serve", "--weights", best, "--api-key", ""], lambda: imgcls.serve(best, api_key="")),
+        (["serve", "--weights", best, "--api-key", "too-short"], lambda: imgcls.serve(best, api_key="too-short")),
+        (["serve", "--weights", best, "--workers", "2", "--max-upload-mb", "0"],
+         lambda: imgcls.serve(best, workers=2, max_upload_mb=0)),
         (["models", "no_such_model_xyz"], lambda: imgcls.list_model_names("no_such_model_xyz")),
     ]
 

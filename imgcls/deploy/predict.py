@@ -190,6 +190,11 @@ class Predictor:
         except ImageReadError as e:
             return name, None, str(e)
 
+    def watch_batches(self, callback) -> None:
+        """Call ``callback(rows)`` with the number of images of each model call (merged requests count as one
+        call), as ``imgcls serve`` does for its batch-size metric."""
+        self._batched.on_batch = callback
+
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits of a preprocessed batch. Threads share the model: calls that arrive while one runs are merged
         into the next batch."""

@@ -1,18 +1,22 @@
 """``imgcls serve``: a local web page and REST API for a trained model (FastAPI under uvicorn).
 
 Routes: ``GET /`` (the page), ``POST /predict`` (multipart field ``files``, one or more images),
-``GET /model``, ``GET /health`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (served from the fastapi-offline
-package's copy of Swagger UI and ReDoc when it is installed, so they work offline). Every bad request gets a 4xx JSON
-``{"detail": "one line"}`` and the server keeps serving.
+``GET /model``, ``GET /health``, ``GET /metrics`` (Prometheus) and the OpenAPI docs at ``/docs`` and ``/redoc``
+(served from the fastapi-offline package's copy of Swagger UI and ReDoc when it is installed, so they work offline).
+Every bad request gets a 4xx JSON ``{"detail": "one line"}`` and the server keeps serving. With an API key
+(``api_key.py``) every route but ``/health`` and the page needs it. ``--workers N`` runs N processes, each with its
+own model, on one port.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime, and the
-# types they name are imported inside create_app so that importing imgcls never imports the web stack.
+# types they name are imported inside the functions that build the app, so importing imgcls never imports the web stack.
 
 import logging
+import os
 import socket
 import threading
 from importlib import resources
+from pathlib import Path
 
 from ..data.images import MAX_IMAGE_PIXELS, ImageReadError
 from ..errors import ImgclsError
@@ -27,7 +31,8 @@ def _require_web_stack():
 
     # python-multipart installs as `python_multipart` (new) or `multipart` (old); FastAPI needs it for uploads
     missing = [name for name, modules in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
-                                          ("python-multipart", ["python_multipart", "multipart"]))
+                                          ("python-multipart", ["python_multipart", "multipart"]),
+                                          ("prometheus-client", ["prometheus_client"]))
                if not any(find_spec(m) for m in modules)]
     if missing:
         raise ImgclsError(f"imgcls serve needs {', '.join(missing)}: pip install 'imgcls[serve]'")
@@ -143,48 +148,87 @@ async def _one_line_validation_error(request, exc):
     return JSONResponse({"detail": message}, status_code=422)
 
 
-def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk: int = 5, device: str = "auto",
-               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS, reject: bool | float = False):
-    """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient)."""
-    _require_web_stack()
-    from fastapi import File, HTTPException, Query, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse
-
-    from ..version import __version__
-    from .predict import Predictor
-
+def check_limits(max_upload_mb: float, max_files: int) -> None:
     if not max_upload_mb > 0:
-        raise ImgclsError(f"--max-upload-mb {max_upload_mb}: must be above 0")
+        raise ImgclsError(f"--max-upload-mb {max_upload_mb:g}: must be above 0")
     if max_files < 1:
         raise ImgclsError(f"--max-files {max_files}: must be 1 or more")
+
+
+def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk: int = 5, device: str = "auto",
+               runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS, reject: bool | float = False,
+               api_key: str | None = None):
+    """The FastAPI application for a .pt checkpoint or an .onnx export (testable with TestClient).
+
+    ``api_key`` (else ``$IMGCLS_API_KEY``; none when neither is set) is required by every route but ``/health`` and
+    the page, as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
+    """
+    _require_web_stack()
+    from fastapi.exceptions import RequestValidationError
+
+    from ..version import __version__
+    from .api_key import RequireApiKey, declare_api_key, resolve_api_key
+    from .predict import Predictor
+    from .serve_metrics import CountRequests, ServeMetrics
+
+    key = resolve_api_key(api_key)
+    check_limits(max_upload_mb, max_files)
     predictor = Predictor(weights, device=device, topk=topk, runtime=runtime, max_pixels=max_pixels, reject=reject)
     card = predictor.model.card
-    page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
-    decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
-    model_info = _model_card(predictor, max_upload_mb, max_files)
+    metrics = ServeMetrics()
+    metrics.describe_model(card.model_name, predictor.model.path.name, predictor.runtime, __version__)
+    predictor.watch_batches(metrics.batch.observe)
 
     app = app_class()(title="imgcls", version=__version__,
                       description=f"Image classification with {card.model_name} ({len(card.class_names)} classes).",
                       # null turns off Swagger UI's badge, which would fetch an image from validator.swagger.io
                       swagger_ui_parameters={"validatorUrl": None})
     app.state.predictor = predictor
+    app.state.metrics = metrics
+    # the last added runs first: count every request, then check its key, then its size
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 1e6))
+    if key is not None:
+        app.add_middleware(RequireApiKey, key=key)
+        declare_api_key(app)
+    app.add_middleware(CountRequests, metrics=metrics)
 
     app.add_exception_handler(RequestValidationError, _one_line_validation_error)
     app.add_exception_handler(Exception, _json_server_error)
+    _add_information_routes(app, predictor, metrics, _model_card(predictor, max_upload_mb, max_files))
+    _add_predict_route(app, predictor, metrics, max_files)
+    return app
+
+
+def _add_information_routes(app, predictor, metrics, model_info: dict) -> None:
+    from fastapi.responses import HTMLResponse, Response
+
+    page = resources.files("imgcls.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+    model_name = predictor.model_name
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
         return HTMLResponse(page)
 
-    @app.get("/health", summary="Liveness check")
+    @app.get("/health", summary="Liveness check (needs no API key); `worker` is the answering process's id")
     def health():
-        return {"status": "ok", "model_name": card.model_name}
+        return {"status": "ok", "model_name": model_name, "worker": os.getpid()}
 
     @app.get("/model", summary="Classes, preprocessing, metrics and limits of the served model")
     def model_card():
         return model_info
+
+    @app.get("/metrics", summary="Prometheus metrics: requests, latency, images, batch sizes, the model",
+             response_class=Response)
+    def prometheus_metrics():
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+
+def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
+    from fastapi import File, HTTPException, Query, UploadFile
+
+    decode_slots = threading.BoundedSemaphore(decode_slot_count())  # counts images, not requests
+    model_name = predictor.model_name
 
     def decode_upload(upload, name: str):
         """One upload to the model's input, decoded in one of the server's decode slots and reduced as it is
@@ -208,12 +252,11 @@ def create_app(weights, *, max_upload_mb: float = 20, max_files: int = 16, topk:
         names = [upload.filename or f"file {number + 1}" for number, upload in enumerate(files)]
         inputs = [decode_upload(upload, name) for upload, name in zip(files, names)]
         results = predictor.predict_decoded(inputs, names, topk=topk)
+        metrics.images.inc(len(results))
         return {
-            "model_name": card.model_name,
+            "model_name": model_name,
             "predictions": [answer(r) for r in results],
         }
-
-    return app
 
 
 def answer(r) -> dict:
@@ -253,24 +296,119 @@ def _check_port_free(host: str, port: int) -> None:
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
           topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS,
-          reject: bool | float = False) -> None:
-    """Serve the page and API with uvicorn until Ctrl+C."""
+          reject: bool | float = False, api_key: str | None = None, workers: int = 1) -> None:
+    """Serve the page and API with uvicorn until Ctrl+C.
+
+    ``api_key`` (else ``$IMGCLS_API_KEY``) is required by every route but /health and the page. ``workers`` > 1 runs
+    that many processes, each loading its own model, on one port (from a script, call this under
+    ``if __name__ == "__main__":``, as for any multiprocessing).
+    """
     _require_web_stack()
+    from ..console import setup_logging
+    from .api_key import resolve_api_key
+
+    setup_logging()
+    if workers < 1:
+        raise ImgclsError(f"--workers {workers}: must be 1 or more")
+    settings = {"weights": str(weights), "max_upload_mb": max_upload_mb, "max_files": max_files, "topk": topk,
+                "device": device, "runtime": runtime, "max_pixels": max_pixels, "reject": reject,
+                "api_key": resolve_api_key(api_key)}
+    check_limits(max_upload_mb, max_files)
+    if workers == 1:
+        _serve_one_process(settings, host, port)
+    else:
+        _serve_workers(settings, host, port, workers)
+
+
+def _announce(host: str, port: int, keyed: bool, what: str) -> None:
+    if host not in LOOPBACK_HOSTS and not keyed:
+        log.warning(f"WARNING: --host {host} opens the model to other computers with no API key; add one with "
+                    "--api-key KEY or IMGCLS_API_KEY=KEY (16 or more characters)")
+    shown = f"[{host}]" if ":" in host else host
+    address = f"http://{shown}:{port}"
+    needs = "; every request but /health needs the API key" if keyed else ""
+    log.info(f"Serving {what} at {address}/  (API docs: {address}/docs{needs}; Ctrl+C stops)")
+
+
+def _serve_one_process(settings: dict, host: str, port: int) -> None:
     import uvicorn
+
+    app = create_app(**settings)
+    return_freed_memory_to_the_system()
+    _check_port_free(host, port)
+    predictor = app.state.predictor
+    _announce(host, port, settings["api_key"] is not None, f"{predictor.model_name} on {predictor.runtime}")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+SETTINGS_ENV = "IMGCLS_SERVE_SETTINGS"   # serve() -> the worker processes' app factory; not a user setting
+
+
+def _serve_workers(settings: dict, host: str, port: int, workers: int) -> None:
+    """``workers`` uvicorn worker processes sharing one port, each building its own app and model.
+
+    uvicorn's workers load the app from an import string, so the settings reach them through the environment
+    they inherit. Their metrics go to files in a temporary folder (prometheus-client's multiprocess mode), so
+    /metrics sums every worker; the folder is removed when the server stops. A worker that cannot build its
+    app writes why to that folder and exits as a startup failure, which stops uvicorn instead of restarting it.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from .serve_metrics import MULTIPROCESS_ENV
+
+    if tuple(int(part) for part in uvicorn.__version__.split(".")[:2]) < (0, 50):
+        # older ones restart a worker that cannot load the model for ever, and load the app in the parent too
+        raise ImgclsError(f"--workers needs uvicorn 0.50 or newer (this is {uvicorn.__version__}): "
+                          "pip install -U 'imgcls[serve]'")
+    _check_port_free(host, port)
+    folder = Path(tempfile.mkdtemp(prefix="imgcls-serve-"))
+    failure = folder / "startup-error.txt"
+    (folder / "metrics").mkdir()
+    environment = {SETTINGS_ENV: json.dumps({"app": settings, "startup_error": str(failure)}),
+                   MULTIPROCESS_ENV: str(folder / "metrics")}
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        _announce(host, port, settings["api_key"] is not None, f"{Path(settings['weights']).name} with {workers} "
+                  "worker processes")
+        uvicorn.run("imgcls.deploy.serve:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                    log_level="info")
+        reason = failure.read_text(encoding="utf-8") if failure.exists() else None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
+    if reason is not None:
+        raise ImgclsError(reason)
+
+
+def app_from_environment():
+    """uvicorn's app factory in each worker process of ``--workers``: the app for the settings serve() left in
+    the environment."""
+    import json
 
     from ..console import setup_logging
 
     setup_logging()
-    app = create_app(weights, max_upload_mb=max_upload_mb, max_files=max_files, topk=topk, device=device,
-                     runtime=runtime, max_pixels=max_pixels, reject=reject)
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    try:
+        app = create_app(**settings["app"])
+    except Exception as e:  # any failure here would fail the same way in every restarted worker
+        from uvicorn.config import STARTUP_FAILURE
+
+        if not isinstance(e, ImgclsError):
+            log.exception("a worker could not start")
+        reason = str(e) if isinstance(e, ImgclsError) else f"a worker could not start ({type(e).__name__}: {e})"
+        Path(settings["startup_error"]).write_text(reason, encoding="utf-8")
+        raise SystemExit(STARTUP_FAILURE) from None
     return_freed_memory_to_the_system()
-    _check_port_free(host, port)
-    if host not in LOOPBACK_HOSTS:
-        log.warning(f"WARNING: --host {host} makes the model reachable from other computers; "
-                    "the API has no authentication")
-    shown = f"[{host}]" if ":" in host else host
-    address = f"http://{shown}:{port}"
     predictor = app.state.predictor
-    log.info(f"Serving {predictor.model_name} on {predictor.runtime} at {address}/  (API docs: {address}/docs; "
-             "Ctrl+C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    log.info(f"worker {os.getpid()}: {predictor.model_name} on {predictor.runtime}")
+    return app

@@ -84,6 +84,7 @@ class Batcher:
 
     fn: Callable[[np.ndarray], np.ndarray]
     max_batch: int = 32
+    on_batch: Callable[[int], None] | None = None   # told the rows of each call (imgcls serve's /metrics)
     _queue: list = field(default_factory=list)
     _running: bool = False
     _cv: threading.Condition = field(default_factory=threading.Condition)
@@ -114,7 +115,10 @@ class Batcher:
 
     def _run(self, taken: list[_Call]) -> None:
         try:
-            out = self.fn(np.concatenate([c.inputs for c in taken]) if len(taken) > 1 else taken[0].inputs)
+            inputs = np.concatenate([c.inputs for c in taken]) if len(taken) > 1 else taken[0].inputs
+            if self.on_batch is not None:
+                self.on_batch(len(inputs))
+            out = self.fn(inputs)
             ends = np.cumsum([len(c.inputs) for c in taken])
             for call, end in zip(taken, ends):
                 rows = slice(end - len(call.inputs), end)
