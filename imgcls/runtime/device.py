@@ -116,7 +116,10 @@ def _in_child(trial, timeout: float) -> str | None:
     if pid == 0:  # the child: one thread (OpenMP's pool does not survive fork), no cleanup of the parent's state
         code = 3
         try:
-            quiet = os.open(os.devnull, os.O_WRONLY)  # what the C library says as it crashes is not the user's news
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is the answer sought, not a report for the user (nor for pytest)
+            quiet = os.open(os.devnull, os.O_WRONLY)  # nor what the C library says as it crashes
             os.dup2(quiet, 1)
             os.dup2(quiet, 2)
             torch.set_num_threads(1)
