@@ -138,3 +138,8 @@ def test_columns_names_them_and_a_wrong_name_is_one_line(cli, flat, tmp_path):
     code, _, err = cli("train", "--data", table, "--images", images, "--columns", "picture,type", *TINY,
                        "--epochs", "1", "--project", tmp_path / "runs")
     assert code == 2 and "--columns picture,type" in err and "picture, kind" in err
+
+
+def test_a_label_file_that_is_not_there_is_one_line(cli, tmp_path):
+    code, _, err = cli("train", "--data", tmp_path / "train.csv", *TINY, "--project", tmp_path / "runs")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "train.csv: file not found" in err

@@ -340,11 +340,13 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0,
     folder but no validation folder, a seeded, stratified validation split (``split``'s val fraction) is
     carved from train. Raises ImgclsError (one line) when the folder cannot be a classification data set.
     """
-    from .labelfile import is_label_file
+    from .labelfile import SUFFIXES as LABEL_SUFFIXES, is_label_file
 
     root = Path(root).expanduser()
     if is_label_file(root):
         return _from_label_file(root, split, seed, images, columns)
+    if root.suffix.lower() in LABEL_SUFFIXES and not root.exists():
+        raise ImgclsError(f"--data {root}: file not found; give a label file (CSV, TSV or TXT) or a data folder")
     if _reuses_split_csv(split) and root.is_dir():
         return read_split_csv(Path(split), root)
     layout = scan_layout(root)
