@@ -437,4 +437,7 @@ def test_a_network_trained_from_scratch_gets_the_epochs_its_budget_holds(cli, sp
     assert full["name"] == "full" and full["trains"] == "all" and full["inputs"] == "images"
     planned = int(err.split("full: ")[1].split(" epoch")[0])
     assert 1 <= planned < budget.WHOLE["scratch_epochs"]  # 0.05 s an image: 40 s holds a few epochs, not 30
+    # a re-fit grows each phase up to its own cap: the whole network's from scratch, not the tune phase's
+    assert budget.epochs_that_fit(1, 5, 1.0, 1000.0, budget.most_epochs("full")) == budget.WHOLE["scratch_epochs"]
+    assert budget.epochs_that_fit(1, 5, 1.0, 1000.0, budget.most_epochs("tune")) == RECIPE["max_tune_epochs"]
     assert "Re-planned with this run's own speed" in err  # the real epochs are far quicker than measured

@@ -35,6 +35,13 @@ RECIPE = {
     "tune_lr": 1e-3,         # AdamW, the same for the top stages and the head
     "top_stages": 2,         # stages trained above the cut
 }
+WHOLE = {
+    "probe_epochs": 5,       # a linear head on pooled features first, when the weights are pretrained (LP-FT)
+    "epochs": 20,            # then every layer, at most this many epochs (the plan shrinks to the budget)
+    "scratch_epochs": 30,    # from random weights, every layer from the start
+    "lr": 1e-3,              # AdamW for the head; the body at body_lr
+    "body_lr": 1e-4,
+}
 LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
 FIXED_SECONDS = 20.0          # model and runtime set-up, report: a cost per run, not per image
 DECODE_SECONDS = 0.004        # augmenting one view of a decoded image, beside the network (per view)
@@ -158,14 +165,20 @@ def scaled(costs: Costs, measured_at: tuple[int, int], size: tuple[int, int]) ->
                    top_eval=costs.top_eval * scale)
 
 
-def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float) -> int:
-    """The tune phase's epochs, re-fitted once its first ``done`` epochs have taken ``epoch_seconds`` each and
-    ``seconds_left`` of the budget remain after the final evaluation: as many as fit, within the recipe's
-    bounds (never below what is done). A measurement before the run cannot see everything (another job on
-    the cores, batch effects); the run's own epochs can."""
+def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left: float,
+                    most: int = RECIPE["max_tune_epochs"]) -> int:
+    """The last phase's epochs, re-fitted once its first ``done`` epochs have taken ``epoch_seconds`` each and
+    ``seconds_left`` of the budget remain after the final evaluation: as many as fit, at most ``most`` (the
+    phase's own cap: most_epochs) and never below what is done. A measurement before the run cannot see everything
+    (another job on the cores, batch effects); the run's own epochs can."""
     fit = done + int(max(0.0, seconds_left) // max(epoch_seconds, 1e-3))
     floor = max(done, min(planned, RECIPE["min_tune_epochs"]))
-    return max(floor, min(fit, RECIPE["max_tune_epochs"]))
+    return max(floor, min(fit, most))
+
+
+def most_epochs(phase_name: str) -> int:
+    """The most epochs a budget plan gives a phase: the tune phase's recipe, or the whole network's."""
+    return {"full": WHOLE["scratch_epochs"], "finetune": WHOLE["epochs"]}.get(phase_name, RECIPE["max_tune_epochs"])
 
 
 def _per_image(fn, batch: torch.Tensor, repeats: int = 3) -> float:
@@ -284,15 +297,6 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
 
 def _at_size(preprocess: dict, size: tuple[int, int]) -> dict:
     return preprocess | {"input_size": [preprocess["input_size"][0], *size]}
-
-
-WHOLE = {
-    "probe_epochs": 5,       # a linear head on pooled features first, when the weights are pretrained (LP-FT)
-    "epochs": 20,            # then every layer, at most this many epochs (the plan shrinks to the budget)
-    "scratch_epochs": 30,    # from random weights, every layer from the start
-    "lr": 1e-3,              # AdamW for the head; the body at body_lr
-    "body_lr": 1e-4,
-}
 
 
 def whole_estimate(costs: Costs, counts: dict[str, int], probe_epochs: int, epochs: int, views: int,

@@ -169,10 +169,11 @@ def _recompute_batch_norm(run: Run, phase: Phase, epoch: int, inputs: "PhaseInpu
 def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float) -> Phase:
     """After the first epoch of a budget plan's last phase: as many epochs as the rest of the budget holds,
     decided by rank 0 for every rank, and recorded wherever the plan is (results.json, checkpoints, args)."""
-    from .budget import epochs_that_fit
+    from .budget import epochs_that_fit, most_epochs
 
     left = run.budget - run.elapsed() - run.reserve
-    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left) if run.main else None)
+    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left, most_epochs(phase.name))
+                            if run.main else None)
     if epochs == phase.epochs:
         return phase
     log.info(f"Re-planned with this run's own speed ({epoch_seconds:.1f}s per epoch, {max(left, 0) / 60:.1f} min "
