@@ -482,21 +482,14 @@ def collect_entries(root: Path, images: str | os.PathLike | None = None, columns
 
 def _listed_entries(path: Path, images, columns: str | None):
     """A label file's images as check entries, with a Layout of them (rooted at the images folder)."""
-    from .folders import SPLITS, Layout, row_split
-    from .labelfile import read_rows, resolve
+    from .folders import SPLITS, Layout, listed_rows
 
-    root = Path(images).expanduser() if images else path.parent
-    if not root.is_dir():
-        raise ImgclsError(f"--images {root}: folder not found; give the folder the paths in {path.name} are "
-                          "relative to")
+    root, _, rows = listed_rows(path, images, columns)
     trees: dict[str | None, dict[str, list[Path]]] = {}
     entries = []
-    for number, rel, label, split in resolve(read_rows(path, columns), root):
-        where = row_split(path, number, split)
+    for _, rel, label, where in rows:
         trees.setdefault(where, {}).setdefault(label, []).append(root / rel)
         entries.append((root / rel, rel, label, where))
-    if None in trees and len(trees) > 1:
-        raise ImgclsError(f"--data {path}: some rows have a split and some do not; give every row one, or none")
     return entries, Layout(root=root, split_dirs={}, trees=dict(sorted(trees.items(), key=lambda kv: SPLITS.index(
         kv[0]) if kv[0] else 0))), []
 

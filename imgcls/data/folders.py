@@ -393,26 +393,13 @@ def _with_val(source: DataSource, split: str, seed: int, where: str, missing: st
 
 def _from_label_file(path: Path, split: str, seed: int, images, columns: str | None) -> DataSource:
     """A DataSource from a label file: its split column where it has one, else a split made as for one tree."""
-    from .labelfile import read_rows, resolve
-
-    root = Path(images).expanduser() if images else path.parent
-    if not root.is_dir():
-        raise ImgclsError(f"--images {root}: {'is a file' if root.exists() else 'folder not found'}; give the folder "
-                          f"the paths in {path.name} are relative to")
-    table = read_rows(path, columns)
-    rows = resolve(table, root)
-    if not rows:
-        raise ImgclsError(f"--data {path}: no rows; give one image path and its label per row")
-    names = table.class_names or sorted({label for _, _, label, _ in rows})
+    root, names, rows = listed_rows(path, images, columns)
     if len(names) < 2:
         raise ImgclsError(f"--data {path}: every row has the label {names[0]!r}; a classifier needs two classes or "
                           "more")
     index = {name: i for i, name in enumerate(names)}
-    splits = [row_split(path, number, value) for number, _, _, value in rows]
-    if len(set(splits)) > 1 and None in splits:
-        raise ImgclsError(f"--data {path}: some rows have a split and some do not; give every row one, or none")
     found: dict[str | None, list[tuple[str, int]]] = {}
-    for (_, rel, label, _), where in zip(rows, splits):
+    for _, rel, label, where in rows:
         found.setdefault(where, []).append((rel, index[label]))
     found = {s: sorted(items, key=lambda item: (item[1], item[0])) for s, items in found.items()}  # as folders list
     given = tuple(s for s in SPLITS if s in found)
@@ -421,6 +408,27 @@ def _from_label_file(path: Path, split: str, seed: int, images, columns: str | N
         return replace(read_split_csv(Path(split), root, names), listed=True, rows=numbers)
     return replace(_with_val(DataSource(root=root, class_names=names, items=found, given=given), split, seed,
                              f"--data {path}", "val rows"), listed=True, rows=numbers)
+
+
+def listed_rows(path: Path, images=None, columns: str | None = None
+                ) -> tuple[Path, list[str], list[tuple[int, str, str, str | None]]]:
+    """(the images folder, the class names, (row, path relative to that folder, label, split or None) for each row)
+    of a label file (data/labelfile.py): each image found and each split named, the one reading of a label file
+    that train, check and val share; one error line for a missing folder, no rows, or rows that mix a split and
+    none."""
+    from .labelfile import read_rows, resolve
+
+    root = Path(images).expanduser() if images else path.parent
+    if not root.is_dir():
+        raise ImgclsError(f"--images {root}: {'is a file' if root.exists() else 'folder not found'}; give the folder "
+                          f"the paths in {path.name} are relative to")
+    table = read_rows(path, columns)
+    rows = [(number, rel, label, row_split(path, number, value)) for number, rel, label, value in resolve(table, root)]
+    if not rows:
+        raise ImgclsError(f"--data {path}: no rows; give one image path and its label per row")
+    if len({split for *_, split in rows}) > 1 and any(split is None for *_, split in rows):
+        raise ImgclsError(f"--data {path}: some rows have a split and some do not; give every row one, or none")
+    return root, table.class_names or sorted({label for _, _, label, _ in rows}), rows
 
 
 def row_split(path: Path, number: int, value: str | None) -> str | None:

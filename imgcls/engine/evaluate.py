@@ -109,11 +109,9 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
 
 def _listed_items(path: Path, class_names: list[str], split: str) -> tuple[Path, list[tuple[str, int]], str]:
     """A label file's images (relative to its folder): the rows of ``split`` where it has a split column, else all."""
-    from ..data.folders import row_split
-    from ..data.labelfile import read_rows, resolve
+    from ..data.folders import listed_rows
 
-    rows = [(rel, label, row_split(path, number, value)) for number, rel, label, value in
-            resolve(read_rows(path), path.parent)]
+    rows = [(rel, label, split) for _, rel, label, split in listed_rows(path)[2]]
     unknown = sorted({label for _, label, _ in rows} - set(class_names))
     if unknown:
         raise ImgclsError(f"--data {path}: label(s) {unknown} are not classes of this model ({', '.join(class_names)})")

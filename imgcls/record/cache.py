@@ -29,3 +29,29 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def file_hashes(paths: list, workers: int = 2) -> list[str]:
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib releases the GIL
         return list(pool.map(file_hash, paths))
+
+
+def recalled(memo: str, key: str) -> str | None:
+    """What ``remember`` kept under ``key`` in the cache's ``memo`` file (a JSON object), or None."""
+    import json
+
+    try:
+        found = json.loads((cache_root() / memo).read_text())
+    except (OSError, ValueError):
+        return None
+    return found.get(key) if isinstance(found, dict) else None
+
+
+def remember(memo: str, key: str, value: str) -> None:
+    """Keep ``value`` under ``key`` in the cache's ``memo`` file: what this machine measured, so that it is measured
+    once. A read-only or damaged cache only means measuring again next time."""
+    import json
+
+    from .files import write_json
+
+    path = cache_root() / memo
+    try:
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        write_json(path, (kept if isinstance(kept, dict) else {}) | {key: value})
+    except (OSError, ValueError):
+        pass

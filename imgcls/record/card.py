@@ -57,12 +57,12 @@ class ModelCard:
         """The card in ``data`` (a checkpoint, a cached card or an export's metadata); one ImgclsError naming
         ``source`` when a required field is missing or of the wrong kind.
 
-        A checkpoint written before cards named its outputs has them from its familiarity statistics."""
+        A description without outputs has the logits alone (a checkpoint's come from record/checkpoint.card_of)."""
         missing = [k for k in ("model_name", "class_names", "preprocess") if k not in data]
         if missing:
             raise ImgclsError(f"{source}: its model description lacks {', '.join(missing)}; use a file written by "
                               "`imgcls train` or `imgcls export`")
-        outputs = data.get("outputs") or (WITH_FAMILIARITY if data.get("familiarity") else LOGITS_ONLY)
+        outputs = data.get("outputs") or LOGITS_ONLY
         try:
             card = cls(str(data["model_name"]), tuple(str(c) for c in data["class_names"]), dict(data["preprocess"]),
                        dict(data.get("model_kwargs") or {}), float(data.get("temperature", 1.0)),

@@ -84,15 +84,17 @@ def survives(path: str, key: str, trial, *, timeout: float = PROBE_SECONDS) -> b
     fork (Windows, macOS), True: the path is taken without a trial."""
     import os
 
+    from ..record.cache import recalled, remember
+
     key = _probe_key(path, key)
-    known = _probes().get(key)
+    known = recalled(PROBES_FILE, key)
     if known is not None:
         return known == "ok"
     if not hasattr(os, "fork") or sys.platform == "darwin":
         return True
     outcome = _in_child(trial, timeout)
     if outcome is not None:  # a child that ran out of time proves nothing: tried again next time
-        _remember_probe(key, outcome)
+        remember(PROBES_FILE, key, outcome)
     return outcome in ("ok", None)
 
 
@@ -152,27 +154,6 @@ def _cpu_model() -> str:
             return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         return ""
-
-
-def _probes() -> dict:
-    import json
-
-    from ..record.cache import cache_root
-
-    try:
-        return json.loads((cache_root() / PROBES_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _remember_probe(key: str, outcome: str) -> None:
-    from ..record.cache import cache_root
-    from ..record.files import write_json
-
-    try:
-        write_json(cache_root() / PROBES_FILE, _probes() | {key: outcome})
-    except OSError:  # a read-only cache only means probing again next time
-        pass
 
 
 def channels_last_survives(model: nn.Module, input_size, *, train: bool, subject: str = "this model") -> bool:

@@ -20,7 +20,6 @@ import copy
 import functools
 import hashlib
 import io
-import json
 import logging
 import time
 import warnings
@@ -322,25 +321,17 @@ def _choice_key(network: str, input_size) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 
-def _choices_file() -> Path:
-    from ..record.cache import cache_root
-
-    return cache_root() / "runtime-choices.json"
+CHOICES_FILE = "runtime-choices.json"
 
 
 def remembered(choice: str) -> str | None:
-    try:
-        return json.loads(_choices_file().read_text()).get(choice)
-    except (OSError, ValueError):
-        return None
+    """The runtime a clear race chose for ``choice`` here, or None."""
+    from ..record.cache import recalled
+
+    return recalled(CHOICES_FILE, choice)
 
 
 def _remember(choice: str, name: str) -> None:
-    from ..record.files import write_json
+    from ..record.cache import remember
 
-    path = _choices_file()
-    try:
-        choices = json.loads(path.read_text()) if path.exists() else {}
-        write_json(path, choices | {choice: name.split(" (")[0]})
-    except (OSError, ValueError):
-        pass  # a read-only cache folder only means measuring again next time
+    remember(CHOICES_FILE, choice, name.split(" (")[0])
