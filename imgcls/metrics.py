@@ -107,6 +107,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Each label's probability of a multi-label model, computed without overflow."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -logits))
+
+
+def labels_present(probs: np.ndarray, thresholds) -> np.ndarray:
+    """A multi-label model's answer: (N, labels) booleans, each label present where its probability reaches its
+    threshold (record/card.ModelCard.thresholds). The one decision rule of val, predict, serve and the exports."""
+    return np.asarray(probs) >= np.asarray(thresholds, dtype=np.float64)
+
+
 def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(axis=1, keepdims=True)

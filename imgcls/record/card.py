@@ -31,10 +31,17 @@ class ModelCard:
     weights_source: str | None = None             # where training started from (pretrained weights, a file...)
     outputs: tuple[str, ...] = LOGITS_ONLY        # the network's outputs, logits first
     metrics: dict = field(default_factory=dict)   # the validation numbers of the epoch these weights are from
+    thresholds: tuple[float, ...] | None = None   # multi-label: each label's probability threshold (None: one label)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         return tuple(self.preprocess["input_size"])
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each output is a label of its own (a sigmoid and a threshold each) rather than one class of a
+        softmax: such a model answers with every label whose probability reaches its threshold."""
+        return self.thresholds is not None
 
     @property
     def scored(self) -> bool:
@@ -50,7 +57,8 @@ class ModelCard:
                 "preprocess": dict(self.preprocess), "model_kwargs": dict(self.model_kwargs),
                 "temperature": float(self.temperature),
                 "rejection": dict(self.rejection) if self.rejection else None, "mirrored_at": self.mirrored_at,
-                "weights_source": self.weights_source, "outputs": list(self.outputs), "metrics": dict(self.metrics)}
+                "weights_source": self.weights_source, "outputs": list(self.outputs), "metrics": dict(self.metrics),
+                "thresholds": [float(t) for t in self.thresholds] if self.thresholds is not None else None}
 
     @classmethod
     def read(cls, data: dict, source: str) -> ModelCard:
@@ -67,12 +75,15 @@ class ModelCard:
             card = cls(str(data["model_name"]), tuple(str(c) for c in data["class_names"]), dict(data["preprocess"]),
                        dict(data.get("model_kwargs") or {}), float(data.get("temperature", 1.0)),
                        dict(data["rejection"]) if data.get("rejection") else None, data.get("mirrored_at"),
-                       data.get("weights_source"), tuple(str(o) for o in outputs), dict(data.get("metrics") or {}))
+                       data.get("weights_source"), tuple(str(o) for o in outputs), dict(data.get("metrics") or {}),
+                       tuple(float(t) for t in data["thresholds"]) if data.get("thresholds") is not None else None)
             size = card.input_size
         except (TypeError, ValueError, KeyError) as e:
             raise ImgclsError(f"{source}: its model description is damaged ({type(e).__name__}: {e}); export or "
                               "train it again") from None
-        if len(size) != 3 or not card.class_names or card.outputs[0] != "logits":
+        if len(size) != 3 or not card.class_names or card.outputs[0] != "logits" or (
+                card.multi_label and len(card.thresholds) != len(card.class_names)):
             raise ImgclsError(f"{source}: its model description is damaged (input size {list(size)}, "
-                              f"{len(card.class_names)} classes, outputs {list(card.outputs)}); export or train it again")
+                              f"{len(card.class_names)} classes, outputs {list(card.outputs)}, thresholds "
+                              f"{None if card.thresholds is None else len(card.thresholds)}); export or train it again")
         return card
