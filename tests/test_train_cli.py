@@ -46,7 +46,8 @@ def test_train_on_class_tree_writes_complete_run(cli, flat_data, tmp_path):
     assert model["FLOPs per image"] > 1e6
     for epoch in (1, 2):  # the seeds' per-epoch keys, exactly and in order: users' scripts read them
         record = results[f"epoch:{epoch}"]
-        assert list(record) == ["train info", "valid info", "lr", "seconds", "phase", "elapsed"]
+        assert list(record) == ["train info", "valid info", "lr", "seconds", "phase", "throughput", "elapsed"]
+        assert record["throughput"]["images per second"] > 0 and 0 <= record["throughput"]["busy"] <= 1
         for key in ("train info", "valid info"):
             info = record[key]
             assert list(info) == ["loss", "accuracy", "circle", "square", "triangle", "mean Precision", "mean Recall",
