@@ -441,3 +441,41 @@ def test_a_network_trained_from_scratch_gets_the_epochs_its_budget_holds(cli, sp
     assert budget.epochs_that_fit(1, 5, 1.0, 1000.0, budget.most_epochs("full")) == budget.WHOLE["scratch_epochs"]
     assert budget.epochs_that_fit(1, 5, 1.0, 1000.0, budget.most_epochs("tune")) == RECIPE["max_tune_epochs"]
     assert "Re-planned with this run's own speed" in err  # the real epochs are far quicker than measured
+
+
+def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_strong_augmentation(monkeypatch,
+                                                                                                  capsys):
+    """With the timings recorded on one H100 (GPU above, lite0 at 224 px), the default 15-minute budget buys the
+    largest input the plan weighs, as many epochs of every layer as help, strong augmentation and mixup/CutMix, and
+    fills most of the budget; two minutes buy the model's own input and fewer epochs, without mixing."""
+    import imgcls.engine.budget as budget
+    from imgcls.config import TrainConfig
+
+    measured_at = []
+
+    def recorded(model, input_size, device, batch=32, amp=False):  # seconds per image scale with the pixels
+        measured_at.append(tuple(input_size[1:]))
+        return budget.scaled(GPU, (224, 224), tuple(input_size[1:]))
+
+    monkeypatch.setattr(budget, "measure_whole", recorded)
+    monkeypatch.setattr(budget, "measure_input", lambda *args, **kwargs: 0.0001)
+    preprocess = {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
+                  "crop_pct": 0.875, "resize": "crop"}
+    gpu = torch.device("cuda")
+    long_plan, long_est, size = budget.whole_network_plan(TrainConfig(data="x", budget="15m"), None, preprocess,
+                                                          FLOWERS5, gpu, [], views=1, amp="bf16")
+    assert measured_at == [(352, 352)]                    # measured once, at the largest input weighed
+    probe, finetune = long_plan
+    assert size == (352, 352) and finetune.trains == "all" and finetune.inputs == "images"
+    assert finetune.epochs == budget.ACCELERATOR["epochs"] and finetune.augment == "strong" and finetune.mix
+    assert 0.75 * 15 * 60 <= long_est.total <= 15 * 60
+    assert "ends about" not in capsys.readouterr().err or long_est.total < 0.8 * 15 * 60
+
+    short_plan, short_est, short_size = budget.whole_network_plan(TrainConfig(data="x", budget="2m"), None,
+                                                                  preprocess, FLOWERS5, gpu, [], views=1, amp="bf16")
+    assert short_size is None                             # the model's own 224 px
+    assert 10 <= short_plan[1].epochs < budget.ACCELERATOR["min_epochs"] and short_est.total <= 2 * 60
+    assert short_plan[1].augment is None and not short_plan[1].mix
+    # the re-fit after the first epoch may grow an accelerator's phase to ACCELERATOR's cap, not the CPU's
+    assert budget.most_epochs("finetune", accelerator=True) == budget.ACCELERATOR["epochs"]
+    assert budget.most_epochs("finetune") == budget.WHOLE["epochs"]

@@ -133,7 +133,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
             if images and phase.trains != "head" and state.step < PRECISE_BN_STEPS:
                 _recompute_batch_norm(run, phase, epoch, inputs, lower, upper, channels_last)
             dist.sync_buffers(run.model)
-            runner = torch_runner(evaluated, run.device, channels_last=channels_last, amp=run.amp is True)
+            runner = torch_runner(evaluated, run.device, channels_last=channels_last,
+                                  amp=run.amp if run.device.type == "cuda" else False)
             va = dist.gather_logits(predict_logits(runner, inputs.val_loader(phase), progress=run.progress,
                                                    desc=f"epoch {epoch}/{last_epoch} val"))
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
@@ -172,7 +173,8 @@ def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float) -> Phase:
     from .budget import epochs_that_fit, most_epochs
 
     left = run.budget - run.elapsed() - run.reserve
-    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left, most_epochs(phase.name))
+    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left,
+                                                            most_epochs(phase.name, run.device.type != "cpu"))
                             if run.main else None)
     if epochs == phase.epochs:
         return phase

@@ -197,7 +197,10 @@ def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, 
     from .budget import budget_plan
 
     counts = {split: len(items) for split, items in source.items.items()}
-    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent) if main else None
+    from ..runtime.device import accelerator_amp
+
+    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent,
+                       accelerator_amp(device, cfg.amp)) if main else None
     return dist.broadcast(made)
 
 
@@ -284,9 +287,11 @@ def _distiller(cfg: TrainConfig, source, preprocess: dict, device: torch.device)
 def _amp(run: Run) -> bool | str:
     """fp16 autocast on CUDA (unless --no-amp); on CPU bf16 autocast for phases that train on images, only
     where one timed step shows it is faster (IMGCLS_CPU_BF16=0/1 pins the choice for reproducible runs)."""
+    from ..runtime.device import accelerator_amp
+
     cfg = run.cfg
     if run.device.type == "cuda":
-        return cfg.amp is not False
+        return accelerator_amp(run.device, cfg.amp)
     if cfg.amp:
         log.warning("WARNING: --amp only applies on CUDA; training in float32")
         return False
