@@ -147,6 +147,7 @@ def test_bad_flags_give_one_line(cli, flat_data, tmp_path):
         (["--split", "0.5,0.2"], "add up to 0.7"),
         (["--model", "resnet_9000"], "--model 'resnet_9000': unknown model"),
         (["--device", "tpu"], "--device 'tpu'"),
+        (["--device", "cuda"], "--device cuda: no CUDA GPU is available here; use --device cpu or auto"),
     ]:
         code, _, err = cli("train", "--data", flat_data, *TINY, *flags, "--project", tmp_path / "runs")
         assert code == 2, flags
