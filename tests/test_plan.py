@@ -479,3 +479,53 @@ def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_str
     # the re-fit after the first epoch may grow an accelerator's phase to ACCELERATOR's cap, not the CPU's
     assert budget.most_epochs("finetune", accelerator=True) == budget.ACCELERATOR["epochs"]
     assert budget.most_epochs("finetune") == budget.WHOLE["epochs"]
+
+
+def test_model_auto_picks_the_costliest_backbone_at_hand_that_the_budget_trains_well(monkeypatch):
+    """--model auto on a GPU: each backbone whose weights are on the machine is timed (here: recorded H100-like
+    costs), and the costliest that still gets 30 epochs in --budget is chosen, with the reason; on a CPU it is the
+    default, with nothing measured."""
+    import imgcls.engine.budget as budget
+    import imgcls.models.factory as factory
+    from imgcls.config import TrainConfig
+
+    recorded = {"tf_efficientnet_lite0": 0.0009, "tf_efficientnet_lite1": 0.0016, "tf_efficientnet_lite2": 0.0026,
+                "convnext_base.fb_in22k_ft_in1k": 0.012}
+
+    class Stub(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+    monkeypatch.setattr(factory, "backbones_at_hand", lambda: list(recorded))
+    monkeypatch.setattr(factory, "create_model", lambda name, classes, **kwargs: (Stub(name), {}, "stub"))
+    monkeypatch.setattr(budget, "measure_whole", lambda model, size, device, batch=32, amp=False: Costs(
+        0.0, top_train=recorded[model.name], top_eval=recorded[model.name] / 3))
+    gpu = torch.device("cuda")
+    name, why = budget.choose_backbone(TrainConfig(data="x", budget="15m"), FLOWERS5, 5, gpu, "bf16")
+    assert name == "tf_efficientnet_lite2"   # convnext_base would get fewer than 30 epochs in 15 minutes
+    assert "holds 30 epochs" in why and "convnext_base.fb_in22k_ft_in1k" in why
+    assert budget.choose_backbone(TrainConfig(data="x", budget="1h"), FLOWERS5, 5, gpu)[0] == \
+        "convnext_base.fb_in22k_ft_in1k"
+    assert budget.choose_backbone(TrainConfig(data="x", budget="20s"), FLOWERS5, 5, gpu)[0] == "tf_efficientnet_lite0"
+    assert budget.choose_backbone(TrainConfig(data="x", budget="15m"), FLOWERS5, 5, torch.device("cpu")) == \
+        (factory.DEFAULT_MODEL, "the default")
+    # an explicit plan or weights file: the default, unmeasured
+    assert budget.choose_backbone(TrainConfig(data="x", epochs=3), FLOWERS5, 5, gpu)[0] == factory.DEFAULT_MODEL
+
+
+def test_backbones_at_hand_are_the_packaged_ones_and_timm_models_in_the_hub_cache(tmp_path, monkeypatch):
+    from imgcls.models.factory import PACKAGED, backbones_at_hand
+
+    for repo, files in (("models--timm--resnet18.a1_in1k", ["model.safetensors"]),
+                        ("models--timm--convnext_atto.d2_in1k", []),            # an interrupted download
+                        ("models--timm--no_such_net.x", ["model.safetensors"]),  # not a timm model
+                        ("models--someone--resnet50", ["model.safetensors"])):  # not a timm repository
+        snapshot = tmp_path / repo / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True)
+        for name in files:
+            (snapshot / name).write_bytes(b"0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    found = backbones_at_hand()
+    assert found[-1] == "resnet18.a1_in1k" and set(found[:-1]) <= set(PACKAGED)
+    assert "tf_efficientnet_lite0" in found      # the dev extra installs the packaged weights

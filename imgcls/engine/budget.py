@@ -50,6 +50,7 @@ ACCELERATOR = {
     "min_epochs": 30,        # a larger input only when the budget still holds this many epochs at it
     "strong_from": 40,       # strong augmentation and mixup/CutMix from this many epochs on
 }
+MOST_CANDIDATES = 8           # --model auto measures at most this many backbones (a few seconds each on a GPU)
 LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
 FIXED_SECONDS = 20.0          # model and runtime set-up, report: a cost per run, not per image
 DECODE_SECONDS = 0.004        # augmenting one view of a decoded image, beside the network (per view)
@@ -452,3 +453,34 @@ def _say_unused(est: Estimate, budget: float, epochs: int, most: int) -> None:
     if epochs == most and est.total < 0.8 * budget:
         log.info(f"The plan ends about {(budget - est.total) / 60:.1f} min inside --budget: {most} epochs of every "
                  "layer is as many as help (a larger --model, or --imgsz, would use the time)")
+
+
+def choose_backbone(cfg: TrainConfig, counts: dict[str, int], classes: int, device: torch.device,
+                    amp: bool | str = False) -> tuple[str, str]:
+    """(the timm name ``--model auto`` trains, why): on an accelerator with a budget plan from pretrained weights,
+    the costliest backbone at hand (models/factory.backbones_at_hand: the packaged EfficientNet-Lites and whatever
+    is in the local hub cache) at which --budget still holds ACCELERATOR["min_epochs"] epochs at its own input size,
+    measured here; otherwise the default, whose CPU plan docs/benchmarks.md measures."""
+    from ..models.factory import DEFAULT_MODEL, backbones_at_hand, create_model, pretrained_config
+
+    if device.type == "cpu" or not cfg.planned or not cfg.pretrained or cfg.weights:
+        return DEFAULT_MODEL, "the default"
+    budget, fitting = parse_duration(cfg.budget), []
+    for name in backbones_at_hand()[:MOST_CANDIDATES]:
+        size = tuple(pretrained_config(name).get("input_size", (3, 224, 224))[1:])
+        try:
+            model = create_model(name, classes)[0]
+            costs = replace(measure_whole(model, (3, *size), device, cfg.batch_size, amp), read=0.0, augment=0.0)
+        except Exception as e:  # noqa: BLE001 - a cached file that does not load is one candidate less
+            log.warning(f"WARNING: --model auto: left out {name} ({type(e).__name__}: {str(e)[:120]})")
+            continue
+        epochs = fit_whole_epochs(costs, counts, budget, WHOLE["probe_epochs"], ACCELERATOR["epochs"], 1)[0]
+        fitting.append((costs.top_train, name, epochs, size))
+    if not fitting:
+        return DEFAULT_MODEL, "the default (no other backbone's weights are on this machine)"
+    enough = [f for f in fitting if f[2] >= ACCELERATOR["min_epochs"]]
+    cost, name, epochs, size = max(enough) if enough else min(fitting)
+    others = ", ".join(n for _, n, _, _ in sorted(fitting) if n != name)
+    return name, (f"the costliest of the {len(fitting)} backbones at hand for which --budget {cfg.budget} holds "
+                  f"{ACCELERATOR['min_epochs']} epochs on this {device.type} ({epochs} at {size[0]}x{size[1]}, "
+                  f"{cost * 1000:.2f} ms per training image); also at hand: {others or 'none'}")

@@ -141,6 +141,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
     source = _source(cfg, last)
+    if cfg.model == "auto":
+        cfg = _backbone(cfg, source, device, main)
     model, pretrained_cfg, weights_desc, preprocess, model_kwargs = _model(cfg, source, last)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
@@ -202,6 +204,19 @@ def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, 
     made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent,
                        accelerator_amp(device, cfg.amp)) if main else None
     return dist.broadcast(made)
+
+
+def _backbone(cfg: TrainConfig, source, device: torch.device, main: bool) -> TrainConfig:
+    """--model auto resolved (engine/budget.choose_backbone), by rank 0 for every rank, and said with its reason."""
+    from ..runtime.device import accelerator_amp
+    from .budget import choose_backbone
+
+    counts = {split: len(items) for split, items in source.items.items()}
+    name, why = dist.broadcast(choose_backbone(cfg, counts, len(source.class_names), device,
+                                               accelerator_amp(device, cfg.amp)) if main else None)
+    if main and why != "the default":
+        log.info(f"--model auto: {name}, {why}")
+    return dataclasses.replace(cfg, model=name)
 
 
 def _model(cfg: TrainConfig, source, last: dict | None):
