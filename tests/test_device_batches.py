@@ -96,8 +96,8 @@ def test_batches_hold_every_readable_image_once_per_epoch_in_a_seeded_order(tmp_
 
 def test_a_run_trains_through_the_device_pipeline_and_records_its_throughput(tmp_path, monkeypatch, capsys):
     """What a GPU run does with its images, here with the CPU as the device: the plan's phase asks for strong
-    augmentation and mixup/CutMix, every epoch records images per second and the busy share, and the log shows
-    them."""
+    augmentation, mixup/CutMix and an EMA of the weights; every epoch records images per second and the busy share,
+    and the log shows them."""
     from imagegen import make_class_folders
     from imgcls.engine import fit
     from imgcls.engine.plan import Phase
@@ -112,7 +112,7 @@ def test_a_run_trains_through_the_device_pipeline_and_records_its_throughput(tmp
         return original(self)
 
     monkeypatch.setattr(DeviceBatches, "__iter__", counting)
-    phase = Phase("finetune", 2, "all", "images", 1e-3, 1e-3, augment="strong", mix=True)
+    phase = Phase("finetune", 2, "all", "images", 1e-3, 1e-3, augment="strong", mix=True, ema=True)
     monkeypatch.setattr("imgcls.engine.train.explicit_plan", lambda cfg: [phase])
     data = make_class_folders(tmp_path / "shapes", per_class=8)
     result = train(data=str(data), model="simple_cnn", pretrained=False, imgsz=32, batch_size=8, workers=0,
@@ -125,4 +125,9 @@ def test_a_run_trains_through_the_device_pipeline_and_records_its_throughput(tmp
         assert speed["images per second"] > 0 and 0 <= speed["busy"] <= 1
     assert results["phases"][0]["augment"] == "strong" and results["phases"][0]["mix"] is True
     log = capsys.readouterr().err
-    assert "img/s, cpu busy" in log and "strong augmentation and mixup/CutMix" in log
+    assert "img/s, cpu busy" in log and "strong augmentation and mixup/CutMix and an EMA of the weights" in log
+    # the checkpoints hold the average of the weights, the network validated; last.pt keeps the trained ones too
+    last = torch.load(result.run_dir / "weights" / "last.pt", weights_only=True)
+    trained, averaged = last["trained_state_dict"], last["state_dict"]
+    assert set(trained) == set(averaged)
+    assert any(not torch.equal(trained[k], averaged[k]) for k in trained if trained[k].is_floating_point())

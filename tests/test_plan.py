@@ -468,6 +468,7 @@ def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_str
     probe, finetune = long_plan
     assert size == (352, 352) and finetune.trains == "all" and finetune.inputs == "images"
     assert finetune.epochs == budget.ACCELERATOR["epochs"] and finetune.augment == "strong" and finetune.mix
+    assert finetune.ema
     assert 0.75 * 15 * 60 <= long_est.total <= 15 * 60
     assert "ends about" not in capsys.readouterr().err or long_est.total < 0.8 * 15 * 60
 
@@ -475,7 +476,7 @@ def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_str
                                                                   preprocess, FLOWERS5, gpu, [], views=1, amp="bf16")
     assert short_size is None                             # the model's own 224 px
     assert 10 <= short_plan[1].epochs < budget.ACCELERATOR["min_epochs"] and short_est.total <= 2 * 60
-    assert short_plan[1].augment is None and not short_plan[1].mix
+    assert short_plan[1].augment is None and not short_plan[1].mix and not short_plan[1].ema
     # the re-fit after the first epoch may grow an accelerator's phase to ACCELERATOR's cap, not the CPU's
     assert budget.most_epochs("finetune", accelerator=True) == budget.ACCELERATOR["epochs"]
     assert budget.most_epochs("finetune") == budget.WHOLE["epochs"]

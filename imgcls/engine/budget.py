@@ -48,7 +48,7 @@ WHOLE = {
 ACCELERATOR = {
     "epochs": 100,           # at most this many epochs of all layers (from pretrained weights or from scratch)
     "min_epochs": 30,        # a larger input only when the budget still holds this many epochs at it
-    "strong_from": 40,       # strong augmentation and mixup/CutMix from this many epochs on
+    "strong_from": 40,       # strong augmentation, mixup/CutMix and an EMA of the weights from this many epochs on
 }
 MOST_CANDIDATES = 8           # --model auto measures at most this many backbones (a few seconds each on a GPU)
 LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
@@ -427,7 +427,7 @@ def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, cou
                     f"than --budget {cfg.budget}; it runs anyway")
     _say_unused(est, budget, epochs, most)
     strong = accelerator and epochs >= ACCELERATOR["strong_from"]
-    extra = {"augment": "strong", "mix": True} if strong else {}
+    extra = {"augment": "strong", "mix": True, "ema": True} if strong else {}
     if not cfg.pretrained:
         return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"], **extra)], est, None
     return [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),

@@ -119,7 +119,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     trained = dist.wrap(upper, run.device)
     if phase.trains == "all" and cfg.compile:
         trained = torch.compile(trained)
-    evaluated = evaluated_network(run.model, phase, lower, upper)
+    ema = _ema(run.model, phase)
+    evaluated = ema.module if ema is not None else evaluated_network(run.model, phase, lower, upper)
     last_epoch = sum(p.epochs for p in run.plan)
     epoch = state.epoch
     while epoch < before + phase.epochs:  # the last phase of a budget plan may re-fit its length
@@ -128,7 +129,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         with _single_thread(phase.trains == "head" and not images and run.device.type == "cpu"):
             tr = train_one_epoch(trained, inputs.train_loader(phase, epoch), opt, device=run.device, step=state.step,
                                  lower=lower, channels_last=channels_last, desc=f"epoch {epoch}/{last_epoch} train",
-                                 progress=run.progress)
+                                 progress=run.progress,
+                                 after_step=(lambda step: ema.update(run.model, step)) if ema is not None else None)
             state.step += tr.steps
             if images and phase.trains != "head" and state.step < PRECISE_BN_STEPS:
                 _recompute_batch_norm(run, phase, epoch, inputs, lower, upper, channels_last)
@@ -149,7 +151,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         state.finished = stop or epoch == last_epoch
         improved = state.keep_if_best(ends_phase=stop or epoch == before + phase.epochs)
         if run.main:
-            _save_epoch(run, phase, opt, improved)
+            _save_epoch(run, phase, opt, improved, ema)
         _log_epoch(run, epoch, last_epoch, record, improved)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record["val"])
@@ -278,8 +280,9 @@ def throughput(tr: EpochOutput) -> dict:
             "busy": round(max(0.0, 1.0 - tr.input_wait / seconds), 3)}
 
 
-def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> None:
-    """best.pt when the epoch is the best so far, last.pt (with everything to resume) always, results."""
+def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool, ema=None) -> None:
+    """best.pt when the epoch is the best so far, last.pt (with everything to resume) always, results. With an EMA
+    the checkpoints' weights are the average, the network validated; last.pt keeps the trained weights beside it."""
     state = run.state
     state.optimizer = opt.optimizer.state_dict()
     state.scaler = opt.scaler.state_dict() if opt.scaler is not None else None
@@ -287,15 +290,32 @@ def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> No
     card = run.card.replace(mirrored_at=phase.cut if phase.mirrors else None,
                             metrics={"epoch": state.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
                                      "val_macro_f1": val["macro_avg"]["f1"]})
-    weights = checkpoint_content(card, **run.checkpoint_extra, epoch=state.epoch, state_dict={
-        k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()})
+    saved = ema.module if ema is not None else run.model
+    weights = checkpoint_content(card, **run.checkpoint_extra, epoch=state.epoch, state_dict=_on_cpu(saved))
     if improved:
         save_checkpoint(run.run_dir / "weights" / "best.pt", weights)
     source = run.source
     save_checkpoint(run.run_dir / "weights" / "last.pt", weights | state.to_checkpoint() | {
         "phase": phase.name, "data": {"root": str(source.root), "split_made": source.split_made,
-                                      "items": {k: [list(x) for x in v] for k, v in source.items.items()}}})
+                                      "items": {k: [list(x) for x in v] for k, v in source.items.items()}}}
+        | ({"trained_state_dict": _on_cpu(run.model)} if ema is not None else {}))
     write_results(run.run_dir, run.results | {"best epoch": state.best_epoch}, state.history)
+
+
+def _on_cpu(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _ema(model: nn.Module, phase: Phase):
+    """The phase's exponential moving average of the weights (buffers included), or None. Its decay warms up with
+    the steps (timm's schedule: about 0.97 after 100 steps, 0.995 after 1,000), so a short phase's average follows
+    its weights closely instead of remembering the pretrained ones. A resumed phase starts its average again from
+    the trained weights."""
+    if not phase.ema or phase.trains != "all":
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=0.9998, use_warmup=True)
 
 
 def _log_epoch(run: Run, epoch: int, last_epoch: int, record: dict, improved: bool) -> None:

@@ -78,12 +78,13 @@ class EpochOutput:
 
 def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torch.device, step: int,
                     lower: Callable | None = None, channels_last: bool = False, desc: str = "train",
-                    progress: bool = True) -> EpochOutput:
+                    progress: bool = True, after_step: Callable[[int], None] | None = None) -> EpochOutput:
     """One epoch over ``loader``'s (inputs, labels, indices) batches; the lr is set before every step.
 
     ``lower`` is the frozen part of the network below the trained ``upper`` part (None when the
     inputs already are its output, e.g. cached features): it runs without autograd, in eval mode,
-    so the pretrained batch-norm statistics stay intact.
+    so the pretrained batch-norm statistics stay intact. ``after_step(step)`` runs after each optimizer step (an EMA
+    of the weights follows them there).
     """
     upper.train()
     total_loss, seen, steps, waited = 0.0, 0, 0, 0.0
@@ -112,6 +113,8 @@ def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torc
                 loss = opt.distiller.loss(images, logits, loss)
         opt.backward_and_step(loss, upper.parameters())
         steps += 1
+        if after_step is not None:
+            after_step(step + steps)
         total_loss += loss.item() * len(labels)  # .item() waits for the device: what follows is the input's time
         seen += len(labels)
         targets.append(labels.cpu())

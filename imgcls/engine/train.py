@@ -173,7 +173,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
         run.results["label review"] = run.checkpoint_extra["label review"] = last["label review"]
     if last is not None:
-        model.load_state_dict(last["state_dict"])
+        model.load_state_dict(last.get("trained_state_dict") or last["state_dict"])  # not the EMA (fit._save_epoch)
         run.state = TrainState.from_checkpoint(last)
         run.elapsed_before = run.state.elapsed
         log.info(f"Resuming {run_dir} from epoch {run.state.epoch + 1}/{cfg.epochs}")
