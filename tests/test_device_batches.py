@@ -92,6 +92,10 @@ def test_batches_hold_every_readable_image_once_per_epoch_in_a_seeded_order(tmp_
     assert all(x.shape[1:] == (3, 24, 24) for x, _, _ in batches) and len(batches) == 3
     assert [i.tolist() for _, _, i in epoch(1)] == [i.tolist() for _, _, i in batches]
     assert [i.tolist() for _, _, i in epoch(2)] != [i.tolist() for _, _, i in batches]
+    # under torchrun each rank's sampler hands it its share: exactly those images (the unreadable one left out)
+    share = [7, 4, 0, 9, 2]
+    ranked = DeviceBatches(images, labels, augment, batch_size=2, order=share)
+    assert sorted(torch.cat([i for _, _, i in ranked]).tolist()) == [0, 2, 7, 9]
 
 
 def test_a_run_trains_through_the_device_pipeline_and_records_its_throughput(tmp_path, monkeypatch, capsys):
