@@ -1,0 +1,198 @@
+"""A multi-label model (its card has thresholds) deployed: predict, serve and the exports answer with the set of
+labels above threshold and every label's probability, by metrics.labels_present, the one decision rule."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgcls.errors import ImgclsError
+from imgcls.metrics import labels_present, sigmoid
+from imgcls.record.card import ModelCard
+from imgcls.record.checkpoint import checkpoint_content, save_checkpoint
+
+LABELS = ("sky", "tree", "water")
+THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def _images(folder: Path, count: int = 6) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A tiny simple_cnn whose card has one threshold per label, its head biased so that the images give
+    different label sets (some labels present, some not)."""
+    from imgcls.data.transforms import make_preprocess
+    from imgcls.models.factory import build_model, pretrained_config
+
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", len(LABELS))
+    with torch.no_grad():
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        head.bias.copy_(torch.tensor([2.0, 0.0, -2.0]))
+    card = ModelCard("simple_cnn", LABELS, make_preprocess(pretrained_config("simple_cnn"), "32"),
+                     thresholds=THRESHOLDS)
+    path = tmp_path_factory.mktemp("multilabel") / "best.pt"
+    save_checkpoint(path, checkpoint_content(card, state_dict=model.state_dict()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    return _images(tmp_path_factory.mktemp("photos"))
+
+
+def _expected(weights: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Every label's probability and the labels present, computed here from the network's logits."""
+    from imgcls.deploy.predict import Decoder
+    from imgcls.models.factory import model_from_checkpoint
+    from imgcls.record.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(weights)
+    decode = Decoder(dict(checkpoint["preprocess"]))
+    with torch.no_grad():
+        logits = model_from_checkpoint(checkpoint)(torch.from_numpy(np.stack([decode(p) for p in paths]))).numpy()
+    probs = sigmoid(logits)
+    return probs, labels_present(probs, THRESHOLDS)
+
+
+def test_predict_writes_the_labels_present_and_every_labels_probability(weights, images, tmp_path):
+    from imgcls.deploy.predict import predict
+
+    (images[0].parent / "broken.jpg").write_bytes(b"not an image")
+    result = predict(weights, images[0].parent, out=tmp_path / "predict", runtime="torch", progress=False)
+    with open(result.csv_path, encoding="utf-8") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert list(next(iter(rows.values()))) == ["path", "labels", "p_sky", "p_tree", "p_water", "error"]
+    probs, present = _expected(weights, images)
+    assert 0 < present.sum() < present.size   # the check below sees labels present and absent
+    for path, p, on in zip(images, probs, present):
+        row = rows[path.name]
+        assert row["labels"] == ";".join(c for c, yes in zip(LABELS, on) if yes)
+        assert [float(row[f"p_{c}"]) for c in LABELS] == pytest.approx(p, abs=2e-6)
+    assert rows["broken.jpg"]["labels"] == "" and rows["broken.jpg"]["error"]
+    answer = json.loads(result.json_path.read_text())
+    assert answer["thresholds"] == list(THRESHOLDS) and "topk" not in answer
+    entry = next(e for e in answer["predictions"] if Path(e["path"]).name == images[0].name)
+    assert entry["labels"] == rows[images[0].name]["labels"].split(";") and set(entry["probabilities"]) == set(LABELS)
+    assert answer["summary"]["per_class"] == {c: int(n) for c, n in zip(LABELS, present.sum(0))}
+    assert answer["summary"]["failed"] == 1
+
+
+def test_reject_marks_a_multilabel_answer_unknown(weights, images, tmp_path):
+    """--reject keeps working: an image below the open-set threshold is "unknown", its probabilities still there."""
+    from imgcls.deploy.predict import Predictor
+    from imgcls.metrics import rejection_spec
+    from imgcls.record.checkpoint import update_card
+
+    calibrated = tmp_path / "calibrated.pt"
+    calibrated.write_bytes(weights.read_bytes())
+    probs, present = _expected(weights, images)
+    logits = np.log(probs) - np.log1p(-probs)
+    update_card(calibrated, rejection=rejection_spec(logits, keep=0.5))
+    found = Predictor(calibrated, runtime="torch", reject=True).predict([str(p) for p in images])
+    unknown = [p for p in found if p.unknown]
+    assert 0 < len(unknown) < len(found)
+    assert all(p.labels == ("unknown",) and len(p.probabilities) == 3 for p in unknown)
+    for p, on in zip(found, present):
+        if not p.unknown:
+            assert p.labels == tuple(c for c, yes in zip(LABELS, on) if yes)
+    assert unknown[0].to_dict()["labels"] == ["unknown"] and unknown[0].to_dict()["unknown"] is True
+
+
+def test_serve_answers_labels_and_every_labels_probability(weights, images):
+    from fastapi.testclient import TestClient
+
+    from imgcls.deploy.serve import create_app
+
+    client = TestClient(create_app(weights, runtime="torch"))
+    model = client.get("/model").json()
+    assert model["multi_label"] is True and model["thresholds"] == list(THRESHOLDS)
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images[:3]]
+    answer = client.post("/predict", files=files).json()["predictions"]
+    probs, present = _expected(weights, images[:3])
+    for got, p, on in zip(answer, probs, present):
+        assert got["labels"] == [c for c, yes in zip(LABELS, on) if yes]
+        assert [got["probabilities"][c] for c in LABELS] == pytest.approx(p, abs=2e-6)
+        assert "topk" not in got
+    assert "imgcls_images_predicted_total 3.0" in client.get("/metrics").text
+
+
+def test_onnx_export_carries_thresholds_and_predicts_as_the_checkpoint(weights, images, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from imgcls.deploy.export import export
+    from imgcls.deploy.predict import Decoder, Predictor
+
+    result = export(weights, "onnx", out=tmp_path / "model.onnx", dynamic_batch=True)
+    assert result.parity.answer == "label-set" and result.parity.sigmoid_diff < 1e-5
+    meta = json.loads({p.key: p.value for p in onnx.load(str(result.path)).metadata_props}["imgcls"])
+    assert meta["thresholds"] == list(THRESHOLDS) and meta["class_names"] == list(LABELS)
+    assert meta["outputs"] == ["logits", "probabilities"]
+    # a user of the bare file reads probabilities from the graph's own sigmoid
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    batch = np.stack([Decoder(meta["preprocess"])(p) for p in images])
+    _, bare = session.run(None, {"images": batch})
+    probs, _ = _expected(weights, images)
+    assert bare == pytest.approx(probs, abs=1e-5)
+    # imgcls reads the logits and applies the sigmoid once: the .onnx answers exactly as the checkpoint does
+    from_onnx = Predictor(result.path).predict([str(p) for p in images])
+    from_checkpoint = Predictor(weights, runtime="torch").predict([str(p) for p in images])
+    assert [p.labels for p in from_onnx] == [p.labels for p in from_checkpoint]
+    for a, b in zip(from_onnx, from_checkpoint):
+        assert [x for _, x in a.probabilities] == pytest.approx([x for _, x in b.probabilities], abs=1e-5)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("torchscript", ".torchscript"), ("openvino", ".xml")])
+def test_other_exports_end_in_a_sigmoid_read_once(weights, images, tmp_path, fmt, suffix):
+    """Every format that writes the sigmoid output gives predict the checkpoint's answer, never the sigmoid twice."""
+    pytest.importorskip(fmt if fmt == "openvino" else "torch")
+    from imgcls.deploy.export import export
+    from imgcls.deploy.formats import load_exported
+    from imgcls.deploy.predict import Predictor
+
+    result = export(weights, fmt, out=tmp_path / f"model{suffix}")
+    runner, card = load_exported(result.path)
+    assert card.outputs == ("logits",) and card.thresholds == THRESHOLDS
+    from_file = Predictor(result.path).predict([str(p) for p in images])
+    probs, present = _expected(weights, images)
+    assert [p.labels for p in from_file] == [tuple(c for c, yes in zip(LABELS, on) if yes) for on in present]
+    assert np.array([[x for _, x in p.probabilities] for p in from_file]) == pytest.approx(probs, abs=1e-5)
+
+
+def test_formats_without_a_multilabel_form_are_refused_by_name(weights, tmp_path):
+    from imgcls.deploy.export import export
+
+    with pytest.raises(ImgclsError, match="multi-label model.*onnx, torchscript, openvino.*web"):
+        export(weights, "coreml", out=tmp_path / "model.mlpackage")
+
+
+def test_predictions_csv_of_a_multilabel_answer_reads_back(tmp_path):
+    """The CSV's labels column joins the labels with ';' and is empty when no label reaches its threshold."""
+    from imgcls.record.predictions import PredictionsWriter
+
+    writer = PredictionsWriter(tmp_path, {"class_names": list(LABELS)}, 5, labels=list(LABELS))
+    writer.write({"path": "a.jpg", "labels": ["sky", "water"], "probabilities": {"sky": 0.9, "tree": 0.1,
+                                                                                  "water": 0.75}, "error": None})
+    writer.write({"path": "b.jpg", "labels": [], "probabilities": {"sky": 0.1, "tree": 0.2, "water": 0.3},
+                  "error": None})
+    writer.close({})
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "predictions.csv").read_text())))
+    assert [r["labels"] for r in rows] == ["sky;water", ""]
+    assert rows[0]["p_water"] == "0.750000"
