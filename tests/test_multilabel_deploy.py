@@ -196,3 +196,67 @@ def test_predictions_csv_of_a_multilabel_answer_reads_back(tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "predictions.csv").read_text())))
     assert [r["labels"] for r in rows] == ["sky;water", ""]
     assert rows[0]["p_water"] == "0.750000"
+
+
+def test_the_serve_page_shows_a_chip_for_each_label_present(weights, images, browser):
+    """Headless chromium: the page shows the labels present as chips and a bar for every label's probability."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from imgcls.deploy.serve import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(weights, runtime="torch"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        browser.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "model-name").text == "simple_cnn")
+        browser.find_element(By.ID, "file-input").send_keys("\n".join(str(p) for p in images))
+        cards = WebDriverWait(browser, 30).until(
+            lambda d: len(found := d.find_elements(By.CSS_SELECTOR, "#results .card[data-labels]")) == len(images)
+            and found)
+        _, present = _expected(weights, images)
+        shown = {c.find_element(By.CLASS_NAME, "filename").text: c for c in cards}
+        for path, on in zip(images, present):
+            card = shown[path.name]
+            assert [chip.text for chip in card.find_elements(By.CSS_SELECTOR, ".labels .chip")] == \
+                [c for c, yes in zip(LABELS, on) if yes]
+            assert len(card.find_elements(By.CSS_SELECTOR, ".bars .row")) == len(LABELS)
+            assert len(card.find_elements(By.CSS_SELECTOR, ".bars .row.present")) == int(on.sum())
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_the_web_export_carries_thresholds_and_the_sigmoid_output(weights, images, tmp_path, monkeypatch):
+    """The page reads imgcls.json's thresholds and the network's "probabilities" output; predict of the folder
+    answers as the checkpoint does. (onnxruntime-web's files are stand-ins: the page is not opened here.)"""
+    import onnx
+
+    from imgcls.deploy import web
+    from imgcls.deploy.export import export
+    from imgcls.deploy.predict import Predictor
+
+    fake = tmp_path / "ort-web"
+    fake.mkdir()
+    for name in web.ORT_WEB_FILES:
+        (fake / name).write_text(f"/*!\n * ONNX Runtime Web v{web.ORT_WEB_VERSION}\n */\n")
+    monkeypatch.setenv(web.ORT_WEB_ENV, str(fake))
+    folder = export(weights, "web", out=tmp_path / "model_web").path
+    card = json.loads((folder / "imgcls.json").read_text())
+    assert card["thresholds"] == list(THRESHOLDS) and card["outputs"] == ["logits", "probabilities"]
+    assert [o.name for o in onnx.load(str(folder / "model.onnx")).graph.output] == ["logits", "probabilities"]
+    _, present = _expected(weights, images)
+    assert [p.labels for p in Predictor(folder).predict([str(p) for p in images])] == \
+        [tuple(c for c, yes in zip(LABELS, on) if yes) for on in present]
