@@ -260,3 +260,24 @@ def test_the_web_export_carries_thresholds_and_the_sigmoid_output(weights, image
     _, present = _expected(weights, images)
     assert [p.labels for p in Predictor(folder).predict([str(p) for p in images])] == \
         [tuple(c for c, yes in zip(LABELS, on) if yes) for on in present]
+
+
+def test_int8_keeps_the_sigmoid_output_in_float(weights, images, tmp_path):
+    """INT8 quantizes the network but not its final sigmoid: the bare file's probabilities are the sigmoid of its
+    own logits (not steps of 1/256), and it carries the thresholds."""
+    import onnx
+    import onnxruntime as ort
+
+    from imgcls.deploy.export import export
+    from imgcls.deploy.predict import Decoder, Predictor
+
+    result = export(weights, "onnx", out=tmp_path / "model.onnx", dynamic_batch=True, int8=True,
+                    calibration_images=4, bench_seconds=0.05)
+    meta = json.loads({p.key: p.value for p in onnx.load(str(result.int8_path)).metadata_props}["imgcls"])
+    assert meta["thresholds"] == list(THRESHOLDS) and meta["outputs"] == ["logits", "probabilities"]
+    assert "label_set_agreement_with_pytorch" in result.int8_report["int8"]
+    session = ort.InferenceSession(str(result.int8_path), providers=["CPUExecutionProvider"])
+    logits, probs = session.run(None, {"images": np.stack([Decoder(meta["preprocess"])(p) for p in images])})
+    assert probs == pytest.approx(sigmoid(logits), abs=1e-6)
+    answers = Predictor(result.int8_path).predict([str(p) for p in images])
+    assert np.array([[x for _, x in p.probabilities] for p in answers]) == pytest.approx(sigmoid(logits), abs=2e-6)

@@ -115,8 +115,8 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
 
 
 def _network(checkpoint: dict, scored: bool):
-    """The network an export writes: with the familiarity score as a second output (``scored``) or the logits alone;
-    a multi-label model's then also gives each label's sigmoid probability, last (models/familiarity.WithProbabilities)."""
+    """The network an export writes: with the familiarity score as a second output (``scored``) or the logits
+    alone; a multi-label model's also gives each label's sigmoid probability, last (familiarity.WithProbabilities)."""
     from ..models.factory import model_from_checkpoint, network_from_checkpoint
     from ..models.familiarity import WithProbabilities
 

@@ -231,15 +231,17 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
         staged = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(staged), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=_familiarity_nodes(prepared))
+                        nodes_to_exclude=_float_nodes(prepared))
         atomic_write_bytes(int8_path, staged.read_bytes())
 
 
-def _familiarity_nodes(path: Path) -> list[str]:
-    """The nodes of the familiarity score (models/familiarity.Familiarity), which INT8 leaves in float: its
-    distances are small differences of large terms, which 8 bits would swamp."""
+def _float_nodes(path: Path) -> list[str]:
+    """The nodes INT8 leaves in float: those of the familiarity score (models/familiarity.Familiarity), whose
+    distances are small differences of large terms, which 8 bits would swamp; and a multi-label network's final
+    sigmoid, so that its probabilities output stays the sigmoid of the logits output rather than steps of 1/256."""
     onnx = require("onnx", "onnx")
-    return [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith("/familiarity/")]
+    return [node.name for node in onnx.load(str(path)).graph.node
+            if node.name.startswith("/familiarity/") or PROBABILITIES in node.output]
 
 
 def _write_onnx_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:

@@ -253,8 +253,7 @@ class Predictor:
             found = dataclasses.replace(next(answers), path=name)
             if scores is not None:
                 unknown = bool(scores[row] < self.threshold)
-                rejected = {"label": UNKNOWN, "class_index": None} | ({"labels": (UNKNOWN,)} if self.multi_label
-                                                                        else {})
+                rejected = {"labels": (UNKNOWN,)} if self.multi_label else {"label": UNKNOWN, "class_index": None}
                 found = dataclasses.replace(found, unknown=unknown, score=round(float(scores[row]), 6),
                                             **(rejected if unknown else {}))
             results.append(found)

@@ -246,8 +246,8 @@ def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
     @app.post("/predict", summary="Classify one or more images",
               description="multipart/form-data with one or more image files in fields named `files`.")
     def predict(files: list[UploadFile] = File(..., description="image files (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
-                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's --topk; "
-                                                                 "a multi-label model gives every label's probability)")):
+                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's "
+                                         "--topk; a multi-label model gives every label's probability)")):
         if len(files) > max_files:
             raise HTTPException(413, f"too many files: {len(files)} sent, at most {max_files} per request "
                                      "(--max-files)")
