@@ -281,3 +281,49 @@ def test_int8_keeps_the_sigmoid_output_in_float(weights, images, tmp_path):
     assert probs == pytest.approx(sigmoid(logits), abs=1e-6)
     answers = Predictor(result.int8_path).predict([str(p) for p in images])
     assert np.array([[x for _, x in p.probabilities] for p in answers]) == pytest.approx(sigmoid(logits), abs=2e-6)
+
+
+def test_the_web_page_shows_the_labels_present_as_chips(weights, images, browser, tmp_path):
+    """Headless chromium on the web export: each image's chips are the labels imgcls predict gives, from the
+    network's own sigmoid output and the thresholds of imgcls.json."""
+    import functools
+    import http.server
+    import os
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from imgcls.deploy import web
+    from imgcls.deploy.export import export
+
+    try:
+        web.ort_web_files()
+    except ImgclsError as e:   # onnxruntime-web's files come from npm: CI installs them (.ci/run)
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    folder = export(weights, "web", out=tmp_path / "model_web").path
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/")
+        WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.state") == "ready")
+        browser.find_element(By.ID, "file-input").send_keys("\n".join(str(p) for p in images))
+        WebDriverWait(browser, 60).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card[data-labels]")) == len(images))
+        shown = {c["name"]: c for c in browser.execute_script("""
+            return Array.from(document.querySelectorAll('#results .card'), (c) => ({
+              name: c.querySelector('.filename').textContent,
+              chips: Array.from(c.querySelectorAll('.labels .chip'), (chip) => chip.textContent),
+              bars: c.querySelectorAll('.bars .row').length,
+              probabilities: JSON.parse(c.dataset.probabilities)}));""")}
+    finally:
+        server.shutdown()
+        server.server_close()
+    probs, present = _expected(weights, images)
+    for path, p, on in zip(images, probs, present):
+        page = shown[path.name]
+        assert page["chips"] == [c for c, yes in zip(LABELS, on) if yes], path.name
+        assert page["bars"] == len(LABELS) and page["probabilities"] == pytest.approx(p, abs=1e-4)
