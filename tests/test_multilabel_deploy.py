@@ -327,3 +327,12 @@ def test_the_web_page_shows_the_labels_present_as_chips(weights, images, browser
         page = shown[path.name]
         assert page["chips"] == [c for c, yes in zip(LABELS, on) if yes], path.name
         assert page["bars"] == len(LABELS) and page["probabilities"] == pytest.approx(p, abs=1e-4)
+
+
+def test_a_labelled_copy_names_every_label_present_with_its_probability():
+    from imgcls.deploy.predict import Prediction, caption
+
+    probabilities = (("sky", 0.9), ("tree", 0.1), ("water", 0.75))
+    assert caption(Prediction("a.jpg", labels=("sky", "water"), probabilities=probabilities)) == "sky 0.90, water 0.75"
+    assert caption(Prediction("a.jpg", labels=(), probabilities=probabilities)) == "none"
+    assert caption(Prediction("a.jpg", labels=("unknown",), probabilities=probabilities)) == "unknown"

@@ -497,7 +497,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
 def _log_summary(result: PredictResult, failures: list[Prediction]) -> None:
     width = max(len(c) for c in result.counts) if result.counts else 5
     predicted = result.total - result.failed
-    lines = [f"  {'class':<{width}}  images  share"]
+    lines = [f"  {'label' if result.multi_label else 'class':<{width}}  images  share"]
     for name, n in sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {name:<{width}}  {n:>6}  {n / max(1, predicted):>5.1%}")
     log.info(("Per-label counts (an image counts once for every label it has):\n" if result.multi_label
