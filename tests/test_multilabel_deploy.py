@@ -168,7 +168,7 @@ def test_other_exports_end_in_a_sigmoid_read_once(weights, images, tmp_path, fmt
     from imgcls.deploy.predict import Predictor
 
     result = export(weights, fmt, out=tmp_path / f"model{suffix}")
-    runner, card = load_exported(result.path)
+    _, card = load_exported(result.path)
     assert card.outputs == ("logits",) and card.thresholds == THRESHOLDS
     from_file = Predictor(result.path).predict([str(p) for p in images])
     probs, present = _expected(weights, images)
