@@ -88,7 +88,8 @@ def timm_plan(run: Path, root: Path, tree: Path, seconds: float, device: str) ->
     epochs = 1 if dry else timm_epochs(results, counts, seconds)
     workers = 1 if dry else max(1, len(os.sched_getaffinity(0)) - 1)
     return ["--epochs", str(epochs), "--num-classes", str(results["dataset"]["num_classes"]), *TIMM_ARGS,
-            "--workers", str(workers), "--device", device, *(["--amp", "--pin-mem"] if device == "cuda" else [])]
+            "--workers", str(workers), "--device", device, *(["--amp", "--pin-mem"] if device == "cuda" else []),
+            *(["--img-size", "64"] if dry else [])]
 
 
 def finetune_epochs(results: dict) -> list[dict]:
@@ -141,26 +142,40 @@ def imgcls_row(a: argparse.Namespace) -> dict:
     if not (a.run / "results.json").exists():
         return {"what": "imgcls train", "data": a.data, "rc": a.rc, "test_accuracy": None}
     results = json.loads((a.run / "results.json").read_text())
-    # the command's start (imports) before the run's clock starts; unknown when the run was cut before its end
-    offset = a.seconds - results["wall seconds"] if "wall seconds" in results else 0.0
     epochs = [v for k, v in results.items() if k.startswith("epoch:")]
     if not epochs:
         return {"what": "imgcls train", "data": a.data, "rc": a.rc, "test_accuracy": None}
+    offset = run_clock_offset(a.log, a.t0, epochs)
     curve = [(e["elapsed"] + offset, e["valid info"]["accuracy"]) for e in epochs]
     tuned = finetune_epochs(results)
     start, end = tuned[0]["elapsed"] - tuned[0]["seconds"] + offset, tuned[-1]["elapsed"] + offset
     speeds = [(e["seconds"], e["throughput"]) for e in tuned if "throughput" in e]
     weight = sum(s for s, _ in speeds) or 1.0
     phases = "; ".join(f"{p['name']} {p['epochs']} epochs ({p.get('trains')})" for p in results.get("phases", []))
-    return {"what": "imgcls train", "data": a.data, "rc": a.rc, "test_accuracy": results.get("test", {}).get("accuracy"),
+    return {"what": "imgcls train", "data": a.data, "rc": a.rc,
+            "test_accuracy": results.get("test", {}).get("accuracy"),
             "best_epoch": results.get("best epoch"), "epochs": len(epochs), "plan": phases,
             "input_size": results["model"]["input size"][-1],
             "seconds_to_cpu_accuracy": first_reaching(curve, CPU_ACCURACY.get(a.data, 1.0)),
+            "elapsed_to_cpu_accuracy": first_reaching([(t - offset, acc) for t, acc in curve],
+                                                      CPU_ACCURACY.get(a.data, 1.0)),  # results.json's clock
+            "start_seconds": round(offset, 1),
             "busy_results": round(sum(s * t["busy"] for s, t in speeds) / weight, 3) if speeds else None,
             "busy_smi": smi_busy(smi_samples(a.smi), a.t0 + start, a.t0 + end),
             "images_per_second": round(sum(s * t["images per second"] for s, t in speeds) / weight, 1)
             if speeds else None,
             "finetune_seconds": [round(start, 1), round(end, 1)]}
+
+
+def run_clock_offset(log: Path, t0: float, epochs: list[dict]) -> float:
+    """Seconds from the command's start to the start of the run's clock ("elapsed" in results.json): the imports
+    and start-up before it. From the time-stamped log line imgcls writes at the end of its first epoch."""
+    for line in log.read_text(errors="replace").splitlines() if log and log.exists() else []:
+        stamp, _, text = line.partition(" ")
+        done = re.match(r"epoch (\d+)/\d+ ", text)
+        if done and int(done.group(1)) <= len(epochs):
+            return float(stamp) - t0 - epochs[int(done.group(1)) - 1]["elapsed"]
+    return 0.0
 
 
 def timm_log_epochs(log: Path) -> list[dict]:
@@ -219,7 +234,7 @@ def timm_test(run_dir: Path, tree: Path, device: str) -> dict:
             right += int((model(x.to(device)).argmax(1).cpu() == y).sum())
             total += len(y)
     return {"test_accuracy": round(right / total, 6), "test_images": total, "checkpoint": found[0].name,
-            "best_epoch": checkpoint.get("epoch")}
+            "best_epoch": checkpoint["epoch"] + 1 if "epoch" in checkpoint else None}  # train.py counts from 0
 
 
 def write_row(a: argparse.Namespace, row: dict) -> None:

@@ -7,7 +7,7 @@
 # writes one JSON row per command to $OUT/rows_PART.jsonl, and the logs, results.json, split.csv and
 # nvidia-smi samples to $OUT/state_PART.tgz. The timm part reuses the imgcls part's split.csv and wall times from
 # $GPU_BENCH_STATE (kept on a warm machine) or, on a fresh one, from .gpubench/state (the returned tgz unpacked).
-# GPU_BENCH_DRY=1 checks it all on the CPU: 8 images a class, --budget 30s, one timm epoch.
+# GPU_BENCH_DRY=1 checks it all on the CPU: 8 images a class, 64 px, --budget 30s, one timm epoch.
 set -u
 PART=${1:-all}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,7 +17,7 @@ STATE=${GPU_BENCH_STATE:-/tmp/gpubench}
 BENCH="python3 benchmarks/gpu/bench.py"
 mkdir -p "$OUT" "$STATE"
 if [ "${GPU_BENCH_DRY:-0}" = 1 ]; then
-    DEVICE=cpu BUDGET=30s LIMIT=420 DATA=$STATE/data IMGCLS_DEVICE="--device cpu --workers 1 --runtime torch"
+    DEVICE=cpu BUDGET=30s LIMIT=420 DATA=$STATE/data IMGCLS_DEVICE="--device cpu --workers 1 --runtime torch --imgsz 64"
     for ds in flowers5 aid30; do $BENCH subset "$REPO/.gpubench/data/$ds" "$DATA/$ds" 8; done
     export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 else
@@ -30,6 +30,10 @@ fi
 export PYTHONUNBUFFERED=1
 
 now() { date +%s.%N; }
+stamp() {  # each line of the output after the unix time it came, for the time to an accuracy and the busy window
+    python3 -u -c 'import sys, time
+for line in iter(sys.stdin.readline, ""): sys.stdout.write(f"{time.time():.2f} {line}"); sys.stdout.flush()'
+}
 smi_start() {  # GPU utilisation every 500 ms, in the background, while one command runs
     SMI=""
     if command -v nvidia-smi >/dev/null; then
@@ -49,14 +53,15 @@ run_imgcls() {
     smi_start "$STATE/smi_imgcls_$ds.csv"
     t0=$(now)
     timeout $LIMIT python3 -m imgcls train --data "$DATA/$ds" --budget $BUDGET --seed 0 $IMGCLS_DEVICE \
-        --project "$STATE/runs" --name "$ds" >"$STATE/imgcls_$ds.log" 2>&1
-    rc=$?
-    secs=$(python3 -c "print($(now) - $t0)")
+        --project "$STATE/runs" --name "$ds" 2>&1 | stamp >"$STATE/imgcls_$ds.log"
+    rc=${PIPESTATUS[0]}
+    secs=$(python3 -c "print(round($(now) - $t0, 1))")
     smi_stop
     echo "$secs" >"$STATE/runs/$ds.seconds"
     echo "== $cmd: rc $rc, $secs s"; tail -4 "$STATE/imgcls_$ds.log"
     $BENCH imgcls-row --data "$ds" --command "$cmd" --device $DEVICE --out "$OUT/rows_$PART.jsonl" \
-        --smi "$STATE/smi_imgcls_$ds.csv" --run "$STATE/runs/$ds" --seconds "$secs" --t0 "$t0" --rc $rc
+        --smi "$STATE/smi_imgcls_$ds.csv" --run "$STATE/runs/$ds" --log "$STATE/imgcls_$ds.log" \
+        --seconds "$secs" --t0 "$t0" --rc $rc
     pack
 }
 
@@ -74,10 +79,7 @@ run_timm() {
     t0=$(now)
     timeout "$secs" python3 -u .gpubench/timm/train.py --data-dir "$dir/tree" --train-split train --val-split val \
         --model tf_efficientnet_lite0 --pretrained --pretrained-path "$weights" --output "$dir" \
-        --experiment run "${args[@]}" 2>&1 |
-        python3 -u -c 'import sys, time
-for line in iter(sys.stdin.readline, ""): sys.stdout.write(f"{time.time():.2f} {line}"); sys.stdout.flush()' \
-        >"$STATE/timm_$ds.log"
+        --experiment run "${args[@]}" 2>&1 | stamp >"$STATE/timm_$ds.log"
     rc=${PIPESTATUS[0]}
     smi_stop
     echo "== timm train.py $ds: rc $rc (124: cut at imgcls's $secs s), ${args[*]}"; tail -3 "$STATE/timm_$ds.log"
