@@ -66,7 +66,8 @@ run_imgcls() {
 }
 
 run_timm() {
-    local ds=$1 src="" t0 rc secs run dir=$STATE/timm_$ds weights=$STATE/lite0_timm.safetensors
+    local ds=$1 src="" t0 rc secs run dir weights=$STATE/lite0_timm.safetensors
+    dir=$STATE/timm_$ds
     for s in "$REPO/.gpubench/state" "$STATE"; do [ -f "$s/runs/$ds/results.json" ] && src=$s; done
     [ -n "$src" ] || { echo "== timm $ds: no imgcls run of $ds (run the imgcls part first)"; return; }
     run=$src/runs/$ds
