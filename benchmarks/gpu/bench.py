@@ -27,7 +27,11 @@ CPU_ACCURACY = {"flowers5": 0.79, "aid30": 0.91}
 TIMM_ARGS = ["--opt", "adamw", "--lr", "1e-3", "--min-lr", "1e-5", "--sched", "cosine", "--warmup-epochs", "1",
              "--warmup-lr", "1e-5", "--weight-decay", "0.01", "--smoothing", "0.1", "-b", "32", "--seed", "0",
              "--checkpoint-hist", "1", "--log-interval", "1000000"]
-TIMM_START_SECONDS = 25.0  # timm's start (imports, model, loaders) and the last validation, kept out of its epochs
+# timm's epochs are planned from imgcls's own epoch time (timm_epochs): its start (imports, model, loaders) is kept
+# out, each epoch also saves checkpoints, and a tenth is left spare: cut short, its cosine schedule would not end
+TIMM_START_SECONDS = 25.0
+TIMM_EPOCH_SECONDS = 0.5
+TIMM_FILL = 0.9
 
 
 def subset(src: Path, dst: Path, per_class: int) -> None:
@@ -69,13 +73,16 @@ def split_tree(split_csv: Path, root: Path, out: Path) -> dict:
 
 
 def timm_epochs(results: dict, counts: dict, seconds: float) -> int:
-    """Epochs of timm's train.py that fit ``seconds`` at 224 px: imgcls's measured images per second of its
-    whole-network epochs at its input size, scaled to 224 px by area (timm's train.py trains at the model's 224)."""
-    rates = [e["throughput"]["images per second"] for e in finetune_epochs(results) if "throughput" in e]
+    """Epochs of timm's train.py that fit ``seconds``: imgcls's whole-network epoch time (training and validation
+    passes, its median), scaled from imgcls's input size to timm's 224 px by area, plus TIMM_EPOCH_SECONDS, filling
+    TIMM_FILL of the time left after TIMM_START_SECONDS. Without such epochs (a head-only plan), 100 images a second."""
+    tuned = finetune_epochs(results, only=True, trains=("all",)) or finetune_epochs(results, only=True)
     size = results["model"]["input size"][-1]
-    rate = (sorted(rates)[len(rates) // 2] if rates else 100.0) * (size / 224) ** 2
-    per_epoch = (counts.get("train", 0) + 0.5 * counts.get("val", 0)) / rate  # validation: no backward pass
-    return max(1, min(300, int((seconds - TIMM_START_SECONDS) / per_epoch)))
+    times = sorted(e["seconds"] for e in tuned if e.get("seconds"))
+    per_epoch = times[len(times) // 2] * (224 / size) ** 2 if times else \
+        (counts.get("train", 0) + counts.get("val", 0)) / 100.0
+    usable = TIMM_FILL * (seconds - TIMM_START_SECONDS)
+    return max(1, min(300, int(usable / (per_epoch + TIMM_EPOCH_SECONDS))))
 
 
 def timm_plan(run: Path, root: Path, tree: Path, seconds: float, device: str) -> list[str]:
@@ -92,11 +99,12 @@ def timm_plan(run: Path, root: Path, tree: Path, seconds: float, device: str) ->
             *(["--img-size", "64"] if dry else [])]
 
 
-def finetune_epochs(results: dict) -> list[dict]:
-    """The epochs that train the whole network (every epoch when no phase does)."""
-    whole = {p["name"] for p in results.get("phases", []) if p.get("trains") not in ("head", None)}
+def finetune_epochs(results: dict, only: bool = False, trains: tuple = ("top", "all")) -> list[dict]:
+    """The epochs that fine-tune the backbone: the phases that train ``trains`` (plan.Phase: "top" is the stages
+    from a cut on, "all" the whole network); every epoch when no phase does, unless ``only``."""
+    whole = {p["name"] for p in results.get("phases", []) if p.get("trains") in trains}
     epochs = [v for k, v in results.items() if k.startswith("epoch:")]
-    return [e for e in epochs if e.get("phase") in whole] or epochs
+    return [e for e in epochs if e.get("phase") in whole] or ([] if only else epochs)
 
 
 def smi_samples(path: Path) -> list[tuple[float, float]]:
@@ -180,17 +188,24 @@ def run_clock_offset(log: Path, t0: float, epochs: list[dict]) -> float:
 
 def timm_log_epochs(log: Path) -> list[dict]:
     """Per epoch of a time-stamped train.py log (``UNIXTIME line``): when its validation ended and its Acc@1 (the
-    running average of the last 'Test:' line of the epoch), and when its training started (the first epoch's at the
-    scheduler's line, which comes just before its first batch)."""
-    epochs, train_start = [], None
+    running average of the last 'Test:' line of the epoch), when its training started (the first epoch's at the
+    scheduler's line, which comes just before its first batch), and its training pass's images per second and busy
+    share (1 - data wait / update time, as imgcls's "busy") from the averages of its last 'Train:' line."""
+    epochs, train_start, speed = [], None, {}
     for line in log.read_text(errors="replace").splitlines():
         stamp, _, text = line.partition(" ")
         if text.startswith(("Scheduled epochs", "Train:")) and train_start is None:
             train_start = float(stamp)
+        # the epoch's last batch: its averages per update of time, images per second and time waiting for data
+        done = re.search(r"\(100%\)\].*\(([\d.]+)s,\s*([\d.]+)/s\).*Data: [\d.]+ \(([\d.]+)\)", text)
+        if text.startswith("Train:") and done:
+            update, rate, wait = (float(v) for v in done.groups())
+            speed = {"images_per_second": rate, "busy": max(0.0, 1 - wait / update) if update else None}
         test = re.search(r"Test: \[\s*(\d+)/(\d+)\].*Acc@1:\s*[\d.]+\s*\(\s*([\d.]+)\)", text)
         if test and test.group(1) == test.group(2):
-            epochs.append({"start": train_start, "end": float(stamp), "accuracy": float(test.group(3)) / 100})
-            train_start = None
+            epochs.append({"start": train_start, "end": float(stamp), "accuracy": float(test.group(3)) / 100,
+                           **speed})
+            train_start, speed = None, {}
     return epochs
 
 
@@ -200,11 +215,18 @@ def timm_row(a: argparse.Namespace) -> dict:
     start = epochs[0]["start"] if epochs and epochs[0]["start"] else a.t0
     end = epochs[-1]["end"] if epochs else a.t0 + a.seconds
     test = timm_test(a.checkpoint_dir, a.tree, a.device) if a.checkpoint_dir else {}
-    return {"what": "timm train.py", "data": a.data, "epochs_planned": a.epochs, "epochs": len(epochs),
+    return {"what": "timm train.py", "data": a.data, "limit_seconds": a.limit, "epochs_planned": a.epochs,
+            "epochs": len(epochs),
             "cut_by_timeout": a.rc == 124, **test,
             "seconds_to_cpu_accuracy": first_reaching(curve, CPU_ACCURACY.get(a.data, 1.0)),
-            "busy_results": None, "busy_smi": smi_busy(smi_samples(a.smi), start, end),
-            "images_per_second": None, "finetune_seconds": [round(start - a.t0, 1), round(end - a.t0, 1)]}
+            "busy_results": _median([e.get("busy") for e in epochs], 3),
+            "busy_smi": smi_busy(smi_samples(a.smi), start, end),
+            "images_per_second": _median([e.get("images_per_second") for e in epochs], 1), "finetune_seconds": [round(start - a.t0, 1), round(end - a.t0, 1)]}
+
+
+def _median(values: list, digits: int) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    return round(values[len(values) // 2], digits) if values else None
 
 
 def timm_test(run_dir: Path, tree: Path, device: str) -> dict:
@@ -267,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--t0", type=float, required=True)
         p.add_argument("--rc", type=int, default=0)
         p.add_argument("--epochs", type=int)
+        p.add_argument("--limit", type=float, help="timm: the wall time it was cut at (imgcls's)")
     a = parser.parse_args(argv)
     if a.step == "subset":
         subset(a.src, a.dst, a.per_class)

@@ -21,7 +21,7 @@ if [ "${GPU_BENCH_DRY:-0}" = 1 ]; then
     for ds in flowers5 aid30; do $BENCH subset "$REPO/.gpubench/data/$ds" "$DATA/$ds" 8; done
     export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 else
-    DEVICE=cuda BUDGET=2m LIMIT=300 DATA=$REPO/.gpubench/data IMGCLS_DEVICE=""
+    DEVICE=cuda BUDGET=2m LIMIT=270 DATA=$REPO/.gpubench/data IMGCLS_DEVICE=""
     [ -d /tmp/site/timm ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target /tmp/site .gpubench/whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$REPO
@@ -66,7 +66,7 @@ run_imgcls() {
 }
 
 run_timm() {
-    local ds=$1 src="" t0 rc secs run dir weights=$STATE/lite0_timm.safetensors
+    local ds=$1 src="" t0 rc secs took run dir weights=$STATE/lite0_timm.safetensors
     dir=$STATE/timm_$ds
     for s in "$REPO/.gpubench/state" "$STATE"; do [ -f "$s/runs/$ds/results.json" ] && src=$s; done
     [ -n "$src" ] || { echo "== timm $ds: no imgcls run of $ds (run the imgcls part first)"; return; }
@@ -82,11 +82,14 @@ run_timm() {
         --model tf_efficientnet_lite0 --pretrained --pretrained-path "$weights" --output "$dir" \
         --experiment run "${args[@]}" 2>&1 | stamp >"$STATE/timm_$ds.log"
     rc=${PIPESTATUS[0]}
+    took=$(python3 -c "print(round($(now) - $t0, 1))")
     smi_stop
-    echo "== timm train.py $ds: rc $rc (124: cut at imgcls's $secs s), ${args[*]}"; tail -3 "$STATE/timm_$ds.log"
+    echo "== timm train.py $ds: rc $rc (124: cut at imgcls's $secs s), $took s, ${args[*]}"
+    grep -E "Test: |Train: .*100%" "$STATE/timm_$ds.log" | tail -2
     $BENCH timm-row --data "$ds" --command "timeout $secs python train.py ${args[*]}" --device $DEVICE \
         --out "$OUT/rows_$PART.jsonl" --smi "$STATE/smi_timm_$ds.csv" --log "$STATE/timm_$ds.log" \
-        --tree "$dir/tree" --checkpoint-dir "$dir" --seconds "$secs" --t0 "$t0" --rc $rc --epochs "${args[1]}"
+        --tree "$dir/tree" --checkpoint-dir "$dir" --seconds "$took" --limit "$secs" --t0 "$t0" --rc $rc \
+        --epochs "${args[1]}"
     pack
 }
 
