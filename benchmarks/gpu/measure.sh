@@ -37,7 +37,9 @@ for line in iter(sys.stdin.readline, ""): sys.stdout.write(f"{time.time():.2f} {
 smi_start() {  # GPU utilisation every 500 ms, in the background, while one command runs
     SMI=""
     if command -v nvidia-smi >/dev/null; then
-        nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 500 >"$1" &
+        # line-buffered: a block-buffered tail would be lost when the sampler is stopped
+        $(command -v stdbuf >/dev/null && echo stdbuf -oL) nvidia-smi --query-gpu=timestamp,utilization.gpu \
+            --format=csv,noheader,nounits -lms 500 >"$1" &
         SMI=$!
     fi
 }

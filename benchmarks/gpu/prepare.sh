@@ -22,6 +22,7 @@ TIMM_GIT=${1:-/work/.mirror/huggingface+pytorch-image-models/repo}
 TIMM_COMMIT=${TIMM_COMMIT:-HEAD}  # the snapshot's newest train.py (timm 1.0.29.dev0 when this was written)
 DST=.gpubench
 mkdir -p "$DST/data" "$DST/timm" "$DST/whl"
+rm -rf "$DST/state"  # an earlier measurement's imgcls state (README step 3): measure.sh would prefer it
 
 if [ ! -d "$DST/data/flowers5" ]; then
     cp -r "$DATASETS/flowers5" "$DST/data/flowers5.part" && mv "$DST/data/flowers5.part" "$DST/data/flowers5"
