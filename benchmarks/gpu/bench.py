@@ -139,8 +139,8 @@ def machine(device: str) -> dict:
 
     name = device
     if shutil.which("nvidia-smi"):
-        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True).stdout.strip().splitlines()[0]
+        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], check=True,
+                              capture_output=True, text=True).stdout.strip().splitlines()[0]
     return {"device": name, "cpu cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
             "timm": timm.__version__, "python": sys.version.split()[0]}
 

@@ -23,8 +23,8 @@ def _num(value, digits: int = 3, suffix: str = "") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| program | data | device | whole command | test accuracy | to the CPU plan's val accuracy | busy "
-             "(its own record) | busy (nvidia-smi) | train img/s | epochs (best) |",
+    lines = [("| program | data | device | whole command | test accuracy | to the CPU plan's val accuracy | busy "
+              "(its own record) | busy (nvidia-smi) | train img/s | epochs (best) |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         epochs = f"{r.get('epochs', '-')} ({r.get('best_epoch', '-')})"
