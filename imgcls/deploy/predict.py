@@ -400,8 +400,8 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
         from .ray_cluster import require_ray
         from .ray_predict import ray_workers
 
-        require_ray("--ray", "pyarrow", "pandas")
         ray_workers(workers, 1)  # a bad --workers fails before Ray starts
+        require_ray("--ray", "pyarrow", "pandas")
     elif workers is not None and workers < 0:
         raise ImgclsError(f"--workers {workers}: must be 0 or more (0 decodes in the main thread)")
     paths = SourcePaths(source)

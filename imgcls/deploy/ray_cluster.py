@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from ..errors import ImgclsError
@@ -53,6 +54,18 @@ def quiet_ray_logs() -> None:
                 handler.setLevel(logging.ERROR)
 
 
+def _same_imgcls() -> dict:
+    """A local Ray's workers import the imgcls this process runs (a source checkout on PYTHONPATH, or the
+    installed one), never another copy on the machine."""
+    import os
+
+    import imgcls
+
+    package_parent = str(Path(imgcls.__file__).resolve().parents[1])
+    search = [package_parent, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(search))}}
+
+
 def check_reachable(address: str, flag: str = "--ray") -> None:
     """Fail in one line, within seconds, when nothing listens at a cluster address (Ray itself retries for
     about 20 seconds and prints a warning a second). ``auto`` is left to Ray: it finds a cluster started on
@@ -83,14 +96,15 @@ def ray_session(address: str, flag: str = "--ray") -> Iterator[dict]:
     from ..data.cores import available_cpus
 
     quiet_ray_logs()
+    if address != LOCAL:
+        check_reachable(address, flag)
     if ray.is_initialized():
         yield {"address": "the running Ray", "cpus": int(ray.cluster_resources().get("CPU", 1)), "seconds": 0.0}
         return
     started = time.perf_counter()
     if address == LOCAL:
-        ray.init(num_cpus=available_cpus(), **_quiet_settings())
+        ray.init(num_cpus=available_cpus(), runtime_env=_same_imgcls(), **_quiet_settings())
     else:
-        check_reachable(address, flag)
         try:
             ray.init(address=address, **_quiet_settings())
         except (ConnectionError, RuntimeError) as e:

@@ -33,28 +33,20 @@ def replica_limits(replicas: int | None, max_replicas: int | None) -> tuple[int,
     return low, high
 
 
-class AppReplica:
-    """One Ray Serve replica: the app ``build()`` makes (serve.create_app with the command's settings), built in the
-    replica's own process when Ray Serve starts it."""
-
-    def __init__(self, build: Callable):
-        self.build = build
-
-    def __serve_build_asgi_app__(self):
-        return self.build()
-
-
 def app_deployment(build: Callable, low: int, high: int, cpus_each: float):
-    """The bound Ray Serve application: AppReplica behind Ray Serve's ingress, fixed at ``low`` replicas or scaled
-    between ``low`` and ``high``."""
+    """The bound Ray Serve application: the app ``build()`` makes (serve.create_app with the command's settings),
+    built in each replica's own process, fixed at ``low`` replicas or scaled between ``low`` and ``high``."""
     from ray import serve
+
+    def app():
+        return build()
 
     scaling = {"num_replicas": low} if low == high else {"autoscaling_config": {
         "min_replicas": low, "initial_replicas": low, "max_replicas": high,
         "target_ongoing_requests": TARGET_ONGOING_REQUESTS}}
-    deployment = serve.deployment(serve.ingress()(AppReplica), name=APP_NAME,
-                                  ray_actor_options={"num_cpus": cpus_each}, **scaling)
-    return deployment.bind(build)
+    deployment = serve.deployment(serve.ingress(app)(), name=APP_NAME, ray_actor_options={"num_cpus": cpus_each},
+                                  **scaling)
+    return deployment.bind()
 
 
 def serve_on_ray(build: Callable, *, address: str, host: str, port: int, replicas: int, max_replicas: int,
@@ -90,11 +82,15 @@ def _wait_for_stop() -> None:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set a handler
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         log.info("Stopping Ray Serve")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
