@@ -154,7 +154,8 @@ class Predictor:
     def predict_stream(self, source: str | os.PathLike | list[str], *, workers: int = 0, topk: int | None = None,
                        exclude: str | os.PathLike | None = None) -> Iterator[Prediction]:
         """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list; or a
-        list of paths), in source order, with ``workers`` threads decoding the next batches while the model runs this one.
+        list of paths), in source order, with ``workers`` threads decoding the next batches while the model runs
+        this one.
 
         Threads rather than processes: Pillow and numpy release the GIL while they decode and resize, and a
         decoded batch needs no copy between processes; at most ``workers + 1`` batches wait decoded, so memory

@@ -59,9 +59,7 @@ def _same_imgcls() -> dict:
     installed one), never another copy on the machine."""
     import os
 
-    import imgcls
-
-    package_parent = str(Path(imgcls.__file__).resolve().parents[1])
+    package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding this imgcls/
     search = [package_parent, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(search))}}
 
