@@ -1,11 +1,13 @@
 """predict --ray against imgcls predict, and serve --ray's soak with a replica killed mid-way.
 
     python benchmarks/ray_scale.py predict --weights RUN/weights/best.pt --data flowers5 --images 2000 --rounds 2
+    python benchmarks/ray_scale.py simulate --images 2000 --workers 1,2,4,8
     python benchmarks/ray_scale.py serve --weights RUN/weights/best.pt --photos flowers5/daisy --requests 1000
 
 predict: the whole command (process start to exit) on the same list of images, the contenders alternating so that
 the load of the shared cores falls on both alike; Ray's start-up as the command logs it; the predictions.csv of
 every Ray run compared with the first plain run (path, class, confidence within 1e-5).
+simulate: the same Ray Data pipeline with a stand-in model that waits instead of computing, on 1 to 8 workers.
 serve: `imgcls serve --ray --replicas 2`; a soak of single uploads (8 in flight, 10% junk with its expected 4xx);
 then a second soak during which one replica's process is killed (SIGKILL) after half the requests: the requests
 that fail, and whether Ray starts a replacement replica (a new process id in /health).
@@ -92,6 +94,46 @@ def predict_bench(args) -> None:
             print(json.dumps(row), flush=True)
 
 
+class WaitingPredictor:
+    """A stand-in for a model on a node of its own: each batch takes ``seconds`` of waiting, not of this machine's
+    cores, so that several workers on 2 cores show how Ray Data's pipeline scales with them."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def predict_stream(self, paths: list[str]):
+        from imgcls.deploy.predict import Prediction
+
+        time.sleep(self.seconds)
+        return [Prediction(path=p, label="a", confidence=1.0, class_index=0, topk=(("a", 1.0),)) for p in paths]
+
+
+def simulate_bench(args) -> None:
+    """ray_predict.ray_predictions, the pipeline predict --ray runs, with WaitingPredictor in each worker."""
+    import functools
+
+    from imgcls.deploy.predict import Prediction
+    from imgcls.deploy.ray_cluster import ray_session
+    from imgcls.deploy.ray_predict import ray_predictions
+
+    import ray
+
+    paths = [f"image_{i:05d}.jpg" for i in range(args.images)]
+    ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    with ray_session("local"):
+        for workers in args.workers:
+            started = time.perf_counter()
+            found = list(ray_predictions(paths, len(paths), functools.partial(WaitingPredictor, args.batch_seconds),
+                                         Prediction, batch_size=32, workers=workers, cpus_each=1.0))
+            seconds = time.perf_counter() - started
+            assert [p.path for p in found] == paths  # in order, none lost
+            print(json.dumps({"benchmark": "ray_predict_simulated", "workers": workers, "images": len(paths),
+                              "batch_seconds": args.batch_seconds, "seconds": round(seconds, 2),
+                              "img_per_s": round(len(paths) / seconds, 1), "load_1min": round(load(), 2)}),
+                  flush=True)
+    ray.shutdown()
+
+
 def replicas(url: str, asks: int = 24) -> set[int]:
     import httpx
 
@@ -164,12 +206,16 @@ def main() -> None:
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--scaling", action="store_true", help="also --ray --workers 1 (against the default 2)")
+    p = sub.add_parser("simulate")
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--workers", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 4, 8])
+    p.add_argument("--batch-seconds", type=float, default=0.25, help="each batch of 32 takes this long")
     p = sub.add_parser("serve")
     p.add_argument("--weights", required=True)
     p.add_argument("--photos", required=True)
     p.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
-    predict_bench(args) if args.what == "predict" else serve_bench(args)
+    {"predict": predict_bench, "simulate": simulate_bench, "serve": serve_bench}[args.what](args)
 
 
 if __name__ == "__main__":
