@@ -158,7 +158,8 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--source", required=True,
                    help="an image, a folder (searched recursively), a quoted glob such as 'photos/*.jpg', "
                         "or a .txt file listing one path per line")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to list per image (default 5)")
+    p.add_argument("--topk", type=int, default=5, metavar="K",
+                   help="classes to list per image (default 5; a multi-label model gives every label's probability)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
     p.add_argument("--save-img", action="store_true", help="also save a copy of each image with its label drawn on")
     p.add_argument("--out", default="runs/predict", metavar="DIR",
@@ -188,7 +189,8 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=89_478_485, metavar="N",
                    help="largest image accepted, in pixels (width x height); larger uploads get 413 before they are "
                         "decoded (default 89478485, PIL's limit)")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
+    p.add_argument("--topk", type=int, default=5, metavar="K",
+                   help="classes returned per image (default 5; a multi-label model gives every label's probability)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
     _add_ray(p, "deploy the app on Ray Serve")

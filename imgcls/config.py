@@ -86,8 +86,9 @@ class TrainConfig:
                                   "its relabel and drop rows change the labels this run trains and evaluates on; "
                                   "the source folders are never touched")
     # model
-    model: str = setting("tf_efficientnet_lite0",
-        "any timm model name, or simple_cnn; see `imgcls models`")
+    model: str = setting("auto",
+        "any timm model name, or simple_cnn; see `imgcls models`. auto: tf_efficientnet_lite0 on a CPU; on a GPU the "
+        "largest backbone whose weights are on this machine that the budget trains well")
     pretrained: bool = setting(True, "start from pretrained weights")
     weights: str | None = setting(None, "starting weights file: a state_dict, .safetensors or checkpoint")
     freeze: bool | None = setting(None, "train only the classifier head (default: on when pretrained)")

@@ -34,6 +34,11 @@ class PredictorWorker:
                                for p, name in zip(found, names, strict=True)]}
 
 
+def _tuples(value):
+    """A Prediction field back from JSON: its tuples (topk, labels, probabilities) came back as lists."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
 def ray_workers(requested: int | None, cpus: int) -> tuple[int, float]:
     """(workers, CPUs reserved by each): one worker per CPU by default; more workers than CPUs share them, since a
     worker that waits for CPUs Ray cannot give would wait for ever."""
@@ -69,7 +74,6 @@ def ray_predictions(paths: Iterable[str], total: int, make: Callable, prediction
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for text in batch["prediction"]:
-                fields = json.loads(text)
-                yield prediction(**fields | {"topk": tuple(tuple(pair) for pair in fields["topk"])})
+                yield prediction(**{name: _tuples(value) for name, value in json.loads(text).items()})
     except ray.exceptions.RayError as e:
         raise worker_failure(e) from None

@@ -107,6 +107,7 @@ def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
     return {"model_name": card.model_name, "runtime": model.runtime, "weights": model.path.name,
             "class_names": list(card.class_names), "num_classes": len(card.class_names),
             "preprocess": card.preprocess, "temperature": card.temperature, "metrics": card.metrics,
+            "multi_label": card.multi_label, "thresholds": list(card.thresholds) if card.multi_label else None,
             "rejection": {"on": predictor.rejecting, "score": (model.usable_rejection or {}).get("score"),
                           "threshold": predictor.threshold, "calibrated": bool(card.rejection)},
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk,
@@ -245,7 +246,8 @@ def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
     @app.post("/predict", summary="Classify one or more images",
               description="multipart/form-data with one or more image files in fields named `files`.")
     def predict(files: list[UploadFile] = File(..., description="image files (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
-                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's --topk)")):
+                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's "
+                                         "--topk; a multi-label model gives every label's probability)")):
         if len(files) > max_files:
             raise HTTPException(413, f"too many files: {len(files)} sent, at most {max_files} per request "
                                      "(--max-files)")
@@ -260,9 +262,13 @@ def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
 
 
 def answer(r) -> dict:
-    """One image in the REST answer; with --reject also ``unknown`` and the open-set ``score``."""
-    found = {"filename": r.path, "predicted": r.label, "confidence": r.confidence,
-             "topk": [{"class": c, "probability": p} for c, p in r.topk]}
+    """One image in the REST answer; with --reject also ``unknown`` and the open-set ``score``. A multi-label model's
+    answer is ``labels`` (those present; ``["unknown"]`` when rejected) and ``probabilities`` (every label's)."""
+    if r.multi_label:
+        found = {"filename": r.path, "labels": list(r.labels), "probabilities": dict(r.probabilities)}
+    else:
+        found = {"filename": r.path, "predicted": r.label, "confidence": r.confidence,
+                 "topk": [{"class": c, "probability": p} for c, p in r.topk]}
     return found if r.score is None else found | {"unknown": r.unknown, "score": r.score}
 
 

@@ -141,6 +141,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
     source = _source(cfg, last)
+    if cfg.model == "auto":
+        cfg = _backbone(cfg, source, device, main)
     model, pretrained_cfg, weights_desc, preprocess, model_kwargs = _model(cfg, source, last)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
@@ -171,7 +173,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
         run.results["label review"] = run.checkpoint_extra["label review"] = last["label review"]
     if last is not None:
-        model.load_state_dict(last["state_dict"])
+        model.load_state_dict(last.get("trained_state_dict") or last["state_dict"])  # not the EMA (fit._save_epoch)
         run.state = TrainState.from_checkpoint(last)
         run.elapsed_before = run.state.elapsed
         log.info(f"Resuming {run_dir} from epoch {run.state.epoch + 1}/{cfg.epochs}")
@@ -197,8 +199,24 @@ def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, 
     from .budget import budget_plan
 
     counts = {split: len(items) for split, items in source.items.items()}
-    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent) if main else None
+    from ..runtime.device import accelerator_amp
+
+    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent,
+                       accelerator_amp(device, cfg.amp)) if main else None
     return dist.broadcast(made)
+
+
+def _backbone(cfg: TrainConfig, source, device: torch.device, main: bool) -> TrainConfig:
+    """--model auto resolved (engine/budget.choose_backbone), by rank 0 for every rank, and said with its reason."""
+    from ..runtime.device import accelerator_amp
+    from .budget import choose_backbone
+
+    counts = {split: len(items) for split, items in source.items.items()}
+    name, why = dist.broadcast(choose_backbone(cfg, counts, len(source.class_names), device,
+                                               accelerator_amp(device, cfg.amp)) if main else None)
+    if main and why != "the default":
+        log.info(f"--model auto: {name}, {why}")
+    return dataclasses.replace(cfg, model=name)
 
 
 def _model(cfg: TrainConfig, source, last: dict | None):
@@ -284,9 +302,11 @@ def _distiller(cfg: TrainConfig, source, preprocess: dict, device: torch.device)
 def _amp(run: Run) -> bool | str:
     """fp16 autocast on CUDA (unless --no-amp); on CPU bf16 autocast for phases that train on images, only
     where one timed step shows it is faster (IMGCLS_CPU_BF16=0/1 pins the choice for reproducible runs)."""
+    from ..runtime.device import accelerator_amp
+
     cfg = run.cfg
     if run.device.type == "cuda":
-        return cfg.amp is not False
+        return accelerator_amp(run.device, cfg.amp)
     if cfg.amp:
         log.warning("WARNING: --amp only applies on CUDA; training in float32")
         return False
