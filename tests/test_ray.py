@@ -7,6 +7,7 @@ skip on a developer's machine and fail in CI, which installs it with the dev ext
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -67,6 +68,28 @@ def test_predict_on_ray_writes_what_predict_writes(local_ray, trained_run, photo
     written = json.loads((tmp_path / "ray" / "predictions.json").read_text())
     assert written["ray"]["workers"] == 2 and written["summary"]["failed"] == 1
     assert len(written["predictions"]) == 25
+
+
+def test_a_workers_results_travel_whole():
+    """What a Ray worker sends back rebuilds the same Prediction, one-label or multi-label, under the source's name."""
+    from imgcls.deploy.predict import Prediction
+    from imgcls.deploy.ray_predict import PredictorWorker, rebuilt
+
+    sent = [Prediction(path="/abs/a.jpg", label="cat", confidence=0.9, class_index=1,
+                       topk=(("cat", 0.9), ("dog", 0.1)), unknown=False, score=3.5),
+            Prediction(path="/abs/b.jpg", labels=("sky", "water"),
+                       probabilities=(("sky", 0.91), ("tree", 0.1), ("water", 0.77))),
+            Prediction(path="/abs/c.jpg", error="not an image")]
+
+    class Stub:
+        def predict_stream(self, paths):
+            assert paths == [p.path for p in sent]
+            return sent
+
+    worker = PredictorWorker(Stub)
+    out = worker({"path": [p.path for p in sent], "name": ["a.jpg", "b.jpg", "c.jpg"]})
+    back = [rebuilt(text, Prediction) for text in out["prediction"]]
+    assert back == [dataclasses.replace(p, path=name) for p, name in zip(sent, ["a.jpg", "b.jpg", "c.jpg"])]
 
 
 @needs_ray

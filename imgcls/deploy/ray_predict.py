@@ -34,9 +34,13 @@ class PredictorWorker:
                                for p, name in zip(found, names, strict=True)]}
 
 
-def _tuples(value):
-    """A Prediction field back from JSON: its tuples (topk, labels, probabilities) came back as lists."""
-    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+def rebuilt(text: str, prediction: type):
+    """A worker's result, whole, as the ``prediction`` class (Prediction) again: its tuples (topk, labels,
+    probabilities) come back from JSON as lists."""
+    def tuples(value):
+        return tuple(tuples(item) for item in value) if isinstance(value, list) else value
+
+    return prediction(**{name: tuples(value) for name, value in json.loads(text).items()})
 
 
 def ray_workers(requested: int | None, cpus: int) -> tuple[int, float]:
@@ -74,6 +78,6 @@ def ray_predictions(paths: Iterable[str], total: int, make: Callable, prediction
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for text in batch["prediction"]:
-                yield prediction(**{name: _tuples(value) for name, value in json.loads(text).items()})
+                yield rebuilt(text, prediction)
     except ray.exceptions.RayError as e:
         raise worker_failure(e) from None
