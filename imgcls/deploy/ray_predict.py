@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import ImgclsError
 

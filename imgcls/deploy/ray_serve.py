@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import ImgclsError
 
