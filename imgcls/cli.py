@@ -166,7 +166,10 @@ def _deployment_commands(sub) -> None:
                    help="output folder; repeats become DIR2, DIR3, ... (default runs/predict)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: cores - 1)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoding threads (default: cores - 1); with --ray, Ray workers, one model each (default: one "
+                        "per CPU of the Ray cluster)")
+    _add_ray(p, "run the model on Ray Data workers")
     _add_reject(p)
 
     p = sub.add_parser("serve", help="a local web page and REST API for a trained model")
@@ -190,6 +193,11 @@ def _deployment_commands(sub) -> None:
                    help="classes returned per image (default 5; a multi-label model gives every label's probability)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
+    _add_ray(p, "deploy the app on Ray Serve")
+    p.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="with --ray: replicas, each with its own model (default 1); the autoscaling minimum")
+    p.add_argument("--max-replicas", type=int, default=None, metavar="N",
+                   help="with --ray: the autoscaling maximum (default: --replicas)")
     _add_reject(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO, TFLite, Core ML or a web "
@@ -220,6 +228,12 @@ def _deployment_commands(sub) -> None:
                                                "ONNX Runtime runs one single-threaded slice of a batch per core")
     p.add_argument("--out", metavar="DIR", help="folder for benchmark.csv/.json (default: RUN/benchmark, "
                                                 "RUN/benchmark2, ...)")
+
+
+def _add_ray(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help=f"{what}: on a Ray started here on this machine's cores, or on the Ray cluster at "
+                             "ADDRESS (HOST:6379, or auto); needs pip install 'imgcls[ray]'")
 
 
 def _add_reject(parser: argparse.ArgumentParser) -> None:
@@ -273,11 +287,12 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "predict":
         imgcls.predict(args.weights, args.source, topk=args.topk, batch_size=args.batch_size, save_img=args.save_img,
                        out=args.out, device=args.device, runtime=args.runtime, workers=args.workers,
-                       reject=args.reject)
+                       reject=args.reject, ray=args.ray)
     elif command == "serve":
         imgcls.serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                      max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime,
-                     max_pixels=args.max_pixels, reject=args.reject, api_key=args.api_key, workers=args.workers)
+                     max_pixels=args.max_pixels, reject=args.reject, api_key=args.api_key, workers=args.workers,
+                     ray=args.ray, replicas=args.replicas, max_replicas=args.max_replicas)
     elif command == "export":
         imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
                       calibration_images=args.calib_images, force=args.force)

@@ -7,6 +7,7 @@ threads, and every result is written to the run folder as soon as its batch is d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import io
 import itertools
@@ -171,16 +172,17 @@ class Predictor:
         if batch:
             yield from self._run_batch(batch, topk)
 
-    def predict_stream(self, source: str | os.PathLike, *, workers: int = 0, topk: int | None = None,
+    def predict_stream(self, source: str | os.PathLike | list[str], *, workers: int = 0, topk: int | None = None,
                        exclude: str | os.PathLike | None = None) -> Iterator[Prediction]:
-        """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list),
-        in source order, with ``workers`` threads decoding the next batches while the model runs this one.
+        """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list; or a
+        list of paths), in source order, with ``workers`` threads decoding the next batches while the model runs
+        this one.
 
         Threads rather than processes: Pillow and numpy release the GIL while they decode and resize, and a
         decoded batch needs no copy between processes; at most ``workers + 1`` batches wait decoded, so memory
         stays bounded on any number of files.
         """
-        paths = source if isinstance(source, SourcePaths) else SourcePaths(source, exclude=exclude)
+        paths = source if isinstance(source, (SourcePaths, list)) else SourcePaths(source, exclude=exclude)
         batches = _chunks(iter(paths), self.batch_size)
         if workers < 1:
             for batch in batches:
@@ -427,41 +429,92 @@ class PredictResult:
 def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int = 5, batch_size: int = 32,
             save_img: bool = False, out: str | os.PathLike = "runs/predict", device: str = "auto",
             runtime: str = "auto", workers: int | None = None, reject: bool | float = False,
-            progress: bool = True) -> PredictResult:
+            progress: bool = True, ray: str | None = None) -> PredictResult:
     """Predict every image a source names and write OUT (then OUT2, OUT3, ...): predictions.csv,
     predictions.json and, with ``save_img``, labelled copies under images/. ``reject`` labels images unlike the
     training data ``unknown`` (see Predictor). A multi-label model writes the labels present and every label's
-    probability instead of the top-k (record/predictions.py)."""
-    from tqdm import tqdm
+    probability instead of the top-k (record/predictions.py).
 
+    ``ray`` runs the model on Ray Data instead (ray_predict.py): ``"local"`` for a Ray started on this machine,
+    else a cluster's address; ``workers`` is then the number of Ray workers, one model each (default: one per
+    CPU of the cluster).
+    """
     from ..console import setup_logging
-    from ..data.cores import default_workers
-    from ..record.files import new_run_dir
-    from ..record.predictions import PredictionsWriter
 
     setup_logging()
-    if workers is not None and workers < 0:
+    if ray is not None:
+        from .ray_cluster import require_ray
+        from .ray_predict import ray_workers
+
+        ray_workers(workers, 1)  # a bad --workers fails before Ray starts
+        require_ray("--ray", "pyarrow", "pandas")
+    elif workers is not None and workers < 0:
         raise ImgclsError(f"--workers {workers}: must be 0 or more (0 decodes in the main thread)")
     paths = SourcePaths(source)
     total = paths.count()
     if total == 0:
         raise ImgclsError(f"--source {source}: no files found")
-    predictor = Predictor(weights, device=device, topk=topk, batch_size=batch_size, runtime=runtime, reject=reject)
+    settings = {"device": device, "topk": topk, "batch_size": batch_size, "runtime": runtime, "reject": reject}
+    predictor = Predictor(weights, **settings)
+    if ray is None:
+        return _write_predictions(predictor, paths, total, out, save_img, progress, weights, workers)
+    from .ray_cluster import ray_session
+
+    with ray_session(ray) as cluster:
+        return _write_predictions(predictor, paths, total, out, save_img, progress, weights,
+                                  _RayStream(weights, settings, workers, cluster))
+
+
+@dataclass
+class _RayStream:
+    """Where predict --ray's results come from: Ray workers (ray_predict.py) on the cluster ray_session joined."""
+    weights: str | os.PathLike
+    settings: dict
+    workers: int | None
+    cluster: dict
+
+    def predictions(self, paths: SourcePaths, total: int) -> tuple[Iterator[Prediction], dict]:
+        from .ray_predict import ray_predictions, ray_workers
+
+        workers, cpus_each = ray_workers(self.workers, self.cluster["cpus"])
+        make = functools.partial(Predictor, os.path.abspath(self.weights), **self.settings)
+        found = ray_predictions(paths, total, make, Prediction, batch_size=self.settings["batch_size"],
+                                workers=workers, cpus_each=cpus_each)
+        return found, {"address": self.cluster["address"], "workers": workers}
+
+
+def _write_predictions(predictor: Predictor, paths: SourcePaths, total: int, out, save_img: bool, progress: bool,
+                       weights, stream: int | None | _RayStream) -> PredictResult:
+    """Run the predictions (``stream``: the decoding threads of this process, or a _RayStream) into a new run
+    folder: the files, the progress bar, the per-class summary and the failures."""
+    from tqdm import tqdm
+
+    from ..data.cores import default_workers
+    from ..record.files import new_run_dir
+    from ..record.predictions import PredictionsWriter
+
     names = predictor.class_names + ([UNKNOWN] if predictor.rejecting else [])
+    batch_size = predictor.batch_size
     out = Path(out)
     out_dir = new_run_dir(out.parent, out.name)
     paths.exclude = os.path.realpath(out_dir)  # --source . must not pick up the labelled copies being written
-    workers = default_workers() if workers is None else workers
-    workers = 0 if total <= batch_size else min(workers, (total + batch_size - 1) // batch_size)
+    if isinstance(stream, _RayStream):
+        found, on_ray = stream.predictions(paths, total)
+        where = f", on {on_ray['workers']} Ray worker(s)"
+    else:
+        workers = default_workers() if stream is None else stream
+        workers = 0 if total <= batch_size else min(workers, (total + batch_size - 1) // batch_size)
+        found, on_ray, where = predictor.predict_stream(paths, workers=workers), None, ""
     k = predictor.topk
-    log.info(f"Predicting {total} file(s) from {source} with {predictor.model_name} ({predictor.runtime}, "
-             f"{len(predictor.class_names)} classes) -> {out_dir}")
+    log.info(f"Predicting {total} file(s) from {paths.source} with {predictor.model_name} ({predictor.runtime}, "
+             f"{len(predictor.class_names)} classes{where}) -> {out_dir}")
     rejection = {"rejection": {"score": predictor.model.usable_rejection["score"], "threshold": predictor.threshold}} \
         if predictor.rejecting else {}
     answers = {"thresholds": list(predictor.model.card.thresholds)} if predictor.multi_label else {"topk": k}
     writer = PredictionsWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
                                   "runtime": predictor.runtime, "class_names": predictor.class_names,
-                                  "source": str(source), **answers, **rejection}, k, predictor.rejecting,
+                                  "source": paths.source, **answers, **rejection,
+                                  **({"ray": on_ray} if on_ray else {})}, k, predictor.rejecting,
                                labels=predictor.class_names if predictor.multi_label else None)
     counts: Counter[str] = Counter()
     failures: list[Prediction] = []
@@ -469,7 +522,7 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     bar = tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True, disable=None if progress else True)
     done = predicted = 0
     try:
-        for p in predictor.predict_stream(paths, workers=workers):
+        for p in found:
             writer.write(p.to_dict())
             done += 1
             if p.ok:

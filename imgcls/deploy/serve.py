@@ -302,12 +302,17 @@ def _check_port_free(host: str, port: int) -> None:
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
           topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS,
-          reject: bool | float = False, api_key: str | None = None, workers: int = 1) -> None:
+          reject: bool | float = False, api_key: str | None = None, workers: int = 1, ray: str | None = None,
+          replicas: int | None = None, max_replicas: int | None = None) -> None:
     """Serve the page and API with uvicorn until Ctrl+C.
 
     ``api_key`` (else ``$IMGCLS_API_KEY``) is required by every route but /health and the page. ``workers`` > 1 runs
     that many processes, each loading its own model, on one port (from a script, call this under
     ``if __name__ == "__main__":``, as for any multiprocessing).
+
+    ``ray`` deploys the same app on Ray Serve instead (ray_serve.py): ``"local"`` for a Ray started on this
+    machine, else a cluster's address; ``replicas`` (default 1) to ``max_replicas`` (default ``replicas``)
+    replicas, each with its own model.
     """
     _require_web_stack()
     from ..console import setup_logging
@@ -320,10 +325,37 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: 
                 "device": device, "runtime": runtime, "max_pixels": max_pixels, "reject": reject,
                 "api_key": resolve_api_key(api_key)}
     check_limits(max_upload_mb, max_files)
-    if workers == 1:
+    if ray is not None or replicas is not None or max_replicas is not None:
+        _serve_on_ray(settings, host, port, ray, workers, replicas, max_replicas)
+    elif workers == 1:
         _serve_one_process(settings, host, port)
     else:
         _serve_workers(settings, host, port, workers)
+
+
+def _serve_on_ray(settings: dict, host: str, port: int, ray: str | None, workers: int, replicas: int | None,
+                  max_replicas: int | None) -> None:
+    """The app on Ray Serve, after every flag is checked and the app built once here (a bad setting fails in
+    one line before Ray starts)."""
+    import functools
+
+    from .ray_cluster import LOCAL, require_ray
+    from .ray_serve import replica_limits, serve_on_ray
+
+    if ray is None:
+        raise ImgclsError("--replicas and --max-replicas are for Ray Serve: add --ray (a Ray on this machine) or "
+                          "--ray ADDRESS (a cluster)")
+    if workers != 1:
+        raise ImgclsError(f"--workers {workers}: with --ray, give --replicas instead (each replica is a process "
+                          "with its own model)")
+    low, high = replica_limits(replicas, max_replicas)
+    require_ray("--ray", "aiohttp", "aiohttp_cors")
+    create_app(**settings)
+    if ray == LOCAL:
+        _check_port_free(host, port)
+    build = functools.partial(create_app, **settings)
+    announce = functools.partial(_announce, host, port, settings["api_key"] is not None)
+    serve_on_ray(build, address=ray, host=host, port=port, replicas=low, max_replicas=high, announce=announce)
 
 
 def _announce(host: str, port: int, keyed: bool, what: str) -> None:
