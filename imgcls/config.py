@@ -75,6 +75,9 @@ class TrainConfig:
     images: str | None = setting(None, "the folder a label file's image paths are relative to (default: its folder)")
     columns: str | None = setting(None, "a label file's image-path and label columns, PATH,LABEL (default: "
                                   "recognised by their header)")
+    multi_label: bool | None = setting(None, "several labels per image, read from a label file (labels separated by "
+                                       "; | or spaces in one column, or one 0/1 column per label); default: found "
+                                       "from the file")
     split: str = setting(DEFAULT_SPLIT,
         "train,val[,test] fractions for a single tree, or a split.csv to reuse")
     imgsz: str | None = setting(None, "input size in pixels: one number, or H,W (default: the model's pretrained size)")

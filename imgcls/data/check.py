@@ -728,7 +728,7 @@ def quick_check(source, *, min_side: int, workers: int = 2, split: str = DEFAULT
     from .folders import without_files
 
     near = len(source.given) > 1 and _imagehash_installed()
-    entries = [(source.root / rel, rel, source.class_names[label], split_name)
+    entries = [(source.root / rel, rel, source.label_name(label), split_name)
                for split_name, items in source.items.items() for rel, label in items]
     records = read_records(entries, perceptual=near, workers=workers)
     bad = {r.rel: r.error for r in records if r.error is not None}

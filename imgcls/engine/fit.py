@@ -16,7 +16,15 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.folders import DataSource
-from ..metrics import classification_report, confusion_matrix, cross_entropy
+from ..metrics import (
+    binary_cross_entropy,
+    classification_report,
+    confusion_matrix,
+    cross_entropy,
+    headline,
+    multilabel_report,
+    sigmoid,
+)
 from ..models.parts import Lower, MirroredTop, PreLogits, Upper, head, set_backbone_trainable, set_trainable
 from ..record.card import ModelCard
 from ..record.checkpoint import checkpoint_content, save_checkpoint
@@ -77,7 +85,7 @@ def fit(run: Run, on_epoch_end=None) -> TrainState:
     inputs = PhaseInputs(run)
     first = run.plan[0]
     if run.state.epoch == 0 and run.main and run.cfg.pretrained and first.trains == "head" \
-            and first.inputs == "features" and first.cut is None:
+            and first.inputs == "features" and first.cut is None and not run.source.multi_label:
         _review_labels(run, inputs)
     for phase, before in phases_of(run.plan):
         if run.state.finished:
@@ -156,7 +164,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         if on_epoch_end is not None:
             on_epoch_end(epoch, record["val"])
         if stop:
-            log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
+            log.info(f"Early stopping: no improvement in validation {'mAP' if run.source.multi_label else 'accuracy'} "
+                     f"for {cfg.patience} epochs")
             return
 
 
@@ -239,19 +248,35 @@ def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -
     optimizer = OPTIMIZERS[cfg.optim]([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     per_rank = -(-train_images // dist.world_size())  # a DistributedSampler gives each rank this many
     steps_per_epoch = max(1, -(-per_rank // cfg.batch_size))
-    weight = class_weights(run.source.labels("train"), len(run.source.class_names)).to(run.device) \
-        if cfg.balance else None
     amp = run.amp if phase.inputs == "images" else False
     mix = None
     if phase.mix and phase.inputs == "images":
         mix = torch.Generator(device=run.device)
         mix.manual_seed(cfg.seed)
     return Optimization(
-        optimizer=optimizer, criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing),
+        optimizer=optimizer, criterion=_criterion(run),
         total_steps=steps_per_epoch * phase.epochs,
         warmup_steps=int(round(min(cfg.warmup_epochs, phase.epochs) * steps_per_epoch)), lrf=cfg.lrf,
         scaler=torch.amp.GradScaler("cuda") if amp is True and run.device.type == "cuda" else None, amp=amp,
         clip_grad=cfg.clip_grad, distiller=run.distiller, mix=mix, classes=len(run.source.class_names))
+
+
+def _criterion(run: Run) -> nn.Module:
+    """Cross-entropy over the classes; for multi-label data a sigmoid per label (BCEWithLogitsLoss), whose --balance
+    weighs each label's positives by its negatives-to-positives ratio in the training split."""
+    cfg, source = run.cfg, run.source
+    if source.multi_label:
+        weight = positive_weights(np.stack(source.labels("train"))).to(run.device) if cfg.balance else None
+        return nn.BCEWithLogitsLoss(pos_weight=weight)
+    weight = class_weights(source.labels("train"), len(source.class_names)).to(run.device) if cfg.balance else None
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def positive_weights(targets: np.ndarray) -> torch.Tensor:
+    """Each label's negatives per positive in (N, labels) multi-hot targets (1 where it has no positive)."""
+    positives = targets.sum(0)
+    return torch.tensor(np.where(positives > 0, (len(targets) - positives) / np.maximum(positives, 1), 1.0),
+                        dtype=torch.float32)
 
 
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
@@ -263,6 +288,13 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 def _epoch_record(run: Run, phase: Phase, tr: EpochOutput, va: Logits, opt: Optimization, seconds: float) -> dict:
     """One epoch in the one metrics schema (record/results.py renders it as results.json's "epoch:N")."""
     names = run.source.class_names
+    if run.source.multi_label:  # per-label numbers at 0.5 here: the thresholds are tuned on val after training
+        shaped = (lambda a: np.asarray(a).reshape(-1, len(names)))
+        return {"train": multilabel_report(shaped(tr.targets), sigmoid(shaped(tr.predictions)), names, loss=tr.loss),
+                "val": multilabel_report(shaped(va.labels), sigmoid(shaped(va.logits)), names,
+                                         loss=binary_cross_entropy(shaped(va.logits), shaped(va.labels))),
+                "lr": opt.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "phase": phase.name,
+                "throughput": throughput(tr)}
     cm_train = confusion_matrix(tr.targets, tr.predictions, len(names))
     cm_val = confusion_matrix(va.labels, va.logits.argmax(1) if len(va) else va.labels, len(names))
     return {"train": classification_report(cm_train, names, tr.loss),
@@ -287,9 +319,11 @@ def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool, ema=N
     state.optimizer = opt.optimizer.state_dict()
     state.scaler = opt.scaler.state_dict() if opt.scaler is not None else None
     val = state.history[-1]["val"]
-    card = run.card.replace(mirrored_at=phase.cut if phase.mirrors else None,
-                            metrics={"epoch": state.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-                                     "val_macro_f1": val["macro_avg"]["f1"]})
+    metrics = {"epoch": state.epoch, "val_mAP": val["mAP"], "val_loss": val["loss"],
+               "val_sample_f1": val["sample_f1"]} if run.source.multi_label else \
+        {"epoch": state.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+         "val_macro_f1": val["macro_avg"]["f1"]}
+    card = run.card.replace(mirrored_at=phase.cut if phase.mirrors else None, metrics=metrics)
     saved = ema.module if ema is not None else run.model
     weights = checkpoint_content(card, **run.checkpoint_extra, epoch=state.epoch, state_dict=_on_cpu(saved))
     if improved:
@@ -297,7 +331,9 @@ def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool, ema=N
     source = run.source
     save_checkpoint(run.run_dir / "weights" / "last.pt", weights | state.to_checkpoint() | {
         "phase": phase.name, "data": {"root": str(source.root), "split_made": source.split_made,
-                                      "items": {k: [list(x) for x in v] for k, v in source.items.items()}}}
+                                      "multi_label": source.multi_label,
+                                      "items": {k: [[rel, list(label) if source.multi_label else label]
+                                                    for rel, label in v] for k, v in source.items.items()}}}
         | ({"trained_state_dict": _on_cpu(run.model)} if ema is not None else {}))
     write_results(run.run_dir, run.results | {"best epoch": state.best_epoch}, state.history)
 
@@ -321,6 +357,11 @@ def _ema(model: nn.Module, phase: Phase):
 def _log_epoch(run: Run, epoch: int, last_epoch: int, record: dict, improved: bool) -> None:
     tr, va = record["train"], record["val"]
     speed = record["throughput"]
+    if va.get("multi_label"):
+        log.info(f"epoch {epoch}/{last_epoch}  lr {record['lr']:.2e}  train loss {tr['loss']:.4f} mAP "
+                 f"{headline(tr):.3f}  val loss {va['loss']:.4f} mAP {va['mAP']:.3f} sample-F1 {va['sample_f1']:.3f}"
+                 f"  {record['seconds']:.1f}s  {speed['images per second']:.0f} img/s{'  *best*' if improved else ''}")
+        return
     log.info(f"epoch {epoch}/{last_epoch}  lr {record['lr']:.2e}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f}"
              f"  val loss {va['loss']:.4f} acc {va['accuracy']:.3f} F1 {va['macro_avg']['f1']:.3f}"
              f"  {record['seconds']:.1f}s  {speed['images per second']:.0f} img/s, {run.device.type} busy "

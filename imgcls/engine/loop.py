@@ -66,7 +66,8 @@ class Optimization:
 
 @dataclass
 class EpochOutput:
-    """What one training epoch produced: mean loss, true labels and predictions, optimizer steps taken."""
+    """What one training epoch produced: mean loss, true labels and predictions (multi-label: multi-hot targets and
+    logits), optimizer steps taken."""
 
     loss: float
     targets: np.ndarray
@@ -118,7 +119,8 @@ def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torc
         total_loss += loss.item() * len(labels)  # .item() waits for the device: what follows is the input's time
         seen += len(labels)
         targets.append(labels.cpu())
-        predictions.append(logits.detach().argmax(1).cpu())
+        # multi-label (float multi-hot targets): the logits themselves, each label judged on its own
+        predictions.append((logits.detach().float() if labels.is_floating_point() else logits.detach().argmax(1)).cpu())
         ready = time.perf_counter()
     empty = np.zeros(0, dtype=np.int64)
     return EpochOutput(loss=total_loss / max(seen, 1),

@@ -26,7 +26,7 @@ from ..record.files import is_inside, new_run_dir, write_json, write_yaml
 from ..record.results import write_results
 from ..runtime.device import select_device
 from . import distributed as dist
-from .evaluate import store_rejection
+from .evaluate import store_rejection, store_thresholds
 from .fit import Run, fit, trained_parameters
 from .plan import explicit_plan, plan_from_records
 from .seeds import seed_everything
@@ -161,7 +161,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         teacher=distiller.description["teacher"] if distiller else None)
     run_dir = Path(last["path"]).parent.parent if last else \
         dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
-    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, model_kwargs, weights_source=weights_desc)
+    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, model_kwargs, weights_source=weights_desc,
+                     thresholds=(0.5,) * len(source.class_names) if source.multi_label else None)
     run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
               device=device, plan=plan, results={}, card=card, workers=workers, main=main,
               checkpoint_extra={"args": resolved.to_dict(), "plan": [p.to_dict() for p in plan]},
@@ -255,11 +256,18 @@ def _source(cfg: TrainConfig, last: dict | None):
     from ..data.folders import DataSource, discover
 
     if last is None:
-        source = discover(cfg.data, cfg.split, cfg.seed, images=cfg.images, columns=cfg.columns)
+        source = discover(cfg.data, cfg.split, cfg.seed, images=cfg.images, columns=cfg.columns,
+                          multi_label=cfg.multi_label)
+        if source.multi_label and (cfg.relabel or cfg.teacher):
+            raise ImgclsError(f"--{'relabel' if cfg.relabel else 'teacher'}: works on single-label data; "
+                              f"{cfg.data} has several labels per image: drop the flag")
         return _relabelled(source, cfg.relabel) if cfg.relabel else source
     data = last["data"]
+    several = bool(data.get("multi_label"))
     return DataSource(root=Path(data["root"]), class_names=list(card_of(last).class_names),
-                      split_made=data["split_made"], items={k: [tuple(x) for x in v] for k, v in data["items"].items()})
+                      split_made=data["split_made"], multi_label=several,
+                      items={k: [(rel, tuple(label) if several else label) for rel, label in v]
+                             for k, v in data["items"].items()})
 
 
 def _relabelled(source, relabel_file: str):
@@ -327,6 +335,8 @@ def _results_header(run: Run, weights_desc: str) -> dict:
 
     source = run.source
     table = {"num_classes": len(source.class_names), "class_names": source.class_names, "root": str(source.root)}
+    if source.multi_label:
+        table["multi_label"] = True
     for split, per_class in source.counts().items():
         table[split] = dict(per_class, total=sum(per_class.values()))
     if source.skipped:
@@ -409,8 +419,10 @@ def finish(run: Run) -> TrainResult:
                                                         batch_size=run.cfg.batch_size, workers=run.workers,
                                                         progress=run.progress)
             e = evaluations[split]
+            if split == "val" and run.source.multi_label:  # each label's threshold, before test is scored with it
+                best |= store_thresholds(run.run_dir / "weights" / "best.pt", e, best).to_dict()
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
-                                  e.class_names)
+                                  e.class_names, thresholds=card_of(best).thresholds)
             if split == "val":  # --reject's threshold, before test is scored with it
                 best |= store_rejection(run.run_dir / "weights" / "best.pt", e.logits, e.familiarity,
                                         best["familiarity"]).to_dict()
@@ -418,14 +430,23 @@ def finish(run: Run) -> TrainResult:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),
                              "wall seconds": round(run.elapsed(), 1)}
+    if run.source.multi_label:  # as best.pt's card holds them, with the validation numbers at them
+        results |= {"thresholds": dict(zip(run.source.class_names, card_of(best).thresholds)),
+                    "val at thresholds": evaluations["val"].metrics}
     write_results(run.run_dir, results | ({"test": result.test} if result.test else {}), state.history)
     _draw(run)
     # predict and serve then start on the export the evaluation checked, without PyTorch, here or anywhere
     embed_export(load_checkpoint(run.run_dir / "weights" / "best.pt"), run.run_dir / "weights" / "best.pt")
     best_info = result.best
-    log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
-             f"macro-F1 {best_info['macro_avg']['f1']:.4f}, loss {best_info['loss']:.4f}"
-             + (f"; test accuracy {result.test['accuracy']:.4f}" if result.test else ""))
+    if run.source.multi_label:
+        log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val mAP {best_info['mAP']:.4f}, loss "
+                 f"{best_info['loss']:.4f}" + (f"; test mAP {result.test['mAP']:.4f}, sample-F1 "
+                                               f"{result.test['sample_f1']:.4f} at the tuned thresholds"
+                                               if result.test else ""))
+    else:
+        log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
+                 f"macro-F1 {best_info['macro_avg']['f1']:.4f}, loss {best_info['loss']:.4f}"
+                 + (f"; test accuracy {result.test['accuracy']:.4f}" if result.test else ""))
     log.info(f"Results saved to {run.run_dir}")
     dist.barrier()
     return result
@@ -438,7 +459,8 @@ def _draw(run: Run) -> None:
 
     not_drawn = {}
     try:
-        draw_run_errors(run.run_dir, run.device)
+        if not run.source.multi_label:  # the gallery pictures a single label's mistakes
+            draw_run_errors(run.run_dir, run.device)
     except Exception as e:  # noqa: BLE001 - the gallery is one figure: the report goes on without it
         not_drawn["errors_val.png"] = f"{type(e).__name__}: {str(e).strip()[:160]}"
         log.warning(f"WARNING: errors_val.png not drawn ({not_drawn['errors_val.png']})")

@@ -20,10 +20,22 @@ import numpy as np
 from .files import atomic_write_text
 
 
-def write_predictions_csv(path: Path, rel_paths: list[str], y_true, probs, class_names: list[str]) -> None:
-    """path, true, predicted, confidence and p_<class> for every class."""
+def write_predictions_csv(path: Path, rel_paths: list[str], y_true, probs, class_names: list[str],
+                          thresholds=None) -> None:
+    """path, true, predicted, confidence and p_<class> for every class. A multi-label model's (``thresholds``, one
+    per label): path, true (its labels joined by ";"), labels (the labels present at the thresholds, joined by ";")
+    and p_<label> for every label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    if thresholds is not None:
+        from ..metrics import labels_present
+
+        joined = (lambda row: ";".join(c for c, on in zip(class_names, row) if on))
+        writer.writerow(["path", "true", "labels", *[f"p_{c}" for c in class_names]])
+        for rel, true, p, present in zip(rel_paths, np.asarray(y_true) > 0.5, probs, labels_present(probs, thresholds)):
+            writer.writerow([rel, joined(true), joined(present), *[f"{x:.6f}" for x in p]])
+        atomic_write_text(path, buffer.getvalue())
+        return
     writer.writerow(["path", "true", "predicted", "confidence", *[f"p_{c}" for c in class_names]])
     for rel, true, p in zip(rel_paths, y_true, probs):
         pred = int(np.argmax(p))
@@ -32,7 +44,8 @@ def write_predictions_csv(path: Path, rel_paths: list[str], y_true, probs, class
 
 
 def read_predictions_csv(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """(true labels, probabilities, image paths) of a predictions CSV; None when it is missing or empty."""
+    """(true labels, probabilities, image paths) of a predictions CSV (multi-label: (N, labels) 0/1 true labels);
+    None when it is missing or empty."""
     path = Path(path)
     if not path.exists():
         return None
@@ -41,7 +54,12 @@ def read_predictions_csv(path: Path, class_names: list[str]) -> tuple[np.ndarray
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    y_true = np.array([index[r["true"]] for r in rows], dtype=np.int64)
+    if "labels" in rows[0] and "predicted" not in rows[0]:  # multi-label: (N, labels) 0/1 true labels
+        y_true = np.zeros((len(rows), len(class_names)), dtype=np.int64)
+        for i, r in enumerate(rows):
+            y_true[i, [index[c] for c in r["true"].split(";") if c]] = 1
+    else:
+        y_true = np.array([index[r["true"]] for r in rows], dtype=np.int64)
     probs = np.array([[float(r[f"p_{c}"]) for c in class_names] for r in rows], dtype=np.float64)
     return y_true, probs.reshape(len(rows), len(class_names)), [r["path"] for r in rows]
 
