@@ -59,7 +59,7 @@ def columns_csv(tmp_path):
 
 # ------------------------------------------------------------------------- a user's session, end to end
 
-def test_train_val_multi_label_from_a_label_file(cli, joined_csv, tmp_path):
+def test_train_then_val_a_multi_label_model(cli, joined_csv, tmp_path):
     import torch
 
     code, _, err = cli("train", "--data", joined_csv, *TINY, "--epochs", "3", "--lr", "0.01",
@@ -89,17 +89,16 @@ def test_train_val_multi_label_from_a_label_file(cli, joined_csv, tmp_path):
     assert metrics["mAP"] == pytest.approx(test["mAP"], abs=1e-6)
     assert (run / "val" / "predictions_test.csv").read_text().splitlines()[0] == header
 
-
-def test_val_on_a_zero_one_label_file(cli, columns_csv, tmp_path):
-    code, _, err = cli("train", "--data", columns_csv, *TINY, "--epochs", "2", "--project", tmp_path / "runs",
-                       "--name", "cols")
+    # the same model on a file of the other form: one 0/1 column per label, no split column (all its rows)
+    made = _squares(tmp_path / "more", 8, seed=1)
+    columns = _write(tmp_path / "more" / "columns.csv", ["image", *LABELS],
+                     [[n, *(int(label in ls) for label in LABELS)] for n, ls in made])
+    code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--data", columns, "--workers", "0")
     assert code == 0, err
-    assert "one 0/1 column per label" in err
-    code, _, err = cli("val", "--weights", tmp_path / "runs" / "cols" / "weights" / "best.pt", "--data", columns_csv,
-                       "--workers", "0")
-    assert code == 0, err
-    metrics = json.loads((tmp_path / "runs" / "cols" / "val" / "metrics.json").read_text())
-    assert metrics["split"] == "all" and metrics["images"] == 60
+    metrics = json.loads((run / "val2" / "metrics.json").read_text())
+    assert metrics["split"] == "all" and metrics["images"] == 8
+    code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--calibrate")
+    assert code != 0 and "drop --calibrate" in err
 
 
 # ------------------------------------------------------------------------------------ reading the file
@@ -145,7 +144,7 @@ def test_a_bad_zero_one_cell_is_one_line(tmp_path, cell, message):
     assert "\n" not in str(raised.value)
 
 
-def test_bad_multi_label_rows_are_one_line_each(tmp_path, cli):
+def test_bad_multi_label_rows_are_one_line_each(tmp_path):
     made = _squares(tmp_path / "d", 12)
     twice = _write(tmp_path / "d" / "twice.csv", ["path", "labels"],
                    [[n, ";".join(ls)] for n, ls in made] + [[made[3][0], "red"]])
@@ -154,8 +153,6 @@ def test_bad_multi_label_rows_are_one_line_each(tmp_path, cli):
         discover(twice)
     with pytest.raises(ImgclsError, match="--multi-label reads a label file"):
         discover(tmp_path / "d", multi_label=True)
-    code, _, err = cli("val", "--weights", "nothing.pt", "--calibrate")
-    assert code != 0
 
 
 # ------------------------------------------------------------------------------------- pure metrics
@@ -177,3 +174,15 @@ def test_multilabel_report_and_thresholds():
     assert at_half["sample_f1"] == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)
     assert at_half["label_cardinality"] == {"data": 1.0, "predicted": 1.0}
     assert at_half["per_class"]["b"]["precision"] == pytest.approx(0.5)
+
+
+def test_check_labels_ranks_a_multi_label_file_with_cleanlab(cli, tmp_path):
+    made = _squares(tmp_path / "d", 24)
+    rows = [[n, ";".join(ls)] for n, ls in made]
+    rows[3][1] = ""  # img003 has both squares; its row says none
+    data = _write(tmp_path / "d" / "l.csv", ["path", "labels"], rows)
+    code, _, err = cli("check", "--data", data, "--labels", "--imgsz", "64", "--no-near", "--out", tmp_path / "r")
+    assert code == 0, err
+    labels = json.loads((tmp_path / "r" / "check.json").read_text())["labels"]
+    assert labels["multi_label"] is True and labels["images"] == 24
+    assert labels["ranked"][0]["path"] == "img003.png" and labels["ranked"][0]["given"] == "(none)"

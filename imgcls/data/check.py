@@ -488,8 +488,10 @@ def _listed_entries(path: Path, images, columns: str | None):
     trees: dict[str | None, dict[str, list[Path]]] = {}
     entries = []
     for _, rel, label, where in rows:
-        trees.setdefault(where, {}).setdefault(label, []).append(root / rel)
-        entries.append((root / rel, rel, label, where))
+        # multi-label: the image is counted under each of its labels, and its record names them joined by ";"
+        for name in label if isinstance(label, tuple) else (label,):
+            trees.setdefault(where, {}).setdefault(name, []).append(root / rel)
+        entries.append((root / rel, rel, ";".join(label) if isinstance(label, tuple) else label, where))
     return entries, Layout(root=root, split_dirs={}, trees=dict(sorted(trees.items(), key=lambda kv: SPLITS.index(
         kv[0]) if kv[0] else 0))), []
 
