@@ -90,6 +90,8 @@ def _training_commands(sub) -> None:
                    "its folder)")
     p.add_argument("--columns", metavar="PATH,LABEL", help="a label file's image-path and label columns (default: "
                    "recognised by their header)")
+    p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=None,
+                   help="several labels per image in the label file (default: found from the file)")
     p.add_argument("--out", metavar="DIR", help="where to write check.json, check.html and class_counts.png "
                    "(default: a new folder runs/check, runs/check2, ...)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when there are errors (for CI)")
@@ -131,6 +133,8 @@ def _evaluation_commands(sub) -> None:
     p.add_argument("--data", help="a folder with the model's class names (default: the run's own split)")
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split (default val)")
     p.add_argument("--tta", action="store_true", help="average the predictions of each image and its mirror image")
+    p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=None,
+                   help="expect a model that gives several labels per image (default: as its checkpoint says)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit a temperature and the --reject threshold on the val split and store them in the checkpoint")
     p.add_argument("--ood", metavar="DIR",
@@ -266,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
                               workers=args.workers, export_clean=args.export_clean, labels=args.labels,
                               export_relabel=args.export_relabel, relabel=args.relabel, model=args.model,
                               device=args.device, progress=sys.stderr.isatty(), images=args.images,
-                              columns=args.columns)
+                              columns=args.columns, multi_label=args.multi_label)
         print(format_console(report))
         return 1 if args.strict and report.errors else 0
     elif command == "tune":
@@ -279,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "val":
         imgcls.evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
                         batch_size=args.batch_size, workers=args.workers, device=args.device, runtime=args.runtime,
-                        ood=args.ood)
+                        ood=args.ood, multi_label=args.multi_label)
     elif command == "report":
         print(imgcls.report(args.run))
     elif command == "compare":

@@ -93,12 +93,17 @@ def test_train_then_val_a_multi_label_model(cli, joined_csv, tmp_path):
     made = _squares(tmp_path / "more", 8, seed=1)
     columns = _write(tmp_path / "more" / "columns.csv", ["image", *LABELS],
                      [[n, *(int(label in ls) for label in LABELS)] for n, ls in made])
-    code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--data", columns, "--workers", "0")
+    code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--data", columns, "--workers", "0",
+                       "--multi-label")
     assert code == 0, err
     metrics = json.loads((run / "val2" / "metrics.json").read_text())
     assert metrics["split"] == "all" and metrics["images"] == 8
     code, _, err = cli("val", "--weights", run / "weights" / "best.pt", "--calibrate")
     assert code != 0 and "drop --calibrate" in err
+
+    code, out, err = cli("compare", run, "--sort", "test_mAP", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    assert "test mAP" in out and f"{test['mAP']:.4f}" in out
 
 
 # ------------------------------------------------------------------------------------ reading the file

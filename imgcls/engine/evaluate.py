@@ -290,14 +290,17 @@ def store_thresholds(path: str | os.PathLike, result: EvalResult, checkpoint: di
 def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, split: str = "val", *,
              tta: bool = False, calibrate: bool = False, batch_size: int = 32, workers: int | None = None,
              device: str = "auto", runtime: str = "auto", errors: int = GALLERY_SIZE, save: bool = True,
-             ood: str | os.PathLike | None = None, progress: bool = True) -> EvalResult:
+             ood: str | os.PathLike | None = None, progress: bool = True, multi_label: bool | None = None
+             ) -> EvalResult:
     """Evaluate a checkpoint exactly as ``imgcls val`` does.
 
     ``imgcls.evaluate("runs/train/weights/best.pt")`` scores the run's own validation split and
     writes RUN/val (or val2, ...): metrics.json, predictions_<split>.csv and the plots. ``calibrate`` fits a
     temperature and the open-set rejection threshold on this split and stores them in the checkpoint.
     metrics.json's "open_set" gives the share of these images ``--reject`` would reject; with ``ood`` (a folder
-    of images of none of the classes) also the AUROC of the open-set score and the false-accept rate.
+    of images of none of the classes) also the AUROC of the open-set score and the false-accept rate. A multi-label
+    model (its card's thresholds) reads several labels per image from a label file; ``multi_label`` True or False
+    says which kind of model the caller expects.
     """
     from ..data.cores import default_workers
     from ..data.folders import SPLITS
@@ -311,6 +314,9 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     _check_positive(batch_size=batch_size, errors=errors + 1)
     ood_paths = ood_images(ood) if ood is not None else None
     checkpoint = load_checkpoint(weights)
+    if multi_label is not None and multi_label != card_of(checkpoint).multi_label:
+        raise ImgclsError(f"--{'' if multi_label else 'no-'}multi-label: {weights} gives "
+                          f"{'one label' if multi_label else 'several labels'} per image; drop the flag")
     if calibrate and card_of(checkpoint).multi_label:
         raise ImgclsError("--calibrate fits a softmax temperature; this model gives several labels per image, each "
                           "with its threshold tuned on val by train: drop --calibrate")
