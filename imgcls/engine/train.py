@@ -337,8 +337,8 @@ def _results_header(run: Run, weights_desc: str) -> dict:
     table = {"num_classes": len(source.class_names), "class_names": source.class_names, "root": str(source.root)}
     if source.multi_label:
         table["multi_label"] = True
-    for split, per_class in source.counts().items():
-        table[split] = dict(per_class, total=sum(per_class.values()))
+    for split, per_class in source.counts().items():  # multi-label: images per label, and images in all
+        table[split] = dict(per_class, total=len(source.items[split]) if source.multi_label else sum(per_class.values()))
     if source.skipped:
         table["skipped files"] = [{"path": rel, "reason": reason} for rel, reason in source.skipped]
     total, _ = count_parameters(run.model)
