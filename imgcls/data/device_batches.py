@@ -206,7 +206,8 @@ class DeviceBatches:
 
     def __init__(self, images, labels: list[int], augment: BatchAugment, *, batch_size: int, order=None,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0):
-        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        several = len(labels) and isinstance(labels[0], np.ndarray)  # multi-label: multi-hot float targets
+        self.images, self.labels = images, np.asarray(labels, dtype=np.float32 if several else np.int64)
         self.augment, self.batch_size = augment, batch_size
         usable = np.flatnonzero(images.ok)
         if order is not None:   # a distributed sampler's share of the indices
