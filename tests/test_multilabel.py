@@ -72,6 +72,7 @@ def test_train_then_val_a_multi_label_model(cli, joined_csv, tmp_path):
     assert best["rejection"] is not None  # --reject's spec, stored as for a single-label model
     results = json.loads((run / "results.json").read_text())
     assert results["dataset"]["multi_label"] is True
+    assert sum(results["dataset"][split]["total"] for split in ("train", "val", "test")) == 60  # images, not labels
     test = results["test"]
     assert {"mAP", "sample_f1", "subset_accuracy", "hamming_loss", "label_cardinality"} <= set(test)
     assert test["per_class"]["red"]["threshold"] == pytest.approx(best["thresholds"][1], abs=1e-6)

@@ -129,15 +129,15 @@ def _flag_rows(path: Path, header: list[str], body: list, at_path: int, flags: l
     """Rows of a file with one 0/1 column per label; one error line for a cell that is not 0 or 1."""
     rows = []
     for number, row in body:
-        cell = (lambda i: row[i].strip() if i is not None and i < len(row) else "")
+        cells = [c.strip() for c in row] + [""] * (len(header) - len(row))
         labels = []
         for i in flags:
-            if cell(i) not in ZERO_ONE:
-                raise ImgclsError(f"--data {path}: row {number}: column {header[i]!r} holds {cell(i)!r}; a label "
+            if cells[i] not in ZERO_ONE:
+                raise ImgclsError(f"--data {path}: row {number}: column {header[i]!r} holds {cells[i]!r}; a label "
                                   "column holds 1 (the image has the label) or 0 (it has not): fix the cell")
-            if ZERO_ONE[cell(i)]:
+            if ZERO_ONE[cells[i]]:
                 labels.append(header[i])
-        rows.append((number, cell(at_path), tuple(labels), cell(at_split) or None))
+        rows.append((number, cells[at_path], tuple(labels), (cells[at_split] if at_split is not None else "") or None))
     log.info(f"{path.name}: one 0/1 column per label ({len(flags)} labels): multi-label training")
     return LabelRows(path, rows, [header[i] for i in flags], multi_label=True)
 

@@ -375,8 +375,8 @@ def _write_run_header(run: Run) -> None:
 def _log_start(run: Run, weights_desc: str, estimate) -> None:
     names, counts, cfg = run.source.class_names, run.source.counts(), run.cfg
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-    log.info(f"Data: {len(names)} classes ({shown}); "
-             + ", ".join(f"{s} {sum(c.values())}" for s, c in counts.items())
+    log.info(f"Data: {len(names)} {'labels, several per image' if run.source.multi_label else 'classes'} ({shown}); "
+             + ", ".join(f"{s} {len(run.source.items[s])}" for s in counts)  # images (multi-label: not labels)
              + (f" (split made with seed {cfg.seed})" if run.source.split_made else ""))
     side = run.preprocess["input_size"]
     model = run.results["model"]
