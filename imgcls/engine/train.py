@@ -144,6 +144,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if cfg.model == "auto":
         cfg = _backbone(cfg, source, device, main)
     model, pretrained_cfg, weights_desc, preprocess, model_kwargs = _model(cfg, source, last)
+    if last is None and source.multi_label:
+        _prior_bias(model, source)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main, cfg)
@@ -237,6 +239,22 @@ def _model(cfg: TrainConfig, source, last: dict | None):
     model, kwargs = at_input_size(model, cfg.model, classes, preprocess["input_size"],
                                   pretrained=bool(cfg.pretrained or cfg.weights), se=cfg.se)
     return model, pretrained_cfg, weights_desc, preprocess, kwargs
+
+
+def _prior_bias(model: nn.Module, source) -> None:
+    """A multi-label head's outputs start at the log-odds of each label's share of the training images (the prior
+    of Lin et al., 2017), not at 0 (every label half likely): on many labels, few of them on each image, the first
+    steps then learn the images rather than that most labels are absent."""
+    import numpy as np
+
+    from ..models.parts import head
+
+    layers = [m for m in head(model).modules() if isinstance(m, nn.Linear)]
+    if not layers or layers[-1].bias is None or layers[-1].out_features != len(source.class_names):
+        return
+    share = np.clip(np.stack(source.labels("train")).mean(0), 1e-3, 1 - 1e-3)
+    with torch.no_grad():
+        layers[-1].bias.copy_(torch.from_numpy(np.log(share / (1 - share))).to(layers[-1].bias))
 
 
 def _imgsz(preprocess: dict) -> int | str:
