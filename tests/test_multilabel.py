@@ -192,3 +192,9 @@ def test_check_labels_ranks_a_multi_label_file_with_cleanlab(cli, tmp_path):
     labels = json.loads((tmp_path / "r" / "check.json").read_text())["labels"]
     assert labels["multi_label"] is True and labels["images"] == 24
     assert labels["ranked"][0]["path"] == "img003.png" and labels["ranked"][0]["given"] == "(none)"
+
+
+def test_export_relabel_is_refused_for_multi_label_data(cli, joined_csv, tmp_path):
+    code, _, err = cli("check", "--data", joined_csv, "--labels", "--export-relabel", tmp_path / "edits.csv",
+                       "--out", tmp_path / "r")
+    assert code != 0 and "drop --export-relabel" in err and not (tmp_path / "edits.csv").exists()

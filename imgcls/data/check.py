@@ -522,6 +522,9 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
     _check_targets(root, write, out, export_clean, export_relabel, relabel)
     t0 = time.time()
     entries, layout, layout_issues = collect_entries(listed or root, images, columns, multi_label)
+    if export_relabel is not None and {e[2] for e in entries} - set(layout.class_names):  # labels joined by ";"
+        raise ImgclsError(f"--export-relabel {export_relabel}: the relabel file is for one label per image; {data} "
+                          "has several: drop --export-relabel (check.json ranks the likely label errors)")
     relabelled = _read_relabel(relabel, entries)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
     findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold)
