@@ -119,7 +119,8 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
 def _listed_items(path: Path, class_names: list[str], split: str, multi_label: bool = False
                   ) -> tuple[Path, list[tuple[str, int]], str]:
     """A label file's images (relative to its folder): the rows of ``split`` where it has a split column, else all.
-    For a multi-label model each label is the image's multi-hot vector over the model's labels."""
+    For a multi-label model each label is the tuple of the image's label indices (``dataset_labels`` makes the
+    loaders' multi-hot vectors of them)."""
     from ..data.folders import listed_rows
 
     rows = [(rel, label, split) for _, rel, label, split in listed_rows(path, multi_label=multi_label or None)[2]]
