@@ -124,30 +124,18 @@ def _listed_items(path: Path, class_names: list[str], split: str, multi_label: b
     from ..data.folders import listed_rows
 
     rows = [(rel, label, split) for _, rel, label, split in listed_rows(path, multi_label=multi_label or None)[2]]
-    if multi_label:
-        return _multi_label_items(path, rows, class_names, split)
-    unknown = sorted({label for _, label, _ in rows} - set(class_names))
+    named = {name for _, label, _ in rows for name in (label if multi_label else (label,))}
+    unknown = sorted(named - set(class_names))
     if unknown:
-        raise ImgclsError(f"--data {path}: label(s) {unknown} are not classes of this model ({', '.join(class_names)})")
+        kind = "labels" if multi_label else "classes"
+        raise ImgclsError(f"--data {path}: label(s) {unknown} are not {kind} of this model ({', '.join(class_names)})")
     splits = {s for _, _, s in rows}
     if splits != {None} and split not in splits:
         raise ImgclsError(f"--data {path}: its split column has no {split} rows; choose --split "
                           f"{' or '.join(sorted(s for s in splits if s))}")
     index = {name: i for i, name in enumerate(class_names)}
-    chosen = [(rel, index[label]) for rel, label, s in rows if s is None or s == split]
-    return path.parent, chosen, split if splits != {None} else "all"
-
-
-def _multi_label_items(path: Path, rows: list, class_names: list[str], split: str):
-    unknown = sorted({name for _, labels, _ in rows for name in labels} - set(class_names))
-    if unknown:
-        raise ImgclsError(f"--data {path}: label(s) {unknown} are not labels of this model ({', '.join(class_names)})")
-    splits = {s for _, _, s in rows}
-    if splits != {None} and split not in splits:
-        raise ImgclsError(f"--data {path}: its split column has no {split} rows; choose --split "
-                          f"{' or '.join(sorted(s for s in splits if s))}")
-    index = {name: i for i, name in enumerate(class_names)}
-    chosen = [(rel, tuple(index[n] for n in labels)) for rel, labels, s in rows if s is None or s == split]
+    chosen = [(rel, tuple(index[n] for n in label) if multi_label else index[label])
+              for rel, label, s in rows if s is None or s == split]
     return path.parent, chosen, split if splits != {None} else "all"
 
 
