@@ -246,7 +246,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     ``spent`` seconds are gone already; ``paths`` (the training images) are sampled for the cost of reading one.
     The input size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
     from ..data.geometry import draft_size_for
-    from ..models.parts import cut_points
+    from ..models.factory import runs_at
+    from ..models.parts import cut_into_tokens, cut_points, top_stages
     from .labels import REVIEW_SECONDS_PER_IMAGE, train_reviews_labels
 
     budget = parse_duration(cfg.budget)
@@ -255,7 +256,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         views = min(cfg.cache_views, RECIPE["views"])
         plan, est = whole_network_plan(cfg, model, preprocess, counts, device, paths, views, spent)
         return plan, views, est, None
-    cut = stages - RECIPE["top_stages"]
+    cut = stages - top_stages(model, RECIPE["top_stages"])
+    unit = "block" if cut_into_tokens(model) else "stage"
     t0 = time.time()
 
     def so_far() -> float:  # seconds the run has taken, this measurement included
@@ -263,6 +265,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
 
     sizes = larger_sizes(tuple(preprocess["input_size"][1:])) if cfg.imgsz is None else \
         [tuple(preprocess["input_size"][1:])]
+    if len(sizes) > 1 and not runs_at(model, (3, *sizes[-1])):  # made for its own size (ViT, Swin): that one
+        sizes = sizes[:1]
     read = reading_seconds(paths, draft_size_for(_at_size(preprocess, sizes[-1])), cfg.seed) if len(paths) else 0.0
     costs = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
     images = sum(counts.values())
@@ -279,8 +283,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review,
                                                     so_far())
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
-             f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
-             f"stages above it, {costs.read * 1000:.1f} ms to read an image file")
+             f"{costs.lower * 1000:.1f} ms per image below {unit} {cut}, {costs.top_train * 1000:.1f} ms to train the "
+             f"{unit}s above it, {costs.read * 1000:.1f} ms to read an image file")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"])]
     if tune:
         plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))
