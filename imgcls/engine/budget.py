@@ -1,7 +1,7 @@
 """The default training plan: measure this machine, then fit the most accurate phases into --budget.
 
-On a CPU the network is cut before its last stages (``cut``): the frozen lower part runs once per augmented
-view of each image into a cache of activations, a linear probe trains on their pooled features, then the top
+On a CPU the network is cut before its last stages, or a ViT before its last blocks (``cut``): the frozen lower
+part runs once per augmented view of each image into a cache of activations (a ViT's: its tokens), a linear probe trains on their pooled features, then the top
 stages fine-tune on the cache (LP-FT on cached activations: surgical fine-tuning at a fraction of the cost of
 training the whole network). On CUDA, where whole-network training is cheap, it is LP-FT of all layers.
 The numbers of the recipe come from runs on real photos (docs/benchmarks.md).
@@ -181,9 +181,17 @@ def most_epochs(phase_name: str) -> int:
     return {"full": WHOLE["scratch_epochs"], "finetune": WHOLE["epochs"]}.get(phase_name, RECIPE["max_tune_epochs"])
 
 
+LONG_CALL = 2.0  # seconds: a measured call this long is timed once (the measuring must not eat a short budget)
+
+
 def _per_image(fn, batch: torch.Tensor, repeats: int = 3) -> float:
-    """Seconds per image: the best of ``repeats`` timed calls after a warm-up (other jobs only slow a call down)."""
+    """Seconds per image: the best of ``repeats`` timed calls after a warm-up (other jobs only slow a call down),
+    or of one where the warm-up took LONG_CALL or more (a slow network, or a busy machine: a long call averages out
+    the moments another job takes the cores, and three more of them would take minutes of the budget)."""
+    start = time.perf_counter()
     fn(batch)  # warm-up: kernels chosen, memory allocated
+    if time.perf_counter() - start >= LONG_CALL:
+        repeats = 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
