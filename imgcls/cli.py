@@ -90,6 +90,8 @@ def _training_commands(sub) -> None:
                    "its folder)")
     p.add_argument("--columns", metavar="PATH,LABEL", help="a label file's image-path and label columns (default: "
                    "recognised by their header)")
+    p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=None,
+                   help="several labels per image in the label file (default: found from the file)")
     p.add_argument("--out", metavar="DIR", help="where to write check.json, check.html and class_counts.png "
                    "(default: a new folder runs/check, runs/check2, ...)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when there are errors (for CI)")
@@ -131,6 +133,8 @@ def _evaluation_commands(sub) -> None:
     p.add_argument("--data", help="a folder with the model's class names (default: the run's own split)")
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split (default val)")
     p.add_argument("--tta", action="store_true", help="average the predictions of each image and its mirror image")
+    p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=None,
+                   help="expect a model that gives several labels per image (default: as its checkpoint says)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit a temperature and the --reject threshold on the val split and store them in the checkpoint")
     p.add_argument("--ood", metavar="DIR",
@@ -158,14 +162,18 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--source", required=True,
                    help="an image, a folder (searched recursively), a quoted glob such as 'photos/*.jpg', "
                         "or a .txt file listing one path per line")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes to list per image (default 5)")
+    p.add_argument("--topk", type=int, default=5, metavar="K",
+                   help="classes to list per image (default 5; a multi-label model gives every label's probability)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
     p.add_argument("--save-img", action="store_true", help="also save a copy of each image with its label drawn on")
     p.add_argument("--out", default="runs/predict", metavar="DIR",
                    help="output folder; repeats become DIR2, DIR3, ... (default runs/predict)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: cores - 1)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decoding threads (default: cores - 1); with --ray, Ray workers, one model each (default: one "
+                        "per CPU of the Ray cluster)")
+    _add_ray(p, "run the model on Ray Data workers")
     _add_reject(p)
 
     p = sub.add_parser("serve", help="a local web page and REST API for a trained model")
@@ -185,9 +193,15 @@ def _deployment_commands(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=89_478_485, metavar="N",
                    help="largest image accepted, in pixels (width x height); larger uploads get 413 before they are "
                         "decoded (default 89478485, PIL's limit)")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes returned per image (default 5)")
+    p.add_argument("--topk", type=int, default=5, metavar="K",
+                   help="classes returned per image (default 5; a multi-label model gives every label's probability)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--runtime", default="auto", help=RUNTIME_HELP)
+    _add_ray(p, "deploy the app on Ray Serve")
+    p.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="with --ray: replicas, each with its own model (default 1); the autoscaling minimum")
+    p.add_argument("--max-replicas", type=int, default=None, metavar="N",
+                   help="with --ray: the autoscaling maximum (default: --replicas)")
     _add_reject(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript, OpenVINO, TFLite, Core ML or a web "
@@ -220,6 +234,12 @@ def _deployment_commands(sub) -> None:
                                                 "RUN/benchmark2, ...)")
 
 
+def _add_ray(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help=f"{what}: on a Ray started here on this machine's cores, or on the Ray cluster at "
+                             "ADDRESS (HOST:6379, or auto); needs pip install 'imgcls[ray]'")
+
+
 def _add_reject(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject", nargs="?", const=True, default=False, type=float, metavar="KEEP",
                         help="label images unlike the training data 'unknown', at the threshold calibrated on the "
@@ -250,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
                               workers=args.workers, export_clean=args.export_clean, labels=args.labels,
                               export_relabel=args.export_relabel, relabel=args.relabel, model=args.model,
                               device=args.device, progress=sys.stderr.isatty(), images=args.images,
-                              columns=args.columns)
+                              columns=args.columns, multi_label=args.multi_label)
         print(format_console(report))
         return 1 if args.strict and report.errors else 0
     elif command == "tune":
@@ -263,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "val":
         imgcls.evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
                         batch_size=args.batch_size, workers=args.workers, device=args.device, runtime=args.runtime,
-                        ood=args.ood)
+                        ood=args.ood, multi_label=args.multi_label)
     elif command == "report":
         print(imgcls.report(args.run))
     elif command == "compare":
@@ -271,11 +291,12 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "predict":
         imgcls.predict(args.weights, args.source, topk=args.topk, batch_size=args.batch_size, save_img=args.save_img,
                        out=args.out, device=args.device, runtime=args.runtime, workers=args.workers,
-                       reject=args.reject)
+                       reject=args.reject, ray=args.ray)
     elif command == "serve":
         imgcls.serve(args.weights, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                      max_files=args.max_files, topk=args.topk, device=args.device, runtime=args.runtime,
-                     max_pixels=args.max_pixels, reject=args.reject, api_key=args.api_key, workers=args.workers)
+                     max_pixels=args.max_pixels, reject=args.reject, api_key=args.api_key, workers=args.workers,
+                     ray=args.ray, replicas=args.replicas, max_replicas=args.max_replicas)
     elif command == "export":
         imgcls.export(args.weights, args.format, int8=args.int8, dynamic_batch=args.dynamic_batch, out=args.out,
                       calibration_images=args.calib_images, force=args.force)

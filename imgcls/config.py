@@ -75,6 +75,9 @@ class TrainConfig:
     images: str | None = setting(None, "the folder a label file's image paths are relative to (default: its folder)")
     columns: str | None = setting(None, "a label file's image-path and label columns, PATH,LABEL (default: "
                                   "recognised by their header)")
+    multi_label: bool | None = setting(None, "several labels per image, read from a label file (labels separated by "
+                                       "; | or spaces in one column, or one 0/1 column per label); default: found "
+                                       "from the file")
     split: str = setting(DEFAULT_SPLIT,
         "train,val[,test] fractions for a single tree, or a split.csv to reuse")
     imgsz: str | None = setting(None, "input size in pixels: one number, or H,W (default: the model's pretrained size)")
@@ -86,8 +89,9 @@ class TrainConfig:
                                   "its relabel and drop rows change the labels this run trains and evaluates on; "
                                   "the source folders are never touched")
     # model
-    model: str = setting("tf_efficientnet_lite0",
-        "any timm model name, or simple_cnn; see `imgcls models`")
+    model: str = setting("auto",
+        "any timm model name, or simple_cnn; see `imgcls models`. auto: tf_efficientnet_lite0 on a CPU; on a GPU the "
+        "largest backbone whose weights are on this machine that the budget trains well")
     pretrained: bool = setting(True, "start from pretrained weights")
     weights: str | None = setting(None, "starting weights file: a state_dict, .safetensors or checkpoint")
     freeze: bool | None = setting(None, "train only the classifier head (default: on when pretrained)")

@@ -119,6 +119,81 @@ def labels_present(probs: np.ndarray, thresholds) -> np.ndarray:
     return np.asarray(probs) >= np.asarray(thresholds, dtype=np.float64)
 
 
+def binary_cross_entropy(logits, targets) -> float:
+    """Mean over images and labels of the binary cross-entropy of sigmoid(logits): BCEWithLogitsLoss's value."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if z.size == 0:
+        return 0.0
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def best_f1_thresholds(targets, probs, default: float = 0.5) -> tuple[float, ...]:
+    """Each label's threshold with the best F1 on these (validation) images: the midpoint between the probability
+    where F1 peaks and the next lower one, so a slightly lower probability on new images still counts. A label
+    with no positive image here keeps ``default``."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(targets) > 0.5
+    p = np.asarray(probs, dtype=np.float64)
+    found = []
+    for c in range(p.shape[1]):
+        if not y[:, c].any():
+            found.append(float(default))
+            continue
+        precision, recall, cuts = precision_recall_curve(y[:, c], p[:, c])
+        f1 = _safe_divide(2 * precision[:-1] * recall[:-1], precision[:-1] + recall[:-1])
+        best = int(np.argmax(f1))
+        below = p[:, c][p[:, c] < cuts[best]]
+        found.append(float((cuts[best] + below.max()) / 2 if len(below) else cuts[best]))
+    return tuple(found)
+
+
+def multilabel_report(targets, probs, class_names: list[str], thresholds=None, loss: float | None = None) -> dict:
+    """The one schema of multi-label metrics (several labels per image), from (N, labels) 0/1 targets and sigmoid
+    probabilities, each label present at its threshold (``labels_present``; 0.5 when none are given): mAP (the
+    mean over labels of average precision), per label precision, recall, F1, AP, ROC AUC, threshold and support,
+    their macro means, micro-averaged P/R/F1, sample-based F1 (an image with no label that is given none scores
+    1), subset accuracy (every label right), Hamming loss (the share of wrong image-label pairs) and the label
+    cardinality (labels per image) of the data and of the predictions. None where undefined."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(targets) > 0.5
+    p = np.asarray(probs, dtype=np.float64).reshape(len(y), len(class_names))
+    thresholds = np.full(len(class_names), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    predicted = labels_present(p, thresholds)
+    tp, fp, fn = (y & predicted).sum(0), (~y & predicted).sum(0), (y & ~predicted).sum(0)
+    columns = {"precision": list(_safe_divide(tp, tp + fp)), "recall": list(_safe_divide(tp, tp + fn)),
+               "f1": list(_safe_divide(2 * tp, 2 * tp + fp + fn)), "average_precision": [], "roc_auc": []}
+    for c in range(len(class_names)):
+        defined = y[:, c].any() and not y[:, c].all()
+        columns["average_precision"].append(float(average_precision_score(y[:, c], p[:, c])) if y[:, c].any() else None)
+        columns["roc_auc"].append(float(roc_auc_score(y[:, c], p[:, c])) if defined else None)
+    sample_tp, sample_sum = (y & predicted).sum(1), y.sum(1) + predicted.sum(1)
+    sample_f1 = np.where(sample_sum > 0, 2 * sample_tp / np.maximum(sample_sum, 1), 1.0)
+    micro = (tp.sum(), fp.sum(), fn.sum())
+    n = len(y)
+    return {"multi_label": True, **({"loss": _round(loss)} if loss is not None else {}), "images": int(n),
+            "mAP": _round(_mean(columns["average_precision"]) or 0.0),
+            "sample_f1": _round(sample_f1.mean() if n else 0.0),
+            "subset_accuracy": _round((y == predicted).all(1).mean() if n else 0.0),
+            "hamming_loss": _round((y != predicted).mean() if n else 0.0),
+            "label_cardinality": {"data": _round(y.sum(1).mean() if n else 0.0),
+                                  "predicted": _round(predicted.sum(1).mean() if n else 0.0)},
+            "per_class": {name: {key: _round(values[i]) for key, values in columns.items()}
+                          | {"threshold": _round(thresholds[i]), "support": int(y[:, i].sum())}
+                          for i, name in enumerate(class_names)},
+            "macro_avg": {key: _round(_mean(values)) for key, values in columns.items()},
+            "micro_avg": {"precision": _round(_safe_divide(micro[0], micro[0] + micro[1])),
+                          "recall": _round(_safe_divide(micro[0], micro[0] + micro[2])),
+                          "f1": _round(_safe_divide(2 * micro[0], 2 * micro[0] + micro[1] + micro[2]))}}
+
+
+def headline(report: dict) -> float:
+    """The number that ranks epochs and runs: accuracy, or for multi-label metrics the mAP."""
+    return report["mAP"] if report.get("multi_label") else report["accuracy"]
+
+
 def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(axis=1, keepdims=True)

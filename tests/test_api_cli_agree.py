@@ -50,6 +50,10 @@ def _cases(tmp, run):
         (["serve", "--weights", best, "--api-key", "too-short"], lambda: imgcls.serve(best, api_key="too-short")),
         (["serve", "--weights", best, "--workers", "2", "--max-upload-mb", "0"],
          lambda: imgcls.serve(best, workers=2, max_upload_mb=0)),
+        (["serve", "--weights", best, "--ray", "--replicas", "0"], lambda: imgcls.serve(best, ray="local", replicas=0)),
+        (["serve", "--weights", best, "--replicas", "2"], lambda: imgcls.serve(best, replicas=2)),
+        (["predict", "--weights", best, "--source", tmp, "--ray", "--workers", "0"],
+         lambda: imgcls.predict(best, tmp, ray="local", workers=0)),
         (["models", "no_such_model_xyz"], lambda: imgcls.list_model_names("no_such_model_xyz")),
     ]
 

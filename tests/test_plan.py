@@ -441,3 +441,92 @@ def test_a_network_trained_from_scratch_gets_the_epochs_its_budget_holds(cli, sp
     assert budget.epochs_that_fit(1, 5, 1.0, 1000.0, budget.most_epochs("full")) == budget.WHOLE["scratch_epochs"]
     assert budget.epochs_that_fit(1, 5, 1.0, 1000.0, budget.most_epochs("tune")) == RECIPE["max_tune_epochs"]
     assert "Re-planned with this run's own speed" in err  # the real epochs are far quicker than measured
+
+
+def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_strong_augmentation(monkeypatch,
+                                                                                                  capsys):
+    """With the timings recorded on one H100 (GPU above, lite0 at 224 px), the default 15-minute budget buys the
+    largest input the plan weighs, as many epochs of every layer as help, strong augmentation and mixup/CutMix, and
+    fills most of the budget; two minutes buy the model's own input and fewer epochs, without mixing."""
+    import imgcls.engine.budget as budget
+    from imgcls.config import TrainConfig
+
+    measured_at = []
+
+    def recorded(model, input_size, device, batch=32, amp=False):  # seconds per image scale with the pixels
+        measured_at.append(tuple(input_size[1:]))
+        return budget.scaled(GPU, (224, 224), tuple(input_size[1:]))
+
+    monkeypatch.setattr(budget, "measure_whole", recorded)
+    monkeypatch.setattr(budget, "measure_input", lambda *args, **kwargs: 0.0001)
+    preprocess = {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
+                  "crop_pct": 0.875, "resize": "crop"}
+    gpu = torch.device("cuda")
+    long_plan, long_est, size = budget.whole_network_plan(TrainConfig(data="x", budget="15m"), None, preprocess,
+                                                          FLOWERS5, gpu, [], views=1, amp="bf16")
+    assert measured_at == [(352, 352)]                    # measured once, at the largest input weighed
+    probe, finetune = long_plan
+    assert size == (352, 352) and finetune.trains == "all" and finetune.inputs == "images"
+    assert finetune.epochs == budget.ACCELERATOR["epochs"] and finetune.augment == "strong" and finetune.mix
+    assert finetune.ema
+    assert 0.75 * 15 * 60 <= long_est.total <= 15 * 60
+    assert "ends about" not in capsys.readouterr().err or long_est.total < 0.8 * 15 * 60
+
+    short_plan, short_est, short_size = budget.whole_network_plan(TrainConfig(data="x", budget="2m"), None,
+                                                                  preprocess, FLOWERS5, gpu, [], views=1, amp="bf16")
+    assert short_size is None                             # the model's own 224 px
+    assert 10 <= short_plan[1].epochs < budget.ACCELERATOR["min_epochs"] and short_est.total <= 2 * 60
+    assert short_plan[1].augment is None and not short_plan[1].mix and not short_plan[1].ema
+    # the re-fit after the first epoch may grow an accelerator's phase to ACCELERATOR's cap, not the CPU's
+    assert budget.most_epochs("finetune", accelerator=True) == budget.ACCELERATOR["epochs"]
+    assert budget.most_epochs("finetune") == budget.WHOLE["epochs"]
+
+
+def test_model_auto_picks_the_costliest_backbone_at_hand_that_the_budget_trains_well(monkeypatch):
+    """--model auto on a GPU: each backbone whose weights are on the machine is timed (here: recorded H100-like
+    costs), and the costliest that still gets 30 epochs in --budget is chosen, with the reason; on a CPU it is the
+    default, with nothing measured."""
+    import imgcls.engine.budget as budget
+    import imgcls.models.factory as factory
+    from imgcls.config import TrainConfig
+
+    recorded = {"tf_efficientnet_lite0": 0.0009, "tf_efficientnet_lite1": 0.0016, "tf_efficientnet_lite2": 0.0026,
+                "convnext_base.fb_in22k_ft_in1k": 0.012}
+
+    class Stub(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+    monkeypatch.setattr(factory, "backbones_at_hand", lambda: list(recorded))
+    monkeypatch.setattr(factory, "create_model", lambda name, classes, **kwargs: (Stub(name), {}, "stub"))
+    monkeypatch.setattr(budget, "measure_whole", lambda model, size, device, batch=32, amp=False: Costs(
+        0.0, top_train=recorded[model.name], top_eval=recorded[model.name] / 3))
+    gpu = torch.device("cuda")
+    name, why = budget.choose_backbone(TrainConfig(data="x", budget="15m"), FLOWERS5, 5, gpu, "bf16")
+    assert name == "tf_efficientnet_lite2"   # convnext_base would get fewer than 30 epochs in 15 minutes
+    assert "holds 30 epochs" in why and "convnext_base.fb_in22k_ft_in1k" in why
+    assert budget.choose_backbone(TrainConfig(data="x", budget="1h"), FLOWERS5, 5, gpu)[0] == \
+        "convnext_base.fb_in22k_ft_in1k"
+    assert budget.choose_backbone(TrainConfig(data="x", budget="20s"), FLOWERS5, 5, gpu)[0] == "tf_efficientnet_lite0"
+    assert budget.choose_backbone(TrainConfig(data="x", budget="15m"), FLOWERS5, 5, torch.device("cpu")) == \
+        (factory.DEFAULT_MODEL, "the default")
+    # an explicit plan or weights file: the default, unmeasured
+    assert budget.choose_backbone(TrainConfig(data="x", epochs=3), FLOWERS5, 5, gpu)[0] == factory.DEFAULT_MODEL
+
+
+def test_backbones_at_hand_are_the_packaged_ones_and_timm_models_in_the_hub_cache(tmp_path, monkeypatch):
+    from imgcls.models.factory import PACKAGED, backbones_at_hand
+
+    for repo, files in (("models--timm--resnet18.a1_in1k", ["model.safetensors"]),
+                        ("models--timm--convnext_atto.d2_in1k", []),            # an interrupted download
+                        ("models--timm--no_such_net.x", ["model.safetensors"]),  # not a timm model
+                        ("models--someone--resnet50", ["model.safetensors"])):  # not a timm repository
+        snapshot = tmp_path / repo / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True)
+        for name in files:
+            (snapshot / name).write_bytes(b"0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    found = backbones_at_hand()
+    assert found[-1] == "resnet18.a1_in1k" and set(found[:-1]) <= set(PACKAGED)
+    assert "tf_efficientnet_lite0" in found      # the dev extra installs the packaged weights

@@ -46,7 +46,8 @@ def test_train_on_class_tree_writes_complete_run(cli, flat_data, tmp_path):
     assert model["FLOPs per image"] > 1e6
     for epoch in (1, 2):  # the seeds' per-epoch keys, exactly and in order: users' scripts read them
         record = results[f"epoch:{epoch}"]
-        assert list(record) == ["train info", "valid info", "lr", "seconds", "phase", "elapsed"]
+        assert list(record) == ["train info", "valid info", "lr", "seconds", "phase", "throughput", "elapsed"]
+        assert record["throughput"]["images per second"] > 0 and 0 <= record["throughput"]["busy"] <= 1
         for key in ("train info", "valid info"):
             info = record[key]
             assert list(info) == ["loss", "accuracy", "circle", "square", "triangle", "mean Precision", "mean Recall",
@@ -146,6 +147,7 @@ def test_bad_flags_give_one_line(cli, flat_data, tmp_path):
         (["--split", "0.5,0.2"], "add up to 0.7"),
         (["--model", "resnet_9000"], "--model 'resnet_9000': unknown model"),
         (["--device", "tpu"], "--device 'tpu'"),
+        (["--device", "cuda"], "--device cuda: no CUDA GPU is available here; use --device cpu or auto"),
     ]:
         code, _, err = cli("train", "--data", flat_data, *TINY, *flags, "--project", tmp_path / "runs")
         assert code == 2, flags

@@ -448,14 +448,18 @@ def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, ne
 # ---------------------------------------------------------------- the data folder
 
 
-def collect_entries(root: Path, images: str | os.PathLike | None = None, columns: str | None = None):
+def collect_entries(root: Path, images: str | os.PathLike | None = None, columns: str | None = None,
+                    multi_label: bool | None = None):
     """Files to check under root (or listed in the label file ``root``), as train reads them: (entries, the
     folders.Layout, layout findings)."""
     from .folders import scan_layout
     from .labelfile import is_label_file
 
     if is_label_file(root):
-        return _listed_entries(root, images, columns)
+        return _listed_entries(root, images, columns, multi_label)
+    if multi_label:
+        raise ImgclsError(f"--data {root}: --multi-label reads a label file (a CSV with several labels per row, or "
+                          "one 0/1 column per label); class folders give one label per image")
     layout = scan_layout(root)
     findings = [Finding(severity, "layout", message) for severity, message in layout.problems]
     if not layout.trees.get(None, True):
@@ -480,16 +484,18 @@ def collect_entries(root: Path, images: str | os.PathLike | None = None, columns
     return entries, layout, findings
 
 
-def _listed_entries(path: Path, images, columns: str | None):
+def _listed_entries(path: Path, images, columns: str | None, multi_label: bool | None = None):
     """A label file's images as check entries, with a Layout of them (rooted at the images folder)."""
     from .folders import SPLITS, Layout, listed_rows
 
-    root, _, rows = listed_rows(path, images, columns)
+    root, _, rows = listed_rows(path, images, columns, multi_label)
     trees: dict[str | None, dict[str, list[Path]]] = {}
     entries = []
     for _, rel, label, where in rows:
-        trees.setdefault(where, {}).setdefault(label, []).append(root / rel)
-        entries.append((root / rel, rel, label, where))
+        # multi-label: the image is counted under each of its labels, and its record names them joined by ";"
+        for name in label if isinstance(label, tuple) else (label,):
+            trees.setdefault(where, {}).setdefault(name, []).append(root / rel)
+        entries.append((root / rel, rel, ";".join(label) if isinstance(label, tuple) else label, where))
     return entries, Layout(root=root, split_dirs={}, trees=dict(sorted(trees.items(), key=lambda kv: SPLITS.index(
         kv[0]) if kv[0] else 0))), []
 
@@ -499,7 +505,7 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
               export_clean: str | os.PathLike | None = None, write: bool = True,
               progress: bool = False, review=None, export_relabel: str | os.PathLike | None = None,
               relabel: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
-              columns: str | None = None) -> CheckReport:
+              columns: str | None = None, multi_label: bool | None = None) -> CheckReport:
     """Check a data folder end to end and return what was found; ``out`` and ``write`` say where the caller will
     write the report (engine/check.py), checked here before any work. ``export_clean`` writes a cleaned copy, with
     the ``relabel`` CSV applied to it when given. ``review(records, class_names, root, known_groups)`` adds findings
@@ -515,7 +521,10 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
         listed = None
     _check_targets(root, write, out, export_clean, export_relabel, relabel)
     t0 = time.time()
-    entries, layout, layout_issues = collect_entries(listed or root, images, columns)
+    entries, layout, layout_issues = collect_entries(listed or root, images, columns, multi_label)
+    if export_relabel is not None and {e[2] for e in entries} - set(layout.class_names):  # labels joined by ";"
+        raise ImgclsError(f"--export-relabel {export_relabel}: the relabel file is for one label per image; {data} "
+                          "has several: drop --export-relabel (check.json ranks the likely label errors)")
     relabelled = _read_relabel(relabel, entries)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
     findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold)
@@ -728,7 +737,7 @@ def quick_check(source, *, min_side: int, workers: int = 2, split: str = DEFAULT
     from .folders import without_files
 
     near = len(source.given) > 1 and _imagehash_installed()
-    entries = [(source.root / rel, rel, source.class_names[label], split_name)
+    entries = [(source.root / rel, rel, source.label_name(label), split_name)
                for split_name, items in source.items.items() for rel, label in items]
     records = read_records(entries, perceptual=near, workers=workers)
     bad = {r.rel: r.error for r in records if r.error is not None}

@@ -39,7 +39,8 @@ def split_of(name: str) -> str | None:
 class DataSource:
     """A data set as imgcls sees it: class names and, for each split, (relative path, label) pairs.
 
-    Paths are relative to ``root`` so a split manifest stays valid when the folder moves.
+    Paths are relative to ``root`` so a split manifest stays valid when the folder moves. In multi-label data
+    (``multi_label``) each label is a tuple of class indices, empty for an image with none of the labels.
     """
 
     root: Path
@@ -50,22 +51,54 @@ class DataSource:
     given: tuple[str, ...] = ()  # splits the user gave as folders (train, test, ...) or in a label file's column
     listed: bool = False          # the images come from a label file (data/labelfile.py): split.csv always saved
     rows: dict[str, int] = field(default_factory=dict)  # a label file's row of each image (its messages name it)
+    multi_label: bool = False
 
     def paths(self, split: str) -> list[Path]:
         return [self.root / rel for rel, _ in self.items.get(split, [])]
 
-    def labels(self, split: str) -> list[int]:
+    def labels(self, split: str) -> list:
+        """Each image's label: a class index, or in multi-label data its multi-hot float32 vector (the target of
+        BCEWithLogitsLoss)."""
+        if self.multi_label:
+            return list(multi_hot([label for _, label in self.items.get(split, [])], len(self.class_names)))
         return [label for _, label in self.items.get(split, [])]
 
+    def label_name(self, label) -> str:
+        """How a label is written: the class name, or the image's labels joined by ";" (empty for none)."""
+        return ";".join(self.class_names[i] for i in label) if self.multi_label else self.class_names[label]
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per class for each split that has images."""
+        """Images per class for each split that has images (in multi-label data: images that have each label)."""
         table = {}
         for split, items in self.items.items():
             if not items:
                 continue
-            per_class = np.bincount([label for _, label in items], minlength=len(self.class_names))
+            if self.multi_label:
+                per_class = multi_hot([label for _, label in items], len(self.class_names)).sum(0).astype(int)
+            else:
+                per_class = np.bincount([label for _, label in items], minlength=len(self.class_names))
             table[split] = {name: int(n) for name, n in zip(self.class_names, per_class)}
         return table
+
+
+def multi_hot(labels: list[tuple[int, ...]], num_classes: int) -> np.ndarray:
+    """(N, classes) float32 with 1 where an image has a label."""
+    out = np.zeros((len(labels), num_classes), dtype=np.float32)
+    for row, label in enumerate(labels):
+        out[row, list(label)] = 1.0
+    return out
+
+
+def strata(labels: list) -> list[int]:
+    """What a split is stratified by: the class, or for multi-label data each image's rarest label (-1 for none),
+    so that every label keeps training and validation images where it has enough."""
+    if not labels or not isinstance(labels[0], tuple):
+        return list(labels)
+    frequency: dict[int, int] = {}
+    for label in labels:
+        for i in label:
+            frequency[i] = frequency.get(i, 0) + 1
+    return [min(label, key=lambda i: (frequency[i], i)) if label else -1 for label in labels]
 
 
 @dataclass
@@ -292,10 +325,10 @@ def stratified_split(labels: list[int], fractions: tuple[float, float, float], s
 def write_split_csv(source: DataSource, path: Path) -> None:
     from ..record.files import atomic_write_text
 
-    lines = [["path", "class", "split"]]
+    lines = [["path", "labels" if source.multi_label else "class", "split"]]
     for split in SPLITS:
         for rel, label in source.items.get(split, []):
-            lines.append([rel, source.class_names[label], split])
+            lines.append([rel, source.label_name(label), split])
     import io
 
     buffer = io.StringIO()
@@ -311,6 +344,8 @@ def read_split_csv(path: Path, root: Path, class_names: list[str] | None = None)
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise ImgclsError(f"split file not found: {path}") from None
+    if rows and {"path", "labels", "split"} <= set(rows[0]):
+        return _read_multi_label_split(path, rows, root, class_names)
     if not rows or not {"path", "class", "split"} <= set(rows[0]):
         raise ImgclsError(f"{path}: not a split file (expected the columns path,class,split)")
     names = class_names or sorted({row["class"] for row in rows})
@@ -322,29 +357,55 @@ def read_split_csv(path: Path, root: Path, class_names: list[str] | None = None)
         if row["split"] not in items:
             raise ImgclsError(f"{path}: unknown split {row['split']!r} (expected train, val or test)")
         items[row["split"]].append((row["path"], index[row["class"]]))
+    _check_present(path, root, items)
+    return DataSource(root=Path(root), class_names=names, items=items, split_made=True)
+
+
+def _check_present(path: Path, root: Path, items: dict) -> None:
     missing = [rel for split in items.values() for rel, _ in split[:] if not (root / rel).exists()]
     if missing:
         raise ImgclsError(
             f"{path}: {len(missing)} listed image(s) are missing under {root}, e.g. {missing[0]!r}; "
             "was the data folder moved? pass --data to point at it"
         )
-    return DataSource(root=Path(root), class_names=names, items=items, split_made=True)
+
+
+def _read_multi_label_split(path: Path, rows: list[dict], root: Path, class_names: list[str] | None) -> DataSource:
+    """A multi-label split.csv: path, labels (joined by ";"), split."""
+    names = class_names or sorted({n for row in rows for n in row["labels"].split(";") if n})
+    index = {name: i for i, name in enumerate(names)}
+    items: dict[str, list[tuple[str, tuple[int, ...]]]] = {s: [] for s in SPLITS}
+    for row in rows:
+        labels = [n for n in row["labels"].split(";") if n]
+        unknown = [n for n in labels if n not in index]
+        if unknown:
+            raise ImgclsError(f"{path}: label {unknown[0]!r} is not one of the model's labels {names}")
+        if row["split"] not in items:
+            raise ImgclsError(f"{path}: unknown split {row['split']!r} (expected train, val or test)")
+        items[row["split"]].append((row["path"], tuple(sorted(index[n] for n in labels))))
+    _check_present(path, root, items)
+    return DataSource(root=Path(root), class_names=names, items=items, split_made=True, multi_label=True)
 
 
 def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0, *,
-             images: str | os.PathLike | None = None, columns: str | None = None) -> DataSource:
+             images: str | os.PathLike | None = None, columns: str | None = None,
+             multi_label: bool | None = None) -> DataSource:
     """Read a data set: split folders (train/val/test under any common name), one tree of class folders, or a
     label file (CSV, TSV, TXT: data/labelfile.py) with its images under ``images`` (default: the file's folder).
 
     ``split`` is a fraction spec for a single tree, or the path of a saved split.csv to reuse. With a train
     folder but no validation folder, a seeded, stratified validation split (``split``'s val fraction) is
     carved from train. Raises ImgclsError (one line) when the folder cannot be a classification data set.
+    ``multi_label`` (several labels per image) is read from a label file: True asks for it, None finds it there.
     """
     from .labelfile import SUFFIXES as LABEL_SUFFIXES, is_label_file
 
     root = Path(root).expanduser()
     if is_label_file(root):
-        return _from_label_file(root, split, seed, images, columns)
+        return _from_label_file(root, split, seed, images, columns, multi_label)
+    if multi_label:
+        raise ImgclsError(f"--data {root}: --multi-label reads a label file (a CSV with several labels per row, or "
+                          "one 0/1 column per label); class folders give one label per image")
     if root.suffix.lower() in LABEL_SUFFIXES and not root.exists():
         raise ImgclsError(f"--data {root}: file not found; give a label file (CSV, TSV or TXT) or a data folder")
     if _reuses_split_csv(split) and root.is_dir():
@@ -382,7 +443,7 @@ def _with_val(source: DataSource, split: str, seed: int, where: str, missing: st
     if fractions[1] <= 0:
         raise ImgclsError(f"{where}: has no {missing} and --split {split} leaves none; "
                           "give val a share such as --split 0.8,0.2, or add a val/ folder")
-    assignment = stratified_split([label for _, label in pool], fractions, seed)
+    assignment = stratified_split(strata([label for _, label in pool]), fractions, seed)
     items = {s: [item for item, a in zip(pool, assignment) if a == s] for s in SPLITS}
     if "test" in found:
         items["test"] = found["test"]
@@ -391,44 +452,46 @@ def _with_val(source: DataSource, split: str, seed: int, where: str, missing: st
     return replace(source, items=items, split_made=True)
 
 
-def _from_label_file(path: Path, split: str, seed: int, images, columns: str | None) -> DataSource:
+def _from_label_file(path: Path, split: str, seed: int, images, columns: str | None,
+                     multi_label: bool | None = None) -> DataSource:
     """A DataSource from a label file: its split column where it has one, else a split made as for one tree."""
-    root, names, rows = listed_rows(path, images, columns)
+    root, names, rows = listed_rows(path, images, columns, multi_label)
+    several = bool(rows) and isinstance(rows[0][2], tuple)
     if len(names) < 2:
-        raise ImgclsError(f"--data {path}: every row has the label {names[0]!r}; a classifier needs two classes or "
-                          "more")
+        raise ImgclsError(f"--data {path}: every row has the label {names[0] if names else None!r}; a classifier "
+                          "needs two classes or more")
     index = {name: i for i, name in enumerate(names)}
-    found: dict[str | None, list[tuple[str, int]]] = {}
+    found: dict[str | None, list] = {}
     for _, rel, label, where in rows:
-        found.setdefault(where, []).append((rel, index[label]))
+        found.setdefault(where, []).append((rel, tuple(sorted(index[n] for n in label)) if several else index[label]))
     found = {s: sorted(items, key=lambda item: (item[1], item[0])) for s, items in found.items()}  # as folders list
     given = tuple(s for s in SPLITS if s in found)
     numbers = {rel: number for number, rel, _, _ in rows}
     if _reuses_split_csv(split):
         return replace(read_split_csv(Path(split), root, names), listed=True, rows=numbers)
-    return replace(_with_val(DataSource(root=root, class_names=names, items=found, given=given), split, seed,
-                             f"--data {path}", "val rows"), listed=True, rows=numbers)
+    return replace(_with_val(DataSource(root=root, class_names=names, items=found, given=given, multi_label=several),
+                             split, seed, f"--data {path}", "val rows"), listed=True, rows=numbers)
 
 
-def listed_rows(path: Path, images=None, columns: str | None = None
+def listed_rows(path: Path, images=None, columns: str | None = None, multi_label: bool | None = None
                 ) -> tuple[Path, list[str], list[tuple[int, str, str, str | None]]]:
     """(the images folder, the class names, (row, path relative to that folder, label, split or None) for each row)
     of a label file (data/labelfile.py): each image found and each split named, the one reading of a label file
     that train, check and val share; one error line for a missing folder, no rows, or rows that mix a split and
-    none."""
+    none. In multi-label data (``multi_label``, or found in the file) each label is a tuple of label names."""
     from .labelfile import read_rows, resolve
 
     root = Path(images).expanduser() if images else path.parent
     if not root.is_dir():
         raise ImgclsError(f"--images {root}: {'is a file' if root.exists() else 'folder not found'}; give the folder "
                           f"the paths in {path.name} are relative to")
-    table = read_rows(path, columns)
+    table = read_rows(path, columns, multi_label)
     rows = [(number, rel, label, row_split(path, number, value)) for number, rel, label, value in resolve(table, root)]
     if not rows:
         raise ImgclsError(f"--data {path}: no rows; give one image path and its label per row")
     if len({split for *_, split in rows}) > 1 and any(split is None for *_, split in rows):
         raise ImgclsError(f"--data {path}: some rows have a split and some do not; give every row one, or none")
-    return root, table.class_names or sorted({label for _, _, label, _ in rows}), rows
+    return root, table.class_names if table.class_names is not None else sorted({r[2] for r in rows}), rows
 
 
 def row_split(path: Path, number: int, value: str | None) -> str | None:
@@ -463,7 +526,8 @@ def without_files(source: DataSource, unusable: set[str], split: str, seed: int)
     if source.split_made and lost and not _reuses_split_csv(split):
         made = ("train", "val") if "test" in source.given else SPLITS
         pool = sorted((item for s in made for item in items.get(s, [])), key=lambda item: (item[1], item[0]))
-        assignment = stratified_split([label for _, label in pool], _carving(split, "test" in source.given), seed)
+        assignment = stratified_split(strata([label for _, label in pool]), _carving(split, "test" in source.given),
+                                      seed)
         items |= {s: [item for item, a in zip(pool, assignment) if a == s] for s in made}
     return replace(source, items=items)
 

@@ -5,6 +5,12 @@ The columns are recognised by their header, or named with ``--columns PATH,LABEL
 (train/val/test under any common name) gives the split. Paths are relative to ``--images`` (default: the label
 file's folder); an id without an extension is the one image file of that stem. Every bad row is one error line
 that names the row and what to do. The file and the images are only read.
+
+Several labels per image (multi-label data) come in either of two forms, found from the file or asked for with
+``--multi-label``: one label column whose cells hold several labels separated by ``;``, ``|`` or spaces (Planet's
+``agriculture clear primary water``), or one 0/1 column per label beside the path column (ChestX-ray14, UC Merced
+multi-label). In multi-label data a row with no label is a valid negative (an image with none of the labels); a 0/1
+cell holding anything but 0 or 1 is an error line naming the row and the column.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import csv
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,38 +36,110 @@ SPLIT_HEADERS = ("split", "subset", "set", "fold_name")
 NAMES_FILES = ("names.txt", "classes.txt", "class_names.txt", "labels.txt")
 
 
+ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True}
+MULTI_SEPARATORS = re.compile(r"\s*[;|]\s*")
+
+
 @dataclass
 class LabelRows:
-    """What a label file says: (row number, image path as written, label, split or None) for every row."""
+    """What a label file says: (row number, image path as written, label, split or None) for every row; in
+    multi-label data each label is a tuple of label names (empty for an image with none of them)."""
 
     file: Path
-    rows: list[tuple[int, str, str, str | None]]
-    class_names: list[str] | None = None    # from a names file, in its order (else sorted labels)
+    rows: list[tuple[int, str, str | tuple[str, ...], str | None]]
+    class_names: list[str] | None = None    # from a names file or the 0/1 columns, in their order (else sorted)
+    multi_label: bool = False
 
 
 def is_label_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in SUFFIXES and Path(path).is_file()
 
 
-def read_rows(path: Path, columns: str | None = None) -> LabelRows:
-    """The rows of a label file: a CSV/TSV with a header, or a TXT of ``path label`` lines."""
+def read_rows(path: Path, columns: str | None = None, multi_label: bool | None = None) -> LabelRows:
+    """The rows of a label file: a CSV/TSV with a header, or a TXT of ``path label`` lines. ``multi_label``: True
+    reads several labels per row, False one, None decides from the file (several labels in a cell, or 0/1
+    columns)."""
     text = _text(path)
     first = next((line for line in text.splitlines() if line.strip()), "")
     if path.suffix.lower() == ".txt" and "," not in first and "\t" not in first:
+        if multi_label:
+            raise ImgclsError(f"--data {path}: --multi-label reads a CSV or TSV (a path column and a labels column, "
+                              "or one 0/1 column per label); save the list as CSV")
         return _list_rows(path, text)
     dialect = csv.excel_tab if path.suffix.lower() == ".tsv" or "\t" in first else csv.excel
-    table = list(csv.reader(io.StringIO(text), dialect))
+    table = [row for row in csv.reader(io.StringIO(text), dialect)]
     if not table:
         raise ImgclsError(f"--data {path}: the file is empty; give a CSV with a header such as path,label")
     header = [h.strip() for h in table[0]]
+    body = [(number, row) for number, row in enumerate(table[1:], start=2) if any(cell.strip() for cell in row)]
+    flags = _zero_one_columns(header, body, columns, multi_label)
+    if flags is not None:
+        return _flag_rows(path, header, body, *flags)
     at_path, at_label, at_split = _columns(path, header, columns)
+    cell = (lambda row, i: row[i].strip() if i is not None and i < len(row) else "")
+    rows = [(number, cell(row, at_path), cell(row, at_label), cell(row, at_split) or None) for number, row in body]
+    if multi_label is False or (multi_label is None and not _several_per_cell([r[2] for r in rows])):
+        return LabelRows(path, rows)
+    rows = [(n, p, _split_labels(label), s) for n, p, label, s in rows]
+    if multi_label is None:
+        log.info(f"{path.name}: several labels per image (labels separated in the cells of column "
+                 f"{header[at_label]!r}): multi-label training")
+    return LabelRows(path, rows, sorted({name for row in rows for name in row[2]}), multi_label=True)
+
+
+def _several_per_cell(cells: list[str]) -> bool:
+    """Whether label cells hold several labels: a ``;`` or ``|`` in one, or spaces that separate a small vocabulary
+    (fewer distinct words than distinct cells, as in Planet's ``clear primary water``) rather than write class
+    names of two words (``golden retriever``)."""
+    if any(";" in c or "|" in c for c in cells):
+        return True
+    distinct = set(cells)
+    spaced = [c for c in distinct if len(c.split()) > 1]
+    return bool(spaced) and len({word for c in distinct for word in c.split()}) < len(distinct)
+
+
+def _split_labels(cell: str) -> tuple[str, ...]:
+    """The labels of one cell: split at ``;`` or ``|`` where it has them (names may hold spaces: ``No Finding``),
+    else at spaces; each label once, in order."""
+    parts = MULTI_SEPARATORS.split(cell) if (";" in cell or "|" in cell) else cell.split()
+    return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+
+def _zero_one_columns(header: list[str], body: list, columns: str | None, multi_label: bool | None
+                      ) -> tuple[int, list[int], int | None] | None:
+    """(path column, label columns, split column) when the file has one 0/1 column per label: a path column, no
+    label column, and two or more other columns whose cells are (nearly all) 0 or 1. None otherwise."""
+    if columns or multi_label is False:
+        return None
+    lowered = [h.lower().replace(" ", "_") for h in header]
+    at_path = next((lowered.index(h) for h in PATH_HEADERS if h in lowered), None)
+    at_split = next((lowered.index(h) for h in SPLIT_HEADERS if h in lowered), None)
+    if at_path is None or any(h in lowered for h in LABEL_HEADERS):
+        return None
+    flags = [i for i in range(len(header)) if i not in (at_path, at_split)]
+    cells = [row[i].strip() if i < len(row) else "" for _, row in body for i in flags]
+    share = sum(c in ZERO_ONE for c in cells) / max(len(cells), 1)
+    if len(flags) < 2 or not cells or (share < 0.9 and not multi_label):
+        return None
+    return at_path, flags, at_split
+
+
+def _flag_rows(path: Path, header: list[str], body: list, at_path: int, flags: list[int], at_split: int | None
+               ) -> LabelRows:
+    """Rows of a file with one 0/1 column per label; one error line for a cell that is not 0 or 1."""
     rows = []
-    for number, row in enumerate(table[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        cell = (lambda i: row[i].strip() if i is not None and i < len(row) else "")
-        rows.append((number, cell(at_path), cell(at_label), cell(at_split) or None))
-    return LabelRows(path, rows)
+    for number, row in body:
+        cells = [c.strip() for c in row] + [""] * (len(header) - len(row))
+        labels = []
+        for i in flags:
+            if cells[i] not in ZERO_ONE:
+                raise ImgclsError(f"--data {path}: row {number}: column {header[i]!r} holds {cells[i]!r}; a label "
+                                  "column holds 1 (the image has the label) or 0 (it has not): fix the cell")
+            if ZERO_ONE[cells[i]]:
+                labels.append(header[i])
+        rows.append((number, cells[at_path], tuple(labels), (cells[at_split] if at_split is not None else "") or None))
+    log.info(f"{path.name}: one 0/1 column per label ({len(flags)} labels): multi-label training")
+    return LabelRows(path, rows, [header[i] for i in flags], multi_label=True)
 
 
 def _text(path: Path) -> str:
@@ -152,16 +231,20 @@ def resolve(rows: LabelRows, images: Path) -> list[tuple[int, str, str, str | No
         where = f"--data {rows.file}: row {number}"
         if not written:
             raise ImgclsError(f"{where}: no image path; fill it in or delete the row")
-        if not label:
+        if not label and not rows.multi_label:  # multi-label: an image with none of the labels is a negative
             raise ImgclsError(f"{where}: {written!r} has no label; give it one or delete the row")
         rel = _found(written, images, stems, where)
         if rel in seen and seen[rel][1] != label:
-            raise ImgclsError(f"{where}: {rel} already has the label {seen[rel][1]!r} (row {seen[rel][0]}), here "
-                              f"{label!r}; keep one of the two rows")
+            raise ImgclsError(f"{where}: {rel} already has the label{'s' * rows.multi_label} {_shown(seen[rel][1])} "
+                              f"(row {seen[rel][0]}), here {_shown(label)}; keep one of the two rows")
         if rel not in seen:
             seen[rel] = (number, label)
             out.append((number, rel, label, split))
     return out
+
+
+def _shown(label: str | tuple[str, ...]) -> str:
+    return repr(";".join(label)) if isinstance(label, tuple) else repr(label)
 
 
 def _found(written: str, images: Path, stems: dict[str, list[str]], where: str) -> str:

@@ -1,10 +1,12 @@
-"""Datasets and loaders: (tensor, label, index) samples, a bad file skipped instead of ending an epoch."""
+"""Datasets and loaders: (tensor, label, index) samples, a bad file skipped instead of ending an epoch. A label is a
+class index, or in multi-label data a multi-hot float32 vector."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -40,7 +42,10 @@ def collate_skip_bad(batch):
     if not batch:
         return None
     images = torch.stack([b[0] for b in batch])
-    labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    if isinstance(batch[0][1], np.ndarray):  # multi-label: multi-hot float targets (data/folders.multi_hot)
+        labels = torch.from_numpy(np.stack([b[1] for b in batch]))
+    else:
+        labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
     indices = torch.tensor([b[2] for b in batch], dtype=torch.long)
     return images, labels, indices
 

@@ -20,7 +20,13 @@ from ..record.checkpoint import card_of, load_checkpoint
 from ..record.files import new_staging_dir, put_in_place, remove_staging_dir
 from ..runtime.pytorch import torch_runner
 from .formats import FORMATS, Format, file_size, format_of
-from .parity import MAX_LOGIT_DIFF, Parity, check_parity, reference_inputs
+from .parity import (
+    MAX_LOGIT_DIFF,
+    MAX_SIGMOID_DIFF,
+    Parity,
+    check_parity,
+    reference_inputs,
+)
 
 log = logging.getLogger("imgcls")
 
@@ -64,8 +70,6 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     familiarity score alone disagrees is written without it). An existing file at the output path is replaced only
     with ``force``.
     """
-    from ..models.factory import model_from_checkpoint, network_from_checkpoint
-
     setup_logging()
     fmt = _checked_format(weights, format, int8, dynamic_batch, calibration_images)
     fmt.require()  # name a missing package before any work is done
@@ -78,7 +82,11 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     if path.resolve() == checkpoint_path.resolve():
         raise ImgclsError(f"--out {path}: is the checkpoint itself; choose another file name")
     _check_targets(fmt, fmt.files(path) + ([fmt.int8_path(path)] if int8 else []), force, given=out is not None)
-    model = (network_from_checkpoint if fmt.familiarity else model_from_checkpoint)(checkpoint)
+    if card_of(checkpoint).multi_label and not fmt.multi_label:
+        *others, last = [f.name for f in FORMATS.values() if f.multi_label]
+        raise ImgclsError(f"--format {format}: {checkpoint_path.name} is a multi-label model, which imgcls exports as "
+                          f"{', '.join(others)} or {last} (each label's sigmoid as an output); choose one of those")
+    model = _network(checkpoint, scored=fmt.familiarity)
     batch, _, source = reference_inputs(checkpoint, "val")
     staging = new_staging_dir(path)
     try:
@@ -106,6 +114,16 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     return result
 
 
+def _network(checkpoint: dict, scored: bool):
+    """The network an export writes: with the familiarity score as a second output (``scored``) or the logits
+    alone; a multi-label model's also gives each label's sigmoid probability, last (familiarity.WithProbabilities)."""
+    from ..models.factory import model_from_checkpoint, network_from_checkpoint
+    from ..models.familiarity import WithProbabilities
+
+    model = (network_from_checkpoint if scored else model_from_checkpoint)(checkpoint)
+    return WithProbabilities(model).eval() if card_of(checkpoint).multi_label else model
+
+
 def _checked_format(weights, format: str, int8: bool, dynamic_batch: bool, calibration_images: int) -> Format:
     """The format asked for, after every check of the options that needs no work."""
     fmt = FORMATS.get(format)
@@ -131,8 +149,6 @@ def _written(fmt: Format, model, checkpoint: dict, staged: Path, dynamic_batch: 
     but whose familiarity score does not is written again without the score, in one line: a threshold placed on a
     score the file does not reproduce would reject other images than the checkpoint does, while --reject on a file
     of logits alone uses their energy, whose threshold the checkpoint stores beside (metrics.usable_spec)."""
-    from ..models.factory import model_from_checkpoint
-
     card = card_of(checkpoint)
     _write(fmt, model, card, staged, dynamic_batch)
     parity = _checked(fmt, model, card, staged, batch, source)
@@ -141,7 +157,7 @@ def _written(fmt: Format, model, checkpoint: dict, staged: Path, dynamic_batch: 
     log.warning(f"WARNING: the file's familiarity score differs from PyTorch's by {parity.score_diff:.2e} of its "
                 f"scale (allowed {parity.score_allowed:g}), as when a network gives every image nearly the same "
                 "features; written without it: --reject on this file uses the logits' energy score")
-    model = model_from_checkpoint(checkpoint)
+    model = _network(checkpoint, scored=False)
     _write(fmt, model, card, staged, dynamic_batch)
     return model, _checked(fmt, model, card, staged, batch, source)
 
@@ -163,11 +179,13 @@ def _write(fmt: Format, model, card: ModelCard, staged: Path, dynamic_batch: boo
 
 def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: str) -> Parity | None:
     """Parity with PyTorch on ``batch``, or the format's own check (Core ML off macOS: the spec only, None)."""
+    from ..models.familiarity import outputs_of
+
     if fmt.verify is not None:
         parity = fmt.verify(model, card, staged, batch, source)
     else:
         candidate, _ = fmt.load(staged, None)
-        parity = check_parity(torch_runner(model), candidate, batch, source)
+        parity = check_parity(torch_runner(model), candidate, batch, source, outputs_of(model), card.thresholds)
     if parity is None:
         return None
     log.info(parity.line())
@@ -175,6 +193,7 @@ def _checked(fmt: Format, model, card: ModelCard, staged: Path, batch, source: s
         raise ImgclsError(
             f"--format {fmt.name}: the exported model disagrees with PyTorch (max |logit diff| "
             f"{parity.max_abs_diff:.2e}, {parity.relative_diff:.2e} of the logits' scale, allowed {MAX_LOGIT_DIFF:g}; "
-            "top-1 agreement "
-            f"{parity.top1_agreement * 100:.1f}%, required 100%); nothing was written")
+            f"{parity.answer} agreement {parity.top1_agreement * 100:.1f}%, required 100%"
+            + (f"; sigmoid output diff {parity.sigmoid_diff:.2e}, allowed {MAX_SIGMOID_DIFF:g}"
+               if parity.sigmoid_diff is not None else "") + "); nothing was written")
     return parity

@@ -8,6 +8,7 @@ page in web.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..errors import ImgclsError
-from ..record.card import ModelCard
+from ..record.card import PROBABILITIES, ModelCard
 from ..record.files import atomic_write_bytes
 from ..runtime.runner import Runner, onnx_runner, runtime_threads
 
@@ -38,7 +39,8 @@ INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 def export_metadata(card: ModelCard, model: torch.nn.Module | None = None) -> dict:
     """What an exported file carries to classify on its own: the model card, its outputs those of ``model``, the
-    network written (logits, and the familiarity score when it is models/familiarity.Scored)."""
+    network written (logits, the familiarity score when it is models/familiarity.Scored, and each label's sigmoid
+    probability when it is a multi-label models/familiarity.WithProbabilities)."""
     from ..models.familiarity import outputs_of
 
     return {"format": METADATA_FORMAT, "version": 1, **card.replace(outputs=outputs_of(model)).to_dict()}
@@ -229,15 +231,17 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
         staged = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(staged), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=_familiarity_nodes(prepared))
+                        nodes_to_exclude=_float_nodes(prepared))
         atomic_write_bytes(int8_path, staged.read_bytes())
 
 
-def _familiarity_nodes(path: Path) -> list[str]:
-    """The nodes of the familiarity score (models/familiarity.Familiarity), which INT8 leaves in float: its
-    distances are small differences of large terms, which 8 bits would swamp."""
+def _float_nodes(path: Path) -> list[str]:
+    """The nodes INT8 leaves in float: those of the familiarity score (models/familiarity.Familiarity), whose
+    distances are small differences of large terms, which 8 bits would swamp; and a multi-label network's final
+    sigmoid, so that its probabilities output stays the sigmoid of the logits output rather than steps of 1/256."""
     onnx = require("onnx", "onnx")
-    return [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith("/familiarity/")]
+    return [node.name for node in onnx.load(str(path)).graph.node
+            if node.name.startswith("/familiarity/") or PROBABILITIES in node.output]
 
 
 def _write_onnx_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
@@ -329,6 +333,7 @@ class Format:
     earlier_export: Callable | None = None    # (folder) -> bool, for formats written as folders: whether a folder
                                               # is an earlier export, which --force may replace
     next_step: str = ""                       # said after writing; {path} is the written file or folder
+    multi_label: bool = True                  # writes multi-label models (logits, then their sigmoid)
 
     def files(self, path: Path) -> list[Path]:
         return [path, *[path.with_suffix(s) for s in self.side_suffixes]]
@@ -372,9 +377,10 @@ FORMATS = {f.name: f for f in (
     Format("torchscript", ".torchscript", (), _write_torchscript, _load_torchscript),
     Format("openvino", ".xml", (("openvino", "openvino"),), _write_openvino, _load_openvino, (".bin",)),
     Format("tflite", ".tflite", TFLITE_PACKAGES, _write_tflite, _load_tflite, write_int8=_write_tflite_int8,
-           batch_one=True, familiarity=False, notes="or `pip install 'imgcls[tflite]'`"),
+           batch_one=True, familiarity=False, notes="or `pip install 'imgcls[tflite]'`", multi_label=False),
     Format("coreml", ".mlpackage", (("coremltools", "coremltools"),), _write_coreml, _load_coreml,
-           verify=_verify_coreml, batch_one=True, familiarity=False, earlier_export=_is_coreml_package),
+           verify=_verify_coreml, batch_one=True, familiarity=False, earlier_export=_is_coreml_package,
+           multi_label=False),
     Format("web", "_web", (("onnx", "onnx"), ("onnxruntime", "onnxruntime")), _write_web, _load_web,
            write_int8=_write_web_int8, batch_one=True, familiarity=False, ready=_web_ready,
            earlier_export=_is_web_export,
@@ -402,4 +408,21 @@ def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[
         raise ImgclsError(f"--weights {path}: not an exported model ({', '.join(f.suffix for f in FORMATS.values())})")
     if not path.exists():  # a Core ML .mlpackage and a web export are folders
         raise ImgclsError(f"--weights {path}: file not found")
-    return fmt.load(path, threads)
+    return readable(*fmt.load(path, threads))
+
+
+def readable(runner: Runner, card: ModelCard) -> tuple[Runner, ModelCard]:
+    """The runner and card imgcls reads a file with: a multi-label file's last output, the sigmoid it carries for
+    users of the bare file, is left out, so that predict, serve and val apply metrics.sigmoid to the logits once,
+    as they do for a checkpoint; the card's outputs then name what the runner gives."""
+    if PROBABILITIES not in card.outputs:
+        return runner, card
+    keep = [i for i, name in enumerate(card.outputs) if name != PROBABILITIES]
+    run = runner.run
+
+    def logits_first(inputs):
+        out = run(inputs)
+        out = out if isinstance(out, tuple) else (out,)
+        return tuple(out[i] for i in keep)
+
+    return dataclasses.replace(runner, run=logits_first), card.replace(outputs=tuple(card.outputs[i] for i in keep))

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from ..errors import ImgclsError
+from ..metrics import labels_present, sigmoid
+from ..record.card import PROBABILITIES
 from ..runtime.runner import Runner
 
 log = logging.getLogger("imgcls")
@@ -18,6 +20,9 @@ log = logging.getLogger("imgcls")
 # to the logits' scale (their largest magnitude, at least 1). float32 rounding grows with the numbers rounded: a
 # network from scratch can give logits in the hundreds, where an absolute bound would refuse a faithful file.
 MAX_LOGIT_DIFF = 1e-3
+# A multi-label file's probabilities output must be the sigmoid of its own logits, to float32 rounding: a graph
+# that applies it twice, or not at all, is off by far more.
+MAX_SIGMOID_DIFF = 1e-5
 PARITY_IMAGES = 32
 
 
@@ -27,11 +32,13 @@ class Parity:
 
     images: int
     max_abs_diff: float
-    top1_agreement: float   # fraction of images with the same top-1 class
+    top1_agreement: float   # fraction of images with the same top-1 class (multi-label: the same set of labels)
     source: str = ""
     scale: float = 1.0      # the reference logits' largest magnitude (at least 1)
     score_diff: float | None = None   # the familiarity score's largest difference relative to its scale (None: none)
     score_allowed: float = 0.0         # the most ``check_parity`` lets it differ
+    answer: str = "top-1"              # what top1_agreement compares: "top-1", or "label-set" (multi-label)
+    sigmoid_diff: float | None = None  # multi-label: the file's probabilities output against the sigmoid of its logits
 
     @property
     def relative_diff(self) -> float:
@@ -39,7 +46,8 @@ class Parity:
         return self.max_abs_diff / self.scale
 
     def passed(self, max_diff: float = MAX_LOGIT_DIFF) -> bool:
-        return self.top1_agreement == 1.0 and self.relative_diff <= max_diff
+        return self.top1_agreement == 1.0 and self.relative_diff <= max_diff and (
+            self.sigmoid_diff is None or self.sigmoid_diff <= MAX_SIGMOID_DIFF)
 
     def score_agrees(self) -> bool:
         return self.score_diff is None or self.score_diff <= self.score_allowed
@@ -47,35 +55,50 @@ class Parity:
     def line(self) -> str:
         relative = f" ({self.relative_diff:.2e} of the logits' scale {self.scale:.3g})" if self.scale > 1 else ""
         return (f"parity on {self.source}: max |logit diff| {self.max_abs_diff:.2e}{relative}, "
-                f"top-1 agreement {self.top1_agreement * 100:.1f}% ({round(self.top1_agreement * self.images)}/"
+                f"{self.answer} agreement {self.top1_agreement * 100:.1f}% ({round(self.top1_agreement * self.images)}/"
                 f"{self.images})" + (f", familiarity score diff {self.score_diff:.2e}" if self.score_diff is not None
-                                     else ""))
+                                     else "")
+                + (f", sigmoid output diff {self.sigmoid_diff:.2e}" if self.sigmoid_diff is not None else ""))
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "") -> Parity:
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, source: str = "",
+                   thresholds: tuple[float, ...] | None = None) -> Parity:
     """Largest logit difference (absolute, and the scale it is relative to) and top-1 agreement between two
-    (N, classes) arrays."""
+    (N, classes) arrays; with a multi-label model's ``thresholds``, agreement on the set of labels present
+    (metrics.labels_present) instead."""
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
         raise ImgclsError(f"exported model returns shape {candidate.shape}, PyTorch {reference.shape}")
     if len(reference) == 0:
         return Parity(0, 0.0, 1.0, source)
     diff = float(np.max(np.abs(reference - candidate)))
-    agree = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
-    return Parity(len(reference), diff, agree, source, scale=max(1.0, float(np.max(np.abs(reference)))))
+    if thresholds is None:
+        agree = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    else:
+        same = labels_present(sigmoid(reference), thresholds) == labels_present(sigmoid(candidate), thresholds)
+        agree = float(np.mean(same.all(axis=1)))
+    return Parity(len(reference), diff, agree, source, scale=max(1.0, float(np.max(np.abs(reference)))),
+                  answer="top-1" if thresholds is None else "label-set")
 
 
-def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str) -> Parity:
+def check_parity(reference: Runner, candidate: Runner, batch: np.ndarray, source: str,
+                 outputs: tuple[str, ...] = (), thresholds: tuple[float, ...] | None = None) -> Parity:
     """Logits compared as Parity, and the familiarity score, when there is one, by the rule of the cached export
     that predict runs (runtime/pytorch._keep_export), so that a file written with the score is one predict would run:
-    ``Parity.score_diff`` (relative to the score's scale) against ``Parity.score_allowed``."""
+    ``Parity.score_diff`` (relative to the score's scale) against ``Parity.score_allowed``.
+
+    A multi-label network (``thresholds``; ``outputs`` names the outputs, the last its probabilities) agrees when
+    its label sets do, and its probabilities output must be the sigmoid of its own logits (``Parity.sigmoid_diff``)."""
     from ..runtime.runner import PARITY_RTOL, outputs_error
 
     inputs = torch.from_numpy(np.ascontiguousarray(batch))
     expected, got = reference.outputs(inputs), candidate.outputs(inputs)
     if len(expected) != len(got):
         raise ImgclsError(f"the exported model gives {len(got)} outputs, PyTorch {len(expected)}; nothing was written")
-    parity = compare_logits(expected[0], got[0], source)
+    parity = compare_logits(expected[0], got[0], source, thresholds)
+    if PROBABILITIES in outputs:
+        parity.sigmoid_diff = float(np.max(np.abs(got[-1] - sigmoid(got[0])), initial=0.0))
+        expected, got = expected[:-1], got[:-1]
     if len(got) > 1:
         parity.score_diff, parity.score_allowed = outputs_error(got[1:], expected[1:]), PARITY_RTOL
     return parity

@@ -7,6 +7,7 @@ threads, and every result is written to the run folder as soon as its batch is d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import io
 import itertools
@@ -30,7 +31,7 @@ from ..data.images import (
     reduce_towards,
 )
 from ..errors import ImgclsError
-from ..metrics import open_set_score, softmax, threshold_for
+from ..metrics import labels_present, open_set_score, sigmoid, softmax, threshold_for
 from ..runtime.inference import Batcher, predict_logits
 from .model import load_model
 
@@ -52,6 +53,11 @@ class Prediction:
     A failed image has ``error`` set and no label. With rejection on (``reject``), an image that looks unlike the
     training data has ``unknown`` set and the label ``"unknown"``; ``confidence`` and ``topk`` still name the
     closest classes, and ``score`` is its open-set score (higher = more like the training data).
+
+    A multi-label model (``ModelCard.multi_label``) answers with ``labels``, every label whose probability reaches
+    its threshold (in the card's label order; none is an answer too), and ``probabilities``, every label's
+    sigmoid probability; ``label``, ``confidence`` and ``topk`` stay empty. Rejected, its ``labels`` is
+    ``("unknown",)`` and ``probabilities`` still holds every label's.
     """
 
     path: str
@@ -62,13 +68,22 @@ class Prediction:
     error: str | None = None
     unknown: bool = False                           # rejected as unlike the training data (--reject)
     score: float | None = None                      # the open-set score, when rejection is on
+    labels: tuple[str, ...] | None = None           # multi-label: the labels present (None: a one-label model)
+    probabilities: tuple[tuple[str, float], ...] = ()   # multi-label: (label, probability) of every label
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def multi_label(self) -> bool:
+        return self.labels is not None
+
     def to_dict(self) -> dict:
         rejection = {} if self.score is None else {"unknown": self.unknown, "score": self.score}
+        if self.multi_label:
+            return {"path": self.path, "labels": list(self.labels) if self.ok else None,
+                    "probabilities": dict(self.probabilities), **rejection, "error": self.error}
         return {"path": self.path, "predicted": self.label, "confidence": self.confidence,
                 "topk": [{"class": c, "probability": p} for c, p in self.topk], **rejection, "error": self.error}
 
@@ -89,6 +104,9 @@ class Predictor:
 
     ``reject=True`` labels images unlike the training data ``unknown``, at the threshold calibrated on the
     validation split (keeping 95% of its images); ``reject=0.9`` keeps 90% instead.
+
+    A multi-label model gives every label present and every label's probability (see ``Prediction``): ``topk``
+    does not apply to it, and its card's temperature neither (each label has its own sigmoid and threshold).
     """
 
     def __init__(self, weights: str | os.PathLike, *, device: str = "auto", topk: int = 5, batch_size: int = 32,
@@ -127,6 +145,10 @@ class Predictor:
         return self.model.card.model_name
 
     @property
+    def multi_label(self) -> bool:
+        return self.model.card.multi_label
+
+    @property
     def runtime(self) -> str:
         return self.model.runtime
 
@@ -150,16 +172,17 @@ class Predictor:
         if batch:
             yield from self._run_batch(batch, topk)
 
-    def predict_stream(self, source: str | os.PathLike, *, workers: int = 0, topk: int | None = None,
+    def predict_stream(self, source: str | os.PathLike | list[str], *, workers: int = 0, topk: int | None = None,
                        exclude: str | os.PathLike | None = None) -> Iterator[Prediction]:
-        """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list),
-        in source order, with ``workers`` threads decoding the next batches while the model runs this one.
+        """Predict every file a source names (an image, a folder searched recursively, a glob or a .txt list; or a
+        list of paths), in source order, with ``workers`` threads decoding the next batches while the model runs
+        this one.
 
         Threads rather than processes: Pillow and numpy release the GIL while they decode and resize, and a
         decoded batch needs no copy between processes; at most ``workers + 1`` batches wait decoded, so memory
         stays bounded on any number of files.
         """
-        paths = source if isinstance(source, SourcePaths) else SourcePaths(source, exclude=exclude)
+        paths = source if isinstance(source, (SourcePaths, list)) else SourcePaths(source, exclude=exclude)
         batches = _chunks(iter(paths), self.batch_size)
         if workers < 1:
             for batch in batches:
@@ -212,33 +235,54 @@ class Predictor:
         return out.logits, out.familiarity if out.familiarity is not None else np.zeros(0, np.float32)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities of a preprocessed batch: the one inference path, then the temperature."""
-        return softmax(self.logits(images), self.model.card.temperature)
+        """Probabilities of a preprocessed batch: the one inference path, then the temperature's softmax; each
+        label's sigmoid for a multi-label model."""
+        logits = self.logits(images)
+        return sigmoid(logits) if self.multi_label else softmax(logits, self.model.card.temperature)
 
     def _run_batch(self, batch, topk: int | None) -> list[Prediction]:
-        k = min(topk or self.topk, len(self.class_names))
         good = [array for _, array, _ in batch if array is not None]
         logits, familiarity = self.outputs(np.stack(good)) if good else \
             (np.zeros((0, len(self.class_names)), np.float32), np.zeros(0, np.float32))
-        probs = softmax(logits, self.model.card.temperature) if len(logits) else logits
         scores = open_set_score(logits, self.model.usable_rejection["score"], familiarity) if self.rejecting \
             else None
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        answers = iter(self._label_sets(logits) if self.multi_label else self._ranked(logits, topk))
         results, row = [], 0
         for name, array, error in batch:
             if array is None:
-                results.append(Prediction(path=name, error=error))
+                results.append(Prediction(path=name, error=error, labels=() if self.multi_label else None))
                 continue
-            top = tuple((self.class_names[j], round(float(probs[row, j]), 6)) for j in order[row])
-            found = Prediction(path=name, label=top[0][0], confidence=top[0][1], class_index=int(order[row, 0]),
-                               topk=top)
+            found = dataclasses.replace(next(answers), path=name)
             if scores is not None:
                 unknown = bool(scores[row] < self.threshold)
+                rejected = {"labels": (UNKNOWN,)} if self.multi_label else {"label": UNKNOWN, "class_index": None}
                 found = dataclasses.replace(found, unknown=unknown, score=round(float(scores[row]), 6),
-                                            **({"label": UNKNOWN, "class_index": None} if unknown else {}))
+                                            **(rejected if unknown else {}))
             results.append(found)
             row += 1
         return results
+
+    def _ranked(self, logits: np.ndarray, topk: int | None) -> list[Prediction]:
+        """One-label answers: the top-k classes of the temperature's softmax."""
+        k = min(topk or self.topk, len(self.class_names))
+        probs = softmax(logits, self.model.card.temperature) if len(logits) else logits
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        answers = []
+        for row, ranked in enumerate(order):
+            top = tuple((self.class_names[j], round(float(probs[row, j]), 6)) for j in ranked)
+            answers.append(Prediction(path="", label=top[0][0], confidence=top[0][1], class_index=int(ranked[0]),
+                                      topk=top))
+        return answers
+
+    def _label_sets(self, logits: np.ndarray) -> list[Prediction]:
+        """Multi-label answers: every label's sigmoid probability, and the labels present by the one decision rule
+        (metrics.labels_present at the card's thresholds)."""
+        probs = sigmoid(logits)
+        present = labels_present(probs, self.model.card.thresholds)
+        names = self.class_names
+        return [Prediction(path="", labels=tuple(c for c, on in zip(names, row) if on),
+                           probabilities=tuple((c, round(float(p), 6)) for c, p in zip(names, probs[i])))
+                for i, row in enumerate(present)]
 
 
 def rejection_keep(reject: bool | float | None) -> float | None:
@@ -368,8 +412,10 @@ class PredictResult:
     out_dir: Path
     total: int
     failed: int
-    counts: dict[str, int]      # images predicted as each class ("unknown" too, with --reject)
+    counts: dict[str, int]      # images predicted as each class ("unknown" too, with --reject); multi-label:
+                                # images with each label (an image counts once for every label it has)
     seconds: float
+    multi_label: bool = False
 
     @property
     def csv_path(self) -> Path:
@@ -383,50 +429,105 @@ class PredictResult:
 def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int = 5, batch_size: int = 32,
             save_img: bool = False, out: str | os.PathLike = "runs/predict", device: str = "auto",
             runtime: str = "auto", workers: int | None = None, reject: bool | float = False,
-            progress: bool = True) -> PredictResult:
+            progress: bool = True, ray: str | None = None) -> PredictResult:
     """Predict every image a source names and write OUT (then OUT2, OUT3, ...): predictions.csv,
     predictions.json and, with ``save_img``, labelled copies under images/. ``reject`` labels images unlike the
-    training data ``unknown`` (see Predictor)."""
-    from tqdm import tqdm
+    training data ``unknown`` (see Predictor). A multi-label model writes the labels present and every label's
+    probability instead of the top-k (record/predictions.py).
 
+    ``ray`` runs the model on Ray Data instead (ray_predict.py): ``"local"`` for a Ray started on this machine,
+    else a cluster's address; ``workers`` is then the number of Ray workers, one model each (default: one per
+    CPU of the cluster).
+    """
     from ..console import setup_logging
-    from ..data.cores import default_workers
-    from ..record.files import new_run_dir
-    from ..record.predictions import PredictionsWriter
 
     setup_logging()
-    if workers is not None and workers < 0:
+    if ray is not None:
+        from .ray_cluster import require_ray
+        from .ray_predict import ray_workers
+
+        ray_workers(workers, 1)  # a bad --workers fails before Ray starts
+        require_ray("--ray", "pyarrow", "pandas")
+    elif workers is not None and workers < 0:
         raise ImgclsError(f"--workers {workers}: must be 0 or more (0 decodes in the main thread)")
     paths = SourcePaths(source)
     total = paths.count()
     if total == 0:
         raise ImgclsError(f"--source {source}: no files found")
-    predictor = Predictor(weights, device=device, topk=topk, batch_size=batch_size, runtime=runtime, reject=reject)
+    settings = {"device": device, "topk": topk, "batch_size": batch_size, "runtime": runtime, "reject": reject}
+    predictor = Predictor(weights, **settings)
+    if ray is None:
+        return _write_predictions(predictor, paths, total, out, save_img, progress, weights, workers)
+    from .ray_cluster import ray_session
+
+    with ray_session(ray) as cluster:
+        return _write_predictions(predictor, paths, total, out, save_img, progress, weights,
+                                  _RayStream(weights, settings, workers, cluster))
+
+
+@dataclass
+class _RayStream:
+    """Where predict --ray's results come from: Ray workers (ray_predict.py) on the cluster ray_session joined."""
+    weights: str | os.PathLike
+    settings: dict
+    workers: int | None
+    cluster: dict
+
+    def predictions(self, paths: SourcePaths, total: int) -> tuple[Iterator[Prediction], dict]:
+        from .ray_predict import ray_predictions, ray_workers
+
+        workers, cpus_each = ray_workers(self.workers, self.cluster["cpus"])
+        make = functools.partial(Predictor, os.path.abspath(self.weights), **self.settings)
+        found = ray_predictions(paths, total, make, Prediction, batch_size=self.settings["batch_size"],
+                                workers=workers, cpus_each=cpus_each)
+        return found, {"address": self.cluster["address"], "workers": workers}
+
+
+def _write_predictions(predictor: Predictor, paths: SourcePaths, total: int, out, save_img: bool, progress: bool,
+                       weights, stream: int | None | _RayStream) -> PredictResult:
+    """Run the predictions (``stream``: the decoding threads of this process, or a _RayStream) into a new run
+    folder: the files, the progress bar, the per-class summary and the failures."""
+    from tqdm import tqdm
+
+    from ..data.cores import default_workers
+    from ..record.files import new_run_dir
+    from ..record.predictions import PredictionsWriter
+
     names = predictor.class_names + ([UNKNOWN] if predictor.rejecting else [])
+    batch_size = predictor.batch_size
     out = Path(out)
     out_dir = new_run_dir(out.parent, out.name)
     paths.exclude = os.path.realpath(out_dir)  # --source . must not pick up the labelled copies being written
-    workers = default_workers() if workers is None else workers
-    workers = 0 if total <= batch_size else min(workers, (total + batch_size - 1) // batch_size)
+    if isinstance(stream, _RayStream):
+        found, on_ray = stream.predictions(paths, total)
+        where = f", on {on_ray['workers']} Ray worker(s)"
+    else:
+        workers = default_workers() if stream is None else stream
+        workers = 0 if total <= batch_size else min(workers, (total + batch_size - 1) // batch_size)
+        found, on_ray, where = predictor.predict_stream(paths, workers=workers), None, ""
     k = predictor.topk
-    log.info(f"Predicting {total} file(s) from {source} with {predictor.model_name} ({predictor.runtime}, "
-             f"{len(predictor.class_names)} classes) -> {out_dir}")
+    log.info(f"Predicting {total} file(s) from {paths.source} with {predictor.model_name} ({predictor.runtime}, "
+             f"{len(predictor.class_names)} classes{where}) -> {out_dir}")
     rejection = {"rejection": {"score": predictor.model.usable_rejection["score"], "threshold": predictor.threshold}} \
         if predictor.rejecting else {}
+    answers = {"thresholds": list(predictor.model.card.thresholds)} if predictor.multi_label else {"topk": k}
     writer = PredictionsWriter(out_dir, {"weights": str(weights), "model_name": predictor.model_name,
                                   "runtime": predictor.runtime, "class_names": predictor.class_names,
-                                  "source": str(source), "topk": k, **rejection}, k, predictor.rejecting)
+                                  "source": paths.source, **answers, **rejection,
+                                  **({"ray": on_ray} if on_ray else {})}, k, predictor.rejecting,
+                               labels=predictor.class_names if predictor.multi_label else None)
     counts: Counter[str] = Counter()
     failures: list[Prediction] = []
     started = time.time()
     bar = tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True, disable=None if progress else True)
-    done = 0
+    done = predicted = 0
     try:
-        for p in predictor.predict_stream(paths, workers=workers):
+        for p in found:
             writer.write(p.to_dict())
             done += 1
             if p.ok:
-                counts[p.label] += 1
+                predicted += 1
+                counts.update(p.labels if p.multi_label else (p.label,))
                 if save_img:
                     save_labelled_copy(p, out_dir / "images", paths.root)
             elif len(failures) < 20:  # the log lists the first few; the files list them all
@@ -437,10 +538,11 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
     finally:
         bar.close()
         seconds = time.time() - started
-        failed = done - sum(counts.values())
-        writer.close({"images": done, "predicted": done - failed, "failed": failed, "seconds": round(seconds, 2),
+        failed = done - predicted
+        writer.close({"images": done, "predicted": predicted, "failed": failed, "seconds": round(seconds, 2),
                       "per_class": {c: counts.get(c, 0) for c in names}})
-    result = PredictResult(out_dir, done, failed, {c: counts.get(c, 0) for c in names}, seconds)
+    result = PredictResult(out_dir, done, failed, {c: counts.get(c, 0) for c in names}, seconds,
+                           predictor.multi_label)
     _log_summary(result, failures)
     return result
 
@@ -448,10 +550,11 @@ def predict(weights: str | os.PathLike, source: str | os.PathLike, *, topk: int 
 def _log_summary(result: PredictResult, failures: list[Prediction]) -> None:
     width = max(len(c) for c in result.counts) if result.counts else 5
     predicted = result.total - result.failed
-    lines = [f"  {'class':<{width}}  images  share"]
+    lines = [f"  {'label' if result.multi_label else 'class':<{width}}  images  share"]
     for name, n in sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {name:<{width}}  {n:>6}  {n / max(1, predicted):>5.1%}")
-    log.info("Per-class counts of the top-1 predictions:\n" + "\n".join(lines))
+    log.info(("Per-label counts (an image counts once for every label it has):\n" if result.multi_label
+              else "Per-class counts of the top-1 predictions:\n") + "\n".join(lines))
     for p in failures:
         log.warning(f"WARNING: failed {p.path}: {p.error}")
     if result.failed > len(failures):
@@ -459,6 +562,15 @@ def _log_summary(result: PredictResult, failures: list[Prediction]) -> None:
     rate = result.total / result.seconds if result.seconds > 0 else 0.0
     log.info(f"Results saved to {result.out_dir} ({result.total} files in {result.seconds:.1f}s, {rate:.1f} img/s)")
     log.info(f"{predicted} predicted, {result.failed} failed")
+
+
+def caption(p: Prediction) -> str:
+    """What a labelled copy shows: the label and its probability; a multi-label answer's labels, each with its
+    probability ("none" when no label reaches its threshold)."""
+    if not p.multi_label:
+        return f"{p.label} {p.confidence:.2f}"
+    probability = dict(p.probabilities)
+    return ", ".join(f"{c} {probability[c]:.2f}" if c in probability else c for c in p.labels) or "none"
 
 
 def save_labelled_copy(p: Prediction, images_dir: Path, source_root: Path | None) -> Path:
@@ -469,7 +581,7 @@ def save_labelled_copy(p: Prediction, images_dir: Path, source_root: Path | None
 
     image = load_image(p.path).copy()
     draw = ImageDraw.Draw(image)
-    text = f"{p.label} {p.confidence:.2f}"
+    text = caption(p)
     size = max(10, min(image.width, image.height) // 12)
     while True:  # shrink the font until the label fits across the image
         font = ImageFont.load_default(size=size)

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..metrics import labels_present, sigmoid
 from ..record.checkpoint import card_of
 from ..record.files import atomic_write_bytes, put_in_place
 from ..runtime.pytorch import torch_runner
 from ..runtime.runner import measure, onnx_runner
-from .formats import file_size, onnx_bytes, quantize_onnx, require
+from .formats import file_size, onnx_bytes, quantize_onnx, readable, require
 from .parity import reference_inputs, split_images
 
 log = logging.getLogger("imgcls")
@@ -48,7 +49,9 @@ def _fix_batch(path: Path, batch: int) -> None:
 def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_IMAGES,
                         reference=None) -> tuple[dict, int, dict]:
     """Top-1 accuracy of each runner on up to ``limit`` validation images (through the one inference path),
-    the number of images, and each runner's top-1 agreement with ``reference`` (PyTorch) on them."""
+    the number of images, and each runner's top-1 agreement with ``reference`` (PyTorch) on them. A multi-label
+    model's answers are its label sets (metrics.labels_present), compared with the reference's; their accuracy is
+    `imgcls val`'s to measure (None here)."""
     from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset, make_loader
     from ..data.transforms import eval_transform
@@ -57,19 +60,31 @@ def validation_accuracy(runners: dict, checkpoint: dict, limit: int = ACCURACY_I
     paths, labels, _ = split_images(checkpoint, "val")
     if not paths:
         return {name: None for name in runners}, 0, {name: None for name in runners}
-    preprocess = card_of(checkpoint).preprocess
-    dataset = ImageDataset(paths[:limit], labels[:limit], eval_transform(preprocess),
-                           draft_size=draft_size_for(preprocess))
-    top1, accuracy, seen = {}, {}, 0
+    card = card_of(checkpoint)
+    labels = [-1] * len(paths) if card.multi_label else labels   # one class index per image: one-label runs
+    dataset = ImageDataset(paths[:limit], labels[:limit], eval_transform(card.preprocess),
+                           draft_size=draft_size_for(card.preprocess))
+    answers, accuracy, seen = {}, {}, 0
     for name, runner in (({"reference": reference} if reference else {}) | runners).items():
         out = predict_logits(runner, make_loader(dataset, batch_size=32, shuffle=False, workers=0))
         seen = len(out)
-        top1[name] = out.logits.argmax(1) if seen else None
-        accuracy[name] = float(np.mean(top1[name] == out.labels)) if seen else None
-    agreement = {name: float(np.mean(top1[name] == top1["reference"])) if reference and seen else None
+        answers[name] = _answers(out.logits, card.thresholds) if seen else None
+        accuracy[name] = float(np.mean(answers[name] == out.labels)) if seen and not card.multi_label else None
+    agreement = {name: _agreement(answers[name], answers["reference"]) if reference and seen else None
                  for name in runners}
     accuracy.pop("reference", None)
     return accuracy, seen, agreement
+
+
+def _answers(logits: np.ndarray, thresholds: tuple[float, ...] | None) -> np.ndarray:
+    """Each image's answer: its top-1 class, or a multi-label model's labels present (N x labels booleans)."""
+    return logits.argmax(1) if thresholds is None else labels_present(sigmoid(logits), thresholds)
+
+
+def _agreement(answers: np.ndarray, reference: np.ndarray) -> float:
+    """The share of images whose answer (a class, or a whole set of labels) is the reference's."""
+    same = answers == reference
+    return float(np.mean(same.all(axis=1) if same.ndim > 1 else same))
 
 
 def calibration_batch(checkpoint: dict, calibration_images: int) -> tuple[np.ndarray, str]:
@@ -86,6 +101,7 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
                          batches: tuple[int, ...] = (1, 32)) -> tuple[Path, dict]:
     """Write FP32_STEM_int8.onnx next to the FP32 file and print FP32 vs INT8 side by side."""
     onnx = require("onnx", "onnx")
+    from ..models.familiarity import outputs_of
     from .formats import export_metadata, set_onnx_metadata
 
     int8_path = int8_path_for(fp32_path)
@@ -100,8 +116,9 @@ def quantize_and_compare(model: torch.nn.Module, checkpoint: dict, fp32_path: Pa
         set_onnx_metadata(proto, export_metadata(card_of(checkpoint), model))
         int8_dynamic.write_bytes(proto.SerializeToString())
         threads = torch.get_num_threads()
-        runners = {"FP32": onnx_runner(fp32_dynamic, threads=threads),
-                   "INT8": onnx_runner(int8_dynamic, threads=threads)}
+        card = card_of(checkpoint).replace(outputs=outputs_of(model))
+        runners = {"FP32": readable(onnx_runner(fp32_dynamic, threads=threads), card)[0],
+                   "INT8": readable(onnx_runner(int8_dynamic, threads=threads), card)[0]}
         atomic_write_bytes(int8_path, int8_dynamic.read_bytes())
         if not dynamic_batch:
             _fix_batch(int8_path, 1)
@@ -121,7 +138,7 @@ def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp3
         staged = Path(tmp) / int8_path.name
         fmt.write_int8(model, card_of(checkpoint), fp32_path, staged, calibration)
         put_in_place(staged, int8_path)
-    runners = {"FP32": fmt.load(fp32_path, None)[0], "INT8": fmt.load(int8_path, None)[0]}
+    runners = {"FP32": readable(*fmt.load(fp32_path, None))[0], "INT8": readable(*fmt.load(int8_path, None))[0]}
     report = compare_int8(runners, {"FP32": fp32_path, "INT8": int8_path}, checkpoint, model, source,
                           bench_seconds, batches)
     return int8_path, report
@@ -129,15 +146,17 @@ def quantize_file_and_compare(fmt, model: torch.nn.Module, checkpoint: dict, fp3
 
 def compare_int8(runners: dict, paths: dict, checkpoint: dict, model, source: str, bench_seconds: float,
                  batches) -> dict:
-    """Size, speed, validation accuracy and top-1 agreement with PyTorch of the FP32 and INT8 runners, printed."""
+    """Size, speed, validation accuracy and top-1 agreement with PyTorch of the FP32 and INT8 runners, printed (a
+    multi-label model: agreement on the set of labels present, and no accuracy)."""
     shape = card_of(checkpoint).input_size
     speed = {(name, b): measure(runner, np.random.default_rng(0).standard_normal((b, *shape), np.float32),
                                 seconds=bench_seconds) for name, runner in runners.items() for b in batches}
     accuracy, n_val, agreement = validation_accuracy(runners, checkpoint, reference=torch_runner(model))
     report = {"val_images": n_val, "calibration": source}
+    agrees = "label_set_agreement_with_pytorch" if card_of(checkpoint).multi_label else "top1_agreement_with_pytorch"
     for name in ("FP32", "INT8"):
         report[name.lower()] = {"path": str(paths[name]), "size_bytes": file_size(paths[name]),
-                                "val_accuracy": accuracy[name], "top1_agreement_with_pytorch": agreement[name],
+                                "val_accuracy": accuracy[name], agrees: agreement[name],
                                 "speed": {str(b): speed[(name, b)] for b in batches}}
     report["verdicts"] = int8_verdicts(report, batches)
     print(format_int8_report(report, batches))
@@ -173,9 +192,9 @@ def format_int8_report(report: dict, batches) -> str:
                      f"{report['int8']['speed'][str(b)]['img_per_s']:.1f}"))
     rows.append((f"val accuracy ({report['val_images']} images)", acc(report["fp32"]["val_accuracy"]),
                  acc(report["int8"]["val_accuracy"])))
-    if report["fp32"].get("top1_agreement_with_pytorch") is not None:
-        rows.append(("top-1 agreement with PyTorch", acc(report["fp32"]["top1_agreement_with_pytorch"]),
-                     acc(report["int8"]["top1_agreement_with_pytorch"])))
+    for key, what in (("top1_agreement_with_pytorch", "top-1"), ("label_set_agreement_with_pytorch", "label-set")):
+        if report["fp32"].get(key) is not None:
+            rows.append((f"{what} agreement with PyTorch", acc(report["fp32"][key]), acc(report["int8"][key])))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r))
              for r in rows]

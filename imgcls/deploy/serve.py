@@ -107,6 +107,7 @@ def _model_card(predictor, max_upload_mb: float, max_files: int) -> dict:
     return {"model_name": card.model_name, "runtime": model.runtime, "weights": model.path.name,
             "class_names": list(card.class_names), "num_classes": len(card.class_names),
             "preprocess": card.preprocess, "temperature": card.temperature, "metrics": card.metrics,
+            "multi_label": card.multi_label, "thresholds": list(card.thresholds) if card.multi_label else None,
             "rejection": {"on": predictor.rejecting, "score": (model.usable_rejection or {}).get("score"),
                           "threshold": predictor.threshold, "calibrated": bool(card.rejection)},
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "topk": predictor.topk,
@@ -245,7 +246,8 @@ def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
     @app.post("/predict", summary="Classify one or more images",
               description="multipart/form-data with one or more image files in fields named `files`.")
     def predict(files: list[UploadFile] = File(..., description="image files (JPEG, PNG, WebP, BMP, GIF, TIFF)"),
-                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's --topk)")):
+                topk: int | None = Query(None, ge=1, description="classes per image (default: the server's "
+                                         "--topk; a multi-label model gives every label's probability)")):
         if len(files) > max_files:
             raise HTTPException(413, f"too many files: {len(files)} sent, at most {max_files} per request "
                                      "(--max-files)")
@@ -260,9 +262,13 @@ def _add_predict_route(app, predictor, metrics, max_files: int) -> None:
 
 
 def answer(r) -> dict:
-    """One image in the REST answer; with --reject also ``unknown`` and the open-set ``score``."""
-    found = {"filename": r.path, "predicted": r.label, "confidence": r.confidence,
-             "topk": [{"class": c, "probability": p} for c, p in r.topk]}
+    """One image in the REST answer; with --reject also ``unknown`` and the open-set ``score``. A multi-label model's
+    answer is ``labels`` (those present; ``["unknown"]`` when rejected) and ``probabilities`` (every label's)."""
+    if r.multi_label:
+        found = {"filename": r.path, "labels": list(r.labels), "probabilities": dict(r.probabilities)}
+    else:
+        found = {"filename": r.path, "predicted": r.label, "confidence": r.confidence,
+                 "topk": [{"class": c, "probability": p} for c, p in r.topk]}
     return found if r.score is None else found | {"unknown": r.unknown, "score": r.score}
 
 
@@ -296,12 +302,17 @@ def _check_port_free(host: str, port: int) -> None:
 
 def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20, max_files: int = 16,
           topk: int = 5, device: str = "auto", runtime: str = "auto", max_pixels: int = MAX_IMAGE_PIXELS,
-          reject: bool | float = False, api_key: str | None = None, workers: int = 1) -> None:
+          reject: bool | float = False, api_key: str | None = None, workers: int = 1, ray: str | None = None,
+          replicas: int | None = None, max_replicas: int | None = None) -> None:
     """Serve the page and API with uvicorn until Ctrl+C.
 
     ``api_key`` (else ``$IMGCLS_API_KEY``) is required by every route but /health and the page. ``workers`` > 1 runs
     that many processes, each loading its own model, on one port (from a script, call this under
     ``if __name__ == "__main__":``, as for any multiprocessing).
+
+    ``ray`` deploys the same app on Ray Serve instead (ray_serve.py): ``"local"`` for a Ray started on this
+    machine, else a cluster's address; ``replicas`` (default 1) to ``max_replicas`` (default ``replicas``)
+    replicas, each with its own model.
     """
     _require_web_stack()
     from ..console import setup_logging
@@ -314,10 +325,37 @@ def serve(weights, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: 
                 "device": device, "runtime": runtime, "max_pixels": max_pixels, "reject": reject,
                 "api_key": resolve_api_key(api_key)}
     check_limits(max_upload_mb, max_files)
-    if workers == 1:
+    if ray is not None or replicas is not None or max_replicas is not None:
+        _serve_on_ray(settings, host, port, ray, workers, replicas, max_replicas)
+    elif workers == 1:
         _serve_one_process(settings, host, port)
     else:
         _serve_workers(settings, host, port, workers)
+
+
+def _serve_on_ray(settings: dict, host: str, port: int, ray: str | None, workers: int, replicas: int | None,
+                  max_replicas: int | None) -> None:
+    """The app on Ray Serve, after every flag is checked and the app built once here (a bad setting fails in
+    one line before Ray starts)."""
+    import functools
+
+    from .ray_cluster import LOCAL, require_ray
+    from .ray_serve import replica_limits, serve_on_ray
+
+    if ray is None:
+        raise ImgclsError("--replicas and --max-replicas are for Ray Serve: add --ray (a Ray on this machine) or "
+                          "--ray ADDRESS (a cluster)")
+    if workers != 1:
+        raise ImgclsError(f"--workers {workers}: with --ray, give --replicas instead (each replica is a process "
+                          "with its own model)")
+    low, high = replica_limits(replicas, max_replicas)
+    require_ray("--ray", "aiohttp", "aiohttp_cors")
+    create_app(**settings)
+    if ray == LOCAL:
+        _check_port_free(host, port)
+    build = functools.partial(create_app, **settings)
+    announce = functools.partial(_announce, host, port, settings["api_key"] is not None)
+    serve_on_ray(build, address=ray, host=host, port=port, replicas=low, max_replicas=high, announce=announce)
 
 
 def _announce(host: str, port: int, keyed: bool, what: str) -> None:

@@ -42,6 +42,15 @@ WHOLE = {
     "lr": 1e-3,              # AdamW for the head; the body at body_lr
     "body_lr": 1e-4,
 }
+# An accelerator trains every layer on images decoded once and augmented on the device (data/device_batches): its
+# epochs are seconds long, so the budget buys many of them, a larger input, and the regularisation long schedules
+# need. Epochs beyond ACCELERATOR["epochs"] fine-tuning a pretrained network on one data set add little.
+ACCELERATOR = {
+    "epochs": 100,           # at most this many epochs of all layers (from pretrained weights or from scratch)
+    "min_epochs": 30,        # a larger input only when the budget still holds this many epochs at it
+    "strong_from": 40,       # strong augmentation, mixup/CutMix and an EMA of the weights from this many epochs on
+}
+MOST_CANDIDATES = 8           # --model auto measures at most this many backbones (a few seconds each on a GPU)
 LARGER_STEPS = (8 / 7, 9 / 7, 10 / 7, 11 / 7)  # sizes weighed beside the model's own (lite0 224): 256 to 352
 FIXED_SECONDS = 20.0          # model and runtime set-up, report: a cost per run, not per image
 DECODE_SECONDS = 0.004        # augmenting one view of a decoded image, beside the network (per view)
@@ -57,6 +66,7 @@ class Costs:
     top_eval: float        # the top stages, inference (validation each epoch; pooled features once)
     head: float = 0.0      # the linear probe, per view per epoch (tiny)
     read: float = 0.0      # reading and decoding one image file (once per image in each pass over the files)
+    augment: float = DECODE_SECONDS  # the input pipeline's work per training view beside the network
 
 
 @dataclass
@@ -176,8 +186,11 @@ def epochs_that_fit(done: int, planned: int, epoch_seconds: float, seconds_left:
     return max(floor, min(fit, most))
 
 
-def most_epochs(phase_name: str) -> int:
-    """The most epochs a budget plan gives a phase: the tune phase's recipe, or the whole network's."""
+def most_epochs(phase_name: str, accelerator: bool = False) -> int:
+    """The most epochs a budget plan gives a phase: the tune phase's recipe, or the whole network's (on an
+    accelerator, ACCELERATOR's)."""
+    if accelerator and phase_name in ("full", "finetune"):
+        return ACCELERATOR["epochs"]
     return {"full": WHOLE["scratch_epochs"], "finetune": WHOLE["epochs"]}.get(phase_name, RECIPE["max_tune_epochs"])
 
 
@@ -248,10 +261,11 @@ def reading_seconds(paths: list, draft_size: tuple[int, int], seed: int = 0, sam
 
 
 def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: dict[str, int],
-                device: torch.device, paths: list = (), spent: float = 0.0
+                device: torch.device, paths: list = (), spent: float = 0.0, amp: bool | str = False
                 ) -> tuple[list[Phase], int, Estimate | None, tuple[int, int] | None]:
     """The default plan for this run: (phases, views to cache, estimate, input size) within cfg.budget, of which
-    ``spent`` seconds are gone already; ``paths`` (the training images) are sampled for the cost of reading one.
+    ``spent`` seconds are gone already; ``paths`` (the training images) are sampled for the cost of reading one;
+    ``amp``: the autocast an accelerator trains under (runtime/device.accelerator_amp).
     The input size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
     from ..data.geometry import draft_size_for
     from ..models.factory import runs_at
@@ -261,9 +275,10 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     budget = parse_duration(cfg.budget)
     stages = cut_points(model)
     if device.type != "cpu" or stages < 3 or not cfg.pretrained:
-        views = min(cfg.cache_views, RECIPE["views"])
-        plan, est = whole_network_plan(cfg, model, preprocess, counts, device, paths, views, spent)
-        return plan, views, est, None
+        # an accelerator's probe only starts the head for fine-tuning (LP-FT): one view of each image is enough
+        views = min(cfg.cache_views, 1 if device.type != "cpu" else RECIPE["views"])
+        plan, est, size = whole_network_plan(cfg, model, preprocess, counts, device, paths, views, spent, amp)
+        return plan, views, est, size
     cut = stages - top_stages(model, RECIPE["top_stages"])
     unit = "block" if cut_into_tokens(model) else "stage"
     t0 = time.time()
@@ -324,7 +339,7 @@ def whole_estimate(costs: Costs, counts: dict[str, int], probe_epochs: int, epoc
         ("runtime set-up and report", FIXED_SECONDS),
         (f"decoding {train + val + test:,} images once", (train + val + test) * costs.read),
         *probe,
-        (f"all layers: {epochs} epochs", epochs * (train * (costs.top_train + DECODE_SECONDS) + val * costs.top_eval)),
+        (f"all layers: {epochs} epochs", epochs * (train * (costs.top_train + costs.augment) + val * costs.top_eval)),
         ("final evaluation on val and test, and the familiarity score",
          (val + test + min(train, FAMILIARITY_IMAGES)) * (costs.top_eval + DECODE_SECONDS + costs.read)),
     ])
@@ -339,21 +354,27 @@ def fit_whole_epochs(costs: Costs, counts: dict[str, int], budget: float, probe_
     return epochs, whole_estimate(costs, counts, probe_epochs, epochs, views, spent)
 
 
-def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int = 32) -> Costs:
+def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int = 32, amp: bool | str = False) -> Costs:
     """The whole network's training step and inference per image, timed on random inputs of the real size on
-    ``device`` (a copy of the model: a timed step moves batch-norm statistics)."""
+    ``device`` under the run's autocast ``amp`` (a copy of the model: a timed step moves batch-norm statistics)."""
+    from ..runtime.device import autocast
+
     model = copy.deepcopy(model).to(device)
     images = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    if device.type == "cuda":
+        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def train_step(x):
         model.train()
-        model(x).float().logsumexp(1).mean().backward()
+        with autocast(device, amp):
+            loss = model(x).float().logsumexp(1).mean()
+        loss.backward()
         sync()
 
     def infer(x):
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, amp):
             model(x)
         sync()
 
@@ -363,28 +384,115 @@ def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int
     return Costs(lower=0.0, top_train=top_train, top_eval=top_eval, head=top_eval / 50)
 
 
+def measure_input(preprocess: dict, device: torch.device, batch: int = 32) -> float:
+    """Seconds per image of the accelerator's input pipeline (data/device_batches): a uint8 batch at the working
+    size moved to ``device`` and augmented there."""
+    import numpy as np
+
+    from ..data.device_batches import BatchAugment
+    from ..data.geometry import working_size
+
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, *working_size(preprocess), 3),
+                                                                dtype=np.uint8))
+    augment = BatchAugment(preprocess, "strong", device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step(x):
+        augment(x.pin_memory() if device.type == "cuda" else x)
+        sync()
+
+    return _per_image(step, pixels)
+
+
 def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: dict[str, int],
-                       device: torch.device, paths: list, views: int, spent: float = 0.0
-                       ) -> tuple[list[Phase], Estimate]:
-    """Where cutting does not apply (on a GPU, for networks imgcls cannot cut, and from scratch): the whole
-    network trains on images, after a linear probe when the weights are pretrained, for as many epochs (up to
-    WHOLE's) as --budget holds at the speed measured here; the last phase re-fits after its first epoch."""
+                       device: torch.device, paths: list, views: int, spent: float = 0.0, amp: bool | str = False
+                       ) -> tuple[list[Phase], Estimate, tuple[int, int] | None]:
+    """Where cutting does not apply (on an accelerator, for networks imgcls cannot cut, and from scratch): the whole
+    network trains on images, after a linear probe when the weights are pretrained, for as many epochs as --budget
+    holds at the speed measured here (up to WHOLE's on a CPU, ACCELERATOR's elsewhere); the last phase re-fits after
+    its first epoch. On an accelerator the plan also picks the input size (the largest at which the budget holds
+    ACCELERATOR["min_epochs"]) and, when the epochs are many, strong augmentation and mixup/CutMix.
+    Returns (phases, estimate, the input size when the plan chose one)."""
     from ..data.geometry import draft_size_for
 
     t0 = time.time()
-    read = reading_seconds(paths, draft_size_for(preprocess), cfg.seed) if len(paths) else 0.0
-    costs = replace(measure_whole(model, preprocess["input_size"], device, batch=cfg.batch_size), read=read)
+    accelerator = device.type != "cpu"
+    own = tuple(preprocess["input_size"][1:])
+    sizes = larger_sizes(own) if accelerator and cfg.imgsz is None and cfg.pretrained else [own]
+    read = reading_seconds(paths, draft_size_for(_at_size(preprocess, sizes[-1])), cfg.seed) if len(paths) else 0.0
+    costs, sizes = _measured_whole(model, preprocess, sizes, device, cfg.batch_size, amp)
+    costs = replace(costs, read=read, **({"augment": measure_input(_at_size(preprocess, sizes[-1]), device,
+                                                                     cfg.batch_size)} if accelerator else {}))
     probe = WHOLE["probe_epochs"] if cfg.pretrained else 0
-    most = WHOLE["epochs"] if cfg.pretrained else WHOLE["scratch_epochs"]
-    epochs, est = fit_whole_epochs(costs, counts, parse_duration(cfg.budget), probe, most, views,
-                                   spent + time.time() - t0)
-    log.info(f"Measured this machine in {time.time() - t0:.1f}s at {preprocess['input_size'][1]}x"
-             f"{preprocess['input_size'][2]} on {device.type}: {costs.top_train * 1000:.1f} ms per image to train all "
-             f"layers, {costs.top_eval * 1000:.1f} ms to infer, {costs.read * 1000:.1f} ms to read an image file")
-    if est.total > parse_duration(cfg.budget):
+    most = ACCELERATOR["epochs"] if accelerator else WHOLE["epochs"] if cfg.pretrained else WHOLE["scratch_epochs"]
+    budget = parse_duration(cfg.budget)
+    for size in reversed(sizes):
+        at_size = scaled(costs, sizes[-1], size)
+        epochs, est = fit_whole_epochs(at_size, counts, budget, probe, most, views, spent + time.time() - t0)
+        if epochs >= ACCELERATOR["min_epochs"] or size == sizes[0]:
+            break
+    log.info(f"Measured this machine in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]} on {device.type}: "
+             f"{costs.top_train * 1000:.2f} ms per image to train all layers, {costs.top_eval * 1000:.2f} ms to infer, "
+             f"{costs.augment * 1000:.2f} ms to augment, {costs.read * 1000:.1f} ms to read an image file")
+    if est.total > budget:
         log.warning(f"WARNING: even one epoch of the whole network takes about {est.total / 60:.1f} min here, more "
                     f"than --budget {cfg.budget}; it runs anyway")
+    _say_unused(est, budget, epochs, most)
+    strong = accelerator and epochs >= ACCELERATOR["strong_from"]
+    extra = {"augment": "strong", "mix": True, "ema": True} if strong else {}
     if not cfg.pretrained:
-        return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"])], est
+        return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"], **extra)], est, None
     return [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
-            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"])], est
+            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"], **extra)], est, \
+        (size if size != own else None)
+
+
+def _measured_whole(model: nn.Module, preprocess: dict, sizes: list, device: torch.device, batch: int,
+                    amp: bool | str) -> tuple[Costs, list]:
+    """(costs at the largest of ``sizes`` the network takes, the sizes up to it): the network's work is per pixel,
+    so one measurement at the largest size prices the others."""
+    for largest in range(len(sizes) - 1, -1, -1):
+        try:
+            return measure_whole(model, (3, *sizes[largest]), device, batch, amp), sizes[:largest + 1]
+        except Exception:  # noqa: BLE001 - a network built for its own size only (a ViT's position embedding)
+            if largest == 0:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _say_unused(est: Estimate, budget: float, epochs: int, most: int) -> None:
+    """A plan that ends well inside the budget says so, and why: its epochs are at their useful maximum."""
+    if epochs == most and est.total < 0.8 * budget:
+        log.info(f"The plan ends about {(budget - est.total) / 60:.1f} min inside --budget: {most} epochs of every "
+                 "layer is as many as help (a larger --model, or --imgsz, would use the time)")
+
+
+def choose_backbone(cfg: TrainConfig, counts: dict[str, int], classes: int, device: torch.device,
+                    amp: bool | str = False) -> tuple[str, str]:
+    """(the timm name ``--model auto`` trains, why): on an accelerator with a budget plan from pretrained weights,
+    the costliest backbone at hand (models/factory.backbones_at_hand: the packaged EfficientNet-Lites and whatever
+    is in the local hub cache) at which --budget still holds ACCELERATOR["min_epochs"] epochs at its own input size,
+    measured here; otherwise the default, whose CPU plan docs/benchmarks.md measures."""
+    from ..models.factory import DEFAULT_MODEL, backbones_at_hand, create_model, pretrained_config
+
+    if device.type == "cpu" or not cfg.planned or not cfg.pretrained or cfg.weights:
+        return DEFAULT_MODEL, "the default"
+    budget, fitting = parse_duration(cfg.budget), []
+    for name in backbones_at_hand()[:MOST_CANDIDATES]:
+        size = tuple(pretrained_config(name).get("input_size", (3, 224, 224))[1:])
+        try:
+            model = create_model(name, classes)[0]
+            costs = replace(measure_whole(model, (3, *size), device, cfg.batch_size, amp), read=0.0, augment=0.0)
+        except Exception as e:  # noqa: BLE001 - a cached file that does not load is one candidate less
+            log.warning(f"WARNING: --model auto: left out {name} ({type(e).__name__}: {str(e)[:120]})")
+            continue
+        epochs = fit_whole_epochs(costs, counts, budget, WHOLE["probe_epochs"], ACCELERATOR["epochs"], 1)[0]
+        fitting.append((costs.top_train, name, epochs, size))
+    if not fitting:
+        return DEFAULT_MODEL, "the default (no other backbone's weights are on this machine)"
+    enough = [f for f in fitting if f[2] >= ACCELERATOR["min_epochs"]]
+    cost, name, epochs, size = max(enough) if enough else min(fitting)
+    others = ", ".join(n for _, n, _, _ in sorted(fitting) if n != name)
+    return name, (f"the costliest of the {len(fitting)} backbones at hand for which --budget {cfg.budget} holds "
+                  f"{ACCELERATOR['min_epochs']} epochs on this {device.type} ({epochs} at {size[0]}x{size[1]}, "
+                  f"{cost * 1000:.2f} ms per training image); also at hand: {others or 'none'}")

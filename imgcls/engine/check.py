@@ -16,12 +16,13 @@ def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgs
           labels: bool = False, export_relabel: str | os.PathLike | None = None,
           relabel: str | os.PathLike | None = None, model: str | None = None, device: str = "auto",
           runtime: str = "auto", write: bool = True, progress: bool = False, images: str | os.PathLike | None = None,
-          columns: str | None = None) -> CheckReport:
+          columns: str | None = None, multi_label: bool | None = None) -> CheckReport:
     """Check a data folder as ``imgcls check`` does; with ``labels``, also find likely label errors, outliers and
     semantic near-duplicates from backbone features (``model``, default the training default).
 
     ``export_relabel`` writes the editable relabel CSV (needs ``labels``); ``relabel`` applies such a CSV to the
-    ``export_clean`` copy. The source folder is never modified.
+    ``export_clean`` copy. ``multi_label`` reads several labels per image from a label file (None: found there).
+    The source folder is never modified.
     """
     from ..models.factory import DEFAULT_MODEL, SIMPLE_CNN
     from .labels import require_cleanlab, review
@@ -43,7 +44,8 @@ def check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgs
                           runtime=runtime, known_groups=known_groups, progress=progress)
     report = run_check(data, out=out, imgsz=imgsz, near=near, threshold=threshold, workers=workers,
                        export_clean=export_clean, write=write, progress=progress, review=reviewer,
-                       export_relabel=export_relabel, relabel=relabel, images=images, columns=columns)
+                       export_relabel=export_relabel, relabel=relabel, images=images, columns=columns,
+                       multi_label=multi_label)
     if write:
         _write_report(report, Path(out) if out is not None else new_run_dir("runs", "check"))
     return report

@@ -141,11 +141,13 @@ def gather_train(out):
         return out
     from .loop import EpochOutput
 
-    parts = gather((out.loss, len(out.targets), out.targets, out.predictions))
+    parts = gather((out.loss, len(out.targets), out.targets, out.predictions, out.seconds, out.input_wait))
     seen = sum(p[1] for p in parts)
     loss = sum(p[0] * p[1] for p in parts) / max(seen, 1)
+    slowest = max(parts, key=lambda p: p[4])  # the ranks wait for each other: the epoch is as long as its slowest
     return EpochOutput(loss=loss, targets=np.concatenate([p[2] for p in parts]),
-                       predictions=np.concatenate([p[3] for p in parts]), steps=out.steps)
+                       predictions=np.concatenate([p[3] for p in parts]), steps=out.steps, seconds=slowest[4],
+                       input_wait=slowest[5])
 
 
 def gather_logits(out):

@@ -18,14 +18,18 @@ import torch
 from ..console import setup_logging
 from ..errors import ImgclsError
 from ..metrics import (
+    best_f1_thresholds,
+    binary_cross_entropy,
     evaluation_report,
     expected_calibration_error,
     fit_temperature,
     log_loss,
     mistake_rows,
+    multilabel_report,
     open_set_report,
     open_set_score,
     rejection_spec,
+    sigmoid,
     softmax,
     threshold_for,
     usable_spec,
@@ -49,8 +53,9 @@ class EvalResult:
     metrics: dict
     class_names: list[str]
     paths: list[str]              # image paths relative to the data root, in prediction order
-    y_true: np.ndarray
-    probs: np.ndarray             # softmax(logits / temperature), logits averaged over the flip with tta
+    y_true: np.ndarray            # class indices, or (N, labels) 0/1 for a multi-label model
+    probs: np.ndarray             # softmax(logits / temperature) (multi-label: sigmoid(logits)), logits averaged
+                                  # over the flip with tta
     logits: np.ndarray | None = None
     familiarity: np.ndarray | None = None   # the network's familiarity score per image, when it gives one
     out_dir: Path | None = None   # RUN/val, RUN/val2, ... (None when nothing was saved)
@@ -76,9 +81,13 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     from ..data.folders import run_source, scan_layout
     from ..data.labelfile import is_label_file
 
-    class_names = list(card_of(checkpoint).class_names)
+    card = card_of(checkpoint)
+    class_names = list(card.class_names)
     if data is not None and is_label_file(data):
-        return _listed_items(Path(data), class_names, split)
+        return _listed_items(Path(data), class_names, split, card.multi_label)
+    if data is not None and card.multi_label:
+        raise ImgclsError(f"--data {data}: this model gives several labels per image; evaluate it on a label file "
+                          "(a CSV with the labels of each image)")
     if data is None:
         run_dir = run_dir_of(checkpoint["path"])
         source = run_source(run_dir, class_names)
@@ -107,11 +116,16 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     return root, items, split if split_dirs else "all"
 
 
-def _listed_items(path: Path, class_names: list[str], split: str) -> tuple[Path, list[tuple[str, int]], str]:
-    """A label file's images (relative to its folder): the rows of ``split`` where it has a split column, else all."""
+def _listed_items(path: Path, class_names: list[str], split: str, multi_label: bool = False
+                  ) -> tuple[Path, list[tuple[str, int]], str]:
+    """A label file's images (relative to its folder): the rows of ``split`` where it has a split column, else all.
+    For a multi-label model each label is the tuple of the image's label indices (``dataset_labels`` makes the
+    loaders' multi-hot vectors of them)."""
     from ..data.folders import listed_rows
 
-    rows = [(rel, label, split) for _, rel, label, split in listed_rows(path)[2]]
+    rows = [(rel, label, split) for _, rel, label, split in listed_rows(path, multi_label=multi_label or None)[2]]
+    if multi_label:
+        return _multi_label_items(path, rows, class_names, split)
     unknown = sorted({label for _, label, _ in rows} - set(class_names))
     if unknown:
         raise ImgclsError(f"--data {path}: label(s) {unknown} are not classes of this model ({', '.join(class_names)})")
@@ -122,6 +136,30 @@ def _listed_items(path: Path, class_names: list[str], split: str) -> tuple[Path,
     index = {name: i for i, name in enumerate(class_names)}
     chosen = [(rel, index[label]) for rel, label, s in rows if s is None or s == split]
     return path.parent, chosen, split if splits != {None} else "all"
+
+
+def _multi_label_items(path: Path, rows: list, class_names: list[str], split: str):
+    unknown = sorted({name for _, labels, _ in rows for name in labels} - set(class_names))
+    if unknown:
+        raise ImgclsError(f"--data {path}: label(s) {unknown} are not labels of this model ({', '.join(class_names)})")
+    splits = {s for _, _, s in rows}
+    if splits != {None} and split not in splits:
+        raise ImgclsError(f"--data {path}: its split column has no {split} rows; choose --split "
+                          f"{' or '.join(sorted(s for s in splits if s))}")
+    index = {name: i for i, name in enumerate(class_names)}
+    chosen = [(rel, tuple(index[n] for n in labels)) for rel, labels, s in rows if s is None or s == split]
+    return path.parent, chosen, split if splits != {None} else "all"
+
+
+def dataset_labels(checkpoint: dict, labels: list) -> list:
+    """Labels as the loaders take them: class indices, or a multi-label model's multi-hot vectors (from each
+    image's tuple of label indices)."""
+    from ..data.folders import multi_hot
+
+    card = card_of(checkpoint)
+    if card.multi_label and labels and isinstance(labels[0], (tuple, list)):
+        return list(multi_hot(labels, len(card.class_names)))
+    return labels
 
 
 def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, int]], split: str, *,
@@ -136,6 +174,12 @@ def evaluate_checkpoint_on(checkpoint: dict, root: Path, items: list[tuple[str, 
         raise ImgclsError("none of the images could be read; see the warnings above")
     paths = [items[i][0] for i in out.indices]
     card = card_of(checkpoint)
+    if card.multi_label:
+        metrics = multi_label_record(checkpoint, root, split, tta, out.labels, out.logits,
+                                     skipped=sorted(set(rel for rel, _ in items) - set(paths)))
+        metrics["open_set"] = open_set_block(checkpoint, out)
+        return EvalResult(metrics, list(card.class_names), paths, out.labels, sigmoid(out.logits), logits=out.logits,
+                          familiarity=out.familiarity)
     probs = softmax(out.logits, card.temperature)
     metrics = evaluation_record(checkpoint, root, split, tta, card.temperature, paths, out.labels, probs,
                                 skipped=sorted(set(rel for rel, _ in items) - set(paths)))
@@ -156,7 +200,8 @@ def checkpoint_logits(checkpoint: dict, paths: list[Path], labels: list[int], *,
     from ..runtime.pytorch import checkpoint_runner
 
     preprocess = card_of(checkpoint).preprocess
-    dataset = ImageDataset(paths, labels, eval_transform(preprocess), draft_size=draft_size_for(preprocess))
+    dataset = ImageDataset(paths, dataset_labels(checkpoint, labels), eval_transform(preprocess),
+                           draft_size=draft_size_for(preprocess))
     runner = runner or checkpoint_runner(checkpoint, device=device, kind=runtime)
     return predict_logits(runner, make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers),
                           tta=tta, progress=progress, desc=desc)
@@ -192,7 +237,9 @@ def fit_checkpoint_familiarity(checkpoint: dict, root: Path, items: list[tuple[s
     classes = len(card.class_names)
     if len(out) < 2:
         return None
-    stats = fit_familiarity(out.logits[:, :-classes], out.labels, classes)
+    # multi-label: each image counts for its most likely label (the score's class means need one label an image)
+    labels = out.logits[:, -classes:].argmax(1) if card.multi_label else out.labels
+    stats = fit_familiarity(out.logits[:, :-classes], labels, classes)
     log.info(f"Open-set rejection: familiarity score fitted on the pooled features of {len(out)} training images "
              f"({stats['means'].shape[1]} numbers each, {stats['basis'].shape[1]} principal directions) in "
              f"{time.perf_counter() - started:.1f}s")
@@ -212,17 +259,49 @@ def evaluation_record(checkpoint: dict, root: Path, split: str, tta: bool, tempe
             "most_confident_mistakes": mistake_rows(paths, y_true, probs, class_names, GALLERY_SIZE)}
 
 
+def multi_label_record(checkpoint: dict, root: Path, split: str, tta: bool, targets, logits, skipped: list[str]
+                       ) -> dict:
+    """metrics.json and results.json's "test" of a multi-label model: what was evaluated, then every number of
+    metrics.multilabel_report at the checkpoint's thresholds."""
+    card = card_of(checkpoint)
+    class_names = list(card.class_names)
+    targets = np.asarray(targets).reshape(-1, len(class_names))
+    missing = [name for i, name in enumerate(class_names) if not targets[:, i].any()]
+    return {"weights": str(Path(checkpoint["path"]).resolve()), "epoch": checkpoint.get("epoch"),
+            "data": str(Path(root).resolve()), "split": split, "tta": tta,
+            **multilabel_report(targets, sigmoid(logits), class_names, card.thresholds,
+                                loss=binary_cross_entropy(logits, targets)),
+            "missing_classes": missing, "skipped_images": skipped}
+
+
+def store_thresholds(path: str | os.PathLike, result: EvalResult, checkpoint: dict) -> ModelCard:
+    """Each label's threshold with the best F1 on these validation outputs, stored in the checkpoint's card (the
+    one place predict, serve and the exports read them from); ``result``'s metrics are then at those thresholds."""
+    thresholds = best_f1_thresholds(result.y_true, result.probs)
+    card = update_card(path, thresholds=thresholds)
+    result.metrics = multi_label_record(checkpoint | card.to_dict(), Path(result.metrics["data"]),
+                                        result.metrics["split"], result.metrics["tta"], result.y_true, result.logits,
+                                        result.metrics["skipped_images"]) | {"open_set": result.metrics["open_set"]}
+    log.info(f"Thresholds: each label's best F1 on {len(result.y_true)} validation images ("
+             + ", ".join(f"{name} {t:.2f}" for name, t in list(zip(card.class_names, thresholds))[:6])
+             + (", ..." if len(thresholds) > 6 else "") + f"), stored in {Path(path).name}")
+    return card
+
+
 def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, split: str = "val", *,
              tta: bool = False, calibrate: bool = False, batch_size: int = 32, workers: int | None = None,
              device: str = "auto", runtime: str = "auto", errors: int = GALLERY_SIZE, save: bool = True,
-             ood: str | os.PathLike | None = None, progress: bool = True) -> EvalResult:
+             ood: str | os.PathLike | None = None, progress: bool = True, multi_label: bool | None = None
+             ) -> EvalResult:
     """Evaluate a checkpoint exactly as ``imgcls val`` does.
 
     ``imgcls.evaluate("runs/train/weights/best.pt")`` scores the run's own validation split and
     writes RUN/val (or val2, ...): metrics.json, predictions_<split>.csv and the plots. ``calibrate`` fits a
     temperature and the open-set rejection threshold on this split and stores them in the checkpoint.
     metrics.json's "open_set" gives the share of these images ``--reject`` would reject; with ``ood`` (a folder
-    of images of none of the classes) also the AUROC of the open-set score and the false-accept rate.
+    of images of none of the classes) also the AUROC of the open-set score and the false-accept rate. A multi-label
+    model (its card's thresholds) reads several labels per image from a label file; ``multi_label`` True or False
+    says which kind of model the caller expects.
     """
     from ..data.cores import default_workers
     from ..data.folders import SPLITS
@@ -236,6 +315,12 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     _check_positive(batch_size=batch_size, errors=errors + 1)
     ood_paths = ood_images(ood) if ood is not None else None
     checkpoint = load_checkpoint(weights)
+    if multi_label is not None and multi_label != card_of(checkpoint).multi_label:
+        raise ImgclsError(f"--{'' if multi_label else 'no-'}multi-label: {weights} gives "
+                          f"{'one label' if multi_label else 'several labels'} per image; drop the flag")
+    if calibrate and card_of(checkpoint).multi_label:
+        raise ImgclsError("--calibrate fits a softmax temperature; this model gives several labels per image, each "
+                          "with its threshold tuned on val by train: drop --calibrate")
     root, items, split = eval_items(checkpoint, data, split)
     torch_device = select_device(device)
     workers = default_workers() if workers is None else workers
@@ -380,7 +465,14 @@ def _write_eval_files(result: EvalResult, checkpoint: dict, root: Path, device, 
 
     out, names, y, p = result.out_dir, result.class_names, result.y_true, result.probs
     predictions = out / f"predictions_{result.metrics['split']}.csv"
-    write_predictions_csv(predictions, result.paths, y, p, names)
+    thresholds = card_of(checkpoint).thresholds
+    write_predictions_csv(predictions, result.paths, y, p, names, thresholds=thresholds)
+    if thresholds is not None:
+        from ..reporting.multilabel import plot_label_pr
+
+        figure = out / f"pr_{result.metrics['split']}.png"
+        plot_label_pr(y, p, names, thresholds, figure, f"Precision-recall per label, {result.metrics['split']}")
+        return [write_metrics(out, result.metrics), predictions, figure]
     mistakes = mistake_rows(result.paths, y, p, names, errors)
     figures = draw_evaluation(out, result.metrics, y, p, names, before=before, mistakes=mistakes, root=root,
                               model=model_from_checkpoint(checkpoint).to(device),
@@ -401,6 +493,9 @@ def open_set_line(block: dict, split: str) -> str:
 
 def _log_summary(result: EvalResult) -> None:
     m = result.metrics
+    if m.get("multi_label"):
+        _log_multi_label_summary(result)
+        return
     macro = m["macro_avg"]
     log.info(f"accuracy {m['accuracy']:.4f}  top-5 {m['top5_accuracy']:.4f}  macro-F1 {macro['f1']:.4f}  "
              f"log loss {m['log_loss']:.4f}  ECE {m['ece']:.4f}")
@@ -413,6 +508,23 @@ def _log_summary(result: EvalResult) -> None:
     if m["most_confused_pairs"]:
         top = ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused_pairs"][:3])
         log.info(f"most confused: {top}")
+    if m.get("open_set"):
+        log.info(open_set_line(m["open_set"], m["split"]))
+    if result.out_dir is not None:
+        log.info(f"Results saved to {result.out_dir}")
+
+
+def _log_multi_label_summary(result: EvalResult) -> None:
+    m = result.metrics
+    log.info(f"mAP {m['mAP']:.4f}  sample-F1 {m['sample_f1']:.4f}  subset accuracy {m['subset_accuracy']:.4f}  "
+             f"Hamming loss {m['hamming_loss']:.4f}  labels per image {m['label_cardinality']['data']:.2f} "
+             f"(predicted {m['label_cardinality']['predicted']:.2f})")
+    width = max(len(n) for n in result.class_names + ["label"])
+    log.info(f"{'label':<{width}}  threshold  precision  recall     F1     AP  ROC AUC  support")
+    for name, row in m["per_class"].items():
+        fmt = {k: ("    n/a" if v is None else f"{v:7.4f}") for k, v in row.items() if k != "support"}
+        log.info(f"{name:<{width}}  {fmt['threshold']:>9}  {fmt['precision']:>9}  {fmt['recall']:>6}  {fmt['f1']:>5}  "
+                 f"{fmt['average_precision']:>5}  {fmt['roc_auc']:>7}  {row['support']:>7}")
     if m.get("open_set"):
         log.info(open_set_line(m["open_set"], m["split"]))
     if result.out_dir is not None:

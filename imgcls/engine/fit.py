@@ -16,7 +16,15 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.folders import DataSource
-from ..metrics import classification_report, confusion_matrix, cross_entropy
+from ..metrics import (
+    binary_cross_entropy,
+    classification_report,
+    confusion_matrix,
+    cross_entropy,
+    headline,
+    multilabel_report,
+    sigmoid,
+)
 from ..models.parts import Lower, MirroredTop, PreLogits, Upper, head, set_backbone_trainable, set_trainable
 from ..record.card import ModelCard
 from ..record.checkpoint import checkpoint_content, save_checkpoint
@@ -77,7 +85,7 @@ def fit(run: Run, on_epoch_end=None) -> TrainState:
     inputs = PhaseInputs(run)
     first = run.plan[0]
     if run.state.epoch == 0 and run.main and run.cfg.pretrained and first.trains == "head" \
-            and first.inputs == "features" and first.cut is None:
+            and first.inputs == "features" and first.cut is None and not run.source.multi_label:
         _review_labels(run, inputs)
     for phase, before in phases_of(run.plan):
         if run.state.finished:
@@ -120,7 +128,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     if phase.trains == "all" and cfg.compile and (run.device.type != "cpu" or compile_survives(
             run.model, run.preprocess["input_size"], subject=cfg.model)):
         trained = torch.compile(trained)
-    evaluated = evaluated_network(run.model, phase, lower, upper)
+    ema = _ema(run.model, phase)
+    evaluated = ema.module if ema is not None else evaluated_network(run.model, phase, lower, upper)
     last_epoch = sum(p.epochs for p in run.plan)
     epoch = state.epoch
     while epoch < before + phase.epochs:  # the last phase of a budget plan may re-fit its length
@@ -129,12 +138,14 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         with _single_thread(phase.trains == "head" and not images and run.device.type == "cpu"):
             tr = train_one_epoch(trained, inputs.train_loader(phase, epoch), opt, device=run.device, step=state.step,
                                  lower=lower, channels_last=channels_last, desc=f"epoch {epoch}/{last_epoch} train",
-                                 progress=run.progress)
+                                 progress=run.progress,
+                                 after_step=(lambda step: ema.update(run.model, step)) if ema is not None else None)
             state.step += tr.steps
             if images and phase.trains != "head" and state.step < PRECISE_BN_STEPS:
                 _recompute_batch_norm(run, phase, epoch, inputs, lower, upper, channels_last)
             dist.sync_buffers(run.model)
-            runner = torch_runner(evaluated, run.device, channels_last=channels_last, amp=run.amp is True)
+            runner = torch_runner(evaluated, run.device, channels_last=channels_last,
+                                  amp=run.amp if run.device.type == "cuda" else False)
             va = dist.gather_logits(predict_logits(runner, inputs.val_loader(phase), progress=run.progress,
                                                    desc=f"epoch {epoch}/{last_epoch} val"))
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
@@ -149,12 +160,13 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         state.finished = stop or epoch == last_epoch
         improved = state.keep_if_best(ends_phase=stop or epoch == before + phase.epochs)
         if run.main:
-            _save_epoch(run, phase, opt, improved)
+            _save_epoch(run, phase, opt, improved, ema)
         _log_epoch(run, epoch, last_epoch, record, improved)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record["val"])
         if stop:
-            log.info(f"Early stopping: no improvement in validation accuracy for {cfg.patience} epochs")
+            log.info(f"Early stopping: no improvement in validation {'mAP' if run.source.multi_label else 'accuracy'} "
+                     f"for {cfg.patience} epochs")
             return
 
 
@@ -173,7 +185,8 @@ def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float) -> Phase:
     from .budget import epochs_that_fit, most_epochs
 
     left = run.budget - run.elapsed() - run.reserve
-    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left, most_epochs(phase.name))
+    epochs = dist.broadcast(epochs_that_fit(1, phase.epochs, epoch_seconds, left,
+                                                            most_epochs(phase.name, run.device.type != "cpu"))
                             if run.main else None)
     if epochs == phase.epochs:
         return phase
@@ -236,15 +249,35 @@ def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -
     optimizer = OPTIMIZERS[cfg.optim]([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     per_rank = -(-train_images // dist.world_size())  # a DistributedSampler gives each rank this many
     steps_per_epoch = max(1, -(-per_rank // cfg.batch_size))
-    weight = class_weights(run.source.labels("train"), len(run.source.class_names)).to(run.device) \
-        if cfg.balance else None
     amp = run.amp if phase.inputs == "images" else False
+    mix = None
+    if phase.mix and phase.inputs == "images":
+        mix = torch.Generator(device=run.device)
+        mix.manual_seed(cfg.seed)
     return Optimization(
-        optimizer=optimizer, criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing),
+        optimizer=optimizer, criterion=_criterion(run),
         total_steps=steps_per_epoch * phase.epochs,
         warmup_steps=int(round(min(cfg.warmup_epochs, phase.epochs) * steps_per_epoch)), lrf=cfg.lrf,
         scaler=torch.amp.GradScaler("cuda") if amp is True and run.device.type == "cuda" else None, amp=amp,
-        clip_grad=cfg.clip_grad, distiller=run.distiller)
+        clip_grad=cfg.clip_grad, distiller=run.distiller, mix=mix, classes=len(run.source.class_names))
+
+
+def _criterion(run: Run) -> nn.Module:
+    """Cross-entropy over the classes; for multi-label data a sigmoid per label (BCEWithLogitsLoss), whose --balance
+    weighs each label's positives by its negatives-to-positives ratio in the training split."""
+    cfg, source = run.cfg, run.source
+    if source.multi_label:
+        weight = positive_weights(np.stack(source.labels("train"))).to(run.device) if cfg.balance else None
+        return nn.BCEWithLogitsLoss(pos_weight=weight)
+    weight = class_weights(source.labels("train"), len(source.class_names)).to(run.device) if cfg.balance else None
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def positive_weights(targets: np.ndarray) -> torch.Tensor:
+    """Each label's negatives per positive in (N, labels) multi-hot targets (1 where it has no positive)."""
+    positives = targets.sum(0)
+    return torch.tensor(np.where(positives > 0, (len(targets) - positives) / np.maximum(positives, 1), 1.0),
+                        dtype=torch.float32)
 
 
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
@@ -256,38 +289,84 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 def _epoch_record(run: Run, phase: Phase, tr: EpochOutput, va: Logits, opt: Optimization, seconds: float) -> dict:
     """One epoch in the one metrics schema (record/results.py renders it as results.json's "epoch:N")."""
     names = run.source.class_names
+    if run.source.multi_label:  # per-label numbers at 0.5 here: the thresholds are tuned on val after training
+        shaped = (lambda a: np.asarray(a).reshape(-1, len(names)))
+        return {"train": multilabel_report(shaped(tr.targets), sigmoid(shaped(tr.predictions)), names, loss=tr.loss),
+                "val": multilabel_report(shaped(va.labels), sigmoid(shaped(va.logits)), names,
+                                         loss=binary_cross_entropy(shaped(va.logits), shaped(va.labels))),
+                "lr": opt.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "phase": phase.name,
+                "throughput": throughput(tr)}
     cm_train = confusion_matrix(tr.targets, tr.predictions, len(names))
     cm_val = confusion_matrix(va.labels, va.logits.argmax(1) if len(va) else va.labels, len(names))
     return {"train": classification_report(cm_train, names, tr.loss),
             "val": classification_report(cm_val, names, cross_entropy(va.logits, va.labels)),
-            "lr": opt.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "phase": phase.name}
+            "lr": opt.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2), "phase": phase.name,
+            "throughput": throughput(tr)}
 
 
-def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool) -> None:
-    """best.pt when the epoch is the best so far, last.pt (with everything to resume) always, results."""
+def throughput(tr: EpochOutput) -> dict:
+    """The training pass's images per second, and the share of it the device was busy rather than waiting for the
+    input pipeline's next batch (each step ends by reading the loss back, so the device has no work queued while
+    the loop waits)."""
+    seconds = max(tr.seconds, 1e-9)
+    return {"images per second": round(len(tr.targets) / seconds, 1),
+            "busy": round(max(0.0, 1.0 - tr.input_wait / seconds), 3)}
+
+
+def _save_epoch(run: Run, phase: Phase, opt: Optimization, improved: bool, ema=None) -> None:
+    """best.pt when the epoch is the best so far, last.pt (with everything to resume) always, results. With an EMA
+    the checkpoints' weights are the average, the network validated; last.pt keeps the trained weights beside it."""
     state = run.state
     state.optimizer = opt.optimizer.state_dict()
     state.scaler = opt.scaler.state_dict() if opt.scaler is not None else None
     val = state.history[-1]["val"]
-    card = run.card.replace(mirrored_at=phase.cut if phase.mirrors else None,
-                            metrics={"epoch": state.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
-                                     "val_macro_f1": val["macro_avg"]["f1"]})
-    weights = checkpoint_content(card, **run.checkpoint_extra, epoch=state.epoch, state_dict={
-        k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()})
+    metrics = {"epoch": state.epoch, "val_mAP": val["mAP"], "val_loss": val["loss"],
+               "val_sample_f1": val["sample_f1"]} if run.source.multi_label else \
+        {"epoch": state.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+         "val_macro_f1": val["macro_avg"]["f1"]}
+    card = run.card.replace(mirrored_at=phase.cut if phase.mirrors else None, metrics=metrics)
+    saved = ema.module if ema is not None else run.model
+    weights = checkpoint_content(card, **run.checkpoint_extra, epoch=state.epoch, state_dict=_on_cpu(saved))
     if improved:
         save_checkpoint(run.run_dir / "weights" / "best.pt", weights)
     source = run.source
     save_checkpoint(run.run_dir / "weights" / "last.pt", weights | state.to_checkpoint() | {
         "phase": phase.name, "data": {"root": str(source.root), "split_made": source.split_made,
-                                      "items": {k: [list(x) for x in v] for k, v in source.items.items()}}})
+                                      "multi_label": source.multi_label,
+                                      "items": {k: [[rel, list(label) if source.multi_label else label]
+                                                    for rel, label in v] for k, v in source.items.items()}}}
+        | ({"trained_state_dict": _on_cpu(run.model)} if ema is not None else {}))
     write_results(run.run_dir, run.results | {"best epoch": state.best_epoch}, state.history)
+
+
+def _on_cpu(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _ema(model: nn.Module, phase: Phase):
+    """The phase's exponential moving average of the weights (buffers included), or None. Its decay warms up with
+    the steps (timm's schedule: about 0.97 after 100 steps, 0.995 after 1,000), so a short phase's average follows
+    its weights closely instead of remembering the pretrained ones. A resumed phase starts its average again from
+    the trained weights."""
+    if not phase.ema or phase.trains != "all":
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=0.9998, use_warmup=True)
 
 
 def _log_epoch(run: Run, epoch: int, last_epoch: int, record: dict, improved: bool) -> None:
     tr, va = record["train"], record["val"]
+    speed = record["throughput"]
+    if va.get("multi_label"):
+        log.info(f"epoch {epoch}/{last_epoch}  lr {record['lr']:.2e}  train loss {tr['loss']:.4f} mAP "
+                 f"{headline(tr):.3f}  val loss {va['loss']:.4f} mAP {va['mAP']:.3f} sample-F1 {va['sample_f1']:.3f}"
+                 f"  {record['seconds']:.1f}s  {speed['images per second']:.0f} img/s{'  *best*' if improved else ''}")
+        return
     log.info(f"epoch {epoch}/{last_epoch}  lr {record['lr']:.2e}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f}"
              f"  val loss {va['loss']:.4f} acc {va['accuracy']:.3f} F1 {va['macro_avg']['f1']:.3f}"
-             f"  {record['seconds']:.1f}s{'  *best*' if improved else ''}")
+             f"  {record['seconds']:.1f}s  {speed['images per second']:.0f} img/s, {run.device.type} busy "
+             f"{speed['busy']:.0%}{'  *best*' if improved else ''}")
 
 
 @contextlib.contextmanager
@@ -315,28 +394,53 @@ class PhaseInputs:
     def __init__(self, run: Run):
         self.run = run
         self._features = {}   # cut -> SplitFeatures
-        self._images = None
+        self._images = {}     # augmentation level -> (train dataset, val dataset)
+        self._decoded = None  # (train, val) DecodedImages, shared by every level
 
     def train_dataset(self, phase: Phase, epoch: int):
         if phase.inputs == "features":
             return self.features(phase.cut).train_dataset(epoch)
-        return self.images[0]
+        return self.images(phase)[0]
 
     def train_loader(self, phase: Phase, epoch: int):
         from ..data.loaders import make_loader
 
         cfg, dataset = self.run.cfg, self.train_dataset(phase, epoch)
+        sampler = dist.train_sampler(dataset, cfg.seed, epoch)
+        if phase.inputs == "images" and self.on_device:
+            return self._device_batches(dataset, self._augment(phase), epoch, sampler)
         workers = 0 if phase.inputs == "features" else self.run.workers
         return make_loader(dataset, batch_size=cfg.batch_size, shuffle=True, workers=workers, seed=cfg.seed,
-                           epoch=epoch, sampler=dist.train_sampler(dataset, cfg.seed, epoch))
+                           epoch=epoch, sampler=sampler)
 
     def val_loader(self, phase: Phase):
         from ..data.loaders import make_loader
 
-        dataset = self.features(phase.cut).eval_dataset("val") if phase.inputs == "features" else self.images[1]
+        dataset = self.features(phase.cut).eval_dataset("val") if phase.inputs == "features" else \
+            self.images(phase)[1]
+        sampler = dist.eval_sampler(dataset)
+        if phase.inputs == "images" and self.on_device:
+            return self._device_batches(dataset, "none", 0, sampler)
         workers = 0 if phase.inputs == "features" else self.run.workers
         return make_loader(dataset, batch_size=self.run.cfg.batch_size, shuffle=False, workers=workers,
-                           sampler=dist.eval_sampler(dataset))
+                           sampler=sampler)
+
+    @property
+    def on_device(self) -> bool:
+        """Whether images reach the network through data/device_batches (decoded once, augmented on the device)."""
+        return uses_device_batches(self.run)
+
+    def _augment(self, phase: Phase) -> str:
+        return phase.augment or self.run.cfg.augment
+
+    def _device_batches(self, dataset, level: str, epoch: int, sampler):
+        from ..data.device_batches import BatchAugment, DeviceBatches
+
+        run = self.run
+        augment = BatchAugment(run.preprocess, level, run.device, seed=run.cfg.seed * 1000 + epoch)
+        return DeviceBatches(dataset.images, dataset.labels, augment, batch_size=run.cfg.batch_size,
+                             order=list(sampler) if sampler is not None else None, shuffle=level != "none",
+                             seed=run.cfg.seed, epoch=epoch)
 
     def features(self, cut: int | None):
         """The cache at ``cut``: as many augmented views per training image as the epochs on it (at most
@@ -358,27 +462,40 @@ class PhaseInputs:
                 batch_size=cfg.batch_size, workers=min(1, run.workers), progress=run.progress, cut=cut)
         return self._features[cut]
 
-    @property
-    def images(self):
-        """(train dataset, val dataset) of images, augmented for training and plain for validation."""
-        if self._images is None:
-            self._images = image_datasets(self.run.source, self.run.preprocess, self.run.cfg, self.run.workers,
-                                          self.run.progress)
-        return self._images
+    def images(self, phase: Phase):
+        """(train dataset, val dataset) of images, augmented for training as ``phase`` asks and plain for
+        validation; decoded once for every phase (the decoded-image cache)."""
+        level = self._augment(phase)
+        if level not in self._images:
+            self._images[level] = image_datasets(self.run.source, self.run.preprocess, self.run.cfg, self.run.workers,
+                                                 self.run.progress, augment=level, decoded=self._decoded)
+            self._decoded = tuple(d.images for d in self._images[level]) if self.run.cfg.cache else None
+        return self._images[level]
 
 
-def image_datasets(source: DataSource, preprocess: dict, cfg: TrainConfig, workers: int, progress: bool):
+def uses_device_batches(run: Run) -> bool:
+    """Images reach an accelerator through data/device_batches: decoded once, sliced into batches and augmented on
+    the device, so that it does not wait for CPU processes transforming one image at a time. A CPU trains on its
+    cores' own pipeline (the loaders' worker processes), and without the decoded cache (--no-cache) there is
+    nothing to slice."""
+    return run.device.type != "cpu" and run.cfg.cache
+
+
+def image_datasets(source: DataSource, preprocess: dict, cfg: TrainConfig, workers: int, progress: bool,
+                   augment: str | None = None, decoded: tuple | None = None):
+    """(train, val) datasets of images: the training images augmented at ``augment`` (--augment's by default),
+    decoded once into the uint8 cache unless --no-cache (``decoded``: caches made already)."""
     from ..data.decoded import DecodedDataset, DecodedImages
     from ..data.geometry import draft_size_for
     from ..data.loaders import ImageDataset
     from ..data.transforms import eval_transform, normalize_transform, train_transform
 
-    train_tf = train_transform(preprocess, cfg.augment)
+    train_tf = train_transform(preprocess, augment or cfg.augment)
     if not cfg.cache:
         draft = draft_size_for(preprocess)
         return (ImageDataset(source.paths("train"), source.labels("train"), train_tf, draft_size=draft),
                 ImageDataset(source.paths("val"), source.labels("val"), eval_transform(preprocess), draft_size=draft))
     decode = partial(DecodedImages, preprocess=preprocess, workers=max(2, workers), progress=progress)
-    return (DecodedDataset(decode(source.paths("train"), training=True), source.labels("train"), train_tf),
-            DecodedDataset(decode(source.paths("val"), training=False), source.labels("val"),
-                           normalize_transform(preprocess)))
+    train, val = decoded or (decode(source.paths("train"), training=True), decode(source.paths("val"), training=False))
+    return (DecodedDataset(train, source.labels("train"), train_tf),
+            DecodedDataset(val, source.labels("val"), normalize_transform(preprocess)))

@@ -160,6 +160,8 @@ def review(records: list[FileRecord], class_names: list[str], root: Path, *, mod
     features, kept = _features(usable, root, model_name, imgsz, device, runtime, progress)
     usable = [usable[i] for i in kept]
     index = {name: i for i, name in enumerate(class_names)}
+    if any(r.class_name not in index for r in usable):  # several labels (joined by ";") or none: multi-label data
+        return review_multi_label(usable, normalise(features), class_names, model_name, t0, time.time() - t0)
     labels = np.array([index[r.class_name] for r in usable], dtype=np.int64)
     small = [class_names[c] for c in range(len(class_names)) if 0 < (labels == c).sum() < 2]
     if small or len(set(labels.tolist())) < 2:
@@ -184,6 +186,66 @@ def review(records: list[FileRecord], class_names: list[str], root: Path, *, mod
                "cross_validated_accuracy": round(float((probs.argmax(axis=1) == labels).mean()), 6),
                "feature_seconds": round(cached, 2), "seconds": round(time.time() - t0, 2), "ranked": ranked}
     return findings, section
+
+
+def multi_label_out_of_sample_probs(x: np.ndarray, targets: np.ndarray, *, folds: int = FOLDS, seed: int = 0
+                                    ) -> np.ndarray:
+    """Each label's probability for every row from heads that never saw it: K-fold cross-validation of one logistic
+    regression per label (one-vs-rest) on L2-normalised features; a label constant in a fold's training rows gets
+    that constant."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    probs = np.zeros(targets.shape)
+    for train, held_out in KFold(min(folds, len(x)), shuffle=True, random_state=seed).split(x):
+        for c in range(targets.shape[1]):
+            seen = targets[train, c]
+            if seen.min() == seen.max():
+                probs[held_out, c] = seen[0]
+                continue
+            head = LogisticRegression(C=HEAD_C, max_iter=2000).fit(x[train], seen)
+            probs[held_out, c] = head.predict_proba(x[held_out])[:, 1]
+    return probs
+
+
+def review_multi_label(usable: list[FileRecord], x: np.ndarray, class_names: list[str], model_name: str,
+                       t0: float, cached: float) -> tuple[list[Finding], dict]:
+    """``review`` for multi-label data (each record's labels joined by ";"): cleanlab's multi-label ranking
+    (cleanlab.multilabel_classification) of cross-validated per-label probabilities."""
+    from cleanlab.multilabel_classification import filter as multilabel_filter
+    from cleanlab.multilabel_classification import rank as multilabel_rank
+
+    from ..data.folders import multi_hot
+
+    index = {name: i for i, name in enumerate(class_names)}
+    given = [[index[n] for n in r.class_name.split(";") if n] for r in usable]
+    targets = multi_hot([tuple(g) for g in given], len(class_names))
+    rare = [class_names[c] for c in range(len(class_names)) if targets[:, c].sum() < 2]
+    if rare or len(usable) < 4:
+        raise ImgclsError(f"--labels: label(s) {rare or class_names} need at least 2 readable images each for "
+                          "cross-validation; add images or leave --labels out")
+    probs = multi_label_out_of_sample_probs(x, targets)
+    score = 1.0 - multilabel_rank.get_label_quality_scores(given, probs)
+    flagged = multilabel_filter.find_label_issues(given, probs, n_jobs=1)
+    order = np.argsort(-score, kind="stable")
+    joined = (lambda row: ";".join(class_names[c] for c in np.flatnonzero(row)) or "(none)")
+    findings = [Finding("warning", "label_issue", f"{usable[i].rel}: labelled {joined(targets[i])}, looks like "
+                        f"{joined(probs[i] >= 0.5)}", [usable[i].rel],
+                        {"given": joined(targets[i]), "suggested": joined(probs[i] >= 0.5),
+                         "score": round(float(score[i]), 6), "similar": []}) for i in order if flagged[i]]
+    ranked = [{"path": usable[i].rel, "given": joined(targets[i]), "suggested": joined(probs[i] >= 0.5),
+               "score": round(float(score[i]), 6), "flagged": bool(flagged[i])} for i in order]
+    section = {"model": model_name, "multi_label": True, "folds": int(min(FOLDS, len(usable))),
+               "images": len(usable), "label_issues": int(flagged.sum()), "outliers": 0, "semantic_duplicates": 0,
+               "cross_validated_mAP": _mean_ap(targets, probs), "feature_seconds": round(cached, 2),
+               "seconds": round(time.time() - t0, 2), "ranked": ranked}
+    return findings, section
+
+
+def _mean_ap(targets: np.ndarray, probs: np.ndarray) -> float:
+    from ..metrics import multilabel_report
+
+    return multilabel_report(targets, probs, [str(c) for c in range(targets.shape[1])])["mAP"]
 
 
 def _features(usable: list[FileRecord], root: Path, model_name: str, imgsz: int, device: str, runtime: str,

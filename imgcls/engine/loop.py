@@ -4,6 +4,7 @@ statistics recomputed over the training images."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +39,8 @@ class Optimization:
     amp: bool | str = False
     clip_grad: float | None = None
     distiller: object | None = None   # models.distill.Distiller: mixes a teacher's soft targets into the loss
+    mix: torch.Generator | None = None   # mixup/CutMix of each batch (data/device_batches.mix) from this generator
+    classes: int = 0                     # the number of classes, for mixed targets
 
     def set_lr(self, step: int) -> float:
         factor = lr_factor(step, self.total_steps, self.warmup_steps, self.lrf)
@@ -63,28 +66,35 @@ class Optimization:
 
 @dataclass
 class EpochOutput:
-    """What one training epoch produced: mean loss, true labels and predictions, optimizer steps taken."""
+    """What one training epoch produced: mean loss, true labels and predictions (multi-label: multi-hot targets and
+    logits), optimizer steps taken."""
 
     loss: float
     targets: np.ndarray
     predictions: np.ndarray
     steps: int = 0
+    seconds: float = 0.0      # the epoch's wall time
+    input_wait: float = 0.0   # of which waiting for the next batch: the device idles while the input pipeline works
 
 
 def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torch.device, step: int,
                     lower: Callable | None = None, channels_last: bool = False, desc: str = "train",
-                    progress: bool = True) -> EpochOutput:
+                    progress: bool = True, after_step: Callable[[int], None] | None = None) -> EpochOutput:
     """One epoch over ``loader``'s (inputs, labels, indices) batches; the lr is set before every step.
 
     ``lower`` is the frozen part of the network below the trained ``upper`` part (None when the
     inputs already are its output, e.g. cached features): it runs without autograd, in eval mode,
-    so the pretrained batch-norm statistics stay intact.
+    so the pretrained batch-norm statistics stay intact. ``after_step(step)`` runs after each optimizer step (an EMA
+    of the weights follows them there).
     """
     upper.train()
-    total_loss, seen, steps = 0.0, 0, 0
+    total_loss, seen, steps, waited = 0.0, 0, 0, 0.0
     targets, predictions = [], []
+    start = ready = time.perf_counter()
     for batch in progress_bar(loader, desc, progress, unit="batch"):
+        waited += time.perf_counter() - ready
         if batch is None:
+            ready = time.perf_counter()
             continue
         images, labels, _ = batch
         images = images.to(device, non_blocking=True)
@@ -93,24 +103,45 @@ def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torc
         labels = labels.to(device, non_blocking=True)
         opt.set_lr(step + steps)
         with autocast(device, opt.amp):
+            images, wanted = _mixed(images, labels, opt)
             inputs = images
             if lower is not None:
                 with torch.no_grad():
                     inputs = lower(images).float()
             logits = upper(inputs)
-            loss = opt.criterion(logits.float(), labels)
+            loss = opt.criterion(logits.float(), wanted)
             if opt.distiller is not None:
                 loss = opt.distiller.loss(images, logits, loss)
         opt.backward_and_step(loss, upper.parameters())
         steps += 1
-        total_loss += loss.item() * len(labels)
+        if after_step is not None:
+            after_step(step + steps)
+        total_loss += loss.item() * len(labels)  # .item() waits for the device: what follows is the input's time
         seen += len(labels)
         targets.append(labels.cpu())
-        predictions.append(logits.detach().argmax(1).cpu())
+        # multi-label (float multi-hot targets): the logits themselves, each label judged on its own
+        predictions.append((logits.detach().float() if labels.is_floating_point() else logits.detach().argmax(1)).cpu())
+        ready = time.perf_counter()
     empty = np.zeros(0, dtype=np.int64)
     return EpochOutput(loss=total_loss / max(seen, 1),
                        targets=torch.cat(targets).numpy() if targets else empty,
-                       predictions=torch.cat(predictions).numpy() if predictions else empty, steps=steps)
+                       predictions=torch.cat(predictions).numpy() if predictions else empty, steps=steps,
+                       seconds=time.perf_counter() - start, input_wait=waited)
+
+
+def _mixed(images: torch.Tensor, labels: torch.Tensor, opt: Optimization) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, the loss's targets): with ``opt.mix``, the images mixed in pairs and the targets with them (class
+    probabilities); else as they are."""
+    if opt.mix is None:
+        return images, labels
+    from ..data.device_batches import mix
+
+    return mix(images, _probabilities(labels, opt), opt.mix)
+
+
+def _probabilities(labels: torch.Tensor, opt: Optimization) -> torch.Tensor:
+    """Class indices as one-hot probabilities (multi-hot targets are probabilities already)."""
+    return labels if labels.is_floating_point() else nn.functional.one_hot(labels, opt.classes).float()
 
 
 def recompute_batch_norm(upper: nn.Module, loader, *, device: torch.device, lower: Callable | None = None,

@@ -25,13 +25,20 @@ class Phase:
     lr: float           # the head's lr
     body_lr: float      # the lr of everything else that trains
     cut: int | None = None  # the stage where the frozen part ends; None: just before the classifier
+    augment: str | None = None  # the augmentation of its images ("none", "light", "strong"); None: --augment's
+    mix: bool = False       # mixup/CutMix of each batch of images (when its epochs are many enough to learn from it)
+    ema: bool = False       # validate and save an exponential moving average of the weights (timm's ModelEmaV3)
 
     def describe(self) -> str:
         where = "pooled backbone features" if self.cut is None else f"stage-{self.cut} activations"
         what = {"head": "the head", "top": f"stages {self.cut}+ and the head", "all": "all layers"}[self.trains]
         on = f"on cached {where}" if self.inputs == "features" else "on images"
+        extra = [f"{self.augment} augmentation"] if self.augment else []
+        extra += ["mixup/CutMix"] if self.mix else []
+        extra += ["an EMA of the weights"] if self.ema else []
         return f"{self.name}: {self.epochs} epoch(s), {what} {on}, lr {self.lr:.2g}" + \
-            (f" (backbone {self.body_lr:.2g})" if self.trains != "head" else "")
+            (f" (backbone {self.body_lr:.2g})" if self.trains != "head" else "") + \
+            (f", {' and '.join(extra)}" if extra else "")
 
     @property
     def mirrors(self) -> bool:

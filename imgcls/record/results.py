@@ -22,6 +22,8 @@ from ..errors import ImgclsError
 from .files import atomic_write_text, read_yaml, write_json
 
 CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "seconds"]
+MULTI_LABEL_CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_mAP", "val_loss", "val_mAP", "val_sample_f1",
+                           "seconds"]
 # written after the epochs, in this order
 TAIL_KEYS = ("phases", "best epoch", "test", "train seconds", "wall seconds")
 
@@ -30,7 +32,10 @@ SEED_NAMES = {"precision": "Precision", "recall": "Recall", "specificity": "Spec
 
 
 def seed_info(report: dict) -> dict:
-    """A classification report in the seeds' per-epoch format ("train info" / "valid info")."""
+    """A classification report in the seeds' per-epoch format ("train info" / "valid info"); a multi-label report
+    (metrics.multilabel_report) has no seeds' format and is written as it is."""
+    if report.get("multi_label"):
+        return report
     info = {"loss": report["loss"]} if "loss" in report else {}
     info["accuracy"] = report["accuracy"]
     for name, row in report["per_class"].items():
@@ -41,6 +46,8 @@ def seed_info(report: dict) -> dict:
 
 def report_from_seed(info: dict, class_names: list[str]) -> dict:
     """The classification report that ``seed_info`` rendered (support and images from the confusion matrix)."""
+    if info.get("multi_label"):
+        return info
     cm = np.asarray(info["confusion matrix"], dtype=np.int64)
     support = cm.sum(axis=1)
     per_class = {name: {key: info[name][seed] for key, seed in SEED_NAMES.items()} | {"support": int(support[i])}
@@ -74,12 +81,25 @@ def write_results(run_dir: Path, results: dict, history: list[dict]) -> None:
     write_json(run_dir / "results.json", body)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    if history and history[0]["val"].get("multi_label"):
+        _multi_label_csv(writer, history)
+        atomic_write_text(run_dir / "results.csv", buffer.getvalue())
+        return
     writer.writerow(CSV_COLUMNS)
     for i, e in enumerate(history, start=1):
         writer.writerow([i, f"{e['lr']:.6g}", f"{e['train']['loss']:.6f}", f"{e['train']['accuracy']:.6f}",
                          f"{e['val']['loss']:.6f}", f"{e['val']['accuracy']:.6f}", f"{e['val']['macro_avg']['f1']:.6f}",
                          f"{e['seconds']:.2f}"])
     atomic_write_text(run_dir / "results.csv", buffer.getvalue())
+
+
+def _multi_label_csv(writer, history: list[dict]) -> None:
+    """results.csv of a multi-label run: mAP and sample-based F1 where a single-label run has accuracy."""
+    writer.writerow(MULTI_LABEL_CSV_COLUMNS)
+    for i, e in enumerate(history, start=1):
+        writer.writerow([i, f"{e['lr']:.6g}", f"{e['train']['loss']:.6f}", f"{e['train']['mAP']:.6f}",
+                         f"{e['val']['loss']:.6f}", f"{e['val']['mAP']:.6f}", f"{e['val']['sample_f1']:.6f}",
+                         f"{e['seconds']:.2f}"])
 
 
 def read_results_csv(path: Path) -> dict[str, np.ndarray]:
@@ -100,6 +120,11 @@ class RunRecord:
     @property
     def class_names(self) -> list[str]:
         return self.results["dataset"]["class_names"]
+
+    @property
+    def multi_label(self) -> bool:
+        """Several labels per image: the run's metrics are metrics.multilabel_report's."""
+        return bool(self.results["dataset"].get("multi_label"))
 
     @property
     def epochs(self) -> list[dict]:

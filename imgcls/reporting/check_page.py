@@ -67,8 +67,10 @@ def format_console(report: CheckReport, per_kind: int = 10) -> str:
 
 def label_summary(labels: dict) -> str:
     """One line about the --labels review."""
-    return (f"  labels ({labels['model']} features, {labels['folds']}-fold cross-validation, accuracy "
-            f"{labels['cross_validated_accuracy']:.1%}, {labels['seconds']:.1f}s): {labels['label_issues']} likely "
+    quality = f"mAP {labels['cross_validated_mAP']:.3f}" if labels.get("multi_label") else \
+        f"accuracy {labels['cross_validated_accuracy']:.1%}"
+    return (f"  labels ({labels['model']} features, {labels['folds']}-fold cross-validation, {quality}, "
+            f"{labels['seconds']:.1f}s): {labels['label_issues']} likely "
             f"label error(s), {labels['outliers']} outlier(s), {labels['semantic_duplicates']} group(s) of semantic "
             "near-duplicates")
 

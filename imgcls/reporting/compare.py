@@ -35,6 +35,12 @@ COLUMNS = [
     ("predict_images_per_s", "torch img/s*", False),
     ("predict_batch", "at batch", False),
 ]
+# shown where a compared run is multi-label (several labels per image), whose runs have no accuracy
+MULTI_LABEL_COLUMNS = [
+    ("val_mAP", "best val mAP", False),
+    ("test_mAP", "test mAP", False),
+    ("test_sample_f1", "test sample-F1", False),
+]
 LOWER_IS_BETTER = {key for key, _, lower in COLUMNS if lower}
 FOOTNOTE = ("* torch img/s: `imgcls benchmark` throughput of the PyTorch backend at the largest batch it measured, "
             "from the newest RUN/benchmark*/benchmark.json holding a torch result; - when the run has none")
@@ -88,7 +94,15 @@ def run_summary(run_dir: Path) -> dict:
         "train_seconds": run.train_seconds,
         "predict_images_per_s": images_per_s,
         "predict_batch": batch,
+        "val_mAP": best.get("mAP"),
+        "test_mAP": test.get("mAP"),
+        "test_sample_f1": test.get("sample_f1"),
     }
+
+
+def columns_of(rows: list[dict]) -> list[tuple[str, str, bool]]:
+    """The table's columns: with the multi-label ones where a run has them."""
+    return COLUMNS + (MULTI_LABEL_COLUMNS if any(r.get("val_mAP") is not None for r in rows) else [])
 
 
 def collect_runs(paths: list[str | os.PathLike]) -> list[dict]:
@@ -111,8 +125,8 @@ def collect_runs(paths: list[str | os.PathLike]) -> list[dict]:
 
 def sort_rows(rows: list[dict], key: str) -> list[dict]:
     """Best first: descending, or ascending for costs (parameters, FLOPs, time); missing values last."""
-    if key not in dict((k, h) for k, h, _ in COLUMNS):
-        raise ImgclsError(f"--sort {key!r}: choose one of {', '.join(k for k, _, _ in COLUMNS)}")
+    if key not in dict((k, h) for k, h, _ in COLUMNS + MULTI_LABEL_COLUMNS):
+        raise ImgclsError(f"--sort {key!r}: choose one of {', '.join(k for k, _, _ in COLUMNS + MULTI_LABEL_COLUMNS)}")
     present = [r for r in rows if r[key] is not None]
     absent = [r for r in rows if r[key] is None]
     present.sort(key=lambda r: r[key], reverse=key not in LOWER_IS_BETTER)
@@ -122,7 +136,7 @@ def sort_rows(rows: list[dict], key: str) -> list[dict]:
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
-    if key in ("val_accuracy", "val_macro_f1", "test_accuracy"):
+    if key in ("val_accuracy", "val_macro_f1", "test_accuracy", "val_mAP", "test_mAP", "test_sample_f1"):
         return f"{value:.4f}"
     if key in ("params", "flops"):
         for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -140,8 +154,8 @@ def _cell(key: str, value) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """Plain fixed-width text for the console."""
-    header = [h for _, h, _ in COLUMNS]
-    body = [[_cell(k, r[k]) for k, _, _ in COLUMNS] for r in rows]
+    header = [h for _, h, _ in columns_of(rows)]
+    body = [[_cell(k, r[k]) for k, _, _ in columns_of(rows)] for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in [header, *body]]
@@ -151,17 +165,17 @@ def format_table(rows: list[dict]) -> str:
 def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([k for k, _, _ in COLUMNS])
+    writer.writerow([k for k, _, _ in columns_of(rows)])
     for r in rows:
-        writer.writerow(["" if r[k] is None else r[k] for k, _, _ in COLUMNS])
+        writer.writerow(["" if r[k] is None else r[k] for k, _, _ in columns_of(rows)])
     return buffer.getvalue()
 
 
 def to_html(rows: list[dict], sort: str) -> str:
-    keys = [k for k, _, _ in COLUMNS]
+    keys = [k for k, _, _ in columns_of(rows)]
     body = (f"<h1>imgcls compare</h1><p class='sub'>{len(rows)} run(s), best {esc(sort)} first.</p>"
-            + table([h for _, h, _ in COLUMNS], [[_cell(k, r[k]) for k in keys] for r in rows],
-                    sorted_column=keys.index(sort))
+            + table([h for _, h, _ in columns_of(rows)], [[_cell(k, r[k]) for k in keys] for r in rows],
+                    sorted_column=keys.index(sort) if sort in keys else None)
             + f"<p class='note'>{esc(FOOTNOTE)}</p>")
     return page("imgcls compare", body)
 

@@ -261,6 +261,8 @@ def build_report(run_dir: str | os.PathLike, not_drawn: dict[str, str] | None = 
 
     run = read_run(run_dir)
     png = functools.partial(_png, run, not_drawn=not_drawn)
+    if run.multi_label:
+        return _multi_label_report(run, png)
     val_predictions = read_predictions_csv(run.run_dir / "predictions_val.csv", run.class_names)
     out = [_summary(run), _data_and_model(run), _label_review_section(run), "<h2>Training curves</h2>",
            _grid(png("accuracy_time.png", "accuracy against wall time, by training phase"),
@@ -282,16 +284,58 @@ def build_report(run_dir: str | os.PathLike, not_drawn: dict[str, str] | None = 
     return page(f"imgcls report: {run.run_dir.name}", "".join(out))
 
 
+def _multi_label_table(report: dict) -> str:
+    """Per label: threshold, precision, recall, F1, AP, ROC AUC and support, then the macro means."""
+    keys = ("threshold", "precision", "recall", "f1", "average_precision", "roc_auc")
+    rows = [[name, *[_fmt(row.get(k)) for k in keys], row["support"]] for name, row in report["per_class"].items()]
+    rows.append(["macro mean", "", *[_fmt(report["macro_avg"].get(k)) for k in keys[1:]], ""])
+    return table(["label", "threshold", "precision", "recall", "F1", "AP", "ROC AUC", "support"], rows, 1)
+
+
+def _multi_label_numbers(report: dict, split: str) -> str:
+    cardinality = report["label_cardinality"]
+    return (f"<p>{split}: mAP <b>{report['mAP']:.4f}</b>, sample-F1 <b>{report['sample_f1']:.4f}</b>, subset "
+            f"accuracy {report['subset_accuracy']:.4f}, Hamming loss {report['hamming_loss']:.4f}, labels per image "
+            f"{cardinality['data']:.2f} (predicted {cardinality['predicted']:.2f}); {report['images']} images.</p>")
+
+
+def _multi_label_report(run: RunRecord, png) -> str:
+    """report.html of a multi-label run: mAP and sample-based F1 where a single-label run has accuracy, every
+    label's numbers at the thresholds tuned on val, and a precision-recall curve per label."""
+    val, test = run.results.get("val at thresholds"), run.test
+    cards = [_card(f"{run.best['mAP']:.3f}", "val mAP (best epoch)")] if run.best else []
+    if test:
+        cards += [_card(f"{test['mAP']:.3f}", "test mAP"), _card(f"{test['sample_f1']:.3f}", "test sample-F1")]
+    out = [f"<h1>{esc(run.run_dir.name)}</h1><p class='sub'>{len(run.class_names)} labels, several per image "
+           f"&middot; best epoch {run.best_epoch} of {run.epochs_run}</p><div class='cards'>{''.join(cards)}</div>",
+           _data_and_model(run), "<h2>Training curves</h2>",
+           _grid(png("loss.png", "loss"), png("map.png", "mAP and sample-F1")),
+           f"<h2>Validation, best epoch ({run.best_epoch}), at the tuned thresholds</h2>"]
+    if val:
+        out += [_multi_label_numbers(val, "val"), _multi_label_table(val)]
+    out.append(_grid(png("pr_val.png", "precision-recall per label, val")))
+    out.append("<h2>Test</h2>")
+    if test:
+        out += [_multi_label_numbers(test, "test"), _multi_label_table(test),
+                _grid(png("pr_test.png", "precision-recall per label, test"))]
+    else:
+        out.append("<p class='note'>This run has no test split.</p>")
+    out.append("<p class='sub' style='margin-top:32px'>Written by imgcls from the files of this run folder; "
+               "<code>imgcls report RUN</code> redraws it.</p>")
+    return page(f"imgcls report: {run.run_dir.name}", "".join(out))
+
+
 def write_report(run_dir: str | os.PathLike, not_drawn: dict[str, str] | None = None) -> Path:
     """Redraw the run's plots, then write RUN/report.html (atomically) and return its path. A figure that cannot
     be drawn (or one in ``not_drawn``, drawn elsewhere: file name -> why) is left out with a line that says why."""
+    from .multilabel import plot_multilabel_run
     from .plots import plot_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ImgclsError(f"{run_dir}: folder not found; pass a run folder such as runs/train")
-    read_run(run_dir)  # one clear error for a folder that is not a run, before drawing anything
-    _, failed = plot_run(run_dir)
+    run = read_run(run_dir)  # one clear error for a folder that is not a run, before drawing anything
+    _, failed = (plot_multilabel_run if run.multi_label else plot_run)(run_dir)
     path = run_dir / "report.html"
     atomic_write_text(path, build_report(run_dir, (not_drawn or {}) | failed))
     log.info(f"Report: {path}")

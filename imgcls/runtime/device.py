@@ -32,13 +32,22 @@ def select_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, amp: bool | str):
-    """float16 autocast on CUDA when ``amp``; bf16 autocast on CPU when ``amp == "bf16"`` (chosen only
-    after measuring that it is faster on this CPU); otherwise nothing."""
+    """On CUDA, bf16 autocast when ``amp == "bf16"`` and float16 autocast (with a gradient scaler) when ``amp`` is
+    True; bf16 autocast on CPU when ``amp == "bf16"`` (chosen only after measuring that it is faster on this CPU);
+    otherwise nothing."""
     if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
     if amp == "bf16" and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def accelerator_amp(device: torch.device, wanted: bool | None) -> bool | str:
+    """The autocast a CUDA GPU trains under unless --no-amp: bf16 where the GPU computes in it natively (Ampere
+    and later: the range of float32, no loss scaling, tensor-core speed), else float16 with a gradient scaler."""
+    if device.type != "cuda" or wanted is False:
+        return False
+    return "bf16" if torch.cuda.is_bf16_supported() else True
 
 
 def cpu_bf16_is_faster(model: nn.Module, input_size, batch: int = 4) -> bool:

@@ -54,13 +54,19 @@ class Runner:
 
 def runtime_threads() -> int:
     """Threads a runtime runs on: PyTorch's own count where it is loaded (its default counts physical cores, and
-    ``torch.set_num_threads`` changes it), else the cores this process may use."""
+    ``torch.set_num_threads`` changes it), else ``OMP_NUM_THREADS`` as PyTorch would read it (a Ray worker's
+    share of the CPUs, so that one worker per CPU does not start one thread per core each), else the cores this
+    process may use."""
+    import os
     import sys
 
     from ..data.cores import available_cpus
 
     torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else available_cpus()
+    if torch is not None:
+        return torch.get_num_threads()
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return int(asked) if asked.isdigit() and int(asked) > 0 else available_cpus()
 
 
 def onnx_runner(model: str | Path | bytes, *, threads: int, name: str = ORT) -> Runner:

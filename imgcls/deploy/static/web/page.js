@@ -1,6 +1,7 @@
 // The page of an imgcls web export: model.onnx runs in onnxruntime-web (WebAssembly) with the class names,
 // preprocessing and temperature of imgcls.json, on images dropped or chosen and on camera frames. Nothing is sent
-// anywhere: the page needs only a static file server.
+// anywhere: the page needs only a static file server. A multi-label model (imgcls.json has thresholds) shows a
+// chip for every label whose probability (the network's "probabilities" output) reaches its threshold.
 "use strict";
 
 const TOPK = 5;
@@ -67,14 +68,14 @@ function showModel(card) {
   document.title = "imgcls \u00b7 " + card.model_name;
 }
 
-// The network's logits for one preprocessed image; one run at a time, as a WebAssembly session allows.
+// The network's outputs for one preprocessed image, by name; one run at a time, as a WebAssembly session allows.
 function run(input) {
   const [, height, width] = model.card.preprocess.input_size;
   const result = model.busy.then(async () => {
     const session = model.session;
     const tensor = new ort.Tensor("float32", input, [1, 3, height, width]);
     const outputs = await session.run({[session.inputNames[0]]: tensor});
-    return outputs[session.outputNames[0]].data;   // logits come first (the familiarity score, if any, second)
+    return outputs;   // logits first; a multi-label network also gives "probabilities", its sigmoid
   });
   model.busy = result.catch(() => {});
   return result;
@@ -89,11 +90,21 @@ function probabilities(logits, temperature) {
   return exp.map((e) => e / sum);
 }
 
+const multiLabel = () => Array.isArray(model.card.thresholds);
+
+// Every class's probability: the softmax of the logits, or a multi-label network's own sigmoid output (the card's
+// outputs say the graph computes it, so the page never applies it a second time).
 async function classify(img, jpeg) {
   const card = model.card;
   const input = Preprocess.modelInput(img, card.preprocess, card.web.pillow, jpeg);
-  return probabilities(await run(input), card.temperature);
+  const outputs = await run(input);
+  if (multiLabel()) return Array.from(outputs.probabilities.data);
+  return probabilities(outputs[model.session.outputNames[0]].data, card.temperature);
 }
+
+// The labels present: each label whose probability reaches its threshold (metrics.labels_present, imgcls's one
+// decision rule).
+const labelsPresent = (probs) => model.card.class_names.filter((name, i) => probs[i] >= model.card.thresholds[i]);
 
 // ------------------------------------------------------------------------------------------------ pixels
 
@@ -174,12 +185,14 @@ function filePreview(file) {
 }
 
 // The top classes as bars (the serve page's); each row carries its exact probability for scripts.
+// A multi-label model's bars show every label, those present in the accent colour.
 function bars(probs) {
-  const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]).slice(0, TOPK);
-  const box = el("div", "bars");
+  const present = multiLabel() ? labelsPresent(probs) : [];
+  const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]).slice(0, multiLabel() ? undefined : TOPK);
+  const box = el("div", multiLabel() ? "bars multi" : "bars");
   for (const i of order) {
     const name = model.card.class_names[i], p = probs[i];
-    const row = el("div", "row"), track = el("div", "track"), fill = el("div", "fill");
+    const row = el("div", present.includes(name) ? "row present" : "row"), track = el("div", "track"), fill = el("div", "fill");
     fill.style.width = Math.max(0.5, 100 * p).toFixed(1) + "%";
     track.appendChild(fill);
     row.append(el("span", "name", name), track, el("span", "p", pct(p)));
@@ -191,8 +204,23 @@ function bars(probs) {
   return {box, top: order[0]};
 }
 
+// A chip for each label present (a multi-label model's answer).
+function chips(probs) {
+  const present = labelsPresent(probs), box = el("div", "labels");
+  for (const name of present) box.appendChild(el("span", "chip", name));
+  if (present.length === 0) box.appendChild(el("span", "status", "no label reaches its threshold"));
+  return {box, present};
+}
+
 function showResult(view, probs) {
   view.status.remove();
+  if (multiLabel()) {
+    const {box, present} = chips(probs);
+    view.body.append(box, bars(probs).box);
+    view.card.dataset.labels = present.join(";");
+    view.card.dataset.probabilities = JSON.stringify(probs);
+    return;
+  }
   const {box, top} = bars(probs);
   const top1 = el("div", "top1");
   top1.append(el("span", "predicted-label", model.card.class_names[top]), el("span", "pct", pct(probs[top])));
@@ -273,7 +301,7 @@ async function watch() {
     if (video.readyState >= 2 && video.videoWidth) {
       try {
         const probs = await classify(frame(), false);
-        if (stream) $("live").replaceChildren(bars(probs).box);
+        if (stream) $("live").replaceChildren(...(multiLabel() ? [chips(probs).box] : []), bars(probs).box);
         $("live").dataset.frames = String(Number($("live").dataset.frames || 0) + 1);
       } catch (e) {
         $("live").replaceChildren(el("div", "error", e.message || String(e)));
