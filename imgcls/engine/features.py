@@ -212,10 +212,10 @@ def fill_feature_store(store: FeatureStore, runner, requests: list[tuple[str, st
 class FeatureDataset(torch.utils.data.Dataset):
     """(feature, label, index) rows, the same contract as ImageDataset, so the same loaders apply.
 
-    ``mirror`` (models.parts.mirror_of the network, for a batch): activations at a cut (a CNN's maps, a ViT's
-    tokens on their patch grid) are mirrored left-right at random, a free augmentation on top of the cached views
-    (feature-level augmentation, as in FroFA); the network trained on them predicts from both mirror images
-    (models.parts.Mirrored).
+    ``mirror`` (models.parts.mirror_of the network, for a batch): activation maps at a cut (a CNN's, Swin's) are
+    mirrored left-right at random, a free augmentation on top of the cached views (feature-level augmentation, as in
+    FroFA); the network trained on them predicts from both mirror images (models.parts.Mirrored). None (a ViT's
+    tokens, whose order its top blocks do not see): the rows as they are.
     """
 
     def __init__(self, features: np.ndarray, labels: list[int], mirror: Callable | None = None):
