@@ -1,7 +1,7 @@
 """The default training plan: measure this machine, then fit the most accurate phases into --budget.
 
-On a CPU the network is cut before its last stages (``cut``): the frozen lower part runs once per augmented
-view of each image into a cache of activations, a linear probe trains on their pooled features, then the top
+On a CPU the network is cut before its last stages, or a ViT before its last blocks (``cut``): the frozen lower
+part runs once per augmented view of each image into a cache of activations (a ViT's: its tokens), a linear probe trains on their pooled features, then the top
 stages fine-tune on the cache (LP-FT on cached activations: surgical fine-tuning at a fraction of the cost of
 training the whole network). On CUDA, where whole-network training is cheap, it is LP-FT of all layers.
 The numbers of the recipe come from runs on real photos (docs/benchmarks.md).
@@ -194,9 +194,17 @@ def most_epochs(phase_name: str, accelerator: bool = False) -> int:
     return {"full": WHOLE["scratch_epochs"], "finetune": WHOLE["epochs"]}.get(phase_name, RECIPE["max_tune_epochs"])
 
 
+LONG_CALL = 2.0  # seconds: a measured call this long is timed once (the measuring must not eat a short budget)
+
+
 def _per_image(fn, batch: torch.Tensor, repeats: int = 3) -> float:
-    """Seconds per image: the best of ``repeats`` timed calls after a warm-up (other jobs only slow a call down)."""
+    """Seconds per image: the best of ``repeats`` timed calls after a warm-up (other jobs only slow a call down),
+    or of one where the warm-up took LONG_CALL or more (a slow network, or a busy machine: a long call averages out
+    the moments another job takes the cores, and three more of them would take minutes of the budget)."""
+    start = time.perf_counter()
     fn(batch)  # warm-up: kernels chosen, memory allocated
+    if time.perf_counter() - start >= LONG_CALL:
+        repeats = 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -260,7 +268,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
     ``amp``: the autocast an accelerator trains under (runtime/device.accelerator_amp).
     The input size is the plan's to choose only when --imgsz is not given (None: keep the preprocessing's)."""
     from ..data.geometry import draft_size_for
-    from ..models.parts import cut_points
+    from ..models.factory import runs_at
+    from ..models.parts import cut_into_tokens, cut_points, top_stages
     from .labels import REVIEW_SECONDS_PER_IMAGE, train_reviews_labels
 
     budget = parse_duration(cfg.budget)
@@ -270,7 +279,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         views = min(cfg.cache_views, 1 if device.type != "cpu" else RECIPE["views"])
         plan, est, size = whole_network_plan(cfg, model, preprocess, counts, device, paths, views, spent, amp)
         return plan, views, est, size
-    cut = stages - RECIPE["top_stages"]
+    cut = stages - top_stages(model, RECIPE["top_stages"])
+    unit = "block" if cut_into_tokens(model) else "stage"
     t0 = time.time()
 
     def so_far() -> float:  # seconds the run has taken, this measurement included
@@ -278,6 +288,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
 
     sizes = larger_sizes(tuple(preprocess["input_size"][1:])) if cfg.imgsz is None else \
         [tuple(preprocess["input_size"][1:])]
+    if len(sizes) > 1 and not runs_at(model, (3, *sizes[-1])):  # made for its own size (ViT, Swin): that one
+        sizes = sizes[:1]
     read = reading_seconds(paths, draft_size_for(_at_size(preprocess, sizes[-1])), cfg.seed) if len(paths) else 0.0
     costs = replace(measure(model, cut, (3, *sizes[-1]), cfg.runtime, batch=cfg.batch_size), read=read)
     images = sum(counts.values())
@@ -294,8 +306,8 @@ def budget_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, counts: di
         size, views, probe, tune, est = choose_size(costs, sizes, counts, budget, RECIPE["max_views"], review,
                                                     so_far())
     log.info(f"Measured this machine {measured}, in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]}: "
-             f"{costs.lower * 1000:.1f} ms per image below stage {cut}, {costs.top_train * 1000:.1f} ms to train the "
-             f"stages above it, {costs.read * 1000:.1f} ms to read an image file")
+             f"{costs.lower * 1000:.1f} ms per image below {unit} {cut}, {costs.top_train * 1000:.1f} ms to train the "
+             f"{unit}s above it, {costs.read * 1000:.1f} ms to read an image file")
     plan = [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"])]
     if tune:
         plan.append(Phase("tune", tune, "top", "features", RECIPE["tune_lr"], RECIPE["tune_lr"], cut=cut))

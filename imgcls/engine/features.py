@@ -15,6 +15,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from ..console import progress_bar
 from ..data.images import ImageReadError, load_image
 from ..errors import ImgclsError
-from ..models.parts import head, mirror_image
+from ..models.parts import head
 from ..record.cache import cache_root, file_hashes
 from . import distributed as dist
 
@@ -211,37 +212,40 @@ def fill_feature_store(store: FeatureStore, runner, requests: list[tuple[str, st
 class FeatureDataset(torch.utils.data.Dataset):
     """(feature, label, index) rows, the same contract as ImageDataset, so the same loaders apply.
 
-    ``flip``: activation maps are mirrored left-right at random, a free augmentation on top of the cached
-    views (feature-level augmentation, as in FroFA); the network trained on them predicts from both mirror images
-    (models.parts.Mirrored).
+    ``mirror`` (models.parts.mirror_of the network, for a batch): activation maps at a cut (a CNN's, Swin's) are
+    mirrored left-right at random, a free augmentation on top of the cached views (feature-level augmentation, as in
+    FroFA); the network trained on them predicts from both mirror images (models.parts.Mirrored). None (a ViT's
+    tokens, whose order its top blocks do not see): the rows as they are.
     """
 
-    def __init__(self, features: np.ndarray, labels: list[int], flip: bool = False):
+    def __init__(self, features: np.ndarray, labels: list[int], mirror: Callable | None = None):
         self.features = torch.from_numpy(features)
         self.labels = list(labels)
-        self.flip = flip and self.features.ndim == 4
+        self.mirror = mirror if self.features.ndim >= 3 else None  # pooled features (N x D) have no left and right
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
         row = self.features[i].float()  # activation maps are stored as float16
-        if self.flip and torch.rand(()) < 0.5:
-            row = mirror_image(row)
+        if self.mirror is not None and torch.rand(()) < 0.5:
+            row = self.mirror(row[None])[0]
         return row, self.labels[i], i
 
 
 class SplitFeatures:
     """Cached features of one data set for one backbone: K training views and the eval view of val/test."""
 
-    def __init__(self, train_views: list[np.ndarray], evaluation: dict[str, np.ndarray], labels: dict[str, list[int]]):
+    def __init__(self, train_views: list[np.ndarray], evaluation: dict[str, np.ndarray], labels: dict[str, list[int]],
+                 mirror: Callable | None = None):
         self.train_views = train_views
         self.evaluation = evaluation
         self.labels = labels
+        self.mirror = mirror  # how the training views are mirrored at random (FeatureDataset)
 
     def train_dataset(self, epoch: int) -> FeatureDataset:
         """Epoch ``epoch`` (1-based) trains on view (epoch - 1) mod K of every image."""
-        return FeatureDataset(self.train_views[(epoch - 1) % len(self.train_views)], self.labels["train"], flip=True)
+        return FeatureDataset(self.train_views[(epoch - 1) % len(self.train_views)], self.labels["train"], self.mirror)
 
     def eval_dataset(self, split: str) -> FeatureDataset:
         return FeatureDataset(self.evaluation[split], self.labels[split])
@@ -280,7 +284,7 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
 
     from ..data.geometry import draft_size_for
     from ..data.transforms import eval_transform, train_transform
-    from ..models.parts import Lower, PreLogits
+    from ..models.parts import Lower, PreLogits, mirror_of
     from ..runtime.pytorch import fastest_runner
 
     start = time.time()
@@ -322,7 +326,7 @@ def split_features(model: nn.Module, model_name: str, preprocess: dict, source, 
     train_views = [store.matrix(hashes["train"], name) for name in train_view_names]
     evaluation = {split: store.matrix(hashes[split], EVAL_VIEW) for split in ("val", "test") if split in hashes}
     labels = {split: source.labels(split) for split in paths}
-    return SplitFeatures(train_views, evaluation, labels)
+    return SplitFeatures(train_views, evaluation, labels, mirror_of(model) if cut is not None else None)
 
 
 def image_features(model: nn.Module, model_name: str, preprocess: dict, paths: list[str], *,

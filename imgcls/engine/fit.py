@@ -31,7 +31,7 @@ from ..record.checkpoint import checkpoint_content, save_checkpoint
 from ..record.files import write_yaml
 from ..record.results import write_results
 from ..runtime.inference import Logits, predict_logits
-from ..runtime.device import channels_last_survives
+from ..runtime.device import channels_last_survives, compile_survives
 from ..runtime.pytorch import torch_runner
 from . import distributed as dist
 from .loop import EpochOutput, Optimization, recompute_batch_norm, train_one_epoch
@@ -125,7 +125,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     else:
         state.step, state.stale = 0, 0  # a new phase gets its own lr schedule and its own patience
     trained = dist.wrap(upper, run.device)
-    if phase.trains == "all" and cfg.compile:
+    if phase.trains == "all" and cfg.compile and (run.device.type != "cpu" or compile_survives(
+            run.model, run.preprocess["input_size"], subject=cfg.model)):
         trained = torch.compile(trained)
     ema = _ema(run.model, phase)
     evaluated = ema.module if ema is not None else evaluated_network(run.model, phase, lower, upper)

@@ -112,12 +112,38 @@ def _simple_cnn_layout(model):
     return [], stages, [], model.features
 
 
+class Tokens(nn.Module):
+    """A ViT's images in, its token sequence out (patch tokens with the class and register tokens and the position
+    embeddings, as ``forward_features`` makes it before the first block): the stem of a ViT cut between blocks. It
+    registers the modules and tensors it uses, which stay the model's."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.patch_embed, self.pos_drop = model.patch_embed, model.pos_drop
+        self.patch_drop, self.norm_pre = model.patch_drop, model.norm_pre
+        self.tokens = nn.ParameterList([p for p in (model.cls_token, model.reg_token, model.pos_embed)
+                                        if p is not None])
+        self.model = [model]  # a list: _pos_embed is called, the model not registered
+
+    def forward(self, images):
+        return self.norm_pre(self.patch_drop(self.model[0]._pos_embed(self.patch_embed(images))))
+
+
+def _vit_layout(model):
+    """ViT and DeiT: cut between blocks; the tokens after block K are what the cut caches."""
+    return [Tokens(model)], list(model.blocks), [model.norm], model.blocks
+
+
 _LAYOUTS = {
     "EfficientNet": _timm_layout(("conv_stem", "bn1"), "blocks", ("conv_head", "bn2")),
     "MobileNetV3": _timm_layout(("conv_stem", "bn1"), "blocks", ()),
     "ResNet": _timm_layout(("conv1", "bn1", "act1", "maxpool"), ("layer1", "layer2", "layer3", "layer4"), ()),
     "ConvNeXt": _timm_layout(("stem",), "stages", ("norm_pre",)),
     "SimpleCNN": _simple_cnn_layout,
+    "VisionTransformer": _vit_layout,
+    # Swin's stages hold its blocks and shrink the map between them; its maps are N x H x W x C
+    "SwinTransformer": _timm_layout(("patch_embed",), "layers", ("norm",)),
+    "SwinTransformerV2": _timm_layout(("patch_embed",), "layers", ("norm",)),
 }
 
 
@@ -128,9 +154,22 @@ def stage_layout(model: nn.Module):
 
 
 def cut_points(model: nn.Module) -> int:
-    """How many stages the network has (0 when it cannot be cut); a cut K is a number in 1..stages-1."""
+    """How many stages (a transformer's blocks) the network has (0 when it cannot be cut); a cut K is a number in
+    1..stages-1."""
     layout = stage_layout(model)
     return len(layout[1]) if layout else 0
+
+
+def top_stages(model: nn.Module, recipe: int) -> int:
+    """How many stages above the cut a partly trained network trains: ``recipe`` (a CNN's, or Swin's, last stages),
+    or a quarter of a ViT's blocks (3 of 12: two blocks of 12 hold far less of the network than two of 7 stages)."""
+    return max(recipe, cut_points(model) // 4) if cut_into_tokens(model) else recipe
+
+
+def cut_into_tokens(model: nn.Module) -> bool:
+    """Whether the activations at ``model``'s cuts are a ViT's token sequences (N x tokens x C)."""
+    layout = stage_layout(model)
+    return bool(layout and layout[0]) and isinstance(layout[0][0], Tokens)
 
 
 class Lower(nn.Module):
@@ -153,7 +192,7 @@ class Upper(nn.Module):
         super().__init__()
         stem, stages, post, container = stage_layout(model)
         self.layers = nn.Sequential(*stages[cut:], *post)
-        below = {id(m) for m in (*stem, *stages, *post, container)}
+        below = {id(m) for part in (*stem, *stages, *post, container) for m in part.modules()}
         # what forward_head uses (pooling, classifier, MobileNetV3's conv_head...), registered for its parameters
         self.head = nn.ModuleList(m for m in model.children() if id(m) not in below)
         self.model, self.pre_logits = [model], pre_logits  # a list: forward_head is called, not re-registered
@@ -173,20 +212,38 @@ class MirroredTop(nn.Module):
         super().__init__()
         self.above = Upper(model, cut, pre_logits=True)
         self.classifier, self.pre_logits = [head(model)], pre_logits  # a list: already in ``above``
+        self.mirror = mirror_of(model)
 
     def forward(self, activations):
-        features = (self.above(activations) + self.above(mirror_image(activations))) / 2
+        features = self.above(activations)
+        if self.mirror is not None:  # None: the mirror image gives the same output (mirror_of)
+            features = (features + self.above(self.mirror(activations))) / 2
         return features if self.pre_logits else self.classifier[0](features)
 
 
-def mirror_image(activations: torch.Tensor) -> torch.Tensor:
-    """Activations (... x H x W) mirrored left to right, as a gather along the width: ``torch.flip`` exports to a
-    reversed ONNX Slice, which onnx2tf turns into a flip of another axis (the TFLite file then disagrees). The
-    indices are a constant of the exported graph (its input size is fixed): computed from the tensor's shape inside
-    the graph, they came out empty in ONNX Runtime (the failing node one of its NCHWc convolutions)."""
-    axis = activations.ndim - 1
+def mirror_image(activations: torch.Tensor, axis: int = -1) -> torch.Tensor:
+    """Activations (... x H x W, or with ``axis`` -2 ... x H x W x C) mirrored left to right, as a gather along the
+    width: ``torch.flip`` exports to a reversed ONNX Slice, which onnx2tf turns into a flip of another axis (the
+    TFLite file then disagrees). The indices are a constant of the exported graph (its input size is fixed):
+    computed from the tensor's shape inside the graph, they came out empty in ONNX Runtime (the failing node one of
+    its NCHWc convolutions)."""
+    axis = axis % activations.ndim
     width = int(activations.shape[axis])
     return activations.index_select(axis, torch.arange(width - 1, -1, -1, device=activations.device))
+
+
+def mirror_of(model: nn.Module):
+    """How a batch of ``model``'s activations at a cut is mirrored left to right: Swin's N x H x W x C maps along W,
+    a CNN's N x C x H x W maps along W; None for a ViT's tokens. Its blocks hold no position-dependent operation
+    (the positions were added to the tokens below the first block): self-attention, the MLPs and the class-token or
+    average pooling give the same output for any order of the patch tokens, so the patch grid mirrored (the tokens
+    reordered) gives exactly the output of the tokens as they are (tests/test_token_cuts.py). Mirroring them would
+    be neither an augmentation nor test-time augmentation, only the top blocks run twice."""
+    from functools import partial
+
+    if cut_into_tokens(model):
+        return None
+    return partial(mirror_image, axis=-2 if getattr(model, "output_fmt", "NCHW") == "NHWC" else -1)
 
 
 class Mirrored(nn.Module):
@@ -197,6 +254,9 @@ class Mirrored(nn.Module):
         super().__init__()
         self.model = model
         self.parts = [Lower(model, cut), MirroredTop(model, cut, pre_logits=True)]  # a list: they share model's modules
+        # what Grad-CAM reads to lay the activations at the cut on the image (reporting/gradcam.feature_map)
+        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        self.output_fmt = getattr(model, "output_fmt", "NCHW")
 
     def forward_features(self, images):
         return self.parts[0](images)

@@ -112,8 +112,8 @@ def warn_once(path: str, subject: str) -> None:
     share the verdict as a rule): the run goes on without the fast path."""
     if path not in _warned:
         _warned.add(path)
-        log.warning(f"WARNING: {path} crashes PyTorch's native code for {subject} on this machine (tried in a child "
-                    f"process); going on without it")
+        log.warning(f"WARNING: {path} crashes the process for {subject} on this machine (tried in a child process); "
+                    f"going on without it")
 
 
 def _in_child(trial, timeout: float) -> str | None:
@@ -182,4 +182,21 @@ def channels_last_survives(model: nn.Module, input_size, *, train: bool, subject
     fine = survives("channels_last", key, trial)
     if not fine:
         warn_once("channels_last", subject)
+    return fine
+
+
+def compile_survives(model: nn.Module, input_size, *, subject: str = "this model") -> bool:
+    """Whether ``torch.compile`` of ``model`` trains here (one forward and backward of a batch of two at
+    ``input_size``, compiled), with one warning when it does not: its generated kernels are native code, and a
+    compiler that fails (no C++ compiler, an unsupported op) counts as a crash too."""
+    shapes = ",".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    key = f"{type(model).__name__}|{shapes}|{list(input_size)}"
+
+    def trial():
+        out = torch.compile(model.train())(torch.randn(2, *input_size))
+        (out if isinstance(out, torch.Tensor) else out[0]).float().sum().backward()
+
+    fine = survives("torch.compile", key, trial)
+    if not fine:
+        warn_once("torch.compile", subject)
     return fine

@@ -167,9 +167,10 @@ def fastest_runner(module: nn.Module, input_size, *, device: torch.device | str 
     candidates = []
     if ORT in wanted:
         try:
-            runner = onnx_runner(export_onnx_bytes(module, input_size, output_name="outputs"),
-                                 threads=torch.get_num_threads())
-            if _agrees(runner, module, probe):
+            data = export_onnx_bytes(module, input_size, output_name="outputs")
+            runner = onnx_runner(data, threads=torch.get_num_threads()) if ort_survives(
+                data, probe, choice, type(module).__name__) else None
+            if runner is not None and _agrees(runner, module, probe):
                 candidates.append(runner)
         except Exception as e:  # noqa: BLE001 - not installed, or an operator the exporter cannot express
             _explain_ort_failure(e, kind)
@@ -202,11 +203,14 @@ def checkpoint_runner(checkpoint: dict, *, device: torch.device | str = "cpu", k
     onnx, new_export = None, None
     if known != TORCH:
         try:
-            onnx, new_export = _cached_onnx_runner(checkpoint, network)
+            onnx, new_export = _cached_onnx_runner(checkpoint, network, probe)
         except Exception as e:  # noqa: BLE001 - as in fastest_runner
             if kind == "onnxruntime":
                 raise ImgclsError(f"--runtime onnxruntime: {e}") from None
             _explain_ort_failure(e, kind)
+        if onnx is None and kind == "onnxruntime":
+            raise ImgclsError("--runtime onnxruntime: ONNX Runtime crashes on this network on this machine; use "
+                              "--runtime auto or torch")
     race = kind == "auto" and known != ORT
     if new_export is not None and not _keep_export(onnx, fast() if race else torch_runner(network()), probe,
                                                    *new_export):
@@ -236,25 +240,44 @@ def cached_export_path(checkpoint: dict) -> Path:
     return cache_root() / "onnx" / f"{network_key(checkpoint)}.onnx"
 
 
-def _cached_onnx_runner(checkpoint: dict, network: Callable[[], nn.Module]) -> tuple[Runner, tuple | None]:
+def _cached_onnx_runner(checkpoint: dict, network: Callable[[], nn.Module], probe: torch.Tensor
+                        ) -> tuple[Runner | None, tuple | None]:
     """(ONNX Runtime on the checkpoint's network, None) from the export an earlier call left in the cache, else
     (that runner on a new export, (its cache path, its bytes)): ``_keep_export`` writes them once they agree with
     PyTorch. The key is the checkpoint's weights, so a changed checkpoint is never served from a stale file; a
-    cached file that no longer loads (damaged on disk) is exported again and replaced."""
+    cached file that no longer loads (damaged on disk) is exported again and replaced. (None, None) where ONNX
+    Runtime crashes on the network here (``ort_survives`` on ``probe``)."""
     import onnxruntime  # noqa: F401 - fail early, before exporting, when it is missing
 
     from ..record.checkpoint import card_of
 
     path = cached_export_path(checkpoint)
     run = functools.partial(onnx_runner, threads=torch.get_num_threads(), name=f"{ORT} (cached ONNX)")
+    card = card_of(checkpoint)
+    survives = functools.partial(ort_survives, probe=probe, subject=card.model_name,
+                                 key=f"{checkpoint_choice(checkpoint)}|{card.mirrored_at}|{card.outputs}")
     if path.exists():
+        if not survives(path):
+            return None, None
         try:
             return run(path), None
         except Exception:  # noqa: BLE001 - whatever ONNX Runtime says about a file it cannot load
             log.warning(f"WARNING: the cached export {path} is damaged (ONNX Runtime cannot load it); exporting again")
-    card = card_of(checkpoint)
     data = export_onnx_bytes(network(), card.input_size, output_name=card.outputs)
-    return run(data), (path, data)
+    return (run(data), (path, data)) if survives(data) else (None, None)
+
+
+def ort_survives(model: bytes | Path, probe: torch.Tensor, key: str, subject: str) -> bool:
+    """Whether an ONNX Runtime session on ``model`` (an export's bytes or file) builds and runs ``probe`` without
+    the process crashing (a segmentation fault in one of its kernels for one graph on one CPU), tried once in a
+    child process and remembered under ``key`` (runtime/device.survives), with one warning when it does not: the
+    caller goes on in PyTorch."""
+    from .device import survives, warn_once
+
+    fine = survives(ORT, key, lambda: onnx_runner(model, threads=1)(probe))
+    if not fine:
+        warn_once(ORT, subject)
+    return fine
 
 
 def _keep_export(onnx: Runner, reference: Runner, probe: torch.Tensor, path: Path, data: bytes) -> bool:
