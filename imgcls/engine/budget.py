@@ -160,7 +160,7 @@ def choose_size(costs_at_largest: Costs, sizes: list[tuple[int, int]], counts: d
     once at the largest size and scaled by the number of pixels for the others (the network's work is per pixel).
 
     A larger input helps most when there is time to spare, but bought with views and epochs it costs accuracy:
-    it pays off only when the full recipe fits (docs/benchmarks.md, 'Alternatives measured')."""
+    it pays off only when the full recipe fits (docs/alternatives.md)."""
     for size in reversed(sizes):
         views, probe, tune, est = choose(scaled(costs_at_largest, sizes[-1], size), counts, budget, max_views,
                                          review_seconds, spent)
