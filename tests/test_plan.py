@@ -530,3 +530,30 @@ def test_backbones_at_hand_are_the_packaged_ones_and_timm_models_in_the_hub_cach
     found = backbones_at_hand()
     assert found[-1] == "resnet18.a1_in1k" and set(found[:-1]) <= set(PACKAGED)
     assert "tf_efficientnet_lite0" in found      # the dev extra installs the packaged weights
+
+
+def test_a_last_phase_whose_epochs_slow_down_is_shortened_to_keep_the_budget(tmp_path):
+    """After its first epoch the last phase is re-fitted both ways; after a later one it only shrinks, when the
+    mean of its recent epochs (another job came onto the cores) says the planned ones would run past --budget."""
+    from types import SimpleNamespace
+
+    from imgcls.config import TrainConfig
+    from imgcls.engine.fit import _refit_last_phase
+    from imgcls.engine.plan import Phase
+    from imgcls.engine.state import TrainState
+
+    tune = Phase("tune", 10, "top", "features", 1e-3, 1e-3, cut=3)
+    run = SimpleNamespace(budget=600.0, reserve=30.0, device=torch.device("cpu"), main=True, run_dir=tmp_path,
+                          plan=[Phase("probe", 10, "head", "features", 3e-3, 3e-3), tune], state=TrainState(),
+                          cfg=TrainConfig(data="x"), results={}, checkpoint_extra={}, now=300.0)
+    run.elapsed = lambda: run.now
+    for seconds in (20.0, 20.0, 60.0, 60.0):
+        run.state.history.append({"phase": "tune", "seconds": seconds})
+    # 4 epochs done, recent epochs 46.7 s on average, 270 s left: 5 more fit, not the 6 planned
+    shorter = _refit_last_phase(run, tune, 60.0, done=4)
+    assert shorter.epochs == 4 + 5 and run.plan[-1] == shorter and run.cfg.epochs == 19
+    assert run.results["phases"][-1]["epochs"] == 9
+    # quicker epochs after the first never grow the phase again, and a phase never ends before what it has done
+    assert _refit_last_phase(run, shorter, 1.0, done=5).epochs == 9
+    run.now = 900.0
+    assert _refit_last_phase(run, shorter, 60.0, done=5).epochs == 5
