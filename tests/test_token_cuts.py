@@ -12,21 +12,24 @@ import torch
 from imgcls.engine.budget import Costs
 
 SIZE = 32  # a 2 x 2 patch grid for ViT-16, an 8 x 8 map for Swin-4
+SIZES = {"eva02_tiny_patch14_224": 28}  # EVA's 14-pixel patches: a 2 x 2 grid
 
 
 def _model(name: str, classes: int = 3):
     import timm
 
-    return timm.create_model(name, pretrained=False, num_classes=classes, img_size=SIZE).eval()
+    return timm.create_model(name, pretrained=False, num_classes=classes, img_size=SIZES.get(name, SIZE)).eval()
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224",
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "eva02_tiny_patch14_224",
                                   "swin_tiny_patch4_window7_224"])
 def test_the_blocks_above_a_cut_on_the_tokens_below_it_are_the_whole_network(name):
+    """EVA's blocks each apply its rotary position embedding: cut between them, each is given it (parts.RopeBlock)."""
     from imgcls.models.parts import Lower, Upper, count_parameters, cut_points, set_trainable
 
     model = _model(name)
-    images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    size = SIZES.get(name, SIZE)
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = model(images)
         for cut in range(1, cut_points(model)):

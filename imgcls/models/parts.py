@@ -134,6 +134,39 @@ def _vit_layout(model):
     return [Tokens(model)], list(model.blocks), [model.norm], model.blocks
 
 
+class EvaTokens(Tokens):
+    """EVA's token sequence before its first block: as a ViT's, without the rotary position embedding, which each
+    block applies itself (RopeBlock)."""
+
+    def forward(self, images):
+        tokens, _ = self.model[0]._pos_embed(self.patch_embed(images))
+        return self.norm_pre(tokens)
+
+
+class RopeBlock(nn.Module):
+    """One of EVA's blocks as a stage that takes the tokens alone: it gives the block the rotary position embedding
+    of the model's patch grid (its own slice of it in rope_mixed models), as ``forward_features`` does."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        self.block, self.index, self.model = model.blocks[index], index, [model]  # a list: the model not registered
+
+    def forward(self, tokens):
+        model = self.model[0]
+        rope = None
+        if model.rope is not None:
+            rope = model.rope.get_embed() if hasattr(model.rope, "feat_shape") else \
+                model.rope.get_embed(shape=model.patch_embed.grid_size)
+            if getattr(model, "rope_mixed", False):
+                rope = rope[self.index]
+        return self.block(tokens, rope=rope)
+
+
+def _eva_layout(model):
+    """EVA: cut between blocks as a ViT, each block given its rotary position embedding."""
+    return [EvaTokens(model)], [RopeBlock(model, i) for i in range(len(model.blocks))], [model.norm], model.blocks
+
+
 _LAYOUTS = {
     "EfficientNet": _timm_layout(("conv_stem", "bn1"), "blocks", ("conv_head", "bn2")),
     "MobileNetV3": _timm_layout(("conv_stem", "bn1"), "blocks", ()),
@@ -141,6 +174,7 @@ _LAYOUTS = {
     "ConvNeXt": _timm_layout(("stem",), "stages", ("norm_pre",)),
     "SimpleCNN": _simple_cnn_layout,
     "VisionTransformer": _vit_layout,
+    "Eva": _eva_layout,
     # Swin's stages hold its blocks and shrink the map between them; its maps are N x H x W x C
     "SwinTransformer": _timm_layout(("patch_embed",), "layers", ("norm",)),
     "SwinTransformerV2": _timm_layout(("patch_embed",), "layers", ("norm",)),
