@@ -496,6 +496,12 @@ def _log_summary(result: EvalResult) -> None:
     if m["most_confused_pairs"]:
         top = ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m["most_confused_pairs"][:3])
         log.info(f"most confused: {top}")
+    _log_rejection_and_folder(result)
+
+
+def _log_rejection_and_folder(result: EvalResult) -> None:
+    """The end of both summaries: the open-set line when --reject was scored, and where the results went."""
+    m = result.metrics
     if m.get("open_set"):
         log.info(open_set_line(m["open_set"], m["split"]))
     if result.out_dir is not None:
@@ -513,7 +519,4 @@ def _log_multi_label_summary(result: EvalResult) -> None:
         fmt = {k: ("    n/a" if v is None else f"{v:7.4f}") for k, v in row.items() if k != "support"}
         log.info(f"{name:<{width}}  {fmt['threshold']:>9}  {fmt['precision']:>9}  {fmt['recall']:>6}  {fmt['f1']:>5}  "
                  f"{fmt['average_precision']:>5}  {fmt['roc_auc']:>7}  {row['support']:>7}")
-    if m.get("open_set"):
-        log.info(open_set_line(m["open_set"], m["split"]))
-    if result.out_dir is not None:
-        log.info(f"Results saved to {result.out_dir}")
+    _log_rejection_and_folder(result)
