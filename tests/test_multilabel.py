@@ -198,3 +198,48 @@ def test_export_relabel_is_refused_for_multi_label_data(cli, joined_csv, tmp_pat
     code, _, err = cli("check", "--data", joined_csv, "--labels", "--export-relabel", tmp_path / "edits.csv",
                        "--out", tmp_path / "r")
     assert code != 0 and "drop --export-relabel" in err and not (tmp_path / "edits.csv").exists()
+
+
+def test_check_counts_the_images_that_have_each_label_not_each_label_set(cli, joined_csv, tmp_path):
+    code, out, err = cli("check", "--data", joined_csv, "--no-near", "--out", tmp_path / "r")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "check.json").read_text())
+    # 60 squares: i % 4 gives none, red, blue, both: 30 images have red, 30 have blue
+    assert report["counts"] == {"all": {"blue": 30, "red": 30}} and report["multi_label"] is True
+    assert report["label_sets"]["cardinality"] == 1.0 and report["label_sets"]["without_labels"] == 15
+    assert report["label_sets"]["most_common"] == {"(none)": 15, "blue": 15, "red": 15, "red;blue": 15}
+    assert "label " in out and "red;blue" not in out.split("labels per image")[0]
+    assert "Images per label" in (tmp_path / "r" / "check.html").read_text()
+
+
+def test_an_interrupted_multi_label_run_resumes_as_multi_label(cli, joined_csv, tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    real_save, writes = torch.save, []
+
+    def stop_after_the_second_epoch(obj, f, *args, **kwargs):
+        if "last.pt" in os.path.basename(str(f)):
+            writes.append(f)
+            if len(writes) == 3:
+                raise KeyboardInterrupt  # Ctrl-C in epoch 3, as its checkpoint is written
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", stop_after_the_second_epoch)
+    code, _, err = cli("train", "--data", joined_csv, *TINY, "--epochs", "4", "--lr", "0.01",
+                       "--project", tmp_path / "runs", "--name", "ml")
+    assert code == 130 and "--resume" in err
+    monkeypatch.setattr(torch, "save", real_save)
+    run = tmp_path / "runs" / "ml"
+    assert torch.load(run / "weights" / "last.pt", weights_only=True)["epoch"] == 2
+
+    code, _, err = cli("train", "--resume", run)
+    assert code == 0, err
+    assert "Resuming" in err and "from epoch 3/4" in err
+    results = json.loads((run / "results.json").read_text())
+    assert [k for k in results if k.startswith("epoch:")] == [f"epoch:{i}" for i in range(1, 5)]
+    assert results["dataset"]["multi_label"] is True and results["epoch:4"]["valid info"]["multi_label"] is True
+    best = torch.load(run / "weights" / "best.pt", weights_only=True)
+    assert len(best["thresholds"]) == 2 and results["test"]["mAP"] >= 0.9
+    assert (run / "predictions_test.csv").read_text().splitlines()[0] == "path,true,labels,p_blue,p_red"

@@ -107,6 +107,7 @@ class CheckReport:
     export: dict | None = None
     split_folders: dict[str, str] = field(default_factory=dict)  # split -> its folder, e.g. {"train": "Training/"}
     labels: dict | None = None               # the --labels review (engine/labels.py): ranked images and counts
+    multi_label: bool = False                # several labels per image: counts are images that have each label
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -121,6 +122,7 @@ class CheckReport:
             "split_folders": self.split_folders,
             "settings": self.settings, "images": len(self.records), "seconds": round(self.seconds, 2),
             "counts": self.counts, "imbalance_ratio": self.imbalance_ratio,
+            **({"multi_label": True, "label_sets": label_sets(self.records)} if self.multi_label else {}),
             "errors": self.count("error"), "warnings": self.count("warning"), "infos": self.count("info"),
             "findings": [asdict(f) for f in self.findings],
             "ignored_files": self.ignored,
@@ -399,47 +401,77 @@ def mode_findings(records: list[FileRecord]) -> list[Finding]:
     return findings
 
 
-def count_table(records: list[FileRecord], class_names: list[str]) -> dict[str, dict[str, int]]:
-    """Usable images per class for each split ("all" for a single tree)."""
+def count_table(records: list[FileRecord], class_names: list[str], multi_label: bool = False
+                ) -> dict[str, dict[str, int]]:
+    """Usable images per class for each split ("all" for a single tree); in multi-label data, the images that have
+    each label (an image counts once under every label it has)."""
     table: dict[str, dict[str, int]] = {}
     for r in records:
         if r.error is None:
             split = r.split or "all"
             table.setdefault(split, {c: 0 for c in class_names})
-            table[split][r.class_name] = table[split].get(r.class_name, 0) + 1
+            for name in labels_of(r, multi_label):
+                table[split][name] = table[split].get(name, 0) + 1
     return dict(sorted(table.items(), key=lambda kv: SPLIT_ORDER.get(kv[0], -1)))
 
 
-def balance_findings(counts: dict[str, dict[str, int]]) -> tuple[list[Finding], float | None]:
-    """Imbalance and starved classes, judged on the training split (or the whole single tree)."""
+def labels_of(record: FileRecord, multi_label: bool) -> list[str]:
+    """A record's labels: its class, or in multi-label data the labels its class name joins with ";"."""
+    if not multi_label:
+        return [record.class_name]
+    return [name for name in record.class_name.split(";") if name]
+
+
+def label_sets(records: list[FileRecord]) -> dict:
+    """Multi-label data at a glance: labels per image (mean, fewest, most), images with none, and the most common
+    sets of labels."""
+    sizes, sets = [], {}
+    for r in records:
+        if r.error is None:
+            names = labels_of(r, True)
+            sizes.append(len(names))
+            key = ";".join(names) or "(none)"
+            sets[key] = sets.get(key, 0) + 1
+    if not sizes:
+        return {}
+    common = sorted(sets.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    return {"cardinality": round(float(np.mean(sizes)), 3), "fewest": min(sizes), "most": max(sizes),
+            "without_labels": sizes.count(0), "distinct_sets": len(sets), "most_common": dict(common)}
+
+
+def balance_findings(counts: dict[str, dict[str, int]], multi_label: bool = False
+                     ) -> tuple[list[Finding], float | None]:
+    """Imbalance and starved classes (labels, in multi-label data), judged on the training split (or the whole
+    single tree)."""
     base = counts.get("train") or counts.get("all") or {}
     ratio = imbalance_ratio(base)
+    what = "label" if multi_label else "class"
     findings = []
     empty = sorted(c for c, n in base.items() if n == 0)
     if empty:
-        findings.append(Finding("error", "few_images", f"class(es) {empty} have no usable training images", [],
+        findings.append(Finding("error", "few_images", f"{what}(es) {empty} have no usable training images", [],
                                 {"classes": empty}))
     if ratio is not None and ratio > IMBALANCE_LIMIT:
         largest, smallest = max(base, key=base.get), min(base, key=base.get)
         findings.append(Finding("warning", "imbalance",
-                                f"class imbalance {ratio:.1f}:1 ({largest} {base[largest]}, {smallest} "
+                                f"{what} imbalance {ratio:.1f}:1 ({largest} {base[largest]}, {smallest} "
                                 f"{base[smallest]} images); consider `imgcls train --balance` or more data",
                                 [], {"ratio": round(ratio, 3), "largest": largest, "smallest": smallest}))
     few = sorted(c for c, n in base.items() if 0 < n < FEW_IMAGES)
     if few:
         findings.append(Finding("warning", "few_images",
-                                f"class(es) {few} have fewer than {FEW_IMAGES} usable training images", [],
+                                f"{what}(es) {few} have fewer than {FEW_IMAGES} usable training images", [],
                                 {"classes": few}))
     return findings, None if ratio is None else round(ratio, 3)
 
 
 def analyse(records: list[FileRecord], class_names: list[str], *, imgsz: int, near: bool,
-            threshold: int = NEAR_THRESHOLD) -> tuple[list[Finding], dict, float | None]:
+            threshold: int = NEAR_THRESHOLD, multi_label: bool = False) -> tuple[list[Finding], dict, float | None]:
     """All findings from the records (pure), errors first."""
     findings = file_findings(records, imgsz=imgsz)
     findings += duplicate_findings(records, near=near, threshold=threshold)
-    counts = count_table(records, class_names)
-    more, ratio = balance_findings(counts)
+    counts = count_table(records, class_names, multi_label)
+    more, ratio = balance_findings(counts, multi_label)
     findings += more + mode_findings(records)
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))
     return findings, counts, ratio
@@ -496,8 +528,9 @@ def _listed_entries(path: Path, images, columns: str | None, multi_label: bool |
         for name in label if isinstance(label, tuple) else (label,):
             trees.setdefault(where, {}).setdefault(name, []).append(root / rel)
         entries.append((root / rel, rel, ";".join(label) if isinstance(label, tuple) else label, where))
-    return entries, Layout(root=root, split_dirs={}, trees=dict(sorted(trees.items(), key=lambda kv: SPLITS.index(
-        kv[0]) if kv[0] else 0))), []
+    trees = dict(sorted(trees.items(), key=lambda kv: SPLITS.index(kv[0]) if kv[0] else 0))
+    several = any(isinstance(label, tuple) for _, _, label, _ in rows)
+    return entries, Layout(root=root, split_dirs={}, trees=trees, multi_label=several), []
 
 
 def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, imgsz: int = 224,
@@ -522,12 +555,13 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
     _check_targets(root, write, out, export_clean, export_relabel, relabel)
     t0 = time.time()
     entries, layout, layout_issues = collect_entries(listed or root, images, columns, multi_label)
-    if export_relabel is not None and {e[2] for e in entries} - set(layout.class_names):  # labels joined by ";"
+    if export_relabel is not None and layout.multi_label:
         raise ImgclsError(f"--export-relabel {export_relabel}: the relabel file is for one label per image; {data} "
                           "has several: drop --export-relabel (check.json ranks the likely label errors)")
     relabelled = _read_relabel(relabel, entries)
     records = read_records(entries, perceptual=near, workers=workers, progress=progress)
-    findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold)
+    findings, counts, ratio = analyse(records, layout.class_names, imgsz=imgsz, near=near, threshold=threshold,
+                                      multi_label=layout.multi_label)
     section = None
     if review is not None:
         known = [set(f.paths) for f in findings if f.details.get("match")]
@@ -539,7 +573,8 @@ def run_check(data: str | os.PathLike, *, out: str | os.PathLike | None = None, 
                 "imbalance_limit": IMBALANCE_LIMIT, "hash": f"imagehash.phash, {HASH_BITS} bits, on a draft decode"}
     report = CheckReport(str(root), "splits" if layout.split_dirs else "single tree", records, findings, counts,
                          ratio, settings, seconds=time.time() - t0, ignored=layout.relative(layout.ignored),
-                         split_folders={s: layout.where(s) for s in layout.split_dirs}, labels=section)
+                         split_folders={s: layout.where(s) for s in layout.split_dirs}, labels=section,
+                         multi_label=layout.multi_label)
     if export_clean is not None:
         report.export = export_clean_copy(report, Path(export_clean), relabelled)
     if export_relabel is not None:
@@ -745,7 +780,8 @@ def quick_check(source, *, min_side: int, workers: int = 2, split: str = DEFAULT
     now_in = {rel: split_name for split_name, items in cleaned.items.items() for rel, _ in items}
     for record in records:  # the findings name each file's split as training will see it
         record.split = now_in.get(record.rel, record.split)
-    findings, _, _ = analyse(records, source.class_names, imgsz=min_side * 4, near=near)
+    findings, _, _ = analyse(records, source.class_names, imgsz=min_side * 4, near=near,
+                             multi_label=source.multi_label)
     findings = [f for f in findings if f.details.get("match") != "near" or f.kind == "leakage"]
     return cleaned, format_compact(findings, len(records), str(source.root), imgsz=min_side * 4)
 

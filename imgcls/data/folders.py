@@ -116,6 +116,7 @@ class Layout:
     hidden: list[Path] = field(default_factory=list)    # hidden and system folders and files, never entered
     unused: list[Path] = field(default_factory=list)    # loose files and other folders beside the class folders
     problems: list[tuple[str, str]] = field(default_factory=list)
+    multi_label: bool = False                            # a label file with several labels per image
 
     @property
     def class_names(self) -> list[str]:

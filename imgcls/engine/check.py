@@ -57,7 +57,7 @@ def _write_report(report: CheckReport, out_dir: Path) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     report.out_dir = str(out_dir)
-    chart = class_count_chart(report.counts) if report.counts else None
+    chart = class_count_chart(report.counts, "label" if report.multi_label else "class") if report.counts else None
     if chart:
         atomic_write_bytes(out_dir / "class_counts.png", chart)
     write_json(out_dir / "check.json", report.to_dict())

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.check import LABEL_ISSUES_PICTURED, SEVERITIES, UNREAD_KINDS, CheckReport, relabel_rows, short_list
+from ..data.check import (LABEL_ISSUES_PICTURED, SEVERITIES, UNREAD_KINDS, CheckReport, label_sets, relabel_rows,
+                          short_list)
 from ..pages import esc, page
 from .label_review import Suspect, review_help, review_section
 from .plots import png_bytes, pyplot
@@ -22,13 +23,17 @@ def format_console(report: CheckReport, per_kind: int = 10) -> str:
                               if report.split_folders else "")
     lines = [f"imgcls check {report.root} ({layout}): {len(report.records)} files in {report.seconds:.1f}s"]
     classes = list(next(iter(report.counts.values()), {}).keys())
+    what = "label" if report.multi_label else "class"
     if report.counts:
-        width = max(len(c) for c in classes + ["class"])
-        lines.append("  " + "class".ljust(width) + "".join(f"{s:>8}" for s in report.counts))
+        width = max(len(c) for c in classes + [what])
+        lines.append("  " + what.ljust(width) + "".join(f"{s:>8}" for s in report.counts)
+                     + ("   (images that have each label)" if report.multi_label else ""))
         for c in classes:
             lines.append("  " + c.ljust(width) + "".join(f"{report.counts[s].get(c, 0):>8}" for s in report.counts))
+    if report.multi_label:
+        lines.append("  " + label_sets_line(label_sets(report.records)))
     if report.imbalance_ratio is not None:
-        lines.append(f"  imbalance ratio (largest/smallest class): {report.imbalance_ratio:.2f}")
+        lines.append(f"  imbalance ratio (largest/smallest {what}): {report.imbalance_ratio:.2f}")
     if report.labels:
         lines.append(label_summary(report.labels))
     for severity in SEVERITIES:
@@ -65,6 +70,16 @@ def format_console(report: CheckReport, per_kind: int = 10) -> str:
     return "\n".join(lines)
 
 
+def label_sets_line(sets: dict) -> str:
+    """Multi-label data's labels per image and its most common label sets, in one line."""
+    if not sets:
+        return "no usable images"
+    common = ", ".join(f"{name} {n}" for name, n in list(sets["most_common"].items())[:3])
+    return (f"labels per image: {sets['cardinality']:.2f} on average ({sets['fewest']} to {sets['most']}), "
+            f"{sets['without_labels']} image(s) with none; {sets['distinct_sets']} distinct label sets, the most "
+            f"common: {common}")
+
+
 def label_summary(labels: dict) -> str:
     """One line about the --labels review."""
     quality = f"mAP {labels['cross_validated_mAP']:.3f}" if labels.get("multi_label") else \
@@ -75,7 +90,7 @@ def label_summary(labels: dict) -> str:
             "near-duplicates")
 
 
-def class_count_chart(counts: dict[str, dict[str, int]]) -> bytes:
+def class_count_chart(counts: dict[str, dict[str, int]], what: str = "class") -> bytes:
     """Grouped bar chart of images per class and split, as PNG bytes."""
     plt = pyplot()
     classes = list(next(iter(counts.values()), {}).keys())
@@ -86,7 +101,7 @@ def class_count_chart(counts: dict[str, dict[str, int]]) -> bytes:
         ax.bar(x + k * width - 0.4 + width / 2, [per_class.get(c, 0) for c in classes], width, label=split)
     ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
     ax.set_ylabel("images")
-    ax.set_title("Images per class")
+    ax.set_title(f"Images per {what}")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     return png_bytes(fig, dpi=100)
@@ -136,14 +151,18 @@ def _counts_section(report: CheckReport, chart_png: bytes | None) -> str:
     if not report.counts:
         return ""
     classes = list(next(iter(report.counts.values())).keys())
-    parts = ["<h2>Images per class</h2><table><tr><th>class</th>"
+    what = "label" if report.multi_label else "class"
+    parts = [f"<h2>Images per {what}</h2>"
+             + (f"<p>An image counts once under every label it has; "
+                f"{esc(label_sets_line(label_sets(report.records)))}.</p>" if report.multi_label else "")
+             + f"<table><tr><th>{what}</th>"
              + "".join(f"<th>{esc(s)}</th>" for s in report.counts) + "</tr>"]
     for c in classes:
         parts.append(f"<tr><td>{esc(c)}</td>"
                      + "".join(f"<td>{report.counts[s].get(c, 0)}</td>" for s in report.counts) + "</tr>")
     parts.append("</table>")
     if report.imbalance_ratio is not None:
-        parts.append(f"<p>Imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}</p>")
+        parts.append(f"<p>Imbalance ratio (largest / smallest {what}): {report.imbalance_ratio:.2f}</p>")
     if chart_png:
         parts.append("<img alt='images per class' src='data:image/png;base64,"
                      + base64.b64encode(chart_png).decode("ascii") + "'>")
