@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -128,6 +129,41 @@ def test_space_separated_tags_are_several_labels_but_two_word_names_are_one(tmp_
                     [[n, "golden retriever" if i % 2 else "german shepherd"] for i, (n, _) in enumerate(made)])
     assert not discover(breeds).multi_label
     assert discover(breeds, multi_label=True).class_names == ["german", "golden", "retriever", "shepherd"]
+
+
+def test_the_files_of_chestxray14_and_uc_merced_are_read_as_they_come(tmp_path):
+    made = _squares(tmp_path / "flat", 12)
+    cxr, ucm = tmp_path / "cxr", tmp_path / "ucm"
+    for i, (name, _) in enumerate(made):  # images spread over images_001/images, images_002/images...
+        folder = cxr / f"images_{i % 2 + 1:03d}" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "flat" / name, folder / name)
+        folder = ucm / "Images" / ("left" if i % 2 else "right")  # ids without extension, in class folders
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "flat" / name, folder / name)
+    findings = {(): "No Finding", ("red",): "red", ("blue",): "blue", ("red", "blue"): "red|blue"}
+    entry = _write(cxr / "Data_Entry_2017.csv",
+                   ["Image Index", "Finding Labels", "Patient ID", "OriginalImagePixelSpacing[x", "y]"],
+                   [[n, findings[ls], "7", "0.143", "0.143"] for n, ls in made])
+    source = discover(entry)
+    assert source.multi_label and source.class_names == ["No Finding", "blue", "red"]
+    assert {rel: label for items in source.items.values() for rel, label in items}[
+        "images_002/images/img003.png"] == (1, 2)
+    grid = _write(ucm / "LandUse_Multilabeled.csv", ["IMAGE\\LABEL", *LABELS],
+                  [[n[:-4], *(int(label in ls) for label in LABELS)] for n, ls in made])
+    source = discover(grid, images=ucm / "Images")
+    assert source.multi_label and source.class_names == list(LABELS)
+    assert sum(len(items) for items in source.items.values()) == 12
+
+
+def test_two_word_labels_read_as_one_class_say_how_to_read_them_as_several(tmp_path, caplog):
+    made = _squares(tmp_path / "d", 12)
+    tags = _write(tmp_path / "d" / "train_v2.csv", ["image_name", "tags"],
+                  [[n[:-4], "clear primary" if i % 2 else "haze water"] for i, (n, _) in enumerate(made)])
+    with caplog.at_level("INFO", logger="imgcls"):
+        assert discover(tags).class_names == ["clear primary", "haze water"]
+    assert "pass --multi-label if they are several labels" in caplog.text
+    assert discover(tags, multi_label=True).class_names == ["clear", "haze", "primary", "water"]
 
 
 def test_an_image_with_no_label_is_a_negative(tmp_path):

@@ -33,6 +33,10 @@ PATH_HEADERS = ("path", "filepath", "file_path", "file", "filename", "file_name"
                 "image_name", "image_id", "img", "img_path", "img_name", "id")
 LABEL_HEADERS = ("label", "labels", "class", "class_name", "classname", "category", "target", "tag", "tags", "y")
 SPLIT_HEADERS = ("split", "subset", "set", "fold_name")
+# A header none of the above names exactly is recognised by a word in it (``Image Index``, ``IMAGE\LABEL``,
+# ``Finding Labels``, ChestX-ray14's and UC Merced's); "id" is left out, as ``Patient ID`` is no image.
+PATH_WORDS = ("image", "img", "path", "file", "filename")
+LABEL_WORDS = ("labels", "label", "tags", "tag", "class", "classes", "category", "categories")
 NAMES_FILES = ("names.txt", "classes.txt", "class_names.txt", "labels.txt")
 
 
@@ -79,12 +83,31 @@ def read_rows(path: Path, columns: str | None = None, multi_label: bool | None =
     cell = (lambda row, i: row[i].strip() if i is not None and i < len(row) else "")
     rows = [(number, cell(row, at_path), cell(row, at_label), cell(row, at_split) or None) for number, row in body]
     if multi_label is False or (multi_label is None and not _several_per_cell([r[2] for r in rows])):
+        if multi_label is None and any(" " in r[2] for r in rows):
+            log.info(f"{path.name}: labels with spaces are read as one class each ({rows[0][2]!r}...); pass "
+                     "--multi-label if they are several labels an image has")
         return LabelRows(path, rows)
-    rows = [(n, p, _split_labels(label), s) for n, p, label, s in rows]
+    marked = any(";" in r[2] or "|" in r[2] for r in rows)  # then names may hold spaces, in every row
+    rows = [(n, p, _split_labels(label, marked), s) for n, p, label, s in rows]
     if multi_label is None:
         log.info(f"{path.name}: several labels per image (labels separated in the cells of column "
                  f"{header[at_label]!r}): multi-label training")
     return LabelRows(path, rows, sorted({name for row in rows for name in row[2]}), multi_label=True)
+
+
+def _normalised(header: list[str]) -> list[str]:
+    """Headers as compared with the names above: lower case, spaces as "_"."""
+    return [h.lower().replace(" ", "_") for h in header]
+
+
+def _find(lowered: list[str], exact: tuple[str, ...], words: tuple[str, ...] = (), skip: tuple = ()) -> int | None:
+    """The column a header names exactly, else the first whose header holds one of ``words`` (split at anything
+    but letters and digits)."""
+    found = next((lowered.index(h) for h in exact if h in lowered and lowered.index(h) not in skip), None)
+    if found is None:
+        found = next((i for word in words for i, h in enumerate(lowered)
+                      if i not in skip and word in re.split(r"[^a-z0-9]+", h)), None)
+    return found
 
 
 def _several_per_cell(cells: list[str]) -> bool:
@@ -98,10 +121,10 @@ def _several_per_cell(cells: list[str]) -> bool:
     return bool(spaced) and len({word for c in distinct for word in c.split()}) < len(distinct)
 
 
-def _split_labels(cell: str) -> tuple[str, ...]:
-    """The labels of one cell: split at ``;`` or ``|`` where it has them (names may hold spaces: ``No Finding``),
-    else at spaces; each label once, in order."""
-    parts = MULTI_SEPARATORS.split(cell) if (";" in cell or "|" in cell) else cell.split()
+def _split_labels(cell: str, marked: bool) -> tuple[str, ...]:
+    """The labels of one cell: split at ``;`` or ``|`` when the file separates labels with them (``marked``; names
+    may then hold spaces: ChestX-ray14's ``No Finding``), else at spaces; each label once, in order."""
+    parts = MULTI_SEPARATORS.split(cell) if marked else cell.split()
     return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
 
 
@@ -111,9 +134,9 @@ def _zero_one_columns(header: list[str], body: list, columns: str | None, multi_
     label column, and two or more other columns whose cells are (nearly all) 0 or 1. None otherwise."""
     if columns or multi_label is False:
         return None
-    lowered = [h.lower().replace(" ", "_") for h in header]
-    at_path = next((lowered.index(h) for h in PATH_HEADERS if h in lowered), None)
-    at_split = next((lowered.index(h) for h in SPLIT_HEADERS if h in lowered), None)
+    lowered = _normalised(header)
+    at_path = _find(lowered, PATH_HEADERS, PATH_WORDS)
+    at_split = _find(lowered, SPLIT_HEADERS)
     if at_path is None or any(h in lowered for h in LABEL_HEADERS):
         return None
     flags = [i for i in range(len(header)) if i not in (at_path, at_split)]
@@ -151,8 +174,8 @@ def _text(path: Path) -> str:
 
 def _columns(path: Path, header: list[str], columns: str | None) -> tuple[int, int, int | None]:
     """Indices of the path, label and split columns: named by --columns, else recognised by their header."""
-    lowered = [h.lower().replace(" ", "_") for h in header]
-    split = next((lowered.index(h) for h in SPLIT_HEADERS if h in lowered), None)
+    lowered = _normalised(header)
+    split = _find(lowered, SPLIT_HEADERS)
     if columns:
         names = [c.strip() for c in columns.split(",")]
         missing = [n for n in names if n not in header]
@@ -160,8 +183,8 @@ def _columns(path: Path, header: list[str], columns: str | None) -> tuple[int, i
             raise ImgclsError(f"--columns {columns}: expected two column names of {path.name}, PATH,LABEL (its "
                               f"header: {', '.join(header)})")
         return header.index(names[0]), header.index(names[1]), split
-    at_path = next((lowered.index(h) for h in PATH_HEADERS if h in lowered), None)
-    at_label = next((lowered.index(h) for h in LABEL_HEADERS if h in lowered), None)
+    at_path = _find(lowered, PATH_HEADERS, PATH_WORDS)
+    at_label = _find(lowered, LABEL_HEADERS, LABEL_WORDS, skip=(at_path, split))
     rest = [i for i in range(len(header)) if i not in (at_path, split)]
     if at_path is not None and at_label is None and len(rest) == 1:
         at_label = rest[0]  # filename,breed: the one other column is the label
@@ -224,7 +247,7 @@ def _yaml_names(path: Path) -> list[str] | None:
 def resolve(rows: LabelRows, images: Path) -> list[tuple[int, str, str, str | None]]:
     """(row, path relative to ``images``, label, split) for every row, each image found on disk: one error line for
     the first row with no label, a file not found, an id that matches several files, or a path given two labels."""
-    stems = _stems(images) if any(not Path(p).suffix for _, p, _, _ in rows.rows) else {}
+    stems = _Index(images)
     seen: dict[str, tuple[int, str]] = {}
     out = []
     for number, written, label, split in rows.rows:
@@ -247,8 +270,10 @@ def _shown(label: str | tuple[str, ...]) -> str:
     return repr(";".join(label)) if isinstance(label, tuple) else repr(label)
 
 
-def _found(written: str, images: Path, stems: dict[str, list[str]], where: str) -> str:
-    """The image a row names, relative to ``images``."""
+def _found(written: str, images: Path, stems: "_Index", where: str) -> str:
+    """The image a row names, relative to ``images``: the path as written, else the one image of that name (or, for
+    an id, of that stem) anywhere under ``images`` (ChestX-ray14 spreads its images over images_001/ to
+    images_012/, UC Merced over class folders)."""
     path = Path(written.replace("\\", "/"))
     full = path if path.is_absolute() else images / path
     if full.is_file():
@@ -257,27 +282,39 @@ def _found(written: str, images: Path, stems: dict[str, list[str]], where: str) 
         except ValueError:
             raise ImgclsError(f"{where}: {written} is outside {images}; give paths inside the images folder "
                               "(--images DIR)") from None
-    if not path.suffix:
-        matches = stems.get(path.as_posix(), []) or stems.get(path.name, [])
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise ImgclsError(f"{where}: id {written!r} matches {len(matches)} files ({', '.join(matches[:3])}); "
-                              "give the file name with its extension")
+    matches = stems.get(path.as_posix()) or stems.get(path.name)
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        what = "id" if not path.suffix else "file name"
+        raise ImgclsError(f"{where}: {what} {written!r} matches {len(matches)} files ({', '.join(matches[:3])}); "
+                          "give " + ("the file name with its extension" if not path.suffix else
+                                     "its path relative to --images"))
     raise ImgclsError(f"{where}: image {written} not found under {images}; fix the path, or point --images at the "
                       "folder the paths are relative to")
 
 
-def _stems(images: Path) -> dict[str, list[str]]:
-    """Image files under ``images`` by stem (and by relative path without its extension)."""
-    found: dict[str, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(images):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        for name in sorted(filenames):
-            if is_hidden(name) or not is_image_path(Path(name)):
-                continue
-            rel = (Path(dirpath) / name).relative_to(images).as_posix()
-            found.setdefault(Path(name).stem, []).append(rel)
-            if "/" in rel:
-                found.setdefault(rel.rsplit(".", 1)[0], []).append(rel)
-    return found
+class _Index:
+    """Image files under a folder by file name, by stem and by relative path without its extension, read on the
+    first lookup (a file whose rows all give paths as they are on disk never walks the folder)."""
+
+    def __init__(self, images: Path):
+        self.images, self.found = images, None
+
+    def get(self, key: str) -> list[str]:
+        if self.found is None:
+            self.found = self._walk()
+        return self.found.get(key, [])
+
+    def _walk(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for dirpath, dirnames, filenames in os.walk(self.images):
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+            for name in sorted(filenames):
+                if is_hidden(name) or not is_image_path(Path(name)):
+                    continue
+                rel = (Path(dirpath) / name).relative_to(self.images).as_posix()
+                keys = {Path(name).stem, rel.rsplit(".", 1)[0]} | ({name} if "/" in rel else set())
+                for key in keys:
+                    found.setdefault(key, []).append(rel)
+        return found
