@@ -111,6 +111,9 @@ class TrainConfig:
     warmup_epochs: float = setting(1.0, "linear warmup length in epochs")
     weight_decay: float = setting(0.01, "weight decay")
     label_smoothing: float = setting(0.1, "label smoothing")
+    asl: bool = setting(False, "multi-label data: the asymmetric loss (ASL, Ridnik et al. 2021) instead of binary "
+                        "cross-entropy; it down-weights the many easy negatives of data where each image has few of "
+                        "many labels")
     patience: int = setting(10, "stop after this many epochs without val improvement; 0 disables")
     clip_grad: float | None = setting(None, "clip the gradient norm to this value")
     seed: int = setting(0, "random seed for the split, shuffling and initialisation")

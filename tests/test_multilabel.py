@@ -248,7 +248,7 @@ def test_check_counts_the_images_that_have_each_label_not_each_label_set(cli, jo
     assert "Images per label" in (tmp_path / "r" / "check.html").read_text()
 
 
-def test_an_interrupted_multi_label_run_resumes_as_multi_label(cli, joined_csv, tmp_path, monkeypatch):
+def test_an_interrupted_multi_label_run_resumes_as_multi_label_with_its_loss(cli, joined_csv, tmp_path, monkeypatch):
     import os
 
     import torch
@@ -263,7 +263,7 @@ def test_an_interrupted_multi_label_run_resumes_as_multi_label(cli, joined_csv, 
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", stop_after_the_second_epoch)
-    code, _, err = cli("train", "--data", joined_csv, *TINY, "--epochs", "4", "--lr", "0.01",
+    code, _, err = cli("train", "--data", joined_csv, *TINY, "--epochs", "4", "--lr", "0.01", "--asl",
                        "--project", tmp_path / "runs", "--name", "ml")
     assert code == 130 and "--resume" in err
     monkeypatch.setattr(torch, "save", real_save)
@@ -276,6 +276,16 @@ def test_an_interrupted_multi_label_run_resumes_as_multi_label(cli, joined_csv, 
     results = json.loads((run / "results.json").read_text())
     assert [k for k in results if k.startswith("epoch:")] == [f"epoch:{i}" for i in range(1, 5)]
     assert results["dataset"]["multi_label"] is True and results["epoch:4"]["valid info"]["multi_label"] is True
+    assert results["train parameters"]["asl"] is True  # the asymmetric loss, before and after the resume
     best = torch.load(run / "weights" / "best.pt", weights_only=True)
     assert len(best["thresholds"]) == 2 and results["test"]["mAP"] >= 0.9
     assert (run / "predictions_test.csv").read_text().splitlines()[0] == "path,true,labels,p_blue,p_red"
+
+
+def test_asl_on_single_label_data_is_one_line(cli, tmp_path):
+    from imagegen import make_class_folders
+
+    data = make_class_folders(tmp_path / "data", per_class=4)
+    code, _, err = cli("train", "--data", data, *TINY, "--epochs", "1", "--asl", "--project", tmp_path / "runs")
+    assert code == 2 and "--asl: the asymmetric loss is for multi-label data" in err and "drop --asl" in err
+    assert not (tmp_path / "runs").exists()

@@ -268,11 +268,16 @@ def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -
 
 
 def _criterion(run: Run) -> nn.Module:
-    """Cross-entropy over the classes; for multi-label data a sigmoid per label (BCEWithLogitsLoss), whose --balance
-    weighs each label's positives by its negatives-to-positives ratio in the training split."""
+    """Cross-entropy over the classes; for multi-label data a sigmoid per label (BCEWithLogitsLoss, or with --asl
+    timm's asymmetric loss at its paper's settings, averaged as BCE is so that the learning rates hold), whose
+    --balance weighs each label's positives by its negatives-to-positives ratio in the training split."""
     cfg, source = run.cfg, run.source
     if source.multi_label:
         weight = positive_weights(np.stack(source.labels("train"))).to(run.device) if cfg.balance else None
+        if cfg.asl:
+            from timm.loss import AsymmetricLossMultiLabel
+
+            return AsymmetricLossMultiLabel(reduction="mean", pos_weight=weight)
         return nn.BCEWithLogitsLoss(pos_weight=weight)
     weight = class_weights(source.labels("train"), len(source.class_names)).to(run.device) if cfg.balance else None
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)

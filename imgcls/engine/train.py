@@ -279,6 +279,9 @@ def _source(cfg: TrainConfig, last: dict | None):
         if source.multi_label and (cfg.relabel or cfg.teacher):
             raise ImgclsError(f"--{'relabel' if cfg.relabel else 'teacher'}: works on single-label data; "
                               f"{cfg.data} has several labels per image: drop the flag")
+        if cfg.asl and not source.multi_label:
+            raise ImgclsError(f"--asl: the asymmetric loss is for multi-label data; {cfg.data} has one label per "
+                              "image (cross-entropy): drop --asl")
         return _relabelled(source, cfg.relabel) if cfg.relabel else source
     data = last["data"]
     several = bool(data.get("multi_label"))
