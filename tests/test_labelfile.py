@@ -12,6 +12,7 @@ import pytest
 
 from conftest import TINY
 from imagegen import make_class_folders, shape_image
+from imgcls.errors import ImgclsError
 
 
 @pytest.fixture
@@ -86,6 +87,26 @@ def test_another_label_header_a_tsv_with_a_split_column_and_a_list_with_names(fl
     assert source.class_names == names
     labels = {rel: source.class_names[label] for items in source.items.values() for rel, label in items}
     assert labels == dict(pairs)
+
+
+def test_kaggle_class_indices_take_their_names_from_a_json_beside_the_file(flat, tmp_path):
+    import json
+
+    from imgcls.data.folders import discover
+
+    images, pairs = flat
+    names = ["triangle", "circle", "square"]  # the map's order, not the alphabet's, is the class order
+    folder = tmp_path / "cassava"
+    folder.mkdir()
+    (folder / "label_num_to_disease_map.json").write_text(json.dumps({str(i): n for i, n in enumerate(names)}))
+    table = _write(folder / "train.csv", [["image_id", "label"], *[[n, names.index(c)] for n, c in pairs]])
+    source = discover(table, images=images)
+    assert source.class_names == names
+    assert {rel: names[label] for items in source.items.values() for rel, label in items} == dict(pairs)
+    (folder / "label_num_to_disease_map.json").write_text(json.dumps({"0": "triangle", "1": "circle"}))
+    with pytest.raises(ImgclsError, match=r"row \d+: label 2 is not an index of the 2 names in "
+                                          "label_num_to_disease_map.json"):
+        discover(table, images=images)
 
 
 @pytest.mark.parametrize("case, message", [

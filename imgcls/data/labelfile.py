@@ -86,7 +86,7 @@ def read_rows(path: Path, columns: str | None = None, multi_label: bool | None =
         if multi_label is None and any(" " in r[2] for r in rows):
             log.info(f"{path.name}: labels with spaces are read as one class each ({rows[0][2]!r}...); pass "
                      "--multi-label if they are several labels an image has")
-        return LabelRows(path, rows)
+        return _named(path, rows)
     marked = any(";" in r[2] or "|" in r[2] for r in rows)  # then names may hold spaces, in every row
     rows = [(n, p, _split_labels(label, marked), s) for n, p, label, s in rows]
     if multi_label is None:
@@ -215,33 +215,57 @@ def _list_rows(path: Path, text: str) -> LabelRows:
 
 
 def _names_file(path: Path) -> Path | None:
+    """names.txt (or classes.txt...) beside the label file, else a yaml with ``names``, else a JSON of names
+    (Kaggle's Cassava: label_num_to_disease_map.json)."""
     for candidate in (*(path.parent / n for n in NAMES_FILES), *sorted(path.parent.glob("*.yaml")),
-                      *sorted(path.parent.glob("*.yml"))):
-        if candidate.is_file() and candidate != path and (candidate.suffix == ".txt" or _yaml_names(candidate)):
+                      *sorted(path.parent.glob("*.yml")), *sorted(path.parent.glob("*.json"))):
+        if candidate.is_file() and candidate != path and (candidate.suffix == ".txt" or _structured_names(candidate)):
             return candidate
     return None
 
 
 def _names_beside(path: Path) -> list[str] | None:
-    """Class names from names.txt (one a line) or a yaml's ``names`` (a list, or {index: name}) beside the list."""
+    """Class names from names.txt (one a line), a yaml's ``names`` or a JSON (a list, or {index: name}) beside the
+    label file."""
     found = _names_file(path)
     if found is None:
         return None
     if found.suffix == ".txt":
         return [line.strip() for line in found.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    return _yaml_names(found)
+    return _structured_names(found)
 
 
-def _yaml_names(path: Path) -> list[str] | None:
+def _structured_names(path: Path) -> list[str] | None:
+    """The names a yaml (its ``names``) or a JSON file holds, as a list or {index: name}; None for other files."""
+    import json
+
     import yaml
 
     try:
-        names = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("names")
-    except (yaml.YAMLError, AttributeError, OSError):
+        text = path.read_text(encoding="utf-8-sig")
+        names = json.loads(text) if path.suffix == ".json" else (yaml.safe_load(text) or {}).get("names")
+    except (yaml.YAMLError, json.JSONDecodeError, AttributeError, OSError, UnicodeDecodeError):
         return None
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names, key=int)] if all(str(k).isdigit() for k in names) else None
-    return [str(n) for n in names] if isinstance(names, list) else None
+    if isinstance(names, dict) and names and all(str(k).isdigit() for k in names) \
+            and sorted(int(k) for k in names) == list(range(len(names))):
+        return [str(names[k]) for k in sorted(names, key=int)]
+    if isinstance(names, list) and names and (path.suffix != ".json" or all(isinstance(n, str) for n in names)):
+        return [str(n) for n in names]
+    return None
+
+
+def _named(path: Path, rows: list) -> LabelRows:
+    """One label per row; labels that are all class indices are named by a names file beside the label file when
+    there is one, and the classes keep its order (index 0 first)."""
+    names = _names_beside(path) if rows and all(r[2].isdigit() for r in rows) else None
+    if names is None:
+        return LabelRows(path, rows)
+    for number, _, label, _ in rows:
+        if int(label) >= len(names):
+            raise ImgclsError(f"--data {path}: row {number}: label {label} is not an index of the {len(names)} names "
+                              f"in {_names_file(path).name}; fix the row or the names file")
+    log.info(f"{path.name}: class indices named from {_names_file(path).name} ({names[0]!r}, ...)")
+    return LabelRows(path, [(n, p, names[int(label)], s) for n, p, label, s in rows], names)
 
 
 def resolve(rows: LabelRows, images: Path) -> list[tuple[int, str, str, str | None]]:
