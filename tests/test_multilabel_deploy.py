@@ -3,9 +3,13 @@ labels above threshold and every label's probability, by metrics.labels_present,
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.util
 import io
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from imgcls.deploy.formats import TFLITE_PACKAGES
 from imgcls.errors import ImgclsError
 from imgcls.metrics import labels_present, sigmoid
 from imgcls.record.card import ModelCard
@@ -176,11 +181,33 @@ def test_other_exports_end_in_a_sigmoid_read_once(weights, images, tmp_path, fmt
     assert np.array([[x for _, x in p.probabilities] for p in from_file]) == pytest.approx(probs, abs=1e-5)
 
 
-def test_formats_without_a_multilabel_form_are_refused_by_name(weights, tmp_path):
-    from imgcls.deploy.export import export
+@pytest.mark.skipif(importlib.util.find_spec("coremltools") is None and os.environ.get("CI") != "true",
+                    reason="coremltools is not installed (the coreml extra)")
+def test_coreml_export_of_a_multilabel_model_is_logits_and_their_sigmoid(weights, tmp_path, cli):
+    """Not a Core ML classifier (one class of a softmax): two multi-arrays, the probabilities the sigmoid of the
+    logits in the program itself, the labels and thresholds in the metadata and in the outputs' descriptions."""
+    from imgcls.deploy.coreml import check_spec, import_coremltools, read_spec
 
-    with pytest.raises(ImgclsError, match="multi-label model.*onnx, torchscript, openvino.*web"):
-        export(weights, "coreml", out=tmp_path / "model.mlpackage")
+    package = tmp_path / "model.mlpackage"
+    code, _, err = cli("export", "--weights", weights, "--format", "coreml", "--out", package)
+    assert code == 0, err
+    if sys.platform != "darwin":
+        assert "numeric parity was NOT checked" in err
+    spec = read_spec(package)
+    assert spec["outputs"] == {"logits": "multiArrayType", "probabilities": "multiArrayType"}
+    assert spec["shapes"] == {"logits": [1, 3], "probabilities": [1, 3]}
+    assert spec["computed_by"]["probabilities"] == ["sigmoid", "logits"]
+    assert spec["class_labels"] == [] and spec["predicted_feature"] == ""
+    meta = json.loads(spec["metadata"])
+    assert meta["thresholds"] == list(THRESHOLDS) and meta["class_names"] == list(LABELS)
+    assert meta["outputs"] == ["logits", "probabilities"]
+    described = {o.name: o.shortDescription for o in
+                 import_coremltools().models.MLModel(str(package), skip_model_load=True).get_spec().description.output}
+    assert "sky (0.3), tree (0.5), water (0.7)" in described["probabilities"]
+    # the one-label form, a classifier over the same labels, is not what a multi-label card asks for
+    card = ModelCard.read(meta, "test")
+    with pytest.raises(ImgclsError, match="outputs"):
+        check_spec(package, card.replace(thresholds=None), meta)
 
 
 def test_predictions_csv_of_a_multilabel_answer_reads_back(tmp_path):
@@ -336,3 +363,113 @@ def test_a_labelled_copy_names_every_label_present_with_its_probability():
     assert caption(Prediction("a.jpg", labels=("sky", "water"), probabilities=probabilities)) == "sky 0.90, water 0.75"
     assert caption(Prediction("a.jpg", labels=(), probabilities=probabilities)) == "none"
     assert caption(Prediction("a.jpg", labels=("unknown",), probabilities=probabilities)) == "unknown"
+
+
+# ------------------------------------------------------------------------------ TFLite (the tflite extra)
+
+TFLITE_MISSING = [package for module, package in TFLITE_PACKAGES if importlib.util.find_spec(module) is None]
+# skipped where the extra is missing, unless CI's tflite step (IMGCLS_TEST_TFLITE=1) promised it
+NEEDS_TFLITE = pytest.mark.skipif(bool(TFLITE_MISSING) and os.environ.get("IMGCLS_TEST_TFLITE") != "1",
+                                  reason=f"the tflite extra is not installed (missing {', '.join(TFLITE_MISSING)})")
+
+
+@pytest.fixture(scope="module")
+def tflite_exported(tmp_path_factory):
+    """A tiny multi-label run (red and/or blue squares, so its val images have label sets to agree on), exported
+    as best.tflite and best_int8.tflite once; the export's result and the INT8 table it printed."""
+    from imgcls.deploy.export import export
+    from imgcls.engine.train import train
+
+    if TFLITE_MISSING:  # only reached where IMGCLS_TEST_TFLITE=1 promised the packages
+        pytest.fail(f"IMGCLS_TEST_TFLITE=1 but {', '.join(TFLITE_MISSING)} is not installed")
+    base = tmp_path_factory.mktemp("tflite-multilabel")
+    run = train(data=str(_squares(base / "data")), model="simple_cnn", pretrained=False, imgsz=32, batch_size=8,
+                workers=0, epochs=3, lr=0.01, warmup_epochs=0, project=str(base / "runs"), name="train",
+                progress=False).run_dir
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = export(run / "weights" / "best.pt", "tflite", int8=True, calibration_images=16, bench_seconds=0.05)
+    return run, result, printed.getvalue()
+
+
+def _squares(folder: Path, n: int = 48) -> Path:
+    """Images with a red square on the left and/or a blue one on the right (or neither), and their labels.csv."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = ["path,labels"]
+    for i in range(n):
+        red, blue = i % 4 in (1, 3), i % 4 in (2, 3)
+        pixels = rng.integers(90, 140, size=(32, 32, 3), dtype=np.uint8)
+        if red:
+            pixels[8:22, 2:14] = (220, 30, 30)
+        if blue:
+            pixels[10:24, 18:30] = (30, 30, 220)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+        rows.append(f"img{i:03d}.png," + ";".join(name for name, on in (("red", red), ("blue", blue)) if on))
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+def _bare_litert(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """What a user of the bare file gets: LiteRT's signature runner, outputs by name, dequantized by hand."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    inp = runner.get_input_details()["images"]
+    found = {}
+    for image in images:
+        x = image.transpose(1, 2, 0)[None]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127)
+        for name, y in runner(images=x.astype(inp["dtype"])).items():
+            scale, zero = runner.get_output_details()[name]["quantization"]
+            found.setdefault(name, []).append((y.astype(np.float32) - zero) * scale if scale else y)
+    return {name: np.concatenate(rows) for name, rows in found.items()}
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.tflite
+@NEEDS_TFLITE
+def test_tflite_files_of_a_multilabel_run_carry_logits_and_their_sigmoid(tflite_exported, int8):
+    from imgcls.deploy.parity import reference_inputs
+    from imgcls.deploy.tflite import file_metadata
+    from imgcls.record.checkpoint import card_of, load_checkpoint
+
+    run, result, _ = tflite_exported
+    path = result.int8_path if int8 else result.path
+    meta = json.loads(file_metadata(path))
+    checkpoint = load_checkpoint(run / "weights" / "best.pt")
+    assert meta["thresholds"] == list(card_of(checkpoint).thresholds) and meta["class_names"] == ["blue", "red"]
+    assert meta["outputs"] == ["logits", "probabilities"]
+    batch, _, _ = reference_inputs(checkpoint, "val")
+    bare = _bare_litert(path, batch)
+    assert set(bare) == {"logits", "probabilities"} and bare["probabilities"].shape == (len(batch), 2)
+    # FP32: the sigmoid to float rounding; INT8 requantizes it to steps of 1/256 (TFLite's int8 LOGISTIC output)
+    assert bare["probabilities"] == pytest.approx(sigmoid(bare["logits"]), abs=1 / 256 if int8 else 1e-6)
+    if not int8:  # checked against PyTorch on the run's val images before it was kept
+        parity = result.parity
+        assert parity.answer == "label-set" and parity.source.endswith("val image(s)")
+        assert parity.top1_agreement == 1.0 and parity.sigmoid_diff < 1e-5
+
+
+@pytest.mark.tflite
+@NEEDS_TFLITE
+def test_predict_with_a_multilabel_tflite_gives_the_label_sets_of_the_checkpoint(tflite_exported):
+    from imgcls.deploy.predict import Predictor
+
+    run, result, printed = tflite_exported
+    images = sorted(str(p) for p in (run.parent.parent / "data").glob("*.png"))
+    from_checkpoint = Predictor(run / "weights" / "best.pt", runtime="torch").predict(images)
+    from_tflite = Predictor(result.path).predict(images)
+    assert len({p.labels for p in from_checkpoint}) > 1   # the images have different label sets
+    assert [p.labels for p in from_tflite] == [p.labels for p in from_checkpoint]
+    for a, b in zip(from_tflite, from_checkpoint):
+        assert [x for _, x in a.probabilities] == pytest.approx([x for _, x in b.probabilities], abs=1e-5)
+    # INT8: imgcls reads its dequantized logits, and its label-set agreement with PyTorch is reported
+    report = result.int8_report
+    assert report["fp32"]["label_set_agreement_with_pytorch"] == 1.0
+    assert report["int8"]["label_set_agreement_with_pytorch"] >= 0.75 and report["val_images"] > 0
+    assert "label-set agreement with PyTorch" in printed
+    from_int8 = Predictor(result.int8_path).predict(images)
+    assert np.mean([a.labels == b.labels for a, b in zip(from_int8, from_checkpoint)]) >= 0.75

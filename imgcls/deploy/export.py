@@ -82,10 +82,6 @@ def export(weights: str | os.PathLike, format: str = "onnx", *, int8: bool = Fal
     if path.resolve() == checkpoint_path.resolve():
         raise ImgclsError(f"--out {path}: is the checkpoint itself; choose another file name")
     _check_targets(fmt, fmt.files(path) + ([fmt.int8_path(path)] if int8 else []), force, given=out is not None)
-    if card_of(checkpoint).multi_label and not fmt.multi_label:
-        *others, last = [f.name for f in FORMATS.values() if f.multi_label]
-        raise ImgclsError(f"--format {format}: {checkpoint_path.name} is a multi-label model, which imgcls exports as "
-                          f"{', '.join(others)} or {last} (each label's sigmoid as an output); choose one of those")
     model = _network(checkpoint, scored=fmt.familiarity)
     batch, _, source = reference_inputs(checkpoint, "val")
     staging = new_staging_dir(path)

@@ -176,14 +176,14 @@ def _write_tflite(model, card: ModelCard, path: Path, dynamic_batch: bool) -> No
     """TFLite through ONNX and onnx2tf (deploy/tflite.py); the metadata goes inside the flatbuffer."""
     from . import tflite
 
-    tflite.convert(model, card, export_metadata(card), fp32_path=path)
+    tflite.convert(model, card, export_metadata(card, model), fp32_path=path)
 
 
 def _write_tflite_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
     """Full-integer TFLite (int8 weights, activations, input and output), calibrated on ``calibration``."""
     from . import tflite
 
-    tflite.convert(model, card, export_metadata(card), int8_path=int8_path, calibration=calibration)
+    tflite.convert(model, card, export_metadata(card, model), int8_path=int8_path, calibration=calibration)
 
 
 def _load_tflite(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
@@ -192,7 +192,7 @@ def _load_tflite(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     require("ai_edge_litert", "ai-edge-litert")  # LiteRT alone runs the file: no TensorFlow needed
     card = check_metadata(tflite.file_metadata(path), path)
     try:
-        runner = tflite.litert_runner(path, threads)
+        runner = tflite.litert_runner(path, threads, card.outputs)
     except (RuntimeError, ValueError) as e:
         raise ImgclsError(f"--weights {path}: LiteRT cannot load it ({str(e).strip()[:160]})") from None
     return runner, card
@@ -251,14 +251,16 @@ def _write_onnx_int8(model, card: ModelCard, fp32_path: Path, int8_path: Path, c
 def _write_coreml(model, card: ModelCard, path: Path, dynamic_batch: bool) -> None:
     from . import coreml
 
-    coreml.write(model, card, export_metadata(card), path)
+    coreml.write(model, card, export_metadata(card, model), path)
 
 
 def _load_coreml(path: Path, threads: int | None) -> tuple[Runner, ModelCard]:
     from . import coreml
 
     card = check_metadata(coreml.read_spec(path)["metadata"], path)
-    # the model applies the temperature itself and returns probabilities; the runner gives their logarithm
+    if card.multi_label:  # logits and their sigmoid, as every multi-label export
+        return coreml.coreml_runner(path, card), card
+    # the classifier applies the temperature itself and returns probabilities; the runner gives their logarithm
     return coreml.coreml_runner(path, card), card.replace(temperature=1.0)
 
 
@@ -266,7 +268,7 @@ def _verify_coreml(model, card: ModelCard, path: Path, batch: np.ndarray, source
     """The spec everywhere; the numbers on macOS only (None elsewhere: not checked, and said so)."""
     from . import coreml
 
-    coreml.check_spec(path, card, export_metadata(card))
+    coreml.check_spec(path, card, export_metadata(card, model))
     return coreml.check_numbers(model, card, path, batch, source)
 
 
@@ -333,7 +335,6 @@ class Format:
     earlier_export: Callable | None = None    # (folder) -> bool, for formats written as folders: whether a folder
                                               # is an earlier export, which --force may replace
     next_step: str = ""                       # said after writing; {path} is the written file or folder
-    multi_label: bool = True                  # writes multi-label models (logits, then their sigmoid)
 
     def files(self, path: Path) -> list[Path]:
         return [path, *[path.with_suffix(s) for s in self.side_suffixes]]
@@ -377,10 +378,9 @@ FORMATS = {f.name: f for f in (
     Format("torchscript", ".torchscript", (), _write_torchscript, _load_torchscript),
     Format("openvino", ".xml", (("openvino", "openvino"),), _write_openvino, _load_openvino, (".bin",)),
     Format("tflite", ".tflite", TFLITE_PACKAGES, _write_tflite, _load_tflite, write_int8=_write_tflite_int8,
-           batch_one=True, familiarity=False, notes="or `pip install 'imgcls[tflite]'`", multi_label=False),
+           batch_one=True, familiarity=False, notes="or `pip install 'imgcls[tflite]'`"),
     Format("coreml", ".mlpackage", (("coremltools", "coremltools"),), _write_coreml, _load_coreml,
-           verify=_verify_coreml, batch_one=True, familiarity=False, earlier_export=_is_coreml_package,
-           multi_label=False),
+           verify=_verify_coreml, batch_one=True, familiarity=False, earlier_export=_is_coreml_package),
     Format("web", "_web", (("onnx", "onnx"), ("onnxruntime", "onnxruntime")), _write_web, _load_web,
            write_int8=_write_web_int8, batch_one=True, familiarity=False, ready=_web_ready,
            earlier_export=_is_web_export,

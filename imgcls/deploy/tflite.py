@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ImgclsError
-from ..record.card import ModelCard
+from ..record.card import LOGITS_ONLY, ModelCard
 from ..record.files import atomic_write_bytes
 from ..runtime.pytorch import export_onnx_bytes
 from ..runtime.runner import Runner
@@ -47,10 +47,11 @@ def convert(model: torch.nn.Module, card: ModelCard, metadata: dict, fp32_path: 
     with tempfile.TemporaryDirectory(prefix="imgcls-tflite-") as tmp:
         tmp = Path(tmp)
         raw, folded = tmp / "model.onnx", tmp / "folded.onnx"
-        raw.write_bytes(export_onnx_bytes(model, card.input_size, dynamic_batch=False))
+        outputs = list(metadata["outputs"])
+        raw.write_bytes(export_onnx_bytes(model, card.input_size, dynamic_batch=False, output_name=tuple(outputs)))
         _fold_constants(raw, folded)
         np.save(tmp / ONNX2TF_SAMPLE, np.zeros((20, 128, 128, 3), np.float32))
-        args = {"onnx": str(folded), "workdir": str(tmp)}
+        args = {"onnx": str(folded), "workdir": str(tmp), "outputs": outputs}
         if fp32_path is not None:
             args["fp32"] = str(tmp / "fp32.tflite")
         if int8_path is not None:
@@ -133,13 +134,15 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def litert_runner(path: Path, threads: int | None = None) -> Runner:
-    """A Runner over a .tflite file: NCHW float batches in (as everywhere in imgcls), logits out."""
+def litert_runner(path: Path, threads: int | None = None, outputs: tuple[str, ...] = LOGITS_ONLY) -> Runner:
+    """A Runner over a .tflite file: NCHW float batches in (as everywhere in imgcls), the outputs named ``outputs``
+    out, in that order (the ONNX order: logits first), a tuple when there are several. A full-integer file's outputs
+    are dequantized each with its own scale and zero point."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads or torch.get_num_threads())
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp, outs = interpreter.get_input_details()[0], output_details(interpreter, outputs, path)
     shape = [int(d) for d in inp["shape"]]
     nhwc = shape[-1] in (1, 3) and shape[1] not in (1, 3)
     fixed = None if int(inp["shape_signature"][0]) == -1 else shape[0]
@@ -158,10 +161,27 @@ def litert_runner(path: Path, threads: int | None = None) -> Runner:
                 current["shape"] = list(x.shape)
             interpreter.set_tensor(inp["index"], x)
             interpreter.invoke()
-            y = interpreter.get_tensor(out["index"])
-        return dequantize(y, out) if np.issubdtype(out["dtype"], np.integer) else np.array(y, dtype=np.float32)
+            ys = [interpreter.get_tensor(out["index"]) for out in outs]
+        ys = tuple(dequantize(y, out) if np.issubdtype(out["dtype"], np.integer) else np.array(y, dtype=np.float32)
+                   for y, out in zip(ys, outs))
+        return ys if len(ys) > 1 else ys[0]
 
     return Runner("litert int8" if integer else "litert", run, fixed_batch=fixed)
+
+
+def output_details(interpreter, names: tuple[str, ...], path: Path) -> list[dict]:
+    """The interpreter's details of the outputs named ``names``, in that order, found by name in the file's
+    signature (the converter's tensor order is not the network's); a file with a single output needs no name."""
+    details = interpreter.get_output_details()
+    if len(details) == 1 and len(names) == 1:
+        return details
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        named = interpreter.get_signature_runner(next(iter(signatures))).get_output_details()
+        if all(name in named for name in names):
+            return [named[name] for name in names]
+    raise ImgclsError(f"--weights {path}: its outputs are not named {', '.join(names)} in a signature, as imgcls "
+                      "writes them; export it again with `imgcls export --format tflite`")
 
 
 def file_metadata(path: Path) -> str | None:

@@ -5,7 +5,8 @@ and importing onnx2tf changes process-wide state (all warnings off, the recursio
 calls sys.exit on some errors. The imgcls process never imports TensorFlow; this script imports nothing
 from imgcls.
 
-usage: python tflite_child.py '{"onnx": ..., "workdir": ..., "fp32": OUT, "int8": OUT, "calibration": NPY}'
+usage: python tflite_child.py '{"onnx": ..., "workdir": ..., "outputs": [NAME, ...], "fp32": OUT, "int8": OUT,
+                               "calibration": NPY}'
 """
 
 import json
@@ -27,10 +28,20 @@ def main(args: dict) -> None:
         disable_model_save=True, not_use_onnxsim=True, non_verbose=True, verbosity="error",
         replace_to_pseudo_operators=["erf"])  # exact GELU as TFLite builtins (lower case, or it is ignored)
     spec = keras_model.inputs[0]
-    function = tf.function(lambda x: keras_model(x),
-                           input_signature=[tf.TensorSpec(spec.shape, tf.float32, name="images")])
-    # From the concrete function, not from the Keras model: the same file, much faster to convert.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    names = list(keras_model.output_names)   # onnx2tf names each Keras output after its ONNX output
+    if sorted(names) != sorted(args["outputs"]):
+        sys.exit(f"onnx2tf named the outputs {names}, not {args['outputs']}")
+
+    def named(x):
+        # A dict keyed by the ONNX output names: the file's signature then names each output, and readers map by
+        # name, whatever order the converter leaves the output tensors in.
+        out = keras_model(x)
+        return dict(zip(names, out if isinstance(out, (list, tuple)) else [out], strict=True))
+
+    function = tf.function(named, input_signature=[tf.TensorSpec(spec.shape, tf.float32, name="images")])
+    # From the concrete function, not from the Keras model: the same file, much faster to convert. Without the
+    # model as its trackable object the file gets no signature, and so no output names.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], keras_model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if args.get("fp32"):
         with open(args["fp32"], "wb") as f:
