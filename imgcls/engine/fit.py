@@ -37,6 +37,7 @@ from . import distributed as dist
 from .loop import EpochOutput, Optimization, recompute_batch_norm, train_one_epoch
 from .plan import Phase, phases_of
 from .state import TrainState
+from .step import StepSettings, uses_convolutions
 
 log = logging.getLogger("imgcls")
 
@@ -71,6 +72,7 @@ class Run:
     progress: bool = True
     distiller: object | None = None
     amp: bool | str = False
+    step: StepSettings | None = None  # an accelerator's measured training step (autocast, channels_last, compile)
     started: float = field(default_factory=time.time)   # when this process began the run (or resumed it)
     elapsed_before: float = 0.0                           # wall time the run had taken before a resume
     budget: float | None = None      # seconds: a fresh budget plan re-fits its last phase to the time left
@@ -112,9 +114,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         log.info(f"Phase {phase.describe()}")
     lower, upper = phase_network(run.model, phase)
     images = phase.inputs == "images"
-    channels_last = images and _uses_convolutions(run.model) and (
-        run.device.type != "cpu" or channels_last_survives(run.model, run.preprocess["input_size"], train=True,
-                                                           subject=run.cfg.model))
+    channels_last = images and _channels_last(run)
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
     opt = _optimization(run, phase, upper, len(inputs.train_dataset(phase, 1)))
@@ -125,8 +125,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     else:
         state.step, state.stale = 0, 0  # a new phase gets its own lr schedule and its own patience
     trained = dist.wrap(upper, run.device)
-    if phase.trains == "all" and cfg.compile and (run.device.type != "cpu" or compile_survives(
-            run.model, run.preprocess["input_size"], subject=cfg.model)):
+    if phase.trains == "all" and _compiles(run):
         trained = torch.compile(trained)
     ema = _ema(run.model, phase)
     evaluated = ema.module if ema is not None else evaluated_network(run.model, phase, lower, upper)
@@ -387,9 +386,22 @@ def _single_thread(enabled: bool):
         torch.set_num_threads(threads)
 
 
-def _uses_convolutions(model: nn.Module) -> bool:
-    """channels_last only pays off for convolutional networks."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+def _channels_last(run: Run) -> bool:
+    """Whether images train in channels_last: as an accelerator's measured step says (engine/step.py); without one
+    (a CPU, an explicit plan) for convolutional networks on an accelerator, and on a CPU where it does not crash."""
+    if run.step is not None:
+        return run.step.channels_last
+    return uses_convolutions(run.model) and (run.device.type != "cpu" or channels_last_survives(
+        run.model, run.preprocess["input_size"], train=True, subject=run.cfg.model))
+
+
+def _compiles(run: Run) -> bool:
+    """Whether the whole network trains compiled: as an accelerator's measured step says; without one only with
+    --compile, and on a CPU where a compiled step does not crash."""
+    if run.step is not None:
+        return run.step.compile
+    return bool(run.cfg.compile) and (run.device.type != "cpu" or compile_survives(
+        run.model, run.preprocess["input_size"], subject=run.cfg.model))
 
 
 class PhaseInputs:
