@@ -189,3 +189,15 @@ def test_fit_applies_the_recorded_step_and_the_run_records_it(cli, split_data, t
     run = tmp_path / "runs" / "train"
     assert json.loads((run / "results.json").read_text())["training step"] == chosen.to_dict()
     assert StepSettings.from_dict(load_checkpoint(run / "weights" / "last.pt")["training step"]) == chosen
+
+
+def test_compile_and_amp_are_each_a_flag_pair_left_to_the_plan_by_default():
+    from imgcls.cli import _train_settings, build_parser
+
+    def settings(*flags):
+        return _train_settings(build_parser().parse_args(["train", "--data", "x", *flags]))
+
+    assert "compile" not in settings() and "amp" not in settings()
+    assert settings("--compile", "--no-amp") == {"data": "x", "compile": True, "amp": False}
+    assert settings("--no-compile", "--amp")["compile"] is False
+    assert TrainConfig(data="x").compile is None and TrainConfig(data="x").amp is None
