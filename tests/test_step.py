@@ -39,10 +39,10 @@ def test_the_fastest_step_is_chosen_and_the_plans_own_timing_is_not_repeated():
     assert best == Step(BF16, True) and timing is known[best]
     assert len(calls) == 3 and Step(BF16, True) not in calls  # the plan timed that one already
     assert seconds == H100
-    settings = StepSettings(best.amp, best.channels_last, seconds={s.describe(): t for s, t in seconds.items()},
+    settings = StepSettings(best.amp, best.channels_last, seconds={s.label: t for s, t in seconds.items()},
                             compile_note="left out: ...")
-    assert settings.line("cuda").startswith("Step on cuda: bf16 autocast, channels_last (1.21 ms/img; float32, "
-                                            "contiguous 2.61, ")
+    assert settings.line("cuda").startswith("Step on cuda: bf16 autocast, channels_last (1.21 ms/img; "
+                                            "float32+contiguous 2.61, float32+channels_last 2.40, ")
     assert StepSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
 
 
@@ -126,7 +126,7 @@ def test_the_plan_times_each_step_once_and_records_the_choice(monkeypatch, caplo
     assert (step.amp, step.channels_last) == (BF16, True)
     assert step.compile and compiles == [(352, 352)] and step.compile_note.startswith("on (40 s to compile")
     assert ("compiling the network (torch.compile)", 40.0) in est.steps
-    assert "Step on cuda: bf16 autocast, channels_last (1.21 ms/img; float32, contiguous 2.61" in caplog.text
+    assert "Step on cuda: bf16 autocast, channels_last (1.21 ms/img; float32+contiguous 2.61" in caplog.text
     # two minutes: too few steps to repay a compile, which is not timed
     _, short, _, compiles = _plan(monkeypatch, AT_224, compiled=(40.0, 0.7), budget="2m")
     assert not short.step.compile and not compiles and short.step.compile_note.startswith("left out: ")
@@ -165,7 +165,7 @@ def test_fit_applies_the_recorded_step_and_the_run_records_it(cli, split_data, t
     from imgcls.record.checkpoint import load_checkpoint
 
     # each unlike fit's own rules on a CPU (float32 unless measured faster, channels_last, no compile)
-    chosen = StepSettings(amp="bf16", channels_last=False, compile=True, seconds={"bf16 autocast, contiguous": 0.01},
+    chosen = StepSettings(amp="bf16", channels_last=False, compile=True, seconds={"bf16+contiguous": 0.01},
                           compile_note="on (recorded)")
     planned = budget.whole_network_plan
 
@@ -188,7 +188,12 @@ def test_fit_applies_the_recorded_step_and_the_run_records_it(cli, split_data, t
     assert trained and all(t == (False, "bf16") for t in trained) and len(compiled) == 1
     run = tmp_path / "runs" / "train"
     assert json.loads((run / "results.json").read_text())["training step"] == chosen.to_dict()
-    assert StepSettings.from_dict(load_checkpoint(run / "weights" / "last.pt")["training step"]) == chosen
+    last = load_checkpoint(run / "weights" / "last.pt")
+    assert StepSettings.from_dict(last["training step"]) == chosen
+    # --resume on an accelerator trains with the recorded step again; on a CPU with the CPU's own choices
+    from imgcls.engine.train import _step
+
+    assert _step(None, last, GPU) == chosen and _step(None, last, torch.device("cpu")) is None
 
 
 def test_compile_and_amp_are_each_a_flag_pair_left_to_the_plan_by_default():

@@ -514,7 +514,7 @@ def _chosen_step(cfg: TrainConfig, model: nn.Module, input_size, device: torch.d
         return measure_whole(model, input_size, device, cfg.batch_size, step.amp, channels_last=step.channels_last)
 
     best, timing, seconds = choose_step(timer, candidates(amp, cfg.amp, first.channels_last), {first: costs})
-    return StepSettings(best.amp, best.channels_last, seconds={s.describe(): t for s, t in seconds.items()}), timing
+    return StepSettings(best.amp, best.channels_last, seconds={s.label: t for s, t in seconds.items()}), timing
 
 
 def _compile_choice(cfg: TrainConfig, model: nn.Module, device: torch.device, size: tuple[int, int],

@@ -20,6 +20,7 @@ CLEARLY_FASTER = 0.07
 COMPILE_GAIN = 1 / 3
 COMPILE_SECONDS = 30.0
 AMP_NAMES = {False: "float32", "bf16": "bf16 autocast", True: "float16 autocast"}
+SHORT_AMP_NAMES = {False: "float32", "bf16": "bf16", True: "float16"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,16 @@ class Step:
     channels_last: bool = False
 
     def describe(self) -> str:
-        return f"{AMP_NAMES[self.amp]}, {'channels_last' if self.channels_last else 'contiguous'}"
+        return f"{AMP_NAMES[self.amp]}, {self._layout}"
+
+    @property
+    def label(self) -> str:
+        """The short name a record and the log line list its timing under, e.g. "bf16+channels_last"."""
+        return f"{SHORT_AMP_NAMES[self.amp]}+{self._layout}"
+
+    @property
+    def _layout(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
 
     @property
     def departures(self) -> int:
@@ -47,16 +57,16 @@ class StepSettings:
     amp: bool | str = False
     channels_last: bool = False
     compile: bool = False
-    seconds: dict = field(default_factory=dict)  # seconds per training image under each timed Step.describe()
+    seconds: dict = field(default_factory=dict)  # seconds per training image under each timed Step's label
     compile_note: str = ""                       # why torch.compile is on or left out, with its numbers
 
     def line(self, device_type: str) -> str:
         """The log line: the chosen step, its speed and the others timed, and the compile decision."""
-        chosen = Step(self.amp, self.channels_last).describe()
-        others = ", ".join(f"{what} {s * 1000:.2f}" for what, s in self.seconds.items() if what != chosen)
-        speed = f" ({self.seconds[chosen] * 1000:.2f} ms/img" + (f"; {others}" if others else "") + ")" \
-            if chosen in self.seconds else ""
-        return f"Step on {device_type}: {chosen}{speed}; torch.compile {self.compile_note}"
+        chosen = Step(self.amp, self.channels_last)
+        others = ", ".join(f"{what} {s * 1000:.2f}" for what, s in self.seconds.items() if what != chosen.label)
+        speed = f" ({self.seconds[chosen.label] * 1000:.2f} ms/img" + (f"; {others}" if others else "") + ")" \
+            if chosen.label in self.seconds else ""
+        return f"Step on {device_type}: {chosen.describe()}{speed}; torch.compile {self.compile_note}"
 
     def to_dict(self) -> dict:
         return {"amp": self.amp, "channels_last": self.channels_last, "compile": self.compile,
