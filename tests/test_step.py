@@ -206,3 +206,25 @@ def test_compile_and_amp_are_each_a_flag_pair_left_to_the_plan_by_default():
     assert settings("--compile", "--no-amp") == {"data": "x", "compile": True, "amp": False}
     assert settings("--no-compile", "--amp")["compile"] is False
     assert TrainConfig(data="x").compile is None and TrainConfig(data="x").amp is None
+
+
+def test_a_compiled_phase_is_refitted_on_its_second_epoch_not_on_the_compile(tmp_path):
+    """The first epoch of a compiled phase includes the compile: the re-fit to the budget waits for the second and
+    leaves the first out of the phase's speed."""
+    from types import SimpleNamespace
+
+    from imgcls.engine.fit import _refit_last_phase
+    from imgcls.engine.plan import Phase
+    from imgcls.engine.state import TrainState
+
+    finetune = Phase("finetune", 20, "all", "images", 1e-3, 1e-4)
+    run = SimpleNamespace(budget=600.0, reserve=30.0, device=GPU, main=True, run_dir=tmp_path, plan=[finetune],
+                          state=TrainState(), cfg=TrainConfig(data="x"), results={}, checkpoint_extra={}, now=170.0)
+    run.elapsed = lambda: run.now
+    for seconds in (80.0, 10.0):  # 70 s of compiling, then 10 s an epoch
+        run.state.history.append({"phase": "finetune", "seconds": seconds})
+    # 400 s left at 10 s an epoch: 2 done + 40, capped at ACCELERATOR's 100 (at 80 s an epoch it would be 7)
+    assert _refit_last_phase(run, finetune, 10.0, done=2, one_off=1).epochs == 42
+    run.state.history.append({"phase": "finetune", "seconds": 10.0})
+    run.now = 600.0 - 30.0 - 10.0 * 39  # on time: the mean of the recent epochs (not the compile's) keeps the phase
+    assert _refit_last_phase(run, run.plan[-1], 10.0, done=3, one_off=1).epochs == 42

@@ -125,7 +125,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     else:
         state.step, state.stale = 0, 0  # a new phase gets its own lr schedule and its own patience
     trained = dist.wrap(upper, run.device)
-    if phase.trains == "all" and _compiles(run):
+    one_off = int(phase.trains == "all" and _compiles(run))  # its first epoch compiles: no measure of its speed
+    if one_off:
         trained = torch.compile(trained)
     ema = _ema(run.model, phase)
     evaluated = ema.module if ema is not None else evaluated_network(run.model, phase, lower, upper)
@@ -150,10 +151,10 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
         state.add_epoch(record, record["seconds"])
         state.elapsed = record["elapsed"] = round(run.elapsed(), 1)
-        if not resumed and run.budget is not None and phase == run.plan[-1] \
-                and phase.trains != "head":  # a probe's epochs take a blink: its planned length stands
+        if not resumed and run.budget is not None and phase == run.plan[-1] and phase.trains != "head" \
+                and epoch - before > one_off:  # a probe's epochs take a blink: its planned length stands
             steps_per_epoch = opt.total_steps // phase.epochs
-            phase = _refit_last_phase(run, phase, record["seconds"], epoch - before)
+            phase = _refit_last_phase(run, phase, record["seconds"], epoch - before, one_off)
             opt.total_steps, last_epoch = steps_per_epoch * phase.epochs, sum(p.epochs for p in run.plan)
         stop = bool(cfg.patience and state.stale >= cfg.patience and epoch < last_epoch)
         state.finished = stop or epoch == last_epoch
@@ -178,18 +179,22 @@ def _recompute_batch_norm(run: Run, phase: Phase, epoch: int, inputs: "PhaseInpu
     dist.average_buffers([b for m in norms for b in (m.running_mean, m.running_var)])
 
 
-def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float, done: int) -> Phase:
+def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float, done: int, one_off: int = 0) -> Phase:
     """After each epoch of a budget plan's last phase (``done`` of them so far, the last taking ``epoch_seconds``):
     after the first, as many epochs as the rest of the budget holds; after a later one, fewer when the epochs have
-    become slower than that (another job on the cores) and the planned ones would run past the budget. Decided by
-    rank 0 for every rank, and recorded wherever the plan is (results.json, checkpoints, args)."""
+    become slower than that (another job on the cores) and the planned ones would run past the budget. The first
+    ``one_off`` epochs (a compiled phase's first, which compiles) are no measure of its speed: the re-fit waits for
+    the one after them. Decided by rank 0 for every rank, and recorded wherever the plan is (results.json,
+    checkpoints, args)."""
     from .budget import epochs_that_fit, most_epochs
 
     left = run.budget - run.elapsed() - run.reserve
-    if done == 1:
-        wanted = epochs_that_fit(1, phase.epochs, epoch_seconds, left, most_epochs(phase.name, run.device.type != "cpu"))
+    if done == 1 + one_off:
+        wanted = epochs_that_fit(done, phase.epochs, epoch_seconds, left,
+                                 most_epochs(phase.name, run.device.type != "cpu"))
     else:  # the mean of its last few epochs: one slow epoch alone does not cut the phase
-        recent = [e["seconds"] for e in run.state.history if e["phase"] == phase.name][-3:] or [epoch_seconds]
+        recent = [e["seconds"] for e in run.state.history if e["phase"] == phase.name][one_off:][-3:] or \
+            [epoch_seconds]
         wanted = max(done, min(phase.epochs, done + int(max(0.0, left) // max(sum(recent) / len(recent), 1e-3))))
     epochs = dist.broadcast(wanted if run.main else None)
     if epochs == phase.epochs:
