@@ -11,7 +11,14 @@ import torch
 from imgcls.config import TrainConfig
 from imgcls.engine import budget
 from imgcls.engine.budget import Costs
-from imgcls.engine.step import COMPILE_SECONDS, Step, StepSettings, candidates, choose_step, decide_compile
+from imgcls.engine.step import (
+    COMPILE_SECONDS,
+    Step,
+    StepSettings,
+    candidates,
+    choose_step,
+    decide_compile,
+)
 
 BF16 = "bf16"
 # Seconds per training image, lite0 at 352 px, batch 32, on one H100: autocast and channels_last each pay
@@ -120,7 +127,7 @@ AT_224 = {step: s / (352 / 224) ** 2 for step, s in H100.items()}
 
 def test_the_plan_times_each_step_once_and_records_the_choice(monkeypatch, caplog):
     caplog.set_level("INFO", logger="imgcls")
-    plan, est, calls, compiles = _plan(monkeypatch, AT_224, compiled=(40.0, 0.7), budget="15m")
+    _, est, calls, compiles = _plan(monkeypatch, AT_224, compiled=(40.0, 0.7), budget="15m")
     assert calls[0] == Step(BF16, True) and sorted(map(str, calls)) == sorted(map(str, H100))  # each once
     step = est.step
     assert (step.amp, step.channels_last) == (BF16, True)
@@ -161,7 +168,7 @@ def test_a_cpu_plan_times_nothing_more(monkeypatch, caplog):
 def test_fit_applies_the_recorded_step_and_the_run_records_it(cli, split_data, tmp_path, monkeypatch):
     """The settings the plan chose are the ones fit trains with (channels_last, torch.compile, autocast) and the ones
     results.json and the checkpoints record; here on a CPU, with the plan's choice injected."""
-    import imgcls.engine.fit as fit
+    from imgcls.engine import fit
     from imgcls.record.checkpoint import load_checkpoint
 
     # each unlike fit's own rules on a CPU (float32 unless measured faster, channels_last, no compile)
