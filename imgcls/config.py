@@ -124,8 +124,12 @@ class TrainConfig:
     # hardware
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
     workers: int | None = setting(None, "data loading processes (default: cores - 1)")
-    amp: bool | None = setting(None, "mixed precision on CUDA (default: on when training on CUDA)")
-    compile: bool = setting(False, "torch.compile the network when training all layers (slow start, faster steps)")
+    amp: bool | None = setting(None, "autocast on CUDA (bf16 where the GPU has it, else float16); default: a budget "
+                               "plan on a GPU times the step with and without it and keeps it where it is clearly "
+                               "faster, other runs on CUDA train with it")
+    compile: bool | None = setting(None, "torch.compile the network when training all layers (slow start, faster "
+                                   "steps); default: a budget plan on a GPU times it where the planned steps could "
+                                   "repay the compile and keeps it where they do, otherwise off")
     runtime: str = setting("auto",
         "frozen-backbone and inference passes on CPU: auto (measure which is faster), torch or onnxruntime")
     # caches (outside the run folder: $IMGCLS_CACHE or ~/.cache/imgcls)

@@ -164,6 +164,7 @@ def imgcls_row(a: argparse.Namespace) -> dict:
             "test_accuracy": results.get("test", {}).get("accuracy"),
             "best_epoch": results.get("best epoch"), "epochs": len(epochs), "plan": phases,
             "input_size": results["model"]["input size"][-1],
+            "training_step": results.get("training step"),  # the step settings the plan timed and chose
             "seconds_to_cpu_accuracy": first_reaching(curve, CPU_ACCURACY.get(a.data, 1.0)),
             "elapsed_to_cpu_accuracy": first_reaching([(t - offset, acc) for t, acc in curve],
                                                       CPU_ACCURACY.get(a.data, 1.0)),  # results.json's clock

@@ -24,8 +24,8 @@ def _num(value, digits: int = 3, suffix: str = "") -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [("| program | data | device | whole command | test accuracy | to the CPU plan's val accuracy | busy "
-              "(its own record) | busy (nvidia-smi) | train img/s | epochs (best) |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "(its own record) | busy (nvidia-smi) | train img/s | epochs (best) | step |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         epochs = f"{r.get('epochs', '-')} ({r.get('best_epoch', '-')})"
         if r.get("cut_by_timeout"):
@@ -33,8 +33,18 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['what']} | {r['data']} | {r['device']} | {_num(r['seconds'], 1, ' s')} | "
                      f"{_num(r.get('test_accuracy'))} | {_num(r.get('seconds_to_cpu_accuracy'), 1, ' s')} "
                      f"({r.get('cpu_accuracy')}) | {_num(r.get('busy_results'), 2)} | {_num(r.get('busy_smi'), 2)} | "
-                     f"{_num(r.get('images_per_second'), 0)} | {epochs} |")
+                     f"{_num(r.get('images_per_second'), 0)} | {epochs} | {step_text(r.get('training_step'))} |")
     return "\n".join(lines)
+
+
+def step_text(step: dict | None) -> str:
+    """imgcls's training step as its plan chose it (results.json "training step"): autocast, layout, compiled or
+    not; "-" for timm's rows and runs without a timed step."""
+    if not step:
+        return "-"
+    amp = {False: "float32", "bf16": "bf16", True: "float16"}.get(step["amp"], str(step["amp"]))
+    return (f"{amp}, {'channels_last' if step['channels_last'] else 'contiguous'}"
+            f"{', compiled' if step['compile'] else ''}")
 
 
 def targets(rows: list[dict]) -> list[str]:

@@ -21,6 +21,7 @@ from torch import nn
 from ..config import TrainConfig, parse_duration
 from .evaluate import FAMILIARITY_IMAGES
 from .plan import Phase
+from .step import Step, StepSettings, candidates, choose_step, decide_compile, uses_convolutions
 
 log = logging.getLogger("imgcls")
 
@@ -74,6 +75,7 @@ class Estimate:
     """What the plan will take, step by step, in seconds."""
 
     steps: list[tuple[str, float]] = field(default_factory=list)
+    step: StepSettings | None = None  # an accelerator's training step, whose timing the estimate is made with
 
     @property
     def total(self) -> float:
@@ -327,10 +329,10 @@ def _at_size(preprocess: dict, size: tuple[int, int]) -> dict:
 
 
 def whole_estimate(costs: Costs, counts: dict[str, int], probe_epochs: int, epochs: int, views: int,
-                   spent: float = 0.0) -> Estimate:
+                   spent: float = 0.0, compile_seconds: float = 0.0) -> Estimate:
     """Seconds of each step of a plan that trains the whole network on images (pure: testable): ``costs.top_train``
     and ``costs.top_eval`` are the whole network's training step and inference per image; a probe first caches the
-    pooled features of ``views`` views of each training image."""
+    pooled features of ``views`` views of each training image; ``compile_seconds``: torch.compile's, when it is on."""
     train, val, test = counts.get("train", 0), counts.get("val", 0), counts.get("test", 0)
     probe = [("pooled features for the probe", (train * views + val + test) * (costs.top_eval + DECODE_SECONDS)),
              (f"probe: {probe_epochs} epochs", probe_epochs * (train + val) * costs.head)] if probe_epochs else []
@@ -339,6 +341,7 @@ def whole_estimate(costs: Costs, counts: dict[str, int], probe_epochs: int, epoc
         ("runtime set-up and report", FIXED_SECONDS),
         (f"decoding {train + val + test:,} images once", (train + val + test) * costs.read),
         *probe,
+        *([("compiling the network (torch.compile)", compile_seconds)] if compile_seconds else []),
         (f"all layers: {epochs} epochs", epochs * (train * (costs.top_train + costs.augment) + val * costs.top_eval)),
         ("final evaluation on val and test, and the familiarity score",
          (val + test + min(train, FAMILIARITY_IMAGES)) * (costs.top_eval + DECODE_SECONDS + costs.read)),
@@ -346,24 +349,39 @@ def whole_estimate(costs: Costs, counts: dict[str, int], probe_epochs: int, epoc
 
 
 def fit_whole_epochs(costs: Costs, counts: dict[str, int], budget: float, probe_epochs: int, most: int,
-                     views: int, spent: float = 0.0) -> tuple[int, Estimate]:
+                     views: int, spent: float = 0.0, compile_seconds: float = 0.0) -> tuple[int, Estimate]:
     """The most epochs of all layers (at most ``most``, at least one) whose plan fits ``budget`` seconds."""
+    cost = partial(whole_estimate, spent=spent, compile_seconds=compile_seconds)
     epochs = most
-    while epochs > 1 and whole_estimate(costs, counts, probe_epochs, epochs, views, spent).total > budget:
+    while epochs > 1 and cost(costs, counts, probe_epochs, epochs, views).total > budget:
         epochs -= 1
-    return epochs, whole_estimate(costs, counts, probe_epochs, epochs, views, spent)
+    return epochs, cost(costs, counts, probe_epochs, epochs, views)
 
 
-def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int = 32, amp: bool | str = False) -> Costs:
-    """The whole network's training step and inference per image, timed on random inputs of the real size on
-    ``device`` under the run's autocast ``amp`` (a copy of the model: a timed step moves batch-norm statistics)."""
-    from ..runtime.device import autocast
+def _device_sync(device: torch.device):
+    """What waits for the device's queued work, so that a timing ends when the work does."""
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
 
+
+def _timed_copy(model: nn.Module, input_size, device: torch.device, batch: int, channels_last: bool):
+    """(a copy of ``model`` on ``device``, a random batch at ``input_size``), both in channels_last when asked: a
+    timed step moves batch-norm statistics, never the run's model's."""
     model = copy.deepcopy(model).to(device)
     images = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
-    if device.type == "cuda":
+    if channels_last:
         model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return model, images
+
+
+def _training_step(model: nn.Module, device: torch.device, amp: bool | str):
+    """One training step (forward under autocast ``amp``, backward) of ``model`` on a batch, ended on the device."""
+    from ..runtime.device import autocast
+
+    sync = _device_sync(device)
 
     def train_step(x):
         model.train()
@@ -372,16 +390,42 @@ def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int
         loss.backward()
         sync()
 
+    return train_step
+
+
+def measure_whole(model: nn.Module, input_size, device: torch.device, batch: int = 32, amp: bool | str = False,
+                  channels_last: bool | None = None) -> Costs:
+    """The whole network's training step and inference per image, timed on random inputs of the real size on
+    ``device`` under the autocast ``amp``, in channels_last when ``channels_last`` (None: on CUDA), on a copy."""
+    from ..runtime.device import autocast
+
+    model, images = _timed_copy(model, input_size, device, batch,
+                                device.type == "cuda" if channels_last is None else channels_last)
+    sync = _device_sync(device)
+
     def infer(x):
         model.eval()
         with torch.inference_mode(), autocast(device, amp):
             model(x)
         sync()
 
-    top_train = _per_image(train_step, images)
+    top_train = _per_image(_training_step(model, device, amp), images)
     model.zero_grad(set_to_none=True)
     top_eval = _per_image(infer, images)
     return Costs(lower=0.0, top_train=top_train, top_eval=top_eval, head=top_eval / 50)
+
+
+def measure_compiled(model: nn.Module, input_size, device: torch.device, batch: int = 32, amp: bool | str = False,
+                     channels_last: bool = False) -> tuple[float, float]:
+    """(seconds torch.compile took, seconds per image of a compiled training step): a copy of ``model`` compiled,
+    its first step timed (the compile) and then its steps, under the settings the run trains with."""
+    model, images = _timed_copy(model, input_size, device, batch, channels_last)
+    step = _training_step(torch.compile(model), device, amp)
+    start = time.perf_counter()
+    step(images)
+    first = time.perf_counter() - start
+    per_image = _per_image(step, images)
+    return max(0.0, first - per_image * batch), per_image
 
 
 def measure_input(preprocess: dict, device: torch.device, batch: int = 32) -> float:
@@ -411,8 +455,10 @@ def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, cou
     network trains on images, after a linear probe when the weights are pretrained, for as many epochs as --budget
     holds at the speed measured here (up to WHOLE's on a CPU, ACCELERATOR's elsewhere); the last phase re-fits after
     its first epoch. On an accelerator the plan also picks the input size (the largest at which the budget holds
-    ACCELERATOR["min_epochs"]) and, when the epochs are many, strong augmentation and mixup/CutMix.
-    Returns (phases, estimate, the input size when the plan chose one)."""
+    ACCELERATOR["min_epochs"]), when the epochs are many strong augmentation and mixup/CutMix, and the training
+    step's settings by timing them (engine/step.py; ``amp``: the device's autocast, runtime/device.accelerator_amp),
+    which the estimate carries (``Estimate.step``). Returns (phases, estimate, the input size when the plan chose
+    one)."""
     from ..data.geometry import draft_size_for
 
     t0 = time.time()
@@ -420,20 +466,33 @@ def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, cou
     own = tuple(preprocess["input_size"][1:])
     sizes = larger_sizes(own) if accelerator and cfg.imgsz is None and cfg.pretrained else [own]
     read = reading_seconds(paths, draft_size_for(_at_size(preprocess, sizes[-1])), cfg.seed) if len(paths) else 0.0
-    costs, sizes = _measured_whole(model, preprocess, sizes, device, cfg.batch_size, amp)
+    first = Step(amp, uses_convolutions(model)) if accelerator else Step()  # on an accelerator the likely fastest
+    costs, sizes = _measured_whole(model, preprocess, sizes, device, cfg.batch_size, amp, first.channels_last)
+    step = None
+    if accelerator:  # the other candidates, at the same size, beside the timing just made
+        step, costs = _chosen_step(cfg, model, (3, *sizes[-1]), device, amp, first, costs)
     costs = replace(costs, read=read, **({"augment": measure_input(_at_size(preprocess, sizes[-1]), device,
                                                                      cfg.batch_size)} if accelerator else {}))
     probe = WHOLE["probe_epochs"] if cfg.pretrained else 0
     most = ACCELERATOR["epochs"] if accelerator else WHOLE["epochs"] if cfg.pretrained else WHOLE["scratch_epochs"]
     budget = parse_duration(cfg.budget)
+    fitted = partial(fit_whole_epochs, counts=counts, budget=budget, probe_epochs=probe, most=most, views=views)
     for size in reversed(sizes):
         at_size = scaled(costs, sizes[-1], size)
-        epochs, est = fit_whole_epochs(at_size, counts, budget, probe, most, views, spent + time.time() - t0)
+        epochs, est = fitted(at_size, spent=spent + time.time() - t0)
         if epochs >= ACCELERATOR["min_epochs"] or size == sizes[0]:
             break
+    if step is not None:
+        step, timed = _compile_choice(cfg, model, device, size, step, at_size.top_train, epochs * counts.get("train", 0))
+        if timed is not None:  # timing it took the compile's time: the epochs fitted again, at the compiled speed
+            compiled = replace(at_size, top_train=timed[1]) if step.compile else at_size
+            epochs, est = fitted(compiled, spent=spent + time.time() - t0, compile_seconds=timed[0] * step.compile)
+        est.step = step
     log.info(f"Measured this machine in {time.time() - t0:.1f}s at {sizes[-1][0]}x{sizes[-1][1]} on {device.type}: "
              f"{costs.top_train * 1000:.2f} ms per image to train all layers, {costs.top_eval * 1000:.2f} ms to infer, "
              f"{costs.augment * 1000:.2f} ms to augment, {costs.read * 1000:.1f} ms to read an image file")
+    if step is not None:
+        log.info(step.line(device.type))
     if est.total > budget:
         log.warning(f"WARNING: even one epoch of the whole network takes about {est.total / 60:.1f} min here, more "
                     f"than --budget {cfg.budget}; it runs anyway")
@@ -447,13 +506,37 @@ def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, cou
         (size if size != own else None)
 
 
+def _chosen_step(cfg: TrainConfig, model: nn.Module, input_size, device: torch.device, amp: bool | str, first: Step,
+                 costs: Costs) -> tuple[StepSettings, Costs]:
+    """(the training step's autocast and memory format, its costs): every candidate of engine/step.candidates timed
+    at the plan's ``input_size`` beside ``first``, which the plan timed already (``costs``), and the fastest kept."""
+    def timer(step: Step) -> Costs:
+        return measure_whole(model, input_size, device, cfg.batch_size, step.amp, channels_last=step.channels_last)
+
+    best, timing, seconds = choose_step(timer, candidates(amp, cfg.amp, first.channels_last), {first: costs})
+    return StepSettings(best.amp, best.channels_last, seconds={s.label: t for s, t in seconds.items()}), timing
+
+
+def _compile_choice(cfg: TrainConfig, model: nn.Module, device: torch.device, size: tuple[int, int],
+                    step: StepSettings, eager: float, images: int) -> tuple[StepSettings, tuple[float, float] | None]:
+    """(``step`` with torch.compile on or off, (compile seconds, compiled seconds per image) when it was timed): the
+    rule of engine/step.decide_compile for ``images`` training images at ``eager`` seconds each, a copy of the
+    network compiled and timed at the plan's input ``size`` only where it could pay."""
+    def timer() -> tuple[float, float]:
+        return measure_compiled(model, (3, *size), device, cfg.batch_size, step.amp, step.channels_last)
+
+    on, note, timed = decide_compile(cfg.compile, eager, images, cfg.batch_size, timer)
+    return replace(step, compile=on, compile_note=note), timed
+
+
 def _measured_whole(model: nn.Module, preprocess: dict, sizes: list, device: torch.device, batch: int,
-                    amp: bool | str) -> tuple[Costs, list]:
+                    amp: bool | str, channels_last: bool = False) -> tuple[Costs, list]:
     """(costs at the largest of ``sizes`` the network takes, the sizes up to it): the network's work is per pixel,
     so one measurement at the largest size prices the others."""
     for largest in range(len(sizes) - 1, -1, -1):
         try:
-            return measure_whole(model, (3, *sizes[largest]), device, batch, amp), sizes[:largest + 1]
+            return measure_whole(model, (3, *sizes[largest]), device, batch, amp, channels_last=channels_last), \
+                sizes[:largest + 1]
         except Exception:  # noqa: BLE001 - a network built for its own size only (a ViT's position embedding)
             if largest == 0:
                 raise

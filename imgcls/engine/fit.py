@@ -37,6 +37,7 @@ from . import distributed as dist
 from .loop import EpochOutput, Optimization, recompute_batch_norm, train_one_epoch
 from .plan import Phase, phases_of
 from .state import TrainState
+from .step import StepSettings, uses_convolutions
 
 log = logging.getLogger("imgcls")
 
@@ -71,6 +72,7 @@ class Run:
     progress: bool = True
     distiller: object | None = None
     amp: bool | str = False
+    step: StepSettings | None = None  # an accelerator's measured training step (autocast, channels_last, compile)
     started: float = field(default_factory=time.time)   # when this process began the run (or resumed it)
     elapsed_before: float = 0.0                           # wall time the run had taken before a resume
     budget: float | None = None      # seconds: a fresh budget plan re-fits its last phase to the time left
@@ -112,9 +114,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         log.info(f"Phase {phase.describe()}")
     lower, upper = phase_network(run.model, phase)
     images = phase.inputs == "images"
-    channels_last = images and _uses_convolutions(run.model) and (
-        run.device.type != "cpu" or channels_last_survives(run.model, run.preprocess["input_size"], train=True,
-                                                           subject=run.cfg.model))
+    channels_last = images and _channels_last(run)
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
     opt = _optimization(run, phase, upper, len(inputs.train_dataset(phase, 1)))
@@ -125,8 +125,8 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
     else:
         state.step, state.stale = 0, 0  # a new phase gets its own lr schedule and its own patience
     trained = dist.wrap(upper, run.device)
-    if phase.trains == "all" and cfg.compile and (run.device.type != "cpu" or compile_survives(
-            run.model, run.preprocess["input_size"], subject=cfg.model)):
+    one_off = int(phase.trains == "all" and _compiles(run))  # its first epoch compiles: no measure of its speed
+    if one_off:
         trained = torch.compile(trained)
     ema = _ema(run.model, phase)
     evaluated = ema.module if ema is not None else evaluated_network(run.model, phase, lower, upper)
@@ -151,10 +151,10 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
         record = _epoch_record(run, phase, dist.gather_train(tr), va, opt, time.time() - t0)
         state.add_epoch(record, record["seconds"])
         state.elapsed = record["elapsed"] = round(run.elapsed(), 1)
-        if not resumed and run.budget is not None and phase == run.plan[-1] \
-                and phase.trains != "head":  # a probe's epochs take a blink: its planned length stands
+        if not resumed and run.budget is not None and phase == run.plan[-1] and phase.trains != "head" \
+                and epoch - before > one_off:  # a probe's epochs take a blink: its planned length stands
             steps_per_epoch = opt.total_steps // phase.epochs
-            phase = _refit_last_phase(run, phase, record["seconds"], epoch - before)
+            phase = _refit_last_phase(run, phase, record["seconds"], epoch - before, one_off)
             opt.total_steps, last_epoch = steps_per_epoch * phase.epochs, sum(p.epochs for p in run.plan)
         stop = bool(cfg.patience and state.stale >= cfg.patience and epoch < last_epoch)
         state.finished = stop or epoch == last_epoch
@@ -179,18 +179,22 @@ def _recompute_batch_norm(run: Run, phase: Phase, epoch: int, inputs: "PhaseInpu
     dist.average_buffers([b for m in norms for b in (m.running_mean, m.running_var)])
 
 
-def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float, done: int) -> Phase:
+def _refit_last_phase(run: Run, phase: Phase, epoch_seconds: float, done: int, one_off: int = 0) -> Phase:
     """After each epoch of a budget plan's last phase (``done`` of them so far, the last taking ``epoch_seconds``):
     after the first, as many epochs as the rest of the budget holds; after a later one, fewer when the epochs have
-    become slower than that (another job on the cores) and the planned ones would run past the budget. Decided by
-    rank 0 for every rank, and recorded wherever the plan is (results.json, checkpoints, args)."""
+    become slower than that (another job on the cores) and the planned ones would run past the budget. The first
+    ``one_off`` epochs (a compiled phase's first, which compiles) are no measure of its speed: the re-fit waits for
+    the one after them. Decided by rank 0 for every rank, and recorded wherever the plan is (results.json,
+    checkpoints, args)."""
     from .budget import epochs_that_fit, most_epochs
 
     left = run.budget - run.elapsed() - run.reserve
-    if done == 1:
-        wanted = epochs_that_fit(1, phase.epochs, epoch_seconds, left, most_epochs(phase.name, run.device.type != "cpu"))
+    if done == 1 + one_off:
+        wanted = epochs_that_fit(done, phase.epochs, epoch_seconds, left,
+                                 most_epochs(phase.name, run.device.type != "cpu"))
     else:  # the mean of its last few epochs: one slow epoch alone does not cut the phase
-        recent = [e["seconds"] for e in run.state.history if e["phase"] == phase.name][-3:] or [epoch_seconds]
+        recent = [e["seconds"] for e in run.state.history if e["phase"] == phase.name][one_off:][-3:] or \
+            [epoch_seconds]
         wanted = max(done, min(phase.epochs, done + int(max(0.0, left) // max(sum(recent) / len(recent), 1e-3))))
     epochs = dist.broadcast(wanted if run.main else None)
     if epochs == phase.epochs:
@@ -392,9 +396,22 @@ def _single_thread(enabled: bool):
         torch.set_num_threads(threads)
 
 
-def _uses_convolutions(model: nn.Module) -> bool:
-    """channels_last only pays off for convolutional networks."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+def _channels_last(run: Run) -> bool:
+    """Whether images train in channels_last: as an accelerator's measured step says (engine/step.py); without one
+    (a CPU, an explicit plan) for convolutional networks on an accelerator, and on a CPU where it does not crash."""
+    if run.step is not None:
+        return run.step.channels_last
+    return uses_convolutions(run.model) and (run.device.type != "cpu" or channels_last_survives(
+        run.model, run.preprocess["input_size"], train=True, subject=run.cfg.model))
+
+
+def _compiles(run: Run) -> bool:
+    """Whether the whole network trains compiled: as an accelerator's measured step says; without one only with
+    --compile, and on a CPU where a compiled step does not crash."""
+    if run.step is not None:
+        return run.step.compile
+    return bool(run.cfg.compile) and (run.device.type != "cpu" or compile_survives(
+        run.model, run.preprocess["input_size"], subject=run.cfg.model))
 
 
 class PhaseInputs:

@@ -173,6 +173,9 @@ def prepare(cfg: TrainConfig, last: dict | None = None, *, progress: bool = True
         run.budget, run.reserve = parse_duration(cfg.budget), estimate.after_training
     set_backbone_trainable(model, run.plan[0].trains == "all")  # as the first phase trains it
     run.results = _results_header(run, weights_desc)
+    run.step = _step(estimate, last, device)
+    if run.step is not None:  # recorded beside the plan, so that a resumed run trains its steps the same way
+        run.results["training step"] = run.checkpoint_extra["training step"] = run.step.to_dict()
     if last is not None and last.get("label review"):  # reviewed before the first epoch; kept across resumes
         run.results["label review"] = run.checkpoint_extra["label review"] = last["label review"]
     if last is not None:
@@ -328,12 +331,27 @@ def _distiller(cfg: TrainConfig, source, preprocess: dict, device: torch.device)
     return make_distiller(cfg.teacher, source.class_names, preprocess, cfg.kd_temperature, cfg.kd_alpha, device)
 
 
+def _step(estimate, last: dict | None, device: torch.device):
+    """The training step's settings an accelerator's budget plan measured (engine/step.StepSettings), or those a
+    resumed run recorded (on an accelerator: a run resumed on a CPU takes the CPU's own choices); None where there
+    are none (a CPU, an explicit plan), and fit's own rules apply."""
+    from .step import StepSettings
+
+    if last is not None:
+        recorded = last.get("training step") if device.type != "cpu" else None
+        return StepSettings.from_dict(recorded) if recorded else None
+    return estimate.step if estimate is not None else None
+
+
 def _amp(run: Run) -> bool | str:
-    """fp16 autocast on CUDA (unless --no-amp); on CPU bf16 autocast for phases that train on images, only
-    where one timed step shows it is faster (IMGCLS_CPU_BF16=0/1 pins the choice for reproducible runs)."""
+    """On an accelerator the measured step's autocast (engine/step.py); without a measured step, the device's
+    autocast on CUDA (unless --no-amp); on CPU bf16 autocast for phases that train on images, only where one timed
+    step shows it is faster (IMGCLS_CPU_BF16=0/1 pins the choice for reproducible runs)."""
     from ..runtime.device import accelerator_amp
 
     cfg = run.cfg
+    if run.step is not None:
+        return run.step.amp
     if run.device.type == "cuda":
         return accelerator_amp(run.device, cfg.amp)
     if cfg.amp:
