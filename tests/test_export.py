@@ -372,3 +372,20 @@ def test_a_checkpoint_with_a_bad_mirror_stage_is_refused_in_one_line(cli, run, c
     assert code == 2 and f"mirrored_at {cut!r} is not a stage of simple_cnn" in err and "Traceback" not in err
     assert not (run / "weights" / "best.onnx").exists()
 
+
+
+def test_an_operator_onnx_cannot_write_prints_nothing_but_the_error(capfd):
+    """torch's exporter logs the whole Torch IR graph to standard output when an operator fails; the user gets
+    imgcls's one line instead (deploy/export.py words it)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from imgcls.runtime.pytorch import export_onnx_bytes
+
+    class SevenBySeven(nn.Module):  # VGG's pre-logits pooling of a small map to 7 x 7, as at 32 px
+        def forward(self, x):
+            return F.adaptive_avg_pool2d(x, 7)
+
+    with pytest.raises(Exception, match="adaptive_avg_pool2d"):
+        export_onnx_bytes(SevenBySeven(), (3, 5, 5))
+    assert capfd.readouterr().out == ""

@@ -21,6 +21,8 @@ import functools
 import hashlib
 import io
 import logging
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -81,13 +83,33 @@ def export_onnx_bytes(module: nn.Module, input_size, *, dynamic_batch: bool = Tr
     example = torch.zeros(1, *input_size)
     names = [output_name] if isinstance(output_name, str) else list(output_name)
     axes = {input_name: {0: "batch"}, **{name: {0: "batch"} for name in names}} if dynamic_batch else None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), \
-            torch.no_grad():
+    with warnings.catch_warnings(), _stdout_discarded(), torch.inference_mode(False), torch.no_grad():
         # torch marks this exporter deprecated in favour of torch.export; these graphs have no data-dependent flow
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval().cpu(), (example,), buffer, input_names=[input_name],
                           output_names=names, dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _stdout_discarded():
+    """Standard output discarded at the file-descriptor level: the exporter's C++ log (on by default in torch's
+    TorchScript exporter) writes the whole Torch IR graph to it when an operator cannot be exported, and a failed
+    export is one line from imgcls (deploy/export.py)."""
+    import ctypes
+
+    flush_c = functools.partial(ctypes.CDLL(None).fflush, None)  # C stdio buffers what C++ writes to a pipe
+    sys.stdout.flush()
+    flush_c()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null, contextlib.redirect_stdout(io.StringIO()):
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        flush_c()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def parity_error(runner: Runner, module: nn.Module, inputs: torch.Tensor) -> float:
