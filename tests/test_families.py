@@ -23,7 +23,7 @@ FAMILIES = {
     "MobileNetV4": ("mobilenetv4_conv_small", 32),
     "RegNet": ("regnetx_002", 32),
     "DenseNet": ("densenet121", 32),
-    "VGG": ("vgg11", 32),
+    "VGG": ("vgg11_slim_test", 32),
     # transformers
     "ViT": ("vit_tiny_patch16_224", 32),
     "DeiT": ("deit_tiny_patch16_224", 32),
@@ -42,6 +42,24 @@ FAMILIES = {
 # Refused in one line rather than written: PyTorch's ONNX exporter has no rule for VGG's pooling of a 1 x 1 map to
 # 7 x 7, which a 32-pixel input gives (VGG exports at its own 224 pixels); predict and serve run the checkpoint.
 EXPORT_REFUSED = {"VGG": "adaptive_avg_pool2d"}
+
+
+def _register_slim_vgg() -> None:
+    """timm's smallest VGG, vgg11, has 133 million parameters, 119 million of them in its pre-logits 7 x 7
+    convolution; its checkpoints take 2 GB and a minute of this suite. The same VGG class with a narrow pre-logits
+    layer (mlp_ratio 1/16: 17 million) takes the same path through imgcls."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vgg import _create_vgg
+
+    if not timm.is_model("vgg11_slim_test"):
+        def vgg11_slim_test(pretrained=False, **kwargs):
+            return _create_vgg("vgg11", pretrained=pretrained, **{"mlp_ratio": 1 / 16, **kwargs})
+
+        register_model(vgg11_slim_test)
+
+
+_register_slim_vgg()
 
 
 @pytest.fixture(scope="module")
