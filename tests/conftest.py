@@ -57,6 +57,18 @@ def cli(capsys):
 
 
 @pytest.fixture
+def log(caplog, monkeypatch):
+    """caplog at INFO for the "imgcls" logger, which stops propagating to the root once a CLI test set it up:
+    the handler goes on the logger itself, so that each record is captured once either way."""
+    logger = logging.getLogger("imgcls")
+    monkeypatch.setattr(logger, "propagate", False)
+    logger.addHandler(caplog.handler)
+    with caplog.at_level("INFO", logger="imgcls"):
+        yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
 def flat_data(tmp_path) -> Path:
     """A single tree of 3 class folders, 12 images each."""
     return make_class_folders(tmp_path / "shapes")

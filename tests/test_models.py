@@ -23,26 +23,18 @@ def _fake_hf_cache(root, repo_id: str, tensors: dict) -> None:
     save_file(tensors, str(snapshot / "model.safetensors"))
 
 
-def test_pretrained_weights_from_local_hf_cache(tmp_path, monkeypatch, caplog):
+def test_pretrained_weights_from_local_hf_cache(tmp_path, monkeypatch, log):
     import huggingface_hub.constants
     import timm
 
     reference = timm.create_model("test_efficientnet", num_classes=1000)
     _fake_hf_cache(tmp_path, "timm/test_efficientnet.r160_in1k", {k: v.contiguous() for k, v in reference.state_dict().items()})
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    import logging
-
-    logger = logging.getLogger("imgcls")  # imgcls's logger does not propagate once the CLI configured it
-    logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level("INFO", logger="imgcls"):
-            model, cfg, source = create_model("test_efficientnet", num_classes=4)
-    finally:
-        logger.removeHandler(caplog.handler)
+    model, cfg, source = create_model("test_efficientnet", num_classes=4)
     assert "local cache" in source and str(tmp_path) in source
     assert torch.equal(model.conv_stem.weight, reference.conv_stem.weight)
     assert model.get_classifier().out_features == 4
-    assert "Head replaced" in caplog.text and "1000-class" in caplog.text
+    assert "Head replaced" in log.text and "1000-class" in log.text
     assert cfg["input_size"] == (3, 160, 160)
 
 

@@ -156,16 +156,12 @@ def test_the_files_of_chestxray14_and_uc_merced_are_read_as_they_come(tmp_path):
     assert sum(len(items) for items in source.items.values()) == 12
 
 
-def test_two_word_labels_read_as_one_class_say_how_to_read_them_as_several(tmp_path, caplog, monkeypatch):
-    import logging
-
-    monkeypatch.setattr(logging.getLogger("imgcls"), "propagate", True)  # off once a CLI test configured it
+def test_two_word_labels_read_as_one_class_say_how_to_read_them_as_several(tmp_path, log):
     made = _squares(tmp_path / "d", 12)
     tags = _write(tmp_path / "d" / "train_v2.csv", ["image_name", "tags"],
                   [[n[:-4], "clear primary" if i % 2 else "haze water"] for i, (n, _) in enumerate(made)])
-    with caplog.at_level("INFO", logger="imgcls"):
-        assert discover(tags).class_names == ["clear primary", "haze water"]
-    assert "pass --multi-label if they are several labels" in caplog.text
+    assert discover(tags).class_names == ["clear primary", "haze water"]
+    assert "pass --multi-label if they are several labels" in log.text
     assert discover(tags, multi_label=True).class_names == ["clear", "haze", "primary", "water"]
 
 

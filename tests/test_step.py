@@ -125,15 +125,14 @@ def _plan(monkeypatch, seconds: dict, compiled=None, **settings):
 AT_224 = {step: s / (352 / 224) ** 2 for step, s in H100.items()}
 
 
-def test_the_plan_times_each_step_once_and_records_the_choice(monkeypatch, caplog):
-    caplog.set_level("INFO", logger="imgcls")
+def test_the_plan_times_each_step_once_and_records_the_choice(monkeypatch, log):
     _, est, calls, compiles = _plan(monkeypatch, AT_224, compiled=(40.0, 0.7), budget="15m")
     assert calls[0] == Step(BF16, True) and sorted(map(str, calls)) == sorted(map(str, H100))  # each once
     step = est.step
     assert (step.amp, step.channels_last) == (BF16, True)
     assert step.compile and compiles == [(352, 352)] and step.compile_note.startswith("on (40 s to compile")
     assert ("compiling the network (torch.compile)", 40.0) in est.steps
-    assert "Step on cuda: bf16 autocast, channels_last (1.21 ms/img; float32+contiguous 2.61" in caplog.text
+    assert "Step on cuda: bf16 autocast, channels_last (1.21 ms/img; float32+contiguous 2.61" in log.text
     # two minutes: too few steps to repay a compile, which is not timed
     _, short, _, compiles = _plan(monkeypatch, AT_224, compiled=(40.0, 0.7), budget="2m")
     assert not short.step.compile and not compiles and short.step.compile_note.startswith("left out: ")
@@ -153,8 +152,7 @@ def test_flags_force_autocast_and_compile(monkeypatch):
     assert est.step.amp is False and est.step.channels_last  # by default the timing decides
 
 
-def test_a_cpu_plan_times_nothing_more(monkeypatch, caplog):
-    caplog.set_level("INFO", logger="imgcls")
+def test_a_cpu_plan_times_nothing_more(monkeypatch, log):
     calls = []
     monkeypatch.setattr(budget, "measure_whole", lambda *args, **kwargs: calls.append(kwargs) or Costs(
         0.0, top_train=0.05, top_eval=0.01))
@@ -162,7 +160,7 @@ def test_a_cpu_plan_times_nothing_more(monkeypatch, caplog):
     _, est, _ = budget.whole_network_plan(TrainConfig(data="x", budget="15m", pretrained=False),
                                           torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), PREPROCESS, FLOWERS5,
                                           torch.device("cpu"), [], views=4)
-    assert calls == [{"channels_last": False}] and est.step is None and "Step on" not in caplog.text
+    assert calls == [{"channels_last": False}] and est.step is None and "Step on" not in log.text
 
 
 def test_fit_applies_the_recorded_step_and_the_run_records_it(cli, split_data, tmp_path, monkeypatch):
