@@ -44,12 +44,17 @@ def cli(capsys):
 
     def invoke(*args):
         logger = logging.getLogger("imgcls")
+        # the command sets up its own stderr handler on a logger without one; a test's capture (`log`) comes back after
+        captures = [h for h in logger.handlers if type(h) is not logging.StreamHandler]
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         try:
             code = main([str(a) for a in args])
         except SystemExit as e:  # argparse rejects bad flags by exiting, as the real command does
             code = e.code
+        finally:
+            for handler in captures:
+                logger.addHandler(handler)
         out = capsys.readouterr()
         return code, out.out, out.err
 

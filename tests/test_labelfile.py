@@ -65,6 +65,27 @@ def test_a_kaggle_csv_of_ids_trains_and_every_command_after_finds_its_images(cli
     assert _digest(images) + table.read_text() == before  # the user's file and images are only read
 
 
+def test_the_error_gallery_of_a_label_file_run_pictures_the_images_it_lists(cli, flat, tmp_path, log):
+    import torch
+
+    from imgcls.reporting.gallery import draw_run_errors
+
+    images, pairs = flat
+    table = _write(tmp_path / "train.csv", [["id", "label"], *[[Path(n).stem, c] for n, c in pairs]])
+    code, _, err = cli("train", "--data", table, "--images", images, *TINY, "--epochs", "1",
+                       "--project", tmp_path / "runs")
+    assert code == 0, err
+    run = tmp_path / "runs" / "train"
+    predictions = run / "predictions_val.csv"
+    rows = list(csv.reader(predictions.open(encoding="utf-8")))
+    for row in rows[1:]:  # every val image a mistake, whatever the tiny network learnt
+        row[1] = next(c for c in ("circle", "square") if c != row[2])
+    _write(predictions, rows)
+    log.clear()
+    assert draw_run_errors(run, torch.device("cpu")) == run / "errors_val.png"
+    assert "out of the error gallery" not in log.text  # read from --images, not from beside the CSV
+
+
 def test_another_label_header_a_tsv_with_a_split_column_and_a_list_with_names(flat, tmp_path):
     from imgcls.data.folders import discover
 

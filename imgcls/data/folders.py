@@ -563,6 +563,11 @@ def check_trainable(source: DataSource) -> None:
         raise ImgclsError(f"--data {source.root}: no usable validation images after skipping bad files")
 
 
+def images_root(args: dict) -> Path:
+    """The folder a run's image paths are relative to, from its args.yaml: a label file's images, or the data folder."""
+    return Path(args.get("images") or args["data"])
+
+
 def run_source(run_dir: Path, class_names: list[str]) -> DataSource:
     """The images a run trained and was evaluated on, split exactly as it was.
 
@@ -579,7 +584,7 @@ def run_source(run_dir: Path, class_names: list[str]) -> DataSource:
     data = args.get("data")
     if not data:
         raise ImgclsError(f"{args_file}: no data folder recorded; pass --data DIR")
-    root = Path(args.get("images") or data)  # a label file's images, or the data folder
+    root = images_root(args)
     if (run_dir / "split.csv").exists():
         return read_split_csv(run_dir / "split.csv", root, class_names)
     if not root.is_dir():

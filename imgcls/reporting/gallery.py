@@ -51,6 +51,7 @@ def draw_run_errors(run_dir: str | Path, device: torch.device, n: int = GALLERY_
     """errors_val.png of a finished run: the best weights' most confident val mistakes, from
     predictions_val.csv and the images under the run's data folder, explained (Grad-CAM) by the network that made
     them, as the checkpoint describes it (models.factory.model_from_checkpoint)."""
+    from ..data.folders import images_root
     from ..models.factory import model_from_checkpoint
     from ..record.checkpoint import card_of, load_checkpoint
     from ..record.files import read_yaml
@@ -63,7 +64,7 @@ def draw_run_errors(run_dir: str | Path, device: torch.device, n: int = GALLERY_
     if found is None:
         return None
     y_true, probs, paths = found
-    root = Path(read_yaml(run_dir / "args.yaml")["data"])
+    root = images_root(read_yaml(run_dir / "args.yaml"))
     rows = mistake_rows(paths, y_true, probs, list(card.class_names), n)
     path = run_dir / "errors_val.png"
     draw_error_gallery(model_from_checkpoint(checkpoint).to(device), root, rows, list(card.class_names),
