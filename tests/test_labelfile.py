@@ -185,3 +185,22 @@ def test_columns_names_them_and_a_wrong_name_is_one_line(cli, flat, tmp_path):
 def test_a_label_file_that_is_not_there_is_one_line(cli, tmp_path):
     code, _, err = cli("train", "--data", tmp_path / "train.csv", *TINY, "--project", tmp_path / "runs")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "train.csv: file not found" in err
+
+
+def test_images_or_columns_beside_a_folder_is_one_line(cli, flat_data, tmp_path):
+    for flag, value in (("--images", tmp_path), ("--columns", "path,label")):
+        code, _, err = cli("train", "--data", flat_data, flag, value, *TINY, "--epochs", "1",
+                           "--project", tmp_path / "runs")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{flag} {value}: is for a label file" in err and f"drop {flag}" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tune_reads_a_label_file_with_its_images_and_columns(flat, tmp_path):
+    from imgcls.engine.tune import _base_settings
+
+    images, pairs = flat
+    table = _write(tmp_path / "odd.csv", [["picture", "kind"], *[[n, c] for n, c in pairs]])
+    base = _base_settings(str(table), "simple_cnn", 0, {"images": str(images), "columns": "picture,kind",
+                                                        "pretrained": False})
+    assert base.columns == "picture,kind" and base.images == str(images)

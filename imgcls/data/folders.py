@@ -407,6 +407,10 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0,
     if multi_label:
         raise ImgclsError(f"--data {root}: --multi-label reads a label file (a CSV with several labels per row, or "
                           "one 0/1 column per label); class folders give one label per image")
+    for flag, value in (("--images", images), ("--columns", columns)):
+        if value is not None:
+            raise ImgclsError(f"{flag} {value}: is for a label file given as --data, and --data {root} is not one; "
+                              f"drop {flag}")
     if root.suffix.lower() in LABEL_SUFFIXES and not root.exists():
         raise ImgclsError(f"--data {root}: file not found; give a label file (CSV, TSV or TXT) or a data folder")
     if _reuses_split_csv(split) and root.is_dir():

@@ -120,7 +120,8 @@ def _base_settings(data: str, model: str, seed: int, fixed: dict):
     base = make_config(data=data, model=model, seed=seed, **fixed)
     if base.epochs is None:  # trials need a fixed length to be compared and pruned
         base = dataclasses.replace(base, epochs=EXPLICIT_EPOCHS)
-    source = discover(base.data, base.split, base.seed)
+    source = discover(base.data, base.split, base.seed, images=base.images, columns=base.columns,
+                      multi_label=base.multi_label)
     create_model(base.model, len(source.class_names), pretrained=base.pretrained, weights=base.weights, se=base.se)
     return base
 
