@@ -86,6 +86,22 @@ def test_the_error_gallery_of_a_label_file_run_pictures_the_images_it_lists(cli,
     assert "out of the error gallery" not in log.text  # read from --images, not from beside the CSV
 
 
+def test_ids_are_not_matched_to_the_copies_imgcls_wrote_beside_the_file(cli, flat, tmp_path):
+    images, pairs = flat
+    table = _write(images / "train.csv", [["id", "label"], *[[Path(n).stem, c] for n, c in pairs]])
+    runs = images / "runs"  # the default project, when the command runs in the data folder
+    code, _, err = cli("train", "--data", table, *TINY, "--epochs", "1", "--project", runs)
+    assert code == 0, err
+    code, _, err = cli("predict", "--weights", runs / "train" / "weights" / "best.pt", "--source", images,
+                       "--save-img", "--workers", "0", "--out", runs / "predict")
+    assert code == 0, err
+    assert (runs / "predict" / "images" / pairs[0][0]).exists()  # a copy under the image's own name
+    code, _, err = cli("train", "--data", table, *TINY, "--epochs", "1", "--project", runs)
+    assert code == 0, err
+    split = list(csv.DictReader(open(runs / "train2" / "split.csv", encoding="utf-8")))
+    assert {r["path"] for r in split} == {n for n, _ in pairs}
+
+
 def test_another_label_header_a_tsv_with_a_split_column_and_a_list_with_names(flat, tmp_path):
     from imgcls.data.folders import discover
 

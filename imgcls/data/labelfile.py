@@ -38,6 +38,8 @@ SPLIT_HEADERS = ("split", "subset", "set", "fold_name")
 PATH_WORDS = ("image", "img", "path", "file", "filename")
 LABEL_WORDS = ("labels", "label", "tags", "tag", "class", "classes", "category", "categories")
 NAMES_FILES = ("names.txt", "classes.txt", "class_names.txt", "labels.txt")
+# files that mark a folder as imgcls output: a run (train), a predict --out, a check --out
+OUTPUT_MARKS = frozenset({"args.yaml", "predictions.json", "check.json"})
 
 
 ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True}
@@ -313,14 +315,17 @@ def _found(written: str, images: Path, stems: "_Index", where: str) -> str:
         what = "id" if not path.suffix else "file name"
         raise ImgclsError(f"{where}: {what} {written!r} matches {len(matches)} files ({', '.join(matches[:3])}); "
                           "give " + ("the file name with its extension" if not path.suffix else
-                                     "its path relative to --images"))
+                                     "its path relative to --images") + ", or --images the one folder that holds it")
     raise ImgclsError(f"{where}: image {written} not found under {images}; fix the path, or point --images at the "
                       "folder the paths are relative to")
 
 
 class _Index:
     """Image files under a folder by file name, by stem and by relative path without its extension, read on the
-    first lookup (a file whose rows all give paths as they are on disk never walks the folder)."""
+    first lookup (a file whose rows all give paths as they are on disk never walks the folder).
+
+    imgcls's own output folders below it are left out: `predict --save-img` into the default runs/ beside a label
+    file writes copies of its images under their own names."""
 
     def __init__(self, images: Path):
         self.images, self.found = images, None
@@ -333,6 +338,9 @@ class _Index:
     def _walk(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for dirpath, dirnames, filenames in os.walk(self.images):
+            if dirpath != str(self.images) and OUTPUT_MARKS.intersection(filenames):
+                dirnames[:] = []
+                continue
             dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
             for name in sorted(filenames):
                 if is_hidden(name) or not is_image_path(Path(name)):
