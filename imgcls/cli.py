@@ -86,10 +86,7 @@ def _training_commands(sub) -> None:
     p = sub.add_parser("check", help="find bad files, duplicates, leakage and imbalance in a data set")
     p.add_argument("--data", required=True, help="the data folder, in any layout `imgcls train` accepts, or a label "
                    "file (CSV/TSV/TXT)")
-    p.add_argument("--images", metavar="DIR", help="the folder a label file's image paths are relative to (default: "
-                   "its folder)")
-    p.add_argument("--columns", metavar="PATH,LABEL", help="a label file's image-path and label columns (default: "
-                   "recognised by their header)")
+    _label_file_flags(p)
     p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=None,
                    help="several labels per image in the label file (default: found from the file)")
     p.add_argument("--out", metavar="DIR", help="where to write check.json, check.html and class_counts.png "
@@ -127,10 +124,20 @@ def _training_commands(sub) -> None:
     _add_train_arguments(p, run_flags=False)
 
 
+def _label_file_flags(p) -> None:
+    """--images and --columns: where a label file given as --data has its images, and which columns it reads."""
+    p.add_argument("--images", metavar="DIR", help="the folder a label file's image paths are relative to (default: "
+                   "its folder)")
+    p.add_argument("--columns", metavar="PATH,LABEL", help="a label file's image-path and label columns (default: "
+                   "recognised by their header)")
+
+
 def _evaluation_commands(sub) -> None:
     p = sub.add_parser("val", help="evaluate weights: metrics, plots, error gallery with Grad-CAM, calibration")
     p.add_argument("--weights", required=True, help="an imgcls checkpoint, e.g. runs/train/weights/best.pt")
-    p.add_argument("--data", help="a folder with the model's class names (default: the run's own split)")
+    p.add_argument("--data", help="a folder with the model's class names, or a label file (CSV/TSV/TXT) of them "
+                   "(default: the run's own split)")
+    _label_file_flags(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split (default val)")
     p.add_argument("--tta", action="store_true", help="average the predictions of each image and its mirror image")
     p.add_argument("--multi-label", action=argparse.BooleanOptionalAction, default=None,
@@ -283,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "val":
         imgcls.evaluate(args.weights, args.data, args.split, tta=args.tta, calibrate=args.calibrate, errors=args.errors,
                         batch_size=args.batch_size, workers=args.workers, device=args.device, runtime=args.runtime,
-                        ood=args.ood, multi_label=args.multi_label)
+                        ood=args.ood, multi_label=args.multi_label, images=args.images, columns=args.columns)
     elif command == "report":
         print(imgcls.report(args.run))
     elif command == "compare":

@@ -25,6 +25,8 @@ def _cases(tmp, run):
         (["val", "--weights", best, "--split", "test", "--calibrate"],
          lambda: imgcls.evaluate(best, split="test", calibrate=True)),
         (["val", "--weights", best, "--runtime", "tpu"], lambda: imgcls.evaluate(best, runtime="tpu")),
+        (["val", "--weights", best, "--data", tmp, "--columns", "a,b"],
+         lambda: imgcls.evaluate(best, str(tmp), columns="a,b")),
         (["predict", "--weights", best, "--source", missing], lambda: imgcls.predict(best, missing)),
         (["predict", "--weights", best, "--source", tmp, "--topk", "0"], lambda: imgcls.predict(best, tmp, topk=0)),
         (["predict", "--weights", best, "--source", tmp, "--workers", "-1"],

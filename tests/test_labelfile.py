@@ -220,3 +220,23 @@ def test_tune_reads_a_label_file_with_its_images_and_columns(flat, tmp_path):
     base = _base_settings(str(table), "simple_cnn", 0, {"images": str(images), "columns": "picture,kind",
                                                         "pretrained": False})
     assert base.columns == "picture,kind" and base.images == str(images)
+
+
+def test_val_takes_a_label_file_with_its_images_folder_and_columns(cli, flat, tmp_path):
+    import json
+
+    images, pairs = flat
+    table = _write(tmp_path / "train.csv", [["path", "label"], *[[n, c] for n, c in pairs]])
+    code, _, err = cli("train", "--data", table, "--images", images, *TINY, "--epochs", "1",
+                       "--project", tmp_path / "runs")
+    assert code == 0, err
+    best = tmp_path / "runs" / "train" / "weights" / "best.pt"
+    (tmp_path / "elsewhere").mkdir()
+    odd = _write(tmp_path / "elsewhere" / "odd.csv", [["picture", "kind"], *[[n, c] for n, c in pairs]])
+    code, _, err = cli("val", "--weights", best, "--data", odd, "--images", images, "--columns", "picture,kind",
+                       "--workers", "0")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "runs" / "train" / "val" / "metrics.json").read_text())
+    assert metrics["split"] == "all" and metrics["images"] == len(pairs)
+    code, _, err = cli("val", "--weights", best, "--images", images)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no --data is given; drop --images" in err

@@ -407,10 +407,7 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0,
     if multi_label:
         raise ImgclsError(f"--data {root}: --multi-label reads a label file (a CSV with several labels per row, or "
                           "one 0/1 column per label); class folders give one label per image")
-    for flag, value in (("--images", images), ("--columns", columns)):
-        if value is not None:
-            raise ImgclsError(f"{flag} {value}: is for a label file given as --data, and --data {root} is not one; "
-                              f"drop {flag}")
+    refuse_listing_flags(root, images, columns)
     if root.suffix.lower() in LABEL_SUFFIXES and not root.exists():
         raise ImgclsError(f"--data {root}: file not found; give a label file (CSV, TSV or TXT) or a data folder")
     if _reuses_split_csv(split) and root.is_dir():
@@ -476,6 +473,14 @@ def _from_label_file(path: Path, split: str, seed: int, images, columns: str | N
         return replace(read_split_csv(Path(split), root, names), listed=True, rows=numbers)
     return replace(_with_val(DataSource(root=root, class_names=names, items=found, given=given, multi_label=several),
                              split, seed, f"--data {path}", "val rows"), listed=True, rows=numbers)
+
+
+def refuse_listing_flags(data, images, columns) -> None:
+    """One error line for --images or --columns where --data is no label file (a folder, or none: a run's own)."""
+    for flag, value in (("--images", images), ("--columns", columns)):
+        if value is not None:
+            where = f"--data {data} is not one" if data is not None else "no --data is given"
+            raise ImgclsError(f"{flag} {value}: is for a label file given as --data, and {where}; drop {flag}")
 
 
 def listed_rows(path: Path, images=None, columns: str | None = None, multi_label: bool | None = None

@@ -70,21 +70,23 @@ class EvalResult:
         return self.metrics["temperature"]
 
 
-def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
-               ) -> tuple[Path, list[tuple[str, int]], str]:
+def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str, *, images=None,
+               columns: str | None = None) -> tuple[Path, list[tuple[str, int]], str]:
     """The images to evaluate: (data root, [(relative path, label)], split name).
 
     Without ``data``: the run's own split. With ``data``: its ``split`` folder when it has split
-    folders, otherwise the whole tree of class folders (split name "all"). Every class folder must be
-    one of the checkpoint's classes.
+    folders, otherwise the whole tree of class folders (split name "all"); or a label file's rows (under
+    ``images``, its columns named by ``columns`` where its header does not tell). Every class must be one of the
+    checkpoint's classes.
     """
-    from ..data.folders import run_source, scan_layout
+    from ..data.folders import refuse_listing_flags, run_source, scan_layout
     from ..data.labelfile import is_label_file
 
     card = card_of(checkpoint)
     class_names = list(card.class_names)
     if data is not None and is_label_file(data):
-        return _listed_items(Path(data), class_names, split, card.multi_label)
+        return _listed_items(Path(data), class_names, split, card.multi_label, images=images, columns=columns)
+    refuse_listing_flags(data, images, columns)
     if data is not None and card.multi_label:
         raise ImgclsError(f"--data {data}: this model gives several labels per image; evaluate it on a label file "
                           "(a CSV with the labels of each image)")
@@ -116,14 +118,15 @@ def eval_items(checkpoint: dict, data: str | os.PathLike | None, split: str
     return root, items, split if split_dirs else "all"
 
 
-def _listed_items(path: Path, class_names: list[str], split: str, multi_label: bool = False
-                  ) -> tuple[Path, list[tuple[str, int]], str]:
-    """A label file's images (relative to its folder): the rows of ``split`` where it has a split column, else all.
-    For a multi-label model each label is the tuple of the image's label indices (``dataset_labels`` makes the
-    loaders' multi-hot vectors of them)."""
+def _listed_items(path: Path, class_names: list[str], split: str, multi_label: bool = False, *, images=None,
+                  columns: str | None = None) -> tuple[Path, list[tuple[str, int]], str]:
+    """A label file's images (relative to ``images``, default its folder): the rows of ``split`` where it has a split
+    column, else all. For a multi-label model each label is the tuple of the image's label indices
+    (``dataset_labels`` makes the loaders' multi-hot vectors of them)."""
     from ..data.folders import listed_rows
 
-    rows = [(rel, label, split) for _, rel, label, split in listed_rows(path, multi_label=multi_label or None)[2]]
+    root, _, listed = listed_rows(path, images=images, columns=columns, multi_label=multi_label or None)
+    rows = [(rel, label, split) for _, rel, label, split in listed]
     named = {name for _, label, _ in rows for name in (label if multi_label else (label,))}
     unknown = sorted(named - set(class_names))
     if unknown:
@@ -136,7 +139,7 @@ def _listed_items(path: Path, class_names: list[str], split: str, multi_label: b
     index = {name: i for i, name in enumerate(class_names)}
     chosen = [(rel, tuple(index[n] for n in label) if multi_label else index[label])
               for rel, label, s in rows if s is None or s == split]
-    return path.parent, chosen, split if splits != {None} else "all"
+    return root, chosen, split if splits != {None} else "all"
 
 
 def dataset_labels(checkpoint: dict, labels: list) -> list:
@@ -279,8 +282,8 @@ def store_thresholds(path: str | os.PathLike, result: EvalResult, checkpoint: di
 def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, split: str = "val", *,
              tta: bool = False, calibrate: bool = False, batch_size: int = 32, workers: int | None = None,
              device: str = "auto", runtime: str = "auto", errors: int = GALLERY_SIZE, save: bool = True,
-             ood: str | os.PathLike | None = None, progress: bool = True, multi_label: bool | None = None
-             ) -> EvalResult:
+             ood: str | os.PathLike | None = None, progress: bool = True, multi_label: bool | None = None,
+             images: str | os.PathLike | None = None, columns: str | None = None) -> EvalResult:
     """Evaluate a checkpoint exactly as ``imgcls val`` does.
 
     ``imgcls.evaluate("runs/train/weights/best.pt")`` scores the run's own validation split and
@@ -289,7 +292,8 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     metrics.json's "open_set" gives the share of these images ``--reject`` would reject; with ``ood`` (a folder
     of images of none of the classes) also the AUROC of the open-set score and the false-accept rate. A multi-label
     model (its card's thresholds) reads several labels per image from a label file; ``multi_label`` True or False
-    says which kind of model the caller expects.
+    says which kind of model the caller expects. A label file as ``data`` has its images under ``images`` (default:
+    its folder) and its columns named by ``columns`` (PATH,LABEL) where its header does not tell them.
     """
     from ..data.cores import default_workers
     from ..data.folders import SPLITS
@@ -309,11 +313,12 @@ def evaluate(weights: str | os.PathLike, data: str | os.PathLike | None = None, 
     if calibrate and card_of(checkpoint).multi_label:
         raise ImgclsError("--calibrate fits a softmax temperature; this model gives several labels per image, each "
                           "with its threshold tuned on val by train: drop --calibrate")
-    root, items, split = eval_items(checkpoint, data, split)
+    listing = {"images": images, "columns": columns}  # a label file's images folder and columns
+    root, items, split = eval_items(checkpoint, data, split, **listing)
     torch_device = select_device(device)
     workers = default_workers() if workers is None else workers
     if calibrate:
-        checkpoint["familiarity"] = _familiarity_for_calibration(checkpoint, data, torch_device, runtime,
+        checkpoint["familiarity"] = _familiarity_for_calibration(checkpoint, data, listing, torch_device, runtime,
                                                                  batch_size, workers, progress)
     log.info(f"Evaluating {checkpoint['path']} on {len(items)} images of {root} (split {split})"
              + (" with flip TTA" if tta else ""))
@@ -351,14 +356,14 @@ def _carry_export(path: str | os.PathLike, device, runtime: str) -> None:
     embed_export(calibrated, path)
 
 
-def _familiarity_for_calibration(checkpoint: dict, data, device, runtime: str, batch_size: int, workers: int,
-                                 progress: bool) -> dict | None:
+def _familiarity_for_calibration(checkpoint: dict, data, listing: dict, device, runtime: str, batch_size: int,
+                                 workers: int, progress: bool) -> dict | None:
     """``--calibrate`` refits the familiarity score on training images: the run's own train split, else the train
     folder of --data. Never on the images the threshold is calibrated on (a flat --data folder is all of them):
     without training images the checkpoint keeps the energy score."""
     for source in (None, data) if data is not None else (None,):
         try:
-            root, items, split = eval_items(checkpoint, source, "train")
+            root, items, split = eval_items(checkpoint, source, "train", **({} if source is None else listing))
         except ImgclsError:
             continue
         if split == "train":
