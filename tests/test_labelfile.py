@@ -205,11 +205,12 @@ def test_a_label_file_that_is_not_there_is_one_line(cli, tmp_path):
 
 def test_images_or_columns_beside_a_folder_is_one_line(cli, flat_data, tmp_path):
     for flag, value in (("--images", tmp_path), ("--columns", "path,label")):
-        code, _, err = cli("train", "--data", flat_data, flag, value, *TINY, "--epochs", "1",
-                           "--project", tmp_path / "runs")
-        assert code == 2 and len(err.strip().splitlines()) == 1, err
-        assert f"{flag} {value}: is for a label file" in err and f"drop {flag}" in err
-    assert not (tmp_path / "runs").exists()
+        for command in (("train", *TINY, "--epochs", "1", "--project", tmp_path / "runs"),
+                        ("check", "--no-near", "--out", tmp_path / "checked")):
+            code, _, err = cli(command[0], "--data", flat_data, flag, value, *command[1:])
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert f"{flag} {value}: is for a label file" in err and f"drop {flag}" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "checked").exists()
 
 
 def test_tune_reads_a_label_file_with_its_images_and_columns(flat, tmp_path):

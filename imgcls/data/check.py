@@ -484,14 +484,12 @@ def collect_entries(root: Path, images: str | os.PathLike | None = None, columns
                     multi_label: bool | None = None):
     """Files to check under root (or listed in the label file ``root``), as train reads them: (entries, the
     folders.Layout, layout findings)."""
-    from .folders import scan_layout
+    from .folders import refuse_listing_flags, scan_layout
     from .labelfile import is_label_file
 
     if is_label_file(root):
         return _listed_entries(root, images, columns, multi_label)
-    if multi_label:
-        raise ImgclsError(f"--data {root}: --multi-label reads a label file (a CSV with several labels per row, or "
-                          "one 0/1 column per label); class folders give one label per image")
+    refuse_listing_flags(root, images, columns, multi_label)
     layout = scan_layout(root)
     findings = [Finding(severity, "layout", message) for severity, message in layout.problems]
     if not layout.trees.get(None, True):

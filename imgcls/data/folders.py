@@ -404,10 +404,7 @@ def discover(root: str | os.PathLike, split: str = DEFAULT_SPLIT, seed: int = 0,
     root = Path(root).expanduser()
     if is_label_file(root):
         return _from_label_file(root, split, seed, images, columns, multi_label)
-    if multi_label:
-        raise ImgclsError(f"--data {root}: --multi-label reads a label file (a CSV with several labels per row, or "
-                          "one 0/1 column per label); class folders give one label per image")
-    refuse_listing_flags(root, images, columns)
+    refuse_listing_flags(root, images, columns, multi_label)
     if root.suffix.lower() in LABEL_SUFFIXES and not root.exists():
         raise ImgclsError(f"--data {root}: file not found; give a label file (CSV, TSV or TXT) or a data folder")
     if _reuses_split_csv(split) and root.is_dir():
@@ -475,8 +472,12 @@ def _from_label_file(path: Path, split: str, seed: int, images, columns: str | N
                              split, seed, f"--data {path}", "val rows"), listed=True, rows=numbers)
 
 
-def refuse_listing_flags(data, images, columns) -> None:
-    """One error line for --images or --columns where --data is no label file (a folder, or none: a run's own)."""
+def refuse_listing_flags(data, images, columns, multi_label: bool | None = None) -> None:
+    """One error line for --images, --columns or --multi-label where --data is no label file (a folder, or none: a
+    run's own)."""
+    if multi_label:
+        raise ImgclsError(f"--data {data}: --multi-label reads a label file (a CSV with several labels per row, or "
+                          "one 0/1 column per label); class folders give one label per image")
     for flag, value in (("--images", images), ("--columns", columns)):
         if value is not None:
             where = f"--data {data} is not one" if data is not None else "no --data is given"
