@@ -64,7 +64,7 @@ def test_training_testing_layout_trains_with_the_real_classes(cli, tmp_path):
     block = err[err.index("WARNING: data check"):err.index("`imgcls check --data")]
     assert "2 group(s) (4 images) of identical or near-identical images in more than one split (leakage)" in block
     assert "Training/glioma/glioma_3.png = Testing/glioma/same.png" in block and planted["near"] in block
-    assert "Ignored 4 hidden or system file(s)/folder(s): .DS_Store, Training/.ipynb_checkpoints/, " \
+    assert "Ignored 4 hidden, system or imgcls output file(s)/folder(s): .DS_Store, Training/.ipynb_checkpoints/, " \
            "Training/meningioma/Thumbs.db, __MACOSX/" in err
 
     results = json.loads((run / "results.json").read_text())
@@ -170,3 +170,20 @@ def test_mac_archive_debris_is_not_a_class(tmp_path):
     report = run_check(root, near=False, write=False)
     assert [f.kind for f in report.findings] == ["hidden"]
     assert report.findings[0].paths == ["__MACOSX", "ants/.DS_Store", "ants/._ants_1.png"]
+
+
+
+def test_imgcls_output_inside_the_data_folder_is_never_a_class(cli, flat_data, tmp_path):
+    """`imgcls predict --save-img` run in the data folder leaves runs/predict/ (labelled copies) there; the next
+    train does not read it as a class."""
+    code, _, err = cli("train", "--data", flat_data, *TINY, "--epochs", "1", "--project", tmp_path / "runs")
+    assert code == 0, err
+    code, _, err = cli("predict", "--weights", tmp_path / "runs" / "train" / "weights" / "best.pt", "--source",
+                       flat_data / "circle", "--save-img", "--workers", "0", "--out", flat_data / "runs" / "predict")
+    assert code == 0, err
+    assert any((flat_data / "runs" / "predict" / "images").iterdir())
+    code, _, err = cli("train", "--data", flat_data, *TINY, "--epochs", "1", "--project", tmp_path / "runs")
+    assert code == 0, err
+    results = json.loads((tmp_path / "runs" / "train2" / "results.json").read_text())
+    assert results["dataset"]["class_names"] == ["circle", "square", "triangle"]
+    assert "imgcls output" in err and "runs/" in err

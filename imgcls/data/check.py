@@ -505,8 +505,8 @@ def collect_entries(root: Path, images: str | os.PathLike | None = None, columns
         findings.append(Finding("info", "ignored", f"{len(ignored)} file(s) without an image extension are "
                                 "ignored by imgcls", ignored))
     if layout.hidden:
-        findings.append(Finding("info", "hidden", f"{len(layout.hidden)} hidden or system file(s)/folder(s) "
-                                "(dot-names, __MACOSX, Thumbs.db, ...) are ignored by imgcls",
+        findings.append(Finding("info", "hidden", f"{len(layout.hidden)} hidden, system or imgcls output "
+                                "file(s)/folder(s) (dot-names, __MACOSX, Thumbs.db, imgcls's runs, ...) are ignored",
                                 layout.relative(layout.hidden)))
     if layout.unused:
         findings.append(Finding("info", "unused", f"{len(layout.unused)} file(s)/folder(s) outside the class "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from ..config import DEFAULT_SPLIT
 from ..errors import ImgclsError
-from .images import is_hidden, is_image_path
+from .images import is_hidden, is_image_path, is_imgcls_output
 
 log = logging.getLogger("imgcls")
 
@@ -141,7 +141,7 @@ def _children(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
     except OSError as e:
         raise ImgclsError(f"--data {folder}: cannot be read ({e.strerror or e})") from None
     for path in entries:
-        if is_hidden(path.name):
+        if is_hidden(path.name) or (path.is_dir() and is_imgcls_output(path)):
             hidden.append(path)
         elif path.is_dir():
             dirs.append(path)
@@ -555,7 +555,8 @@ def _log_left_out(layout: Layout) -> None:
         log.warning(f"WARNING: ignored {len(layout.ignored)} file(s) that are not images by extension: "
                     f"{_short_list(root, layout.ignored)}")
     if layout.hidden:
-        log.info(f"Ignored {len(layout.hidden)} hidden or system file(s)/folder(s): {_short_list(root, layout.hidden)}")
+        log.info(f"Ignored {len(layout.hidden)} hidden, system or imgcls output file(s)/folder(s): "
+                 f"{_short_list(root, layout.hidden)}")
     if layout.unused:
         log.info(f"Not used (outside the class folders): {_short_list(root, layout.unused)}")
 

@@ -29,6 +29,26 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_NAMES
 
 
+# files that mark a folder as imgcls's own output: a run (train), a predict --out, a check --out
+OUTPUT_MARKS = frozenset({"args.yaml", "predictions.json", "check.json"})
+
+
+def is_imgcls_output(folder: Path) -> bool:
+    """A run, predict or check folder of imgcls, or a folder of them (runs/ beside the data when a command runs in
+    the data folder): never data, though it holds images (plots, labelled copies)."""
+    try:
+        subfolders = []
+        with os.scandir(folder) as entries:  # a class folder's images are listed, not stat'ed
+            for entry in entries:
+                if entry.name in OUTPUT_MARKS:
+                    return True
+                if entry.is_dir():
+                    subfolders.append(entry.path)
+        return any(OUTPUT_MARKS.intersection(os.listdir(sub)) for sub in subfolders)
+    except OSError:
+        return False
+
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # Images above this many pixels are refused before decoding (PIL's own default limit).

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImgclsError
-from .images import is_hidden, is_image_path
+from .images import is_hidden, is_image_path, is_imgcls_output
 
 log = logging.getLogger("imgcls")
 
@@ -38,8 +38,6 @@ SPLIT_HEADERS = ("split", "subset", "set", "fold_name")
 PATH_WORDS = ("image", "img", "path", "file", "filename")
 LABEL_WORDS = ("labels", "label", "tags", "tag", "class", "classes", "category", "categories")
 NAMES_FILES = ("names.txt", "classes.txt", "class_names.txt", "labels.txt")
-# files that mark a folder as imgcls output: a run (train), a predict --out, a check --out
-OUTPUT_MARKS = frozenset({"args.yaml", "predictions.json", "check.json"})
 
 
 ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True}
@@ -338,10 +336,7 @@ class _Index:
     def _walk(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for dirpath, dirnames, filenames in os.walk(self.images):
-            if dirpath != str(self.images) and OUTPUT_MARKS.intersection(filenames):
-                dirnames[:] = []
-                continue
-            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d) and not is_imgcls_output(Path(dirpath) / d))
             for name in sorted(filenames):
                 if is_hidden(name) or not is_image_path(Path(name)):
                     continue
