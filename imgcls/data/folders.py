@@ -141,10 +141,10 @@ def _children(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
     except OSError as e:
         raise ImgclsError(f"--data {folder}: cannot be read ({e.strerror or e})") from None
     for path in entries:
-        if is_hidden(path.name) or (path.is_dir() and is_imgcls_output(path)):
+        if is_hidden(path.name):
             hidden.append(path)
         elif path.is_dir():
-            dirs.append(path)
+            (hidden if is_imgcls_output(path) else dirs).append(path)
         else:
             files.append(path)
     return dirs, files, hidden
