@@ -561,3 +561,28 @@ def test_a_last_phase_whose_epochs_slow_down_is_shortened_to_keep_the_budget(tmp
     assert _refit_last_phase(run, shorter, 1.0, done=5).epochs == 9
     run.now = 900.0
     assert _refit_last_phase(run, shorter, 60.0, done=5).epochs == 5
+
+
+def test_graded_groups_raise_the_lr_layer_by_layer_from_the_stem_to_the_head():
+    """A graded phase (layer-wise lr decay) gives the stem the body's lr and each layer above it more, up to just
+    below the head's; every trainable parameter outside the head is in exactly one group. A network without timm's
+    group_matcher trains its body at one lr."""
+    import timm
+
+    from imgcls.engine.fit import graded_groups
+    from imgcls.models.factory import create_model
+    from imgcls.models.parts import head
+
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=3, pretrained=False)
+    heads = {id(p) for p in head(model).parameters()}
+    groups = graded_groups(model, 1e-3, 1e-4, heads)
+    lrs = [g["lr"] for g in groups]
+    assert lrs[0] == pytest.approx(1e-4) and all(a < b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 1e-3
+    assert all(g["initial_lr"] == g["lr"] for g in groups)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) and set(grouped) | heads == {id(p) for p in model.parameters()}
+    assert id(model.conv_stem.weight) in {id(p) for p in groups[0]["params"]}  # the stem moves least
+
+    cnn = create_model("simple_cnn", 3, pretrained=False)[0]
+    (body,) = graded_groups(cnn, 1e-3, 1e-4, {id(p) for p in head(cnn).parameters()})
+    assert body["lr"] == 1e-4 and len(body["params"]) == len(list(cnn.parameters())) - len(list(head(cnn).parameters()))

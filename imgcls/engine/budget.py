@@ -497,13 +497,18 @@ def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, cou
         log.warning(f"WARNING: even one epoch of the whole network takes about {est.total / 60:.1f} min here, more "
                     f"than --budget {cfg.budget}; it runs anyway")
     _say_unused(est, budget, epochs, most)
+    return whole_phases(epochs, cfg.pretrained, accelerator), est, (size if size != own else None)
+
+
+def whole_phases(epochs: int, pretrained: bool, accelerator: bool) -> list[Phase]:
+    """The phases of a whole-network plan of ``epochs`` epochs: from pretrained weights a linear probe first (LP-FT),
+    and on an accelerator, when the epochs are many, strong augmentation, mixup/CutMix and an EMA of the weights."""
     strong = accelerator and epochs >= ACCELERATOR["strong_from"]
     extra = {"augment": "strong", "mix": True, "ema": True} if strong else {}
-    if not cfg.pretrained:
-        return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"], **extra)], est, None
-    return [Phase("probe", probe, "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
-            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"], **extra)], est, \
-        (size if size != own else None)
+    if not pretrained:
+        return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"], **extra)]
+    return [Phase("probe", WHOLE["probe_epochs"], "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
+            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"], **extra)]
 
 
 def _chosen_step(cfg: TrainConfig, model: nn.Module, input_size, device: torch.device, amp: bool | str, first: Step,

@@ -253,8 +253,9 @@ def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -
     head_ids = {id(p) for p in head(run.model).parameters()}
     params = [p for p in upper.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) in head_ids], "lr": phase.lr, "initial_lr": phase.lr},
-              {"params": [p for p in params if id(p) not in head_ids], "lr": phase.body_lr,
-               "initial_lr": phase.body_lr}]
+              *(graded_groups(upper, phase.lr, phase.body_lr, head_ids) if phase.graded and phase.trains == "all"
+                else [{"params": [p for p in params if id(p) not in head_ids], "lr": phase.body_lr,
+                       "initial_lr": phase.body_lr}])]
     optimizer = OPTIMIZERS[cfg.optim]([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     per_rank = -(-train_images // dist.world_size())  # a DistributedSampler gives each rank this many
     steps_per_epoch = max(1, -(-per_rank // cfg.batch_size))
@@ -269,6 +270,25 @@ def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -
         warmup_steps=int(round(min(cfg.warmup_epochs, phase.epochs) * steps_per_epoch)), lrf=cfg.lrf,
         scaler=torch.amp.GradScaler("cuda") if amp is True and run.device.type == "cuda" else None, amp=amp,
         clip_grad=cfg.clip_grad, distiller=run.distiller, mix=mix, classes=len(run.source.class_names))
+
+
+def graded_groups(model: nn.Module, lr: float, body_lr: float, head_ids: set[int]) -> list[dict]:
+    """The trainable parameters outside the head in groups whose lr rises geometrically from ``body_lr`` at the
+    stem to just below ``lr`` (the head's) at the top layer, along the layers of timm's group_matcher (layer-wise lr
+    decay: the lower layers' general features move least); one group at ``body_lr`` where the model has no
+    group_matcher."""
+    from timm.models import group_parameters
+
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad and id(p) not in head_ids}
+    matcher = getattr(model, "group_matcher", None)
+    layers = group_parameters(model, matcher(coarse=False)) if callable(matcher) else {}
+    layers = [[named[n] for n in names if n in named] for _, names in sorted(layers.items())]
+    layers = [ps for ps in layers if ps]
+    if sum(map(len, layers)) != len(named):  # names the matcher misses: no grading rather than a partial one
+        layers = [list(named.values())] if named else []
+    depth = len(layers)
+    return [{"params": ps, "lr": (lr_i := body_lr * (lr / body_lr) ** (i / depth)), "initial_lr": lr_i}
+            for i, ps in enumerate(layers)]
 
 
 def _criterion(run: Run) -> nn.Module:
