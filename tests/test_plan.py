@@ -472,7 +472,7 @@ def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_str
     probe, finetune = long_plan
     assert size == (352, 352) and finetune.trains == "all" and finetune.inputs == "images"
     assert finetune.epochs == budget.ACCELERATOR["epochs"] and finetune.augment == "strong" and finetune.mix
-    assert finetune.ema
+    assert finetune.ema and finetune.graded and finetune.frozen_norm and "rising layer by layer" in finetune.describe()
     assert 0.75 * 15 * 60 <= long_est.total <= 15 * 60
     assert "ends about" not in capsys.readouterr().err or long_est.total < 0.8 * 15 * 60
 
@@ -480,7 +480,10 @@ def test_an_accelerator_plan_fills_the_budget_with_epochs_a_larger_input_and_str
                                                                   preprocess, FLOWERS5, gpu, [], views=1, amp="bf16")
     assert short_size is None                             # the model's own 224 px
     assert 10 <= short_plan[1].epochs < budget.ACCELERATOR["min_epochs"] and short_est.total <= 2 * 60
-    assert short_plan[1].augment is None and not short_plan[1].mix and not short_plan[1].ema
+    assert short_plan[1].augment is None and not short_plan[1].mix and not short_plan[1].ema and short_plan[1].graded
+    assert short_plan[1].frozen_norm
+    # a CPU's whole-network plan (networks it cannot cut) trains the body at one lr and moves its statistics
+    assert not any(p.graded or p.frozen_norm for p in budget.whole_phases(10, pretrained=True, accelerator=False))
     # the re-fit after the first epoch may grow an accelerator's phase to ACCELERATOR's cap, not the CPU's
     assert budget.most_epochs("finetune", accelerator=True) == budget.ACCELERATOR["epochs"]
     assert budget.most_epochs("finetune") == budget.WHOLE["epochs"]
@@ -586,3 +589,37 @@ def test_graded_groups_raise_the_lr_layer_by_layer_from_the_stem_to_the_head():
     cnn = create_model("simple_cnn", 3, pretrained=False)[0]
     (body,) = graded_groups(cnn, 1e-3, 1e-4, {id(p) for p in head(cnn).parameters()})
     assert body["lr"] == 1e-4 and len(body["params"]) == len(list(cnn.parameters())) - len(list(head(cnn).parameters()))
+
+
+def test_an_accelerators_finetuning_grades_its_lrs_and_keeps_the_batch_norm_statistics(cli, split_data, tmp_path,
+                                                                                       monkeypatch):
+    """The fine-tuning phase an accelerator's plan makes (here on a CPU, injected into a whole-network plan) trains
+    with the lrs of graded_groups (the stem's lowest, each layer above it higher, the head's highest) and leaves the
+    batch-norm running statistics as they were; the log says both."""
+    import imgcls.engine.budget as budget
+    from imgcls.engine import fit
+
+    planned, seen = budget.whole_network_plan, []
+
+    def graded(*args, **kwargs):
+        plan, est, size = planned(*args, **kwargs)
+        return [dataclasses.replace(p, graded=True, frozen_norm=True, body_lr=1e-4) for p in plan], est, size
+
+    monkeypatch.setattr(budget, "whole_network_plan", graded)
+    monkeypatch.setattr(budget, "measure_whole", lambda *args, **kwargs: Costs(0.0, top_train=0.01, top_eval=0.01))
+    epoch = fit.train_one_epoch
+    monkeypatch.setattr(fit, "train_one_epoch", lambda *a, **k: seen.append(
+        [g["initial_lr"] for g in a[2].optimizer.param_groups]) or epoch(*a, **k))
+    code, _, err = cli("train", "--data", split_data, "--model", "resnet10t", "--no-pretrained", "--imgsz", "32",
+                       "--batch-size", "8", "--workers", "0", "--budget", "10s", "--project", tmp_path / "runs")
+    assert code == 0, err
+    assert "rising layer by layer" in err and "batch-norm statistics kept" in err
+    head_lr, *body = seen[0]
+    assert len(body) > 3 and body[0] == pytest.approx(1e-4) and body == sorted(body) and body[-1] < head_lr
+    from imgcls.record.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "runs" / "train" / "weights" / "last.pt")["state_dict"]
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    assert means and all(torch.equal(m, torch.zeros_like(m)) for m in means)  # as initialised: never moved
+    assert all(torch.equal(v, torch.ones_like(v)) for v in variances)

@@ -4,7 +4,7 @@ data/device_batches, as on a GPU), at the speed of the CPU. What it measures is 
 number of epochs, which does not depend on the device; the GPU's speed decides only how many epochs a budget buys
 (tests/test_plan.py fits them from recorded GPU timings). A GPU's numbers come from benchmarks/gpu/measure.sh.
 
-    python benchmarks/gpu/replay.py --data ../shared/datasets/flowers5 --epochs 8 [--top-lr 1e-3] [--imgsz 224]
+    python benchmarks/gpu/replay.py --data ../shared/datasets/flowers5 --epochs 8 [--no-graded] [--no-frozen-norm]
 
 Writes one JSON row (test accuracy, the val curve, the phases) to --out and prints it.
 """
@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -34,6 +35,9 @@ def main(argv=None) -> dict:
     p.add_argument("--body-lr", type=float, default=None, help="the body's lr (default: the plan's)")
     p.add_argument("--graded", action=argparse.BooleanOptionalAction, default=None,
                    help="the body's lr rising layer by layer from --body-lr to --lr (default: the plan's)")
+    p.add_argument("--frozen-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch-norm layers keeping their pretrained statistics as every layer trains (default: the "
+                        "plan's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--project", default="/tmp/replay-runs")
     p.add_argument("--out", default="benchmarks/results/gpu_recipe_on_cpu.jsonl")
@@ -41,18 +45,16 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     os.environ.setdefault("IMGCLS_CPU_BF16", "1")  # a GPU trains under bf16 autocast
-    import imgcls.engine.fit as fit
-    import imgcls.engine.train as train
+    from imgcls.engine import fit, train
     from imgcls.engine.budget import ACCELERATOR, RECIPE, WHOLE, whole_phases
 
     fit.uses_device_batches = lambda run: run.cfg.cache  # the GPU's input pipeline, on the CPU
-    phases = whole_phases(args.epochs, pretrained=True, accelerator=True)
-    probe, finetune = phases
+    probe, finetune = whole_phases(args.epochs, pretrained=True, accelerator=True)
     if args.probe_epochs is not None:
-        probe = probe.__class__(**(probe.to_dict() | {"epochs": args.probe_epochs}))
-    changes = {k: v for k, v in {"augment": args.augment, "lr": args.lr, "body_lr": args.body_lr, "graded": args.graded}.items()
-               if v is not None}
-    finetune = finetune.__class__(**(finetune.to_dict() | changes))
+        probe = replace(probe, epochs=args.probe_epochs)
+    changes = {"augment": args.augment, "lr": args.lr, "body_lr": args.body_lr, "graded": args.graded,
+               "frozen_norm": args.frozen_norm}
+    finetune = replace(finetune, **{k: v for k, v in changes.items() if v is not None})
     plan = [ph for ph in (probe, finetune) if ph.epochs]
 
     def replayed(cfg, last, model, preprocess, source, device, main, spent=0.0):

@@ -502,13 +502,17 @@ def whole_network_plan(cfg: TrainConfig, model: nn.Module, preprocess: dict, cou
 
 def whole_phases(epochs: int, pretrained: bool, accelerator: bool) -> list[Phase]:
     """The phases of a whole-network plan of ``epochs`` epochs: from pretrained weights a linear probe first (LP-FT),
-    and on an accelerator, when the epochs are many, strong augmentation, mixup/CutMix and an EMA of the weights."""
+    and on an accelerator, when the epochs are many, strong augmentation, mixup/CutMix and an EMA of the weights.
+    An accelerator's fine-tuning is graded (its top layers learn near the head's lr, as the CPU plan's top stages do,
+    its stem at the body's) and keeps the pretrained batch-norm statistics, which batches of a small data set would
+    only blur: measured by replaying the plan on the CPU (docs/alternatives.md)."""
     strong = accelerator and epochs >= ACCELERATOR["strong_from"]
     extra = {"augment": "strong", "mix": True, "ema": True} if strong else {}
     if not pretrained:
         return [Phase("full", epochs, "all", "images", WHOLE["lr"], WHOLE["lr"], **extra)]
     return [Phase("probe", WHOLE["probe_epochs"], "head", "features", RECIPE["probe_lr"], RECIPE["probe_lr"]),
-            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"], **extra)]
+            Phase("finetune", epochs, "all", "images", WHOLE["lr"], WHOLE["body_lr"], graded=accelerator,
+                  frozen_norm=accelerator, **extra)]
 
 
 def _chosen_step(cfg: TrainConfig, model: nn.Module, input_size, device: torch.device, amp: bool | str, first: Step,

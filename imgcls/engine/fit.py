@@ -141,7 +141,7 @@ def _fit_phase(run: Run, phase: Phase, before: int, inputs: "PhaseInputs", on_ep
                                  progress=run.progress,
                                  after_step=(lambda step: ema.update(run.model, step)) if ema is not None else None)
             state.step += tr.steps
-            if images and phase.trains != "head" and state.step < PRECISE_BN_STEPS:
+            if images and phase.trains != "head" and state.step < PRECISE_BN_STEPS and not phase.frozen_norm:
                 _recompute_batch_norm(run, phase, epoch, inputs, lower, upper, channels_last)
             dist.sync_buffers(run.model)
             runner = torch_runner(evaluated, run.device, channels_last=channels_last,
@@ -269,7 +269,8 @@ def _optimization(run: Run, phase: Phase, upper: nn.Module, train_images: int) -
         total_steps=steps_per_epoch * phase.epochs,
         warmup_steps=int(round(min(cfg.warmup_epochs, phase.epochs) * steps_per_epoch)), lrf=cfg.lrf,
         scaler=torch.amp.GradScaler("cuda") if amp is True and run.device.type == "cuda" else None, amp=amp,
-        clip_grad=cfg.clip_grad, distiller=run.distiller, mix=mix, classes=len(run.source.class_names))
+        clip_grad=cfg.clip_grad, distiller=run.distiller, mix=mix, classes=len(run.source.class_names),
+        frozen_norm=phase.frozen_norm and phase.trains == "all")
 
 
 def graded_groups(model: nn.Module, lr: float, body_lr: float, head_ids: set[int]) -> list[dict]:

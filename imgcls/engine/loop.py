@@ -41,6 +41,7 @@ class Optimization:
     distiller: object | None = None   # models.distill.Distiller: mixes a teacher's soft targets into the loss
     mix: torch.Generator | None = None   # mixup/CutMix of each batch (data/device_batches.mix) from this generator
     classes: int = 0                     # the number of classes, for mixed targets
+    frozen_norm: bool = False            # batch-norm layers keep their running statistics (eval mode) as they train
 
     def set_lr(self, step: int) -> float:
         factor = lr_factor(step, self.total_steps, self.warmup_steps, self.lrf)
@@ -77,6 +78,11 @@ class EpochOutput:
     input_wait: float = 0.0   # of which waiting for the next batch: the device idles while the input pipeline works
 
 
+def norm_layers(module: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers of ``module`` that keep running statistics."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torch.device, step: int,
                     lower: Callable | None = None, channels_last: bool = False, desc: str = "train",
                     progress: bool = True, after_step: Callable[[int], None] | None = None) -> EpochOutput:
@@ -88,6 +94,9 @@ def train_one_epoch(upper: nn.Module, loader, opt: Optimization, *, device: torc
     of the weights follows them there).
     """
     upper.train()
+    if opt.frozen_norm:
+        for m in norm_layers(upper):
+            m.eval()
     total_loss, seen, steps, waited = 0.0, 0, 0, 0.0
     targets, predictions = [], []
     start = ready = time.perf_counter()
@@ -154,7 +163,7 @@ def recompute_batch_norm(upper: nn.Module, loader, *, device: torch.device, lowe
     Each batch counts by its size (its momentum is its share of the images seen so far), so a short last batch
     weighs what its images do. Returns the layers it recomputed.
     """
-    norms = [m for m in upper.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = norm_layers(upper)
     if not norms:
         return norms
     momenta = [m.momentum for m in norms]

@@ -29,6 +29,7 @@ class Phase:
     mix: bool = False       # mixup/CutMix of each batch of images (when its epochs are many enough to learn from it)
     ema: bool = False       # validate and save an exponential moving average of the weights (timm's ModelEmaV3)
     graded: bool = False    # the body's lr rises layer by layer from body_lr at the stem to lr at the top (layer-wise lr decay)
+    frozen_norm: bool = False  # batch-norm layers keep their pretrained statistics (eval mode) as all layers train
 
     def describe(self) -> str:
         where = "pooled backbone features" if self.cut is None else f"stage-{self.cut} activations"
@@ -37,6 +38,7 @@ class Phase:
         extra = [f"{self.augment} augmentation"] if self.augment else []
         extra += ["mixup/CutMix"] if self.mix else []
         extra += ["an EMA of the weights"] if self.ema else []
+        extra += ["batch-norm statistics kept"] if self.frozen_norm else []
         body = f"backbone {self.body_lr:.2g} at the stem, rising layer by layer" if self.graded else \
             f"backbone {self.body_lr:.2g}"
         return f"{self.name}: {self.epochs} epoch(s), {what} {on}, lr {self.lr:.2g}" + \
