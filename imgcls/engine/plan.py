@@ -28,7 +28,7 @@ class Phase:
     augment: str | None = None  # the augmentation of its images ("none", "light", "strong"); None: --augment's
     mix: bool = False       # mixup/CutMix of each batch of images (when its epochs are many enough to learn from it)
     ema: bool = False       # validate and save an exponential moving average of the weights (timm's ModelEmaV3)
-    graded: bool = False    # the body's lr rises layer by layer from body_lr at the stem to lr at the top (layer-wise lr decay)
+    graded: bool = False    # the body's lr rising layer by layer from body_lr at the stem to lr (fit.graded_groups)
     frozen_norm: bool = False  # batch-norm layers keep their pretrained statistics (eval mode) as all layers train
 
     def describe(self) -> str:
