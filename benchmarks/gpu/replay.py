@@ -66,12 +66,12 @@ def main(argv=None) -> dict:
     start = time.time()
     result = run_train(data=args.data, seed=args.seed, project=args.project, name="replay", budget="10h",
                        **({"imgsz": str(args.imgsz)} if args.imgsz else {}))
-    results = json.loads((Path(result.run_dir) / "results.json").read_text())
+    results = json.loads((result.run_dir / "results.json").read_text())
     val = [results[k]["valid info"]["accuracy"] for k in sorted((k for k in results if k.startswith("epoch:")),
                                                                   key=lambda k: int(k.split(":")[1]))]
     row = {
         "data": Path(args.data).name, "seed": args.seed, "epochs": args.epochs,
-        "imgsz": results["train parameters"].get("imgsz") if "train parameters" in results else args.imgsz,
+        "imgsz": results["train parameters"]["imgsz"],
         "phases": [ph.describe() for ph in plan], "val_curve": [round(v, 4) for v in val],
         "best_val": round(max(val), 4), "best_epoch": results.get("best epoch"),
         "test_accuracy": round(results["test"]["accuracy"], 4) if "test" in results else None,
